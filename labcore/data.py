@@ -1,0 +1,230 @@
+"""Datasets as in-memory uint8 tensors: find, decode once, cache, split, and iterate batches.
+
+Images are decoded once into uint8 tensors of shape [N, C, H, W] and cached outside the data
+root. Batches are sliced from those tensors with a seeded permutation and normalised per batch,
+so there are no per-sample PIL transforms and no worker processes on the hot path.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import DataConfig
+from .paths import DEFAULT_DATA, cache_dir, data_root
+
+# The lab's normalisation constants (lab-reference.md, "Data").
+MEAN_STD = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+CLASSES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+_TORCHVISION_DIR = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
+_CACHE_VERSION = 1  # bump when the decoded format changes
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset is in none of the places labcore looks; the message says where and how to provide it."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A whole dataset, decoded: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str  # where the images came from (provenance)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train/validation/test tensors plus what is needed to normalise and label them."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> "Splits":
+        """A copy with every tensor on `device` (still uint8, so a GPU holds all of CIFAR-10 in 180 MB)."""
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return Splits(**{**self.__dict__, **moved})
+
+
+def _image_folder(split_dir: Path, gray: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode <split_dir>/<class>/* (classes in sorted order, as ImageFolder does) to uint8 [N, C, H, W]."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted(p for p in (split_dir / cls).iterdir() if p.is_file()):
+            images.append(decode_image(read_file(str(f)), mode=mode))
+            labels.append(label)
+    assert images, f"no images under {split_dir}"
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _torchvision(name: str, root: Path, download: bool) -> Raw:
+    """Load through torchvision's own classes (which download into `root` when asked)."""
+    from torchvision import datasets
+
+    if name == "mnist":
+        parts = [datasets.MNIST(str(root), train=t, download=download) for t in (True, False)]
+        xs = [p.data.unsqueeze(1) for p in parts]  # [N, 28, 28] -> [N, 1, 28, 28]
+        ys = [p.targets.long() for p in parts]
+    else:
+        parts = [datasets.CIFAR10(str(root), train=t, download=download) for t in (True, False)]
+        xs = [torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous() for p in parts]  # NHWC -> NCHW
+        ys = [torch.tensor(p.targets, dtype=torch.int64) for p in parts]
+    return Raw(xs[0], ys[0], xs[1], ys[1], source=f"torchvision:{root / _TORCHVISION_DIR[name]}")
+
+
+def _not_found(name: str, root: Path, reason: str) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"{name} not found: looked for {root / _TORCHVISION_DIR[name]} (torchvision layout) and "
+        f"{root / name}/{{train,test}}/<class>/ (image folder); {reason}. Point LABCORE_DATA at a folder "
+        f"holding one of them (e.g. LABCORE_DATA=../shared/data) or unset it to download into {DEFAULT_DATA} when online."
+    )
+
+
+def _locate(name: str, root: Path) -> str | None:
+    """'torchvision' or 'image-folder' for the layout `name` has under `root`, else None."""
+    tv_dir = root / _TORCHVISION_DIR[name]
+    if tv_dir.is_dir() and any(tv_dir.iterdir()):
+        return "torchvision"
+    if (root / name / "train").is_dir() and (root / name / "test").is_dir():
+        return "image-folder"
+    return None
+
+
+def _cache_file(name: str, root: Path) -> Path:
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]  # one cache per data root
+    return cache_dir() / f"{name}-v{_CACHE_VERSION}-{tag}.pt"
+
+
+def check_available(name: str) -> None:
+    """Raise DataNotFoundError now (before any training) if `name` can be neither found nor downloaded."""
+    root, may_download = data_root()
+    if not (_cache_file(name, root).is_file() or _locate(name, root) or may_download):
+        raise _not_found(name, root, "LABCORE_DATA is set, so labcore does not download into it")
+
+
+def _decode(name: str, root: Path, may_download: bool) -> Raw:
+    """Find `name` under `root` in torchvision's layout or as an image folder; download only if allowed."""
+    layout = _locate(name, root)
+    if layout == "torchvision":
+        return _torchvision(name, root, download=False)
+    if layout == "image-folder":
+        gray = name == "mnist"
+        x_tr, y_tr = _image_folder(root / name / "train", gray)
+        x_te, y_te = _image_folder(root / name / "test", gray)
+        return Raw(x_tr, y_tr, x_te, y_te, source=f"image-folder:{root / name}")
+    if not may_download:
+        raise _not_found(name, root, "LABCORE_DATA is set, so labcore does not download into it")
+    try:
+        return _torchvision(name, root, download=True)
+    except Exception as exc:  # offline: URLError, RuntimeError from torchvision's checks
+        raise _not_found(name, root, f"downloading failed ({type(exc).__name__}: {exc})") from None
+
+
+def load_raw(name: str, root: Path | None = None) -> Raw:
+    """Decoded dataset `name`, from the tensor cache when possible (the cache is never in the data root)."""
+    if root is None:
+        root, may_download = data_root()
+    else:
+        root, may_download = Path(root).resolve(), False
+    cache = _cache_file(name, root)
+    if cache.is_file():
+        return Raw(**torch.load(cache, weights_only=True))
+    raw = _decode(name, root, may_download)
+    assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    torch.save(raw.__dict__, tmp)
+    tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
+    return raw
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (train, validation) index split of range(n); disjoint and deterministic."""
+    if val_size >= n:
+        raise ValueError(f"data.val_size={val_size} leaves no training images out of {n}; lower it")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[val_size:], perm[:val_size]
+
+
+def load(cfg: DataConfig, root: Path | None = None) -> Splits:
+    """The train/validation/test splits that `cfg` describes."""
+    raw = load_raw(cfg.name, root)
+    train_idx, val_idx = split_indices(len(raw.y_train), cfg.val_size, cfg.split_seed)
+    if cfg.subset is not None:
+        train_idx = train_idx[: cfg.subset]  # already shuffled, so this is a random subset
+    n_test = cfg.test_subset or len(raw.y_test)
+    mean, std = MEAN_STD[cfg.name]
+    return Splits(
+        name=cfg.name,
+        x_train=raw.x_train[train_idx], y_train=raw.y_train[train_idx],
+        x_val=raw.x_train[val_idx], y_val=raw.y_train[val_idx],
+        x_test=raw.x_test[:n_test], y_test=raw.y_test[:n_test],
+        classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
+    )
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32, scaled to [0, 1] then standardised per channel."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float().div_(255) - m) / s
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop from a zero-padded image and random horizontal flip, on a whole uint8 batch."""
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # [B, C, H+2p, W+2p]
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B, 1, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B, 1, 1, W]
+    flip = torch.rand(b, generator=generator).to(x.device) < 0.5
+    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]  # [B, C, H, W]
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+            generator: torch.Generator | None = None, augmentation: bool = False
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised float batches from uint8 tensors; shuffled (seeded) when a generator is given."""
+    order = torch.randperm(len(y), generator=generator) if generator is not None else torch.arange(len(y))
+    order = order.to(x.device)
+    for start in range(0, len(y), batch_size):
+        idx = order[start:start + batch_size]
+        xb = x[idx]
+        if augmentation:
+            assert generator is not None, "augmentation needs the training generator"
+            xb = augment(xb, generator)
+        yield normalize(xb, mean, std), y[idx]

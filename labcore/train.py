@@ -1,0 +1,197 @@
+"""Training and evaluation loops over in-memory splits. Everything returns values; nothing is only printed."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import Splits, batches
+
+EpochCallback = Callable[[int, dict, nn.Module], None]
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; or exactly the device named."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def show_progress() -> bool:
+    """Progress bars in interactive sessions only; headless runs (reports, tests, CI) keep logs quiet."""
+    return not (os.environ.get("LABCORE_HEADLESS") or os.environ.get("CI"))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD with momentum, with the config's weight decay."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step learning-rate schedule: constant, cosine to zero, or /10 at the milestone fractions."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    if cfg.schedule == "multistep":
+        steps = [int(m * total_steps) for m in cfg.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, splits: Splits, batch_size: int = 1000) -> torch.Tensor:
+    """Logits [N, classes] for uint8 images `x`, in eval mode (restores the previous mode)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(xb.to(device)) for xb, _ in batches(x, torch.zeros(len(x), device=x.device), batch_size, splits.mean, splits.std)]
+    model.train(was_training)
+    return torch.cat(out).float().cpu()
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: Splits) -> dict:
+    """Accuracy, mean cross-entropy, per-class precision/recall/F1 (scikit-learn) and confusion matrix."""
+    logits = predict(model, x, splits)
+    y = y.cpu()
+    pred = logits.argmax(1)
+    labels = list(range(len(splits.classes)))
+    return {
+        "accuracy": (pred == y).float().mean().item(),
+        "loss": nn.functional.cross_entropy(logits, y).item(),
+        "report": classification_report(y, pred, labels=labels, target_names=list(splits.classes),
+                                        digits=3, output_dict=True, zero_division=0),
+        "report_text": classification_report(y, pred, labels=labels, target_names=list(splits.classes),
+                                             digits=3, zero_division=0),
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+        "predictions": pred.tolist(),
+    }
+
+
+def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
+        on_epoch: EpochCallback | None = None, progress: bool | None = None) -> list[dict]:
+    """Train `model` (already on its device) and return one dict per epoch.
+
+    Each dict has epoch, train_loss and train_acc (averaged over the epoch's batches, in training
+    mode, as the lab reported them), val_loss and val_acc (eval mode), lr and seconds.
+    """
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)  # batch order and augmentation, independent of init
+    steps_per_epoch = -(-len(splits.y_train) // cfg.batch_size)
+    opt = make_optimizer(model, cfg)
+    sched = make_schedule(opt, cfg, cfg.epochs * steps_per_epoch)
+    show = show_progress() if progress is None else progress
+    history = []
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not show, leave=False):
+        start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for xb, yb in batches(splits.x_train, splits.y_train, cfg.batch_size, splits.mean, splits.std,
+                              generator=gen, augmentation=cfg.augment):
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            # Accumulate on the device: no host sync per step.
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
+        n = len(splits.y_train)
+        val_logits = predict(model, splits.x_val, splits)
+        y_val = splits.y_val.cpu()
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum.item() / n,
+            "train_acc": correct.item() / n,
+            "val_loss": nn.functional.cross_entropy(val_logits, y_val).item(),
+            "val_acc": (val_logits.argmax(1) == y_val).float().mean().item(),
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row, model)
+    return history
+
+
+def mean_history(histories: list[dict] | list[list[dict]]) -> list[dict]:
+    """Average several seeds' histories epoch by epoch (a single history is returned as is)."""
+    if not histories or isinstance(histories[0], dict):
+        return list(histories)
+    n = min(len(h) for h in histories)
+    return [{k: (v if k == "epoch" else float(np.mean([h[i][k] for h in histories])))
+             for k, v in histories[0][i].items()} for i in range(n)]
+
+
+def top_confusions(confusion: list[list[int]], classes: tuple[str, ...], k: int = 5) -> list[tuple[str, str, int]]:
+    """The `k` most frequent (true, predicted, count) mistakes in a confusion matrix."""
+    cm = np.asarray(confusion).copy()
+    np.fill_diagonal(cm, 0)
+    order = np.argsort(cm, axis=None)[::-1][:k]
+    return [(classes[i], classes[j], int(cm[i, j])) for i, j in zip(*np.unravel_index(order, cm.shape)) if cm[i, j]]
+
+
+def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: float = 0.005) -> dict:
+    """Has training levelled off? Compares validation accuracy over the last `window` epochs (mean over seeds).
+
+    Returns best epoch, the gain in validation accuracy over the last `window` epochs, the change
+    in training loss over them, and a verdict: 'converged' when the validation accuracy moved less
+    than `tol` and the training loss fell less than 5 %; 'overfitting' when the best validation
+    loss is more than `window` epochs old and it has risen by over 2 % since; otherwise 'still improving'.
+    """
+    history = mean_history(histories)
+    assert history, "empty history"
+    w = min(window, len(history) - 1)
+    if len(history) <= window:  # not enough epochs to see a plateau; say so instead of guessing
+        return {"best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"],
+                "best_val_acc": max(r["val_acc"] for r in history), "window": w,
+                "val_acc_gain": float("nan"), "train_loss_drop": float("nan"), "verdict": "too short to tell"}
+    best = max(history, key=lambda r: r["val_acc"])
+    best_loss = min(history, key=lambda r: r["val_loss"])
+    gain = history[-1]["val_acc"] - history[-1 - w]["val_acc"] if w else float("nan")
+    loss_drop = 1 - history[-1]["train_loss"] / history[-1 - w]["train_loss"] if w else float("nan")
+    if history[-1]["epoch"] - best_loss["epoch"] > window and history[-1]["val_loss"] > 1.02 * best_loss["val_loss"]:
+        verdict = "overfitting"
+    elif w and abs(gain) < tol and loss_drop < 0.05:
+        verdict = "converged"
+    else:
+        verdict = "still improving"
+    return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w,
+            "val_acc_gain": gain, "train_loss_drop": loss_drop, "verdict": verdict}
+
+
+def convergence_sentence(c: dict) -> str:
+    """Plain-language reading of `convergence(...)` for a report."""
+    w, gain, drop = c["window"], c["val_acc_gain"], c["train_loss_drop"]
+    facts = (f"over the last {w} epochs the validation accuracy changed by {gain:+.4f} and the training loss "
+             f"fell by {drop:.1%}; the best validation accuracy, {c['best_val_acc']:.4f}, came at epoch {c['best_epoch']}")
+    if c["verdict"] == "too short to tell":
+        return (f"**Too short to tell**: {len(c) and c['window'] + 1} epoch(s) cannot show a plateau; "
+                f"the best validation accuracy was {c['best_val_acc']:.4f} at epoch {c['best_epoch']}.")
+    if c["verdict"] == "converged":
+        return f"**Converged**: {facts}. More epochs would not change the picture."
+    if c["verdict"] == "overfitting":
+        return f"**Past its best (overfitting)**: {facts}, and the validation loss has been rising for several epochs."
+    return f"**Not converged yet**: {facts}. Both curves are still moving, so more epochs would still help."

@@ -1,0 +1,58 @@
+"""Configs are strict: unknown keys, wrong types and bad values fail with one-line messages."""
+import pytest
+
+from labcore.config import ConfigError, ModelConfig, RunConfig, TrainConfig, from_dict, load_yaml, validate_params
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown key 'widht' in model; valid keys: family, depth, width"):
+        from_dict(ModelConfig, {"widht": 16}, "model")
+
+
+@pytest.mark.parametrize("section, value, message", [
+    ({"model": {"depth": "two"}}, None, r"model.depth must be int, got 'two'"),
+    ({"train": {"lr": -1.0}}, None, r"train.lr must be > 0"),
+    ({"train": {"optimizer": "adamw"}}, None, r"train.optimizer is 'adamw'; choose one of: adam, sgd"),
+    ({"data": {"name": "imagenet"}}, None, r"data.name is 'imagenet'; choose one of: mnist, cifar10"),
+    ({"model": {"residual": 1}}, None, r"model.residual must be bool"),
+    ({"seeds": [0, "1"]}, None, r"seeds\[1\] must be int"),
+])
+def test_bad_values_fail_with_one_line(section, value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_params(section)
+    assert "\n" not in str(info.value)
+
+
+def test_ints_become_floats_and_lists_tuples():
+    cfg = from_dict(TrainConfig, {"lr": 1, "milestones": [0.5, 0.9]}, "train")
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.milestones == (0.5, 0.9)
+
+
+def test_yaml_reads_1e_minus_4_as_a_float(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("train: {lr: 1e-4, epochs: 3}\n")
+    assert load_yaml(f)["train"]["lr"] == pytest.approx(1e-4)
+
+
+def test_yaml_syntax_error_is_one_line_with_position(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("train: {lr: 1e-4\nmodel: [\n")
+    with pytest.raises(ConfigError, match=r"p.yaml at line \d+, column \d+") as info:
+        load_yaml(f)
+    assert "\n" not in str(info.value)
+
+
+def test_key_is_stable_and_tracks_every_field():
+    a = RunConfig.build(model={"depth": 2}, seed=0)
+    assert a.key() == RunConfig.build(model={"depth": 2}, seed=0).key()
+    assert a.key() != a.replace(seed=1).key()
+    assert a.key() != a.replace(model={"depth": 3}).key()
+    assert a.key() != a.replace(train={"lr": 2e-4}).key()
+    assert a.replace(model={"depth": 3}).model.width == a.model.width  # replace keeps the other fields
+
+
+def test_configs_are_frozen():
+    cfg = RunConfig()
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]

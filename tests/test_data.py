@@ -1,0 +1,103 @@
+"""Data: deterministic disjoint splits, image-folder loading, batching, augmentation, and no writes to the data root."""
+import os
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from labcore import data
+from labcore.config import DataConfig
+
+from .conftest import needs_cifar, needs_mnist
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    tr, va = data.split_indices(1000, 100, seed=3)
+    tr2, va2 = data.split_indices(1000, 100, seed=3)
+    assert torch.equal(tr, tr2) and torch.equal(va, va2)
+    assert len(va) == 100 and len(tr) == 900
+    assert not set(tr.tolist()) & set(va.tolist())
+    assert sorted(tr.tolist() + va.tolist()) == list(range(1000))
+    assert not torch.equal(va, data.split_indices(1000, 100, seed=4)[1])
+
+
+def test_split_refuses_an_empty_training_set():
+    with pytest.raises(ValueError, match="val_size"):
+        data.split_indices(10, 10, seed=0)
+
+
+def test_batches_cover_every_example_once_and_normalise(toy):
+    seen = []
+    for xb, yb in data.batches(toy.x_train, toy.y_train, 100, toy.mean, toy.std, torch.Generator().manual_seed(0)):
+        assert xb.dtype == torch.float32 and xb.shape[1:] == toy.x_train.shape[1:]
+        seen.append(yb)
+    assert torch.cat(seen).sort().values.equal(toy.y_train.sort().values)
+    x = data.normalize(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8), (0.5,), (0.25,))
+    assert torch.allclose(x, torch.full_like(x, 2.0))
+
+
+def test_augment_crops_and_flips_without_changing_content():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    out = data.augment(x, g, pad=2)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    # Every output value is either padding (0) or a value of the same image and channel.
+    for b in range(2):
+        for c in range(3):
+            assert set(out[b, c].unique().tolist()) <= set(x[b, c].unique().tolist()) | {0}
+    assert torch.equal(data.augment(x, torch.Generator().manual_seed(0), pad=2), out)  # seeded
+    flips_only = data.augment(x, g, pad=0)
+    assert all(torch.equal(o, xi) or torch.equal(o, xi.flip(-1)) for o, xi in zip(flips_only, x))
+
+
+def _fake_image_folder(root, name, n_per_class=3, channels=3):
+    for split in ("train", "test"):
+        for k, cls in enumerate(("airplane", "automobile")):
+            folder = root / name / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n_per_class):
+                write_png(torch.full((channels, 32, 32), 10 * k + i, dtype=torch.uint8), str(folder / f"{i:04d}.png"))
+
+
+def test_image_folder_layout_is_read_in_class_order_and_cached_outside_the_root(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    _fake_image_folder(root, "cifar10")
+    monkeypatch.setenv("LABCORE_DATA", str(root))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    os.chmod(root, 0o555)  # read-only: any write into the data root would fail
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    raw = data.load_raw("cifar10")
+    assert raw.x_train.shape == (6, 3, 32, 32) and raw.x_train.dtype == torch.uint8
+    assert raw.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    assert raw.x_train[4, 0, 0, 0].item() == 11  # class 1, image 0001
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert list((tmp_path / "cache").glob("cifar10-*.pt")), "decoded tensors are cached"
+    assert torch.equal(data.load_raw("cifar10").x_train, raw.x_train)  # second load: from the cache
+
+
+def test_missing_data_is_a_one_line_error_naming_the_places_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.check_available("mnist")
+    msg = str(info.value)
+    assert "\n" not in msg and "MNIST/raw" in msg and "LABCORE_DATA" in msg
+    with pytest.raises(data.DataNotFoundError):
+        data.load(DataConfig(name="mnist"))
+    assert not (tmp_path / "nowhere").exists(), "nothing is created in a given data root"
+
+
+@needs_mnist
+def test_real_mnist_splits():
+    s = data.load(DataConfig(name="mnist", val_size=5000))
+    assert s.x_train.shape == (55000, 1, 28, 28) and s.x_val.shape == (5000, 1, 28, 28)
+    assert s.x_test.shape == (10000, 1, 28, 28) and s.x_train.dtype == torch.uint8
+    assert s.y_train.bincount().min() > 4000  # every digit present
+
+
+@needs_cifar
+def test_real_cifar10_splits():
+    s = data.load(DataConfig(name="cifar10", val_size=5000, subset=1000))
+    assert s.x_train.shape == (1000, 3, 32, 32) and s.x_val.shape == (5000, 3, 32, 32)
+    assert s.x_test.shape == (10000, 3, 32, 32)
+    assert s.classes[0] == "airplane" and s.classes[-1] == "truck"

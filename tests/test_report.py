@@ -1,0 +1,119 @@
+"""Report building: parameters validated before anything runs, JSON schema, index, and the real `make report`."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labcore import report
+from labcore.config import ConfigError
+
+from .conftest import needs_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = {"notebook", "profile", "status", "metrics", "parameters", "provenance"}
+PROVENANCE = {"time", "git", "packages", "device", "platform", "data_source", "seeds"}
+
+
+@pytest.fixture
+def params_dir(tmp_path, monkeypatch):
+    """A private parameters/ folder so tests can write broken files."""
+    monkeypatch.setattr(report, "PARAMETERS", tmp_path)
+    (tmp_path / "smoke").mkdir()
+    return tmp_path / "smoke"
+
+
+def test_every_profile_has_valid_parameters_for_every_notebook():
+    for profile in report.PROFILES:
+        for stem in report.notebook_stems():
+            params = report.resolve_parameters(stem, profile)
+            assert set(params) == set(report.notebook_defaults(stem))
+
+
+def test_yaml_overrides_notebook_defaults_key_by_key(params_dir):
+    (params_dir / "01_mlp_baseline.yaml").write_text("train: {epochs: 7}\n")
+    params = report.resolve_parameters("01_mlp_baseline", "smoke")
+    defaults = report.notebook_defaults("01_mlp_baseline")
+    assert params["train"]["epochs"] == 7
+    assert params["train"]["lr"] == defaults["train"]["lr"] and params["model"] == defaults["model"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epoch: 3\n", r"unknown parameter 'epoch' for 01_mlp_baseline; valid: data, model, train"),
+    ("train: {lr: fast}\n", r"train.lr must be float, got 'fast'"),
+    ("model: {widht: 3}\n", r"unknown key 'widht' in model"),
+    ("train: {epochs: 3\n", r"at line \d+, column \d+"),
+    ("tracking: cloud\n", r"tracking mode is 'cloud'"),
+])
+def test_bad_parameters_fail_in_one_line_before_anything_runs(params_dir, monkeypatch, capsys, text, message):
+    (params_dir / "01_mlp_baseline.yaml").write_text(text)
+    monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran despite bad parameters"))
+    with pytest.raises(ConfigError, match=message):
+        report.build("smoke", ["01_mlp_baseline"])
+    code = report.main(["--profile", "smoke", "--only", "01_mlp_baseline"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_unknown_profile_or_notebook_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        report.build("fast")
+    with pytest.raises(ConfigError, match="no notebook named '01_mlp'; available: 01_mlp_baseline"):
+        report.build("smoke", ["01_mlp"])
+
+
+def test_missing_dataset_stops_the_build_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran without its data"))
+    assert report.main(["--profile", "smoke", "--only", "01_mlp_baseline", "--out", str(tmp_path)]) == 2
+    assert "mnist not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stem", report.notebook_stems())
+def test_notebooks_are_thin_clean_and_parameterised(stem):
+    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
+    for c in code:
+        assert not any(line.lstrip().startswith(("def ", "class ")) for line in c.source.splitlines()), \
+            "functions and classes belong in labcore, not in notebooks"
+    assert any("report.publish" in c.source or "publish(" in c.source for c in code), "publish the metrics"
+
+
+def test_index_lists_reports_with_status_and_metrics(tmp_path):
+    for stem, status in (("01_a", "ok"), ("02_b", "failed")):
+        (tmp_path / f"{stem}.json").write_text(json.dumps({
+            "notebook": stem, "profile": "smoke", "status": status, "metrics": {"test_acc": 0.5}, "parameters": {},
+            "provenance": {"time": "t", "git": {"commit": "abc"}}, "seconds": 1, "error": None}))
+    page = report.write_index(tmp_path, "smoke").read_text()
+    assert "01_a.html" in page and "02_b.html" in page and "failed" in page and "test_acc=0.5" in page
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_make_report_smoke_end_to_end(tmp_path):
+    """The command a user runs; checks HTML (embedded PNGs, no errors), JSON and index."""
+    env = {**os.environ, "LABCORE_REPORTS": str(tmp_path)}
+    proc = subprocess.run(["make", "report", "PROFILE=smoke", "ONLY=01_mlp_baseline"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = tmp_path / "smoke"
+    html = (out / "01_mlp_baseline.html").read_text()
+    assert html.count("data:image/png;base64") >= 4, "curves, confusion matrix and misclassified grid are embedded"
+    assert "<img src=\"http" not in html and "jp-RenderedText" in html
+    executed = nbformat.read(out / "01_mlp_baseline.ipynb", as_version=4)
+    outputs = [o for c in executed.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"], "no error outputs"
+    assert not [o for o in outputs if o.get("name") == "stderr"], "headless runs keep logs clean"
+    rec = json.loads((out / "01_mlp_baseline.json").read_text())
+    assert SCHEMA <= set(rec) and rec["status"] == "ok" and rec["profile"] == "smoke"
+    assert {"val_acc", "test_acc", "train_loss", "seconds_per_epoch"} <= set(rec["metrics"])
+    assert 0 <= rec["metrics"]["test_acc"] <= 1
+    assert rec["parameters"]["train"]["epochs"] == 2  # the smoke YAML over the notebook's defaults
+    assert PROVENANCE <= set(rec["provenance"]) and rec["provenance"]["packages"]["torch"]
+    assert "01_mlp_baseline.html" in (out / "index.html").read_text()
