@@ -26,7 +26,7 @@ from typing import Any
 from .config import SECTIONS, ConfigError, from_dict, load_yaml, validate_params
 from .data import DataNotFoundError, check_available
 from .paths import PROJECT_ROOT, reports_dir
-from .tracking import resolve_mode
+from .tracking import check_mode
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 PARAMETERS = PROJECT_ROOT / "parameters"
@@ -113,7 +113,7 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
                 from_dict(SECTIONS[suffix], value, name)  # e.g. mlp_model, mlp_train
         if "tracking" in params:
-            resolve_mode(params["tracking"])
+            check_mode(params["tracking"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     return params

@@ -15,13 +15,18 @@ from .paths import PROJECT_ROOT
 MODES = ("offline", "online", "disabled")
 
 
-def resolve_mode(mode: str = "offline") -> str:
-    """The effective mode: $LABCORE_TRACKING wins over the parameter."""
-    mode = os.environ.get("LABCORE_TRACKING") or mode
+def check_mode(mode: str, where: str = "parameter 'tracking'") -> str:
+    """`mode` if it is one of MODES, else a one-line ConfigError naming where it came from."""
     if mode not in MODES:
-        raise ConfigError(f"tracking mode is {mode!r}; choose one of: {', '.join(MODES)} "
-                          "(parameter 'tracking' or env LABCORE_TRACKING)")
+        raise ConfigError(f"tracking mode is {mode!r} ({where}); choose one of: {', '.join(MODES)}")
     return mode
+
+
+def resolve_mode(mode: str = "offline") -> str:
+    """The effective mode: $LABCORE_TRACKING, when set, wins over the (valid) parameter."""
+    check_mode(mode)
+    env = os.environ.get("LABCORE_TRACKING")
+    return check_mode(env, "env LABCORE_TRACKING") if env else mode
 
 
 class Tracker:
