@@ -34,3 +34,92 @@ def test_mlp_residual_is_identity_plus_the_block():
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ConfigError, match="model.family"):
         ModelConfig(family="transformer")
+
+
+# (family, two depths, width, extra config): every family at two depths.
+FAMILIES = [
+    ("mlp", (1, 3), 16, {}),
+    ("convnet", (1, 2), 4, {}),
+    ("fullyconv", (1, 2), 4, {}),
+    ("lab_cnn", (2, 3), 8, {}),
+    ("lab_resnet", (1, 3), 8, {}),
+    ("vgg", (16, 24), 4, {}),
+    ("resnet", (18, 34), 4, {"norm": "batch"}),
+    ("cifar_resnet", (20, 32), 4, {"norm": "batch"}),
+]
+NO_RESIDUAL = {"lab_cnn"}
+PROJECTION = {"resnet"}  # 1x1 projection shortcuts: the residual twin has those extra parameters
+
+
+@pytest.mark.parametrize("family, depths, width, extra", FAMILIES)
+def test_every_family_builds_at_two_depths_with_matching_twins(family, depths, width, extra):
+    sizes = []
+    for depth in depths:
+        for residual in (False, True):
+            if residual and family in NO_RESIDUAL:
+                continue
+            cfg = ModelConfig(family=family, depth=depth, width=width, residual=residual, **extra)
+            model = build_model(cfg, (3, 32, 32), 10).eval()
+            assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10), cfg
+            sizes.append((depth, residual, count_parameters(model)))
+    by_depth = {}
+    for depth, residual, n in sizes:
+        by_depth.setdefault(depth, {})[residual] = n
+    for depth, counts in by_depth.items():
+        if True in counts and family not in PROJECTION:
+            assert counts[True] == counts[False], f"{family}-{depth}: plain and residual differ in parameters"
+        if family in PROJECTION:
+            assert counts[True] > counts[False]
+    assert by_depth[depths[1]][False] > by_depth[depths[0]][False], "deeper means more parameters"
+
+
+def test_lab_cnn_matches_the_labs_shapes_and_size():
+    model = build_model(ModelConfig(family="lab_cnn", depth=3, width=16, kernel_size=3), (3, 32, 32))
+    x = torch.zeros(1, 3, 32, 32)
+    x = model.pool(model.block1(model.stem(x)))
+    assert x.shape[-1] == 15
+    x = model.block2(x)
+    assert x.shape[-1] == 12
+    x = model.pool(x)
+    assert x.shape[-1] == 5
+    assert model.block3(x).shape[-1] == 2  # 32 -> pool 15 -> 12 -> pool 5 -> 2 (lab-reference.md)
+    # stem 3->16 (3x3), block 1: 3 x 16->16 (3x3), blocks 2 and 3: 6 x 16->16 (2x2), linear 16->10; all biased.
+    expected = (3 * 16 * 9 + 16) + 3 * (16 * 16 * 9 + 16) + 6 * (16 * 16 * 4 + 16) + (16 * 10 + 10)
+    assert count_parameters(model) == expected
+    assert isinstance(model.block1[0], torch.nn.ReLU), "every convolution in a block is preceded by a ReLU"
+
+
+def test_lab_resnet_matches_the_labs_size():
+    model = build_model(ModelConfig(family="lab_resnet", depth=3, width=64, residual=True), (3, 32, 32))
+    conv = 64 * 64 * 9 + 64
+    assert count_parameters(model) == (3 * 64 * 9 + 64) + 3 * 2 * conv + (64 * 10 + 10)
+
+
+def test_residual_block_is_identity_plus_the_plain_block():
+    from labcore.models import BasicBlock, ConvNet
+
+    torch.manual_seed(0)
+    block = BasicBlock(4, 4, 1, "none", residual=True)
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.allclose(block(x), torch.relu(x + block.body(x)))
+    block.residual = False
+    assert torch.allclose(block(x), torch.relu(block.body(x)))
+    # Downsampling block with option-A shortcut: subsample, zero-pad channels.
+    down = BasicBlock(4, 8, 2, "none", residual=True)
+    short = down.shortcut(x)
+    assert short.shape == (2, 8, 4, 4) and torch.equal(short[:, :4], x[:, :, ::2, ::2]) and not short[:, 4:].any()
+    net = ConvNet((3, 32, 32), 10, width=4, depth=1, residual=True)
+    h = net.transitions[0](torch.randn(1, 3, 32, 32))
+    assert torch.allclose(h + net.stages[0][0](h), h + torch.relu(net.stages[0][0].conv(h)))
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (dict(family="cifar_resnet", depth=21), "6n\\+2"),
+    (dict(family="resnet", depth=50), "18 or 34"),
+    (dict(family="vgg", depth=17), "vgg depth"),
+    (dict(family="lab_cnn", depth=3, residual=True), "no residual variant"),
+    (dict(family="lab_cnn", depth=6), "shrinks"),
+])
+def test_impossible_models_fail_clearly(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(ModelConfig(**cfg), (3, 32, 32))
