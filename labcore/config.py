@@ -114,7 +114,7 @@ class DataConfig:
     name: str = "mnist"  # "mnist" or "cifar10"
     val_size: int = 5000  # images drawn at random from the training set for validation (lab: 5000)
     subset: int | None = None  # keep this many training images after the split (small profiles); None = all
-    test_subset: int | None = None  # evaluate on the first N test images (smoke runs); None = all 10,000
+    test_subset: int | None = None  # evaluate on N test images drawn at random (split_seed); None = all 10,000
     split_seed: int = 0  # fixed across model seeds, so every seed sees the same train/validation split
 
     def __post_init__(self) -> None:
@@ -226,3 +226,5 @@ def validate_params(params: dict[str, Any]) -> None:
         _check_type(params["seed"], int, "seed")
     if "seeds" in params:
         _check_type(params["seeds"], tuple[int, ...], "seeds")
+    if "residual" in params:
+        _check_type(params["residual"], tuple[bool, ...], "residual")

@@ -182,13 +182,15 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
     train_idx, val_idx = split_indices(len(raw.y_train), cfg.val_size, cfg.split_seed)
     if cfg.subset is not None:
         train_idx = train_idx[: cfg.subset]  # already shuffled, so this is a random subset
-    n_test = cfg.test_subset or len(raw.y_test)
+    # A random (seeded) test subset: image-folder test sets are sorted by class, so "the first N" would be one class.
+    test_idx = torch.randperm(len(raw.y_test), generator=torch.Generator().manual_seed(cfg.split_seed))
+    test_idx = test_idx[: cfg.test_subset] if cfg.test_subset is not None else torch.arange(len(raw.y_test))
     mean, std = MEAN_STD[cfg.name]
     return Splits(
         name=cfg.name,
         x_train=raw.x_train[train_idx], y_train=raw.y_train[train_idx],
         x_val=raw.x_train[val_idx], y_val=raw.y_train[val_idx],
-        x_test=raw.x_test[:n_test], y_test=raw.y_test[:n_test],
+        x_test=raw.x_test[test_idx], y_test=raw.y_test[test_idx],
         classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
     )
 

@@ -108,3 +108,90 @@ def compare_curves(groups: Mapping[str, Sequence[History]], metric: str = "val_a
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return fig
+
+
+def _by(results, key) -> dict:
+    """Group RunResults' histories by a function of their config, keeping first-seen order."""
+    groups: dict = {}
+    for r in results:
+        groups.setdefault(key(r.config), []).append(r.history)
+    return groups
+
+
+PANELS = (("train_loss", "training loss"), ("val_loss", "validation loss"),
+          ("train_acc", "training accuracy"), ("val_acc", "validation accuracy"))
+
+
+def depth_study(results: Sequence, title: str = "") -> Figure:
+    """Training and validation loss and accuracy per epoch, one line per depth (mean +- std over seeds)."""
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    groups = _by(results, lambda c: c.model.depth)
+    for ax, (metric, name) in zip(axes, PANELS):
+        for depth, hs in sorted(groups.items()):
+            _band(ax, hs, metric, f"depth {depth}")
+        ax.set(xlabel="epoch", title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def twins(results: Sequence, metrics: Sequence[str] = ("train_loss", "val_acc"), title: str = "") -> Figure:
+    """Plain and residual side by side at equal depth: one column per depth, one row per metric."""
+    groups = _by(results, lambda c: (c.model.depth, c.model.residual))
+    depths = sorted({d for d, _ in groups})
+    fig = Figure(figsize=(3.6 * len(depths), 3.0 * len(metrics)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(metrics), len(depths), squeeze=False, sharey="row"))
+    for j, depth in enumerate(depths):
+        for i, metric in enumerate(metrics):
+            ax = axes[i, j]
+            for residual, color in ((False, "tab:red"), (True, "tab:blue")):
+                if (depth, residual) in groups:
+                    _band(ax, groups[(depth, residual)], metric, "residual" if residual else "plain", color=color)
+            ax.set(title=f"depth {depth}" if i == 0 else "", xlabel="epoch" if i == len(metrics) - 1 else "",
+                   ylabel=metric.replace("_", " ") if j == 0 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def versus_depth(df, metric: str = "test_acc", title: str = "") -> Figure:
+    """`metric` against depth for each study (one panel each), plain and residual, mean +- std over seeds."""
+    studies = list(dict.fromkeys(df["study"]))
+    fig = Figure(figsize=(3.4 * len(studies), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(studies)))
+    for ax, study in zip(axes, studies):
+        sub = df[df["study"] == study]
+        for residual, color in ((False, "tab:red"), (True, "tab:blue")):
+            g = sub[sub["residual"] == residual].groupby("depth")[metric]
+            if len(g):
+                mean, std = g.mean(), g.std().fillna(0)
+                ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, color=color,
+                            label="residual" if residual else "plain")
+        ax.set(title=study, xlabel="depth", ylabel=metric.replace("_", " ") if ax is axes[0] else "")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"{metric.replace('_', ' ')} against depth")
+    return fig
+
+
+def training_error(results: Sequence, title: str = "") -> Figure:
+    """He et al.'s figure: training error (1 - training accuracy) per epoch, plain (left) and residual (right)."""
+    groups = _by(results, lambda c: (c.model.residual, c.model.depth))
+    variants = sorted({res for res, _ in groups})
+    fig = Figure(figsize=(5.5 * len(variants), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(variants), sharey=True))
+    for ax, residual in zip(axes, variants):
+        for (res, depth), hs in sorted(groups.items()):
+            if res != residual:
+                continue
+            err = [[{**row, "train_err": 1 - row["train_acc"], "val_err": 1 - row["val_acc"]} for row in h] for h in hs]
+            _band(ax, err, "train_err", f"{depth} layers, training")
+            _band(ax, err, "val_err", f"{depth} layers, validation", style="--", color=ax.lines[-1].get_color())
+        ax.set(title="residual" if residual else "plain", xlabel="epoch", ylabel="error")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Training (solid) and validation (dashed) error")
+    return fig

@@ -93,6 +93,22 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
+def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A parameter file, merged over the file its `include:` names (same folder), recursively.
+
+    Lets exercise 03 reuse exercise 02's studies verbatim, so their runs share store keys.
+    """
+    if path in seen:
+        raise ConfigError(f"{_shown(path)}: include cycle through {', '.join(p.name for p in seen)}")
+    given = load_yaml(path)
+    include = given.pop("include", None)
+    if include is None:
+        return given
+    if not isinstance(include, str):
+        raise ConfigError(f"{_shown(path)}: include must be a file name, got {include!r}")
+    return _merge(_load_with_includes(path.parent / include, (*seen, path)), given)
+
+
 def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
     """Notebook defaults overridden by parameters/<profile>/<stem>.yaml, validated."""
     path = PARAMETERS / profile / f"{stem}.yaml"
@@ -100,7 +116,7 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
         raise ConfigError(f"no parameter file {_shown(path)} for notebook {stem} "
                           f"in profile {profile}; create it (copy another profile's)")
     defaults = notebook_defaults(stem)
-    given = load_yaml(path)
+    given = _load_with_includes(path)
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ConfigError(f"{_shown(path)}: unknown parameter {unknown[0]!r} for {stem}; "
@@ -108,6 +124,10 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
     params = _merge(defaults, given)
     try:
         validate_params(params)
+        if "studies" in params:
+            from .sweep import expand  # builds every model on the meta device: catches impossible shapes
+            expand(params["studies"], params.get("data", {}), params.get("train", {}),
+                   params.get("seeds", [0]), params.get("residual", [False]))
         for name, value in params.items():
             suffix = name.rsplit("_", 1)[-1]
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):

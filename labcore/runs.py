@@ -61,7 +61,8 @@ class RunResult:
                 "seed": self.config.seed, "train_loss": self.final("train_loss"),
                 "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
                 "val_acc": self.final("val_acc"), "test_acc": self.test["accuracy"],
-                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached}
+                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
+                "device": self.device, "data_source": self.data_source}
 
 
 class RunStore:
