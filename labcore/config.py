@@ -214,6 +214,20 @@ class RunConfig:
         return f"{m.family}-d{m.depth}-w{m.width}-{'res' if m.residual else 'plain'}-s{self.seed}"
 
 
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How gradients are measured (the lab: 11 training batches of 128, fresh models in training mode)."""
+
+    batches: int = 11  # training batches per measurement
+    batch_size: int = 128
+    seed: int = 0  # which training images form the batches
+    over_training_batches: int = 3  # batches per checkpoint when following gradients over epochs (cheaper)
+
+    def __post_init__(self) -> None:
+        for name in ("batches", "batch_size", "over_training_batches"):
+            _positive(getattr(self, name), f"probe.{name}")
+
+
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
@@ -222,6 +236,8 @@ def validate_params(params: dict[str, Any]) -> None:
     for name, cls in SECTIONS.items():
         if name in params:
             from_dict(cls, params[name], name)
+    if "probe" in params:
+        from_dict(ProbeConfig, params["probe"], "probe")
     if "seed" in params:
         _check_type(params["seed"], int, "seed")
     if "seeds" in params:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
@@ -194,4 +195,97 @@ def training_error(results: Sequence, title: str = "") -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     fig.suptitle(title or "Training (solid) and validation (dashed) error")
+    return fig
+
+
+def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
+    """Box plots of per-parameter gradient norms (over batches), one panel per model, parameters input -> output."""
+    fig = Figure(figsize=(7 * len(tables), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(tables), sharey=True))
+    for ax, (label, df) in zip(axes, tables.items()):
+        params = list(dict.fromkeys(df["param"]))  # already sorted by depth
+        ax.boxplot([df.loc[df["param"] == p, "norm"].to_numpy() for p in params], showfliers=False)
+        ax.set_yscale("log")
+        ax.set_xticks(range(1, len(params) + 1), params, rotation=90, fontsize=6 if len(params) < 40 else 4)
+        ax.set(title=label, ylabel="gradient L2 norm (log)" if ax is axes[0] else "")
+    fig.suptitle(title or "Per-parameter gradient norms")
+    return fig
+
+
+def grad_vs_depth(curves: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
+    """Per-layer gradient norm (median over batches, band: min-max) against the layer's depth, log scale.
+
+    `curves` maps a label (e.g. 'plain, init') to a `probes.layer_norms` table; labels containing
+    'residual' are drawn in blue, others in red; labels containing 'init' are dashed.
+    """
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label, df in curves.items():
+        g = df.groupby("depth")["norm"]
+        color = "tab:blue" if "residual" in label else "tab:red"
+        style = "--" if "init" in label else "-"
+        ax.plot(g.median().index, g.median().values, style, color=color, label=label, marker=".")
+        ax.fill_between(g.min().index, g.min().values, g.max().values, color=color, alpha=0.12, linewidth=0)
+    ax.set(yscale="log", xlabel="layer (0 = nearest the input)", ylabel="gradient norm of the layer (log)")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or "Gradient norm against depth")
+    return fig
+
+
+def gradient_flow(table: pd.DataFrame, title: str = "") -> Figure:
+    """The classic gradient-flow plot: mean and maximum |gradient| of each layer's weights, input to output."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(table))
+    ax.bar(x, table["max_abs"], color="tab:cyan", alpha=0.6, label="max |grad|")
+    ax.bar(x, table["mean_abs"], color="tab:blue", label="mean |grad|")
+    ax.set_xticks(x, table["layer"], rotation=60, ha="right", fontsize=7)
+    ax.set(yscale="log", ylabel="|gradient| (log)", xlabel="layer, input -> output")
+    ax.legend()
+    fig.suptitle(title or "Gradient flow")
+    return fig
+
+
+def filter_grads(grads: Mapping[str, torch.Tensor], title: str = "") -> Figure:
+    """Heatmaps of first-convolution weight gradients [out, in, k, k], one panel per model, one colour scale.
+
+    Each panel tiles the filters: rows are output channels, and each row holds the in-channel kernels side by side.
+    The shared, symmetric scale makes a small gradient look faint next to a large one, which is the point.
+    """
+    tiles = {}
+    for label, g in grads.items():
+        o, i, k, _ = g.shape
+        tiles[label] = g.permute(0, 2, 1, 3).reshape(o * k, i * k).numpy()  # [out*k, in*k]
+    vmax = max(float(np.abs(t).max()) for t in tiles.values()) or 1.0
+    cols = min(4, len(tiles))
+    rows = -(-len(tiles) // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    im = None
+    for ax, (label, t) in zip(axes, tiles.items()):
+        im = ax.imshow(t, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"{label}\n|grad| = {np.linalg.norm(t):.2e}", fontsize=8)
+    fig.colorbar(im, ax=list(axes), shrink=0.7, label="gradient (shared scale)")
+    fig.suptitle(title or "First convolution's weight gradient")
+    return fig
+
+
+def layer_epoch(maps: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
+    """Heatmaps of log10 per-layer gradient norm: layer (rows, input at the top) x epoch (columns), shared scale.
+
+    Each value is a `probes.layer_norms` table with an added 'epoch' column (median over batches is shown).
+    """
+    grids = {label: df.groupby(["depth", "epoch"])["norm"].median().unstack("epoch") for label, df in maps.items()}
+    logs = {label: np.log10(g.clip(lower=1e-12)) for label, g in grids.items()}
+    lo = min(float(v.min().min()) for v in logs.values())
+    hi = max(float(v.max().max()) for v in logs.values())
+    fig = Figure(figsize=(4.2 * len(maps), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(maps)))
+    for ax, (label, grid) in zip(axes, logs.items()):
+        sns.heatmap(grid, ax=ax, vmin=lo, vmax=hi, cmap="magma", cbar=ax is axes[-1],
+                    cbar_kws={"label": "log10 gradient norm"})
+        ax.set(title=label, xlabel="epoch", ylabel="layer (0 = input side)" if ax is axes[0] else "")
+    fig.suptitle(title or "Per-layer gradient norm over training")
     return fig

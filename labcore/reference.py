@@ -51,10 +51,13 @@ LAB_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def differences(experiment: str, cfg: RunConfig) -> list[str]:
-    """Where `cfg` departs from the lab's settings for `experiment`, e.g. ['train.epochs: 8 here, 10 in the lab']."""
+def differences(experiment: str, cfg: RunConfig, only: tuple[str, ...] = ("data.", "model.", "train.")) -> list[str]:
+    """Where `cfg` departs from the lab's settings for `experiment`, e.g. ['train.epochs: 8 here, 10 in the lab'];
+    `only` limits the check to fields starting with those prefixes (e.g. ("model.",) for untrained models)."""
     diffs = []
     for dotted, lab_value in LAB_SETTINGS[experiment].items():
+        if not dotted.startswith(only):
+            continue
         section, field = dotted.split(".")
         ours = getattr(getattr(cfg, section), field)
         if ours != lab_value:
@@ -62,9 +65,9 @@ def differences(experiment: str, cfg: RunConfig) -> list[str]:
     return diffs
 
 
-def caveat(experiment: str, cfg: RunConfig) -> str:
-    """Markdown warning when a run does not use the lab's settings (empty when it does)."""
-    diffs = differences(experiment, cfg)
+def caveat(experiment: str, cfg: RunConfig, only: tuple[str, ...] = ("data.", "model.", "train.")) -> str:
+    """Markdown: whether a run uses the lab's settings for `experiment`, and if not, how it departs from them."""
+    diffs = differences(experiment, cfg, only)
     if not diffs:
         return "These runs use the lab's own settings, so the comparison below is like for like."
     return ("**Not the lab's settings** (" + "; ".join(diffs) + "), so the comparison below only indicates the "

@@ -132,11 +132,30 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
             suffix = name.rsplit("_", 1)[-1]
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
                 from_dict(SECTIONS[suffix], value, name)  # e.g. mlp_model, mlp_train
+            if suffix == "model" and isinstance(value, dict):
+                _check_buildable(name, value, params.get(name[: -len("model")] + "data") or params.get("data") or {})
         if "tracking" in params:
             check_mode(params["tracking"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     return params
+
+
+def _check_buildable(name: str, model: dict[str, Any], data: dict[str, Any]) -> None:
+    """Build the model a `*model` section describes on the meta device (no memory): impossible shapes fail now."""
+    import torch
+
+    from .data import CLASSES
+    from .models import build_model
+    from .sweep import SHAPES
+
+    cfg = from_dict(SECTIONS["model"], model, name)
+    dataset = from_dict(SECTIONS["data"], data, "data").name
+    try:
+        with torch.device("meta"):
+            build_model(cfg, SHAPES[dataset], len(CLASSES[dataset]))
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def datasets_needed(params: dict[str, Any]) -> set[str]:

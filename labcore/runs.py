@@ -84,7 +84,11 @@ class RunStore:
         return RunResult(config=cfg, **{k: raw[k] for k in ("history", "test", "n_params", "seconds",
                                                              "device", "data_source")}, cached=True)
 
-    def put(self, result: RunResult, model: nn.Module) -> None:
+    def has_checkpoints(self, cfg: RunConfig, epochs: tuple[int, ...]) -> bool:
+        """Whether the stored run of `cfg` has weights for all `epochs`."""
+        return all((self.path(cfg) / "checkpoints" / f"epoch_{e}.pt").is_file() for e in epochs)
+
+    def put(self, result: RunResult, model: nn.Module, checkpoints: dict[int, dict] | None = None) -> None:
         """Store a finished run atomically (written to a temporary folder, then renamed)."""
         final = self.path(result.config)
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
@@ -94,13 +98,21 @@ class RunStore:
         record["config"] = result.config.to_dict()
         (tmp / "result.json").write_text(json.dumps(record))
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        if checkpoints:
+            (tmp / "checkpoints").mkdir()
+            for epoch, state in checkpoints.items():
+                torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
 
-    def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int = 10) -> nn.Module:
-        """The trained model of a stored run, on the CPU, in eval mode."""
+    def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int = 10,
+                   epoch: int | None = None) -> nn.Module:
+        """The model of a stored run on the CPU, in eval mode: trained, or at checkpoint `epoch` (0 = init)."""
         model = build_model(cfg.model, in_shape, num_classes)
-        state = torch.load(self.path(cfg) / "model.pt", map_location="cpu", weights_only=True)
+        f = self.path(cfg) / ("model.pt" if epoch is None else f"checkpoints/epoch_{epoch}.pt")
+        if not f.is_file():
+            raise FileNotFoundError(f"run {cfg.label()} ({cfg.key()}) has no {f.name}; run it with checkpoints=({epoch},)")
+        state = torch.load(f, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.eval()
 
@@ -111,39 +123,63 @@ def load_splits(cfg: DataConfig) -> data_mod.Splits:
     return data_mod.load(cfg)
 
 
-def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline") -> tuple[RunResult, nn.Module]:
-    """Train one run from scratch and return its result and model (on its device)."""
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def init_model(cfg: RunConfig, device: str | torch.device = "cpu") -> nn.Module:
+    """The untrained model a run of `cfg` starts from (same seed, same weights as its epoch-0 checkpoint)."""
+    splits = load_splits(cfg.data)
+    seed_everything(cfg.seed)
+    return build_model(cfg.model, splits.input_shape, len(splits.classes)).to(device)
+
+
+def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
+              checkpoints: tuple[int, ...] = ()) -> tuple[RunResult, nn.Module, dict[int, dict]]:
+    """Train one run from scratch; return its result, its model (on its device) and the weights at the
+    requested `checkpoints` epochs (0 = at initialisation)."""
     device = pick_device(str(device))
     splits = load_splits(cfg.data).to(device)
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, splits.input_shape, len(splits.classes)).to(device)
+    model = init_model(cfg, device)
+    states = {0: _cpu_state(model)} if 0 in checkpoints else {}
+
+    def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
+        tracker.log(row)
+        if epoch in checkpoints:
+            states[epoch] = _cpu_state(m)
+
     tracker = Tracker(tracking, name=cfg.label(), config={**cfg.to_dict(), "key": cfg.key()},
                       group=f"{cfg.data.name}-{cfg.model.family}")
     start = time.perf_counter()
     try:
-        history = fit(model, splits, cfg.train, cfg.seed, on_epoch=lambda e, row, m: tracker.log(row))
+        history = fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch)
         seconds = time.perf_counter() - start
         test = evaluate(model, splits.x_test, splits.y_test, splits)
         tracker.finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
     finally:
         tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
     result = RunResult(cfg, history, test, count_parameters(model), seconds, device_info(device), splits.source)
-    return result, model
+    return result, model, states
 
 
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
-        tracking: str = "offline", refresh: bool = False) -> RunResult:
-    """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored."""
+        tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = ()) -> RunResult:
+    """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored.
+
+    `checkpoints` asks for the weights at those epochs too (0 = initialisation). A stored run without
+    them is trained again with them: the same config and seed reproduce the same run.
+    """
     store = store or RunStore()
-    if not refresh and (hit := store.get(cfg)) is not None:
+    checkpoints = tuple(sorted({e for e in checkpoints if e <= cfg.train.epochs}))
+    if not refresh and (hit := store.get(cfg)) is not None and store.has_checkpoints(cfg, checkpoints):
         return hit
-    result, model = train_run(cfg, device, tracking)
-    store.put(result, model)
+    result, model, states = train_run(cfg, device, tracking, checkpoints)
+    store.put(result, model, states)
     return result
 
 
 def run_many(cfgs: list[RunConfig], store: RunStore | None = None, device: str | torch.device = "auto",
-             tracking: str = "offline") -> list[RunResult]:
+             tracking: str = "offline", checkpoints: tuple[int, ...] = ()) -> list[RunResult]:
     """`run` each config in order (each independent; trained ones are stored as soon as they finish)."""
     store = store or RunStore()
-    return [run(cfg, store, device, tracking) for cfg in cfgs]
+    return [run(cfg, store, device, tracking, checkpoints=checkpoints) for cfg in cfgs]

@@ -130,12 +130,21 @@ def depth_effect_sentences(df: pd.DataFrame, metric: str = "test_acc") -> list[s
                            for d, m, s in zip(g["depth"], g[f"{metric}_mean"], g[f"{metric}_std"]))
         failed = [str(d) for d in g["depth"] if ok[(study, d, residual)] != "yes"]
         variant = "residual" if residual else "plain"
-        line = f"**{study}, {variant}**: {metric.replace('_', ' ')} {values}; best at depth {best['depth']}"
+        line = f"**{study}, {variant}**: {metric.replace('_', ' ')} {values}"
         if len(g) > 1:
+            line += f"; best at depth {best['depth']}"
             trend = "deepest is best" if best["depth"] == g["depth"].max() else (
                 "shallowest is best" if best["depth"] == g["depth"].min() else "an intermediate depth is best")
             line += f" ({trend})"
-        line += f"; did not train: depth {', '.join(failed)}." if failed else "; every depth trained."
+            m, sd = f"{metric}_mean", f"{metric}_std"
+            tied = [str(d) for d, mean, std in zip(g["depth"], g[m], g[sd])
+                    if d != best["depth"] and abs(best[m] - mean) <= best[sd] + std]  # NaN std (one seed): never tied
+            if tied:
+                line += f", but within the seed spread of depth {', '.join(tied)}"
+        if len(g) == 1:
+            line += "; it did not train." if failed else "; it trained."
+        else:
+            line += f"; did not train: depth {', '.join(failed)}." if failed else "; every depth trained."
         lines.append(line)
     return lines
 

@@ -46,6 +46,7 @@ def test_yaml_overrides_notebook_defaults_key_by_key(params_dir):
     ("model: {widht: 3}\n", r"unknown key 'widht' in model"),
     ("train: {epochs: 3\n", r"at line \d+, column \d+"),
     ("tracking: cloud\n", r"tracking mode is 'cloud'"),
+    ("model: {family: mlp, depth: -1}\n", r"model.depth must be >= 0"),
 ])
 def test_bad_parameters_fail_in_one_line_before_anything_runs(params_dir, monkeypatch, capsys, text, message):
     (params_dir / "01_mlp_baseline.yaml").write_text(text)
@@ -117,3 +118,59 @@ def test_make_report_smoke_end_to_end(tmp_path):
     assert rec["parameters"]["train"]["epochs"] == 2  # the smoke YAML over the notebook's defaults
     assert PROVENANCE <= set(rec["provenance"]) and rec["provenance"]["packages"]["torch"]
     assert "01_mlp_baseline.html" in (out / "index.html").read_text()
+
+
+def test_impossible_models_and_sweeps_fail_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "PARAMETERS", tmp_path)
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, depth: 9}\n")
+    with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 shrinks"):
+        report.resolve_parameters("04_gradient_flow", "smoke")
+    (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {vgg: {sweep: {model.depth: [16, 17]}}}\n")
+    with pytest.raises(ConfigError, match="studies.vgg: vgg depth must be one of"):
+        report.resolve_parameters("02_cnn_depth", "smoke")
+    (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {mlp: {sweep: {model.dpeth: [1]}}}\n")
+    with pytest.raises(ConfigError, match="unknown key 'dpeth' in model"):
+        report.resolve_parameters("02_cnn_depth", "smoke")
+
+
+def test_include_merges_another_parameter_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "PARAMETERS", tmp_path)
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("seeds: [4, 5]\ntrain: {epochs: 7}\n")
+    (tmp_path / "smoke" / "03_residual.yaml").write_text("include: 02_cnn_depth.yaml\ntrain: {lr: 0.5}\n")
+    params = report.resolve_parameters("03_residual", "smoke")
+    assert params["seeds"] == [4, 5] and params["train"]["epochs"] == 7 and params["train"]["lr"] == 0.5
+    (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("include: 03_residual.yaml\n")
+    with pytest.raises(ConfigError, match="include cycle"):
+        report.resolve_parameters("03_residual", "smoke")
+
+
+def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp_path, monkeypatch):
+    nb_dir, params_dir, out = tmp_path / "notebooks", tmp_path / "parameters", tmp_path / "reports"
+    nb_dir.mkdir()
+    (params_dir / "smoke").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params_cell = nbformat.v4.new_code_cell("fail = False")
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell, nbformat.v4.new_code_cell(
+        "from labcore.report import publish\n"
+        "if fail:\n    raise ValueError('boom')\n"
+        "publish({'answer': 42}, {'time': 'now'})")]
+    nbformat.write(nb, nb_dir / "09_probe.ipynb")
+    monkeypatch.setattr(report, "NOTEBOOKS", nb_dir)
+    monkeypatch.setattr(report, "PARAMETERS", params_dir)
+
+    (params_dir / "smoke" / "09_probe.yaml").write_text("fail: false\n")
+    [ok] = report.build("smoke", out_root=out)
+    assert ok["status"] == "ok" and ok["metrics"] == {"answer": 42}
+
+    (params_dir / "smoke" / "09_probe.yaml").write_text("fail: true\n")
+    assert report.main(["--profile", "smoke", "--out", str(out)]) == 1
+    failed = json.loads((out / "smoke" / "09_probe.json").read_text())
+    assert failed["status"] == "failed" and "boom" in failed["error"] and failed["metrics"] == {}
+    assert (out / "smoke" / "09_probe.html").is_file()
+    kept = json.loads((out / "smoke" / "previous" / "09_probe.json").read_text())
+    assert kept["status"] == "ok" and kept["metrics"] == {"answer": 42}, "the good report is kept, not lost"
+    assert "failed" in (out / "smoke" / "index.html").read_text()

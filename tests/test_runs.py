@@ -51,7 +51,7 @@ def test_a_changed_config_retrains_only_what_changed(store):
 
 def test_stored_weights_reload_to_the_same_predictions(store):
     cfg = _cfg()
-    result, model = runs.train_run(cfg, device="cpu", tracking="disabled")
+    result, model, _ = runs.train_run(cfg, device="cpu", tracking="disabled")
     store.put(result, model)
     toy = synthetic_splits()
     again = store.load_model(cfg, toy.input_shape, len(toy.classes))
@@ -65,3 +65,18 @@ def test_offline_tracking_writes_locally_and_never_prompts(store, tmp_path, monk
     monkeypatch.delenv("LABCORE_TRACKING", raising=False)
     runs.run(_cfg(), store, device="cpu", tracking="offline")
     assert list((tmp_path / "wb" / "wandb").glob("offline-run-*")), "an offline W&B run was written"
+
+
+def test_checkpoints_are_stored_and_a_run_without_them_is_retrained_identically(store):
+    cfg = _cfg()
+    plain = runs.run(cfg, store, device="cpu", tracking="disabled")
+    assert not store.has_checkpoints(cfg, (0, 1))
+    with_ckpt = runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 1, 2))
+    assert not with_ckpt.cached and with_ckpt.history[-1]["val_loss"] == plain.history[-1]["val_loss"]
+    assert runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 2)).cached
+    toy = synthetic_splits()
+    init = store.load_model(cfg, toy.input_shape, len(toy.classes), epoch=0)
+    last = store.load_model(cfg, toy.input_shape, len(toy.classes), epoch=2)
+    final = store.load_model(cfg, toy.input_shape, len(toy.classes))
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), final.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(init.state_dict().values(), final.state_dict().values()))

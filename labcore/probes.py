@@ -1,0 +1,156 @@
+"""Gradient probes: how large are the gradients that reach each layer?
+
+Probes never change a model: gradients come from `torch.autograd.grad`, so `.grad` is never
+written (no stale gradients for a later optimiser step); batch-norm running statistics, which a
+training-mode forward pass updates, are restored afterwards; the model's mode is restored; and
+the forward hooks used to find the layers' order are removed even when the probe fails.
+They work on any model `build_model` makes, on whatever device the model is on.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import Splits, normalize
+from .train import flush_denormals
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+_KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.modules.batchnorm._BatchNorm, "norm"))
+
+
+def probe_batches(splits: Splits, n_batches: int = 11, batch_size: int = 128, seed: int = 0) -> list[Batch]:
+    """Fixed, seeded training batches (normalised, on the CPU): the lab used 11 batches of 128."""
+    assert n_batches * batch_size <= len(splits.y_train), "not enough training images for the probe batches"
+    idx = torch.randperm(len(splits.y_train), generator=torch.Generator().manual_seed(seed))
+    idx = idx[: n_batches * batch_size].view(n_batches, batch_size).cpu()
+    x, y = splits.x_train.cpu(), splits.y_train.cpu()
+    return [(normalize(x[i], splits.mean, splits.std), y[i]) for i in idx]
+
+
+def layer_order(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the modules that own parameters, in the order a forward pass calls them (input -> output)."""
+    order: list[str] = []
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if any(True for _ in module.parameters(recurse=False)):
+                handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append(name)))
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()  # eval: no batch-norm statistics are updated by this pass
+            model(example[:2])
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(order))  # a module called twice keeps its first position
+
+
+@contextmanager
+def _unchanged(model: nn.Module, train_mode: bool = True) -> Iterator[None]:
+    """Run a probe in `train_mode`, then restore the model's mode and buffers (batch-norm running statistics)."""
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    try:
+        model.train(train_mode)
+        yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+
+
+def _kind(module: nn.Module) -> str:
+    return next((k for cls, k in _KINDS if isinstance(module, cls)), type(module).__name__.lower())
+
+
+def gradient_norms(model: nn.Module, batches: Sequence[Batch], train_mode: bool = True) -> pd.DataFrame:
+    """Per-parameter gradient statistics of the cross-entropy loss, one row per parameter and batch.
+
+    Columns: param (e.g. 'blocks.3.body.0.weight'), layer (its module), kind (conv/linear/norm),
+    tensor (weight/bias), depth (the layer's position from the input, 0-based), batch, norm (L2),
+    mean_abs, max_abs. `train_mode` as in the lab's measurement (batch statistics in batch norm).
+    """
+    device = next(model.parameters()).device
+    flush_denormals(device)
+    modules = dict(model.named_modules())
+    order = {name: i for i, name in enumerate(layer_order(model, batches[0][0].to(device)))}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    rows = []
+    with _unchanged(model, train_mode):
+        for b, (x, y) in enumerate(batches):
+            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            grads = torch.autograd.grad(loss, [p for _, p in named])
+            for (name, _), g in zip(named, grads):
+                layer, _, tensor = name.rpartition(".")
+                g = g.detach().float()
+                rows.append({"param": name, "layer": layer, "kind": _kind(modules[layer]), "tensor": tensor,
+                             "depth": order.get(layer, -1), "batch": b, "norm": g.norm().item(),
+                             "mean_abs": g.abs().mean().item(), "max_abs": g.abs().max().item()})
+    return pd.DataFrame(rows).sort_values(["depth", "param", "batch"], kind="stable").reset_index(drop=True)
+
+
+def layer_norms(df: pd.DataFrame, kinds: Sequence[str] = ("conv", "linear")) -> pd.DataFrame:
+    """Per-layer gradient norm per batch (and epoch, when the table has one): sqrt(|grad W|^2 + |grad b|^2),
+    for layers of the given kinds."""
+    sub = df[df["kind"].isin(kinds)]
+    keys = ["layer", "depth", "kind", "batch"] + (["epoch"] if "epoch" in df.columns else [])
+    out = sub.assign(sq=sub["norm"] ** 2).groupby(keys, as_index=False)["sq"].sum()
+    out["norm"] = np.sqrt(out.pop("sq"))
+    return out.sort_values(["depth", *keys[4:], "batch"]).reset_index(drop=True)
+
+
+def flow(df: pd.DataFrame, kinds: Sequence[str] = ("conv", "linear")) -> pd.DataFrame:
+    """Mean and maximum absolute gradient of each layer's weights, averaged over batches, input to output."""
+    sub = df[df["kind"].isin(kinds) & (df["tensor"] == "weight")]
+    out = sub.groupby(["layer", "depth"], as_index=False).agg(mean_abs=("mean_abs", "mean"), max_abs=("max_abs", "mean"),
+                                                              norm=("norm", "mean"))
+    return out.sort_values("depth").reset_index(drop=True)
+
+
+def summary(df: pd.DataFrame) -> dict[str, float]:
+    """The lab's statistic: mean and standard deviation of all per-parameter gradient norms (every batch)."""
+    return {"mean": float(df["norm"].mean()), "std": float(df["norm"].std()), "median": float(df["norm"].median()),
+            "parameters": int(df["param"].nunique()), "batches": int(df["batch"].nunique())}
+
+
+def first_conv_gradient(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
+    """Gradient of the first convolution's weights, averaged over the batches: [out, in, k, k] on the CPU."""
+    device = next(model.parameters()).device
+    flush_denormals(device)
+    first = layer_order(model, batches[0][0].to(device))
+    conv = next((n for n in first if isinstance(dict(model.named_modules())[n], nn.Conv2d)), None)
+    assert conv is not None, "the model has no convolution"
+    weight = dict(model.named_modules())[conv].weight
+    total = torch.zeros_like(weight)
+    with _unchanged(model):
+        for x, y in batches:
+            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            total += torch.autograd.grad(loss, [weight])[0]
+    return (total / len(batches)).detach().cpu()
+
+
+def attenuation(layers: pd.DataFrame) -> float:
+    """How much the gradient shrinks from the output side to the input side: median norm of the last
+    layer over that of the first (a `layer_norms` table). About 1 means gradients reach the input intact."""
+    med = layers.groupby("depth")["norm"].median()
+    return float(med.iloc[-1] / max(med.iloc[0], 1e-30))
+
+
+def over_training(store, cfg, epochs: Sequence[int], batches: Sequence[Batch],
+                  device: str | torch.device = "cpu") -> pd.DataFrame:
+    """`gradient_norms` of a stored run's checkpoints, one block of rows per epoch (column 'epoch')."""
+    from .data import CLASSES
+    from .sweep import SHAPES
+
+    frames = []
+    for epoch in epochs:
+        model = store.load_model(cfg, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), epoch=epoch).to(device)
+        frames.append(gradient_norms(model, batches).assign(epoch=epoch))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,68 @@
+"""Sweeps: expansion into configs, strict specs, and the tables and sentences reports are built from."""
+import pandas as pd
+import pytest
+
+from labcore import sweep
+from labcore.config import ConfigError
+
+DATA = {"name": "cifar10", "subset": 100}
+TRAIN = {"epochs": 1}
+
+
+def test_expand_is_the_product_of_sweep_residual_and_seeds():
+    plan = sweep.expand({"conv": {"model": {"family": "convnet", "width": 4}, "sweep": {"model.depth": [1, 2, 3]}},
+                         "lab": {"model": {"family": "lab_cnn"}, "residual": [False], "train": {"lr": 0.5}}},
+                        DATA, TRAIN, seeds=[0, 1], residual=[False, True])
+    assert len(plan["conv"]) == 3 * 2 * 2 and len(plan["lab"]) == 2
+    assert {(c.model.depth, c.model.residual, c.seed) for c in plan["conv"]} == {
+        (d, r, s) for d in (1, 2, 3) for r in (False, True) for s in (0, 1)}
+    assert all(c.train.lr == 0.5 and c.train.epochs == 1 for c in plan["lab"])  # study overrides merge over shared
+    assert len({c.key() for cfgs in plan.values() for c in cfgs}) == 14, "every run has its own key"
+
+
+def test_same_study_in_two_notebooks_gives_the_same_keys():
+    spec = {"mlp": {"model": {"family": "mlp", "width": 8}, "sweep": {"model.depth": [1, 4]}}}
+    plain = sweep.expand(spec, DATA, TRAIN, [0], [False])["mlp"]
+    both = sweep.expand(spec, DATA, TRAIN, [0], [False, True])["mlp"]
+    assert {c.key() for c in plain} < {c.key() for c in both}  # 03 finds 02's plain runs in the store
+
+
+@pytest.mark.parametrize("studies, message", [
+    ({"a": {"modle": {}}}, "unknown key 'modle' in studies.a"),
+    ({"a": {"model": {"family": "mlp"}, "sweep": {"depth": [1]}}}, "sweep field 'depth' must be"),
+    ({"a": {"model": {"family": "mlp"}, "sweep": {"model.depth": []}}}, "non-empty list"),
+    ({"a": {"model": {"family": "cifar_resnet"}, "sweep": {"model.depth": [20, 21]}}}, "6n\\+2"),
+    ({"a": {"model": {"family": "mlp"}, "seeds": ["x"]}}, "studies.a.seeds\\[0\\] must be int"),
+    ({}, "non-empty mapping"),
+])
+def test_bad_sweeps_fail_with_one_line(studies, message):
+    with pytest.raises(ConfigError, match=message):
+        sweep.expand(studies, DATA, TRAIN, [0], [False])
+
+
+def _table():
+    rows = []
+    for depth, res, losses, accs in ((1, False, [1.2, 1.3, 1.25], [0.40, 0.41, 0.39]), (8, False, [2.30, 2.30, 2.29], [0.10, 0.11, 0.10]),
+                                     (1, True, [1.1, 1.2, 1.15], [0.42, 0.41, 0.43]), (8, True, [1.0, 1.05, 1.1], [0.47, 0.46, 0.48])):
+        for seed, (loss, acc) in enumerate(zip(losses, accs)):
+            rows.append({"study": "conv", "family": "convnet", "depth": depth, "residual": res, "seed": seed, "train_loss": loss,
+                         "train_acc": acc + 0.1, "val_acc": acc, "test_acc": acc, "n_params": 10 * depth, "seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_trainability_flags_chance_level_loss():
+    t = sweep.trainability(_table()).set_index(["depth", "residual"])["trained"]
+    assert t[(8, False)] == "no" and t[(8, True)] == "yes" and t[(1, False)] == "yes"
+
+
+def test_sentences_say_what_the_table_says():
+    lines = sweep.depth_effect_sentences(_table())
+    plain = next(line for line in lines if "plain" in line)
+    res = next(line for line in lines if "residual" in line)
+    assert "shallowest is best" in plain and "did not train: depth 8" in plain
+    assert "deepest is best" in res and "every depth trained" in res
+
+
+def test_ranking_orders_by_mean_validation_accuracy():
+    rank = sweep.ranking(_table(), residual=True)
+    assert list(rank.depth) == [8, 1] and list(rank.index) == [1, 2]
