@@ -139,7 +139,7 @@ def vgg_claims(rank: pd.DataFrame) -> str:
                    "VGG16 beats VGG19 beyond the seed spread, supporting the VGG-only write-up (VGG16 > VGG19 > VGG24).")
     if 24 in by:
         last = min(by, key=lambda d: by[d][0]) == 24
-        verdict += " VGG24 is " + ("last, as both write-ups say." if last else "not last, unlike both write-ups.")
+        verdict += " Among the VGGs, VGG24 is " + ("last, as both write-ups say." if last else "not last, unlike both write-ups.")
     return verdict
 
 
