@@ -97,10 +97,10 @@ def gradient_norms(model: nn.Module, batches: Sequence[Batch], train_mode: bool 
 
 
 def layer_norms(df: pd.DataFrame, kinds: Sequence[str] = ("conv", "linear")) -> pd.DataFrame:
-    """Per-layer gradient norm per batch (and epoch, when the table has one): sqrt(|grad W|^2 + |grad b|^2),
-    for layers of the given kinds."""
+    """Per-layer gradient norm per batch (and per epoch and seed, when the table has those columns):
+    sqrt(|grad W|^2 + |grad b|^2), for layers of the given kinds."""
     sub = df[df["kind"].isin(kinds)]
-    keys = ["layer", "depth", "kind", "batch"] + (["epoch"] if "epoch" in df.columns else [])
+    keys = ["layer", "depth", "kind", "batch"] + [c for c in ("epoch", "seed") if c in df.columns]
     out = sub.assign(sq=sub["norm"] ** 2).groupby(keys, as_index=False)["sq"].sum()
     out["norm"] = np.sqrt(out.pop("sq"))
     return out.sort_values(["depth", *keys[4:], "batch"]).reset_index(drop=True)
@@ -141,6 +141,11 @@ def attenuation(layers: pd.DataFrame) -> float:
     layer over that of the first (a `layer_norms` table). About 1 means gradients reach the input intact."""
     med = layers.groupby("depth")["norm"].median()
     return float(med.iloc[-1] / max(med.iloc[0], 1e-30))
+
+
+def attenuation_by_epoch(layers: pd.DataFrame) -> dict[int, float]:
+    """`attenuation` at every epoch of a `layer_norms` table with an 'epoch' column."""
+    return {int(e): attenuation(g) for e, g in layers.groupby("epoch")}
 
 
 def over_training(store, cfg, epochs: Sequence[int], batches: Sequence[Batch],

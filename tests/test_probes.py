@@ -1,4 +1,5 @@
 """Gradient probes: they match autograd, leave no hooks, and change nothing in the model."""
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -99,3 +100,13 @@ def test_probes_work_on_every_family(family, depth, extra):
     df = probes.gradient_norms(model, probes.probe_batches(toy, n_batches=1, batch_size=8))
     assert df.norm.notna().all() and (df.depth >= 0).all()
     assert df.depth.max() == len(probes.layer_order(model, toy.x_train[:2].float())) - 1
+
+
+def test_layer_norms_keep_seeds_and_epochs_apart():
+    model, batches = _setup(norm="none")
+    one = probes.gradient_norms(model, batches[:1])
+    both = pd.concat([one.assign(seed=0, epoch=0), one.assign(seed=1, epoch=0), one.assign(seed=0, epoch=1)])
+    layers = probes.layer_norms(both)
+    assert len(layers) == 3 * len(probes.layer_norms(one))  # not summed across seeds or epochs
+    assert probes.attenuation_by_epoch(layers) == pytest.approx({0: probes.attenuation(probes.layer_norms(one)),
+                                                                1: probes.attenuation(probes.layer_norms(one))})

@@ -174,3 +174,27 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
     kept = json.loads((out / "smoke" / "previous" / "09_probe.json").read_text())
     assert kept["status"] == "ok" and kept["metrics"] == {"answer": 42}, "the good report is kept, not lost"
     assert "failed" in (out / "smoke" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_exercise_04_reuses_exercise_01s_mlp_run(profile):
+    """04 reads 01's first run (and its per-epoch weights) from the run store: their configs must match."""
+    from labcore.config import RunConfig
+
+    p1 = report.resolve_parameters("01_mlp_baseline", profile)
+    p4 = report.resolve_parameters("04_gradient_flow", profile)
+    first = RunConfig.build(p1["data"], p1["model"], p1["train"], seed=p1["seeds"][0])
+    mlp = RunConfig.build(p4["mlp_data"], p4["mlp_model"], p4["mlp_train"], seed=p4["seeds"][0])
+    assert first.key() == mlp.key()
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
+    from labcore.sweep import expand
+
+    def keys(stem):
+        p = report.resolve_parameters(stem, profile)
+        plan = expand(p["studies"], p["data"], p["train"], p["seeds"], p["residual"])
+        return {c.key() for cfgs in plan.values() for c in cfgs if not c.model.residual}
+
+    assert keys("02_cnn_depth") <= keys("03_residual")
