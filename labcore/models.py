@@ -279,6 +279,11 @@ def build_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: i
     return _BUILDERS[cfg.family](cfg, tuple(in_shape), num_classes)  # ModelConfig has checked the name
 
 
+def count_layers(model: nn.Module) -> int:
+    """Weight layers (convolutions and linear layers), the way network depth is usually counted."""
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -148,6 +148,14 @@ def attenuation_by_epoch(layers: pd.DataFrame) -> dict[int, float]:
     return {int(e): attenuation(g) for e, g in layers.groupby("epoch")}
 
 
+def at_init(cfgs: Sequence, batches: Sequence[Batch], device: str | torch.device = "cpu") -> pd.DataFrame:
+    """`gradient_norms` of the untrained models of several run configs (e.g. seeds), with a 'seed' column."""
+    from .runs import init_model
+
+    return pd.concat([gradient_norms(init_model(cfg, device), batches).assign(seed=cfg.seed) for cfg in cfgs],
+                     ignore_index=True)
+
+
 def over_training(store, cfg, epochs: Sequence[int], batches: Sequence[Batch],
                   device: str | torch.device = "cpu") -> pd.DataFrame:
     """`gradient_norms` of a stored run's checkpoints, one block of rows per epoch (column 'epoch')."""

@@ -84,9 +84,13 @@ class RunStore:
         return RunResult(config=cfg, **{k: raw[k] for k in ("history", "test", "n_params", "seconds",
                                                              "device", "data_source")}, cached=True)
 
+    def checkpoint_epochs(self, cfg: RunConfig) -> set[int]:
+        """Epochs for which the stored run of `cfg` has weights (empty when it has none or is not stored)."""
+        return {int(f.stem.removeprefix("epoch_")) for f in (self.path(cfg) / "checkpoints").glob("epoch_*.pt")}
+
     def has_checkpoints(self, cfg: RunConfig, epochs: tuple[int, ...]) -> bool:
         """Whether the stored run of `cfg` has weights for all `epochs`."""
-        return all((self.path(cfg) / "checkpoints" / f"epoch_{e}.pt").is_file() for e in epochs)
+        return set(epochs) <= self.checkpoint_epochs(cfg)
 
     def put(self, result: RunResult, model: nn.Module, checkpoints: dict[int, dict] | None = None) -> None:
         """Store a finished run atomically (written to a temporary folder, then renamed)."""
@@ -173,7 +177,8 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
     checkpoints = tuple(sorted({e for e in checkpoints if e <= cfg.train.epochs}))
     if not refresh and (hit := store.get(cfg)) is not None and store.has_checkpoints(cfg, checkpoints):
         return hit
-    result, model, states = train_run(cfg, device, tracking, checkpoints)
+    keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
+    result, model, states = train_run(cfg, device, tracking, keep)
     store.put(result, model, states)
     return result
 

@@ -21,7 +21,7 @@ import torch
 from .config import SECTIONS, ConfigError, RunConfig, _check_type
 from .data import CLASSES, MEAN_STD
 from .models import build_model
-from .runs import RunResult, RunStore, run
+from .runs import RunResult, RunStore, run_many
 
 STUDY_KEYS = ("data", "model", "train", "sweep", "seeds", "residual")
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -84,7 +84,7 @@ def run_all(plan: dict[str, list[RunConfig]], device: str = "auto", tracking: st
             store: RunStore | None = None) -> dict[str, list[RunResult]]:
     """Results for every config of every study; stored runs are loaded, the rest trained and stored."""
     store = store or RunStore()
-    return {name: [run(cfg, store, device, tracking) for cfg in cfgs] for name, cfgs in plan.items()}
+    return {name: run_many(cfgs, store, device, tracking) for name, cfgs in plan.items()}
 
 
 def table(results: dict[str, list[RunResult]]) -> pd.DataFrame:

@@ -89,6 +89,14 @@ def test_lab_cnn_matches_the_labs_shapes_and_size():
     assert isinstance(model.block1[0], torch.nn.ReLU), "every convolution in a block is preceded by a ReLU"
 
 
+def test_count_layers_counts_weight_layers():
+    from labcore.models import count_layers
+
+    assert count_layers(build_model(ModelConfig(family="convnet", depth=12, width=4), (3, 32, 32))) == 40
+    assert count_layers(build_model(ModelConfig(family="cifar_resnet", depth=56, width=4), (3, 32, 32))) == 56
+    assert count_layers(build_model(ModelConfig(family="vgg", depth=16, width=4), (3, 32, 32))) == 14  # 13 conv + 1 linear
+
+
 def test_lab_resnet_matches_the_labs_size():
     model = build_model(ModelConfig(family="lab_resnet", depth=3, width=64, residual=True), (3, 32, 32))
     conv = 64 * 64 * 9 + 64

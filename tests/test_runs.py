@@ -74,6 +74,9 @@ def test_checkpoints_are_stored_and_a_run_without_them_is_retrained_identically(
     with_ckpt = runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 1, 2))
     assert not with_ckpt.cached and with_ckpt.history[-1]["val_loss"] == plain.history[-1]["val_loss"]
     assert runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 2)).cached
+    runs.run(cfg.replace(train={"epochs": 3}), store, device="cpu", tracking="disabled", checkpoints=(3,))
+    runs.run(cfg.replace(train={"epochs": 3}), store, device="cpu", tracking="disabled", checkpoints=(1,))
+    assert store.checkpoint_epochs(cfg.replace(train={"epochs": 3})) == {1, 3}, "retraining keeps earlier checkpoints"
     toy = synthetic_splits()
     init = store.load_model(cfg, toy.input_shape, len(toy.classes), epoch=0)
     last = store.load_model(cfg, toy.input_shape, len(toy.classes), epoch=2)
