@@ -54,14 +54,15 @@ def publish(metrics: dict[str, Any], provenance: dict[str, Any]) -> None:
     from IPython.display import display
 
     payload = _jsonable({"metrics": metrics, "provenance": provenance})
-    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in payload["metrics"].items() if not isinstance(v, (dict, list)))
     display({MIME: payload, "text/html": f"<table>{rows}</table>",
              "text/plain": json.dumps(payload["metrics"], indent=1)[:2000]}, raw=True)
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+    """A metric as plain text (callers escape it for HTML)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 # ---------------------------------------------------------------- parameters

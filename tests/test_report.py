@@ -89,10 +89,12 @@ def test_notebooks_are_thin_clean_and_parameterised(stem):
 def test_index_lists_reports_with_status_and_metrics(tmp_path):
     for stem, status in (("01_a", "ok"), ("02_b", "failed")):
         (tmp_path / f"{stem}.json").write_text(json.dumps({
-            "notebook": stem, "profile": "smoke", "status": status, "metrics": {"test_acc": 0.5}, "parameters": {},
+            "notebook": stem, "profile": "smoke", "status": status, "metrics": {"test_acc": 0.5, "order": "a > b"},
+            "parameters": {},
             "provenance": {"time": "t", "git": {"commit": "abc"}}, "seconds": 1, "error": None}))
     page = report.write_index(tmp_path, "smoke").read_text()
     assert "01_a.html" in page and "02_b.html" in page and "failed" in page and "test_acc=0.5" in page
+    assert "order=a &gt; b" in page, "escaped exactly once"
 
 
 @needs_mnist
