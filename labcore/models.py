@@ -126,12 +126,14 @@ class LabCNN(nn.Module):
                  kernel_size: int = 3) -> None:
         super().__init__()
         c, h, _ = in_shape
-        size = (h - 3) // 2 + 1 - depth  # after block 1, the first pool and block 2
-        size = (size - 3) // 2 + 1 - depth  # after the second pool and block 3
-        if size < 1:
-            raise ConfigError(f"lab_cnn with depth {depth} shrinks a {h}-pixel image to nothing; use depth <= 3")
-        self.stem = nn.Sequential(_conv(c, width, kernel_size), nn.ReLU())
         pad = (kernel_size - 1) // 2
+        size = h + 2 * pad - kernel_size + 1  # after the stem (an even kernel shrinks the map by one pixel)
+        size = (size + depth * (2 * pad - kernel_size + 1) - 3) // 2 + 1  # block 1, then the 3x3/2 pool
+        size = (size - depth - 3) // 2 + 1 - depth  # block 2 (-1 per conv), pool, block 3
+        if size < 1:
+            raise ConfigError(f"lab_cnn with depth {depth} and kernel {kernel_size} shrinks a {h}-pixel image "
+                              "to nothing; lower model.depth")
+        self.stem = nn.Sequential(_conv(c, width, kernel_size), nn.ReLU())
 
         def block(k: int, p: int) -> nn.Sequential:
             return nn.Sequential(*[m for _ in range(depth) for m in (nn.ReLU(), _conv(width, width, k, padding=p))])
@@ -244,7 +246,7 @@ class VGG(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
 
-    forward = ConvNet.forward
+    forward = ConvNet.forward  # same transitions/stages/pool/head layout, so the same forward pass
 
 
 def _cifar_resnet(c: ModelConfig, s: tuple[int, int, int], k: int) -> nn.Module:
@@ -277,6 +279,16 @@ def _lab_cnn(c: ModelConfig, s: tuple[int, int, int], k: int) -> nn.Module:
 def build_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int = 10) -> nn.Module:
     """The network that `cfg` names, for images of shape (C, H, W); impossible shapes raise ConfigError."""
     return _BUILDERS[cfg.family](cfg, tuple(in_shape), num_classes)  # ModelConfig has checked the name
+
+
+def check_buildable(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int, where: str) -> None:
+    """Build `cfg` on the meta device (no memory, no compute): impossible names and shapes fail now,
+    as a ConfigError prefixed with `where`."""
+    try:
+        with torch.device("meta"):
+            build_model(cfg, in_shape, num_classes)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def count_layers(model: nn.Module) -> int:

@@ -124,10 +124,10 @@ def first_conv_gradient(model: nn.Module, batches: Sequence[Batch]) -> torch.Ten
     """Gradient of the first convolution's weights, averaged over the batches: [out, in, k, k] on the CPU."""
     device = next(model.parameters()).device
     flush_denormals(device)
-    first = layer_order(model, batches[0][0].to(device))
-    conv = next((n for n in first if isinstance(dict(model.named_modules())[n], nn.Conv2d)), None)
+    modules = dict(model.named_modules())
+    conv = next((n for n in layer_order(model, batches[0][0].to(device)) if isinstance(modules[n], nn.Conv2d)), None)
     assert conv is not None, "the model has no convolution"
-    weight = dict(model.named_modules())[conv].weight
+    weight = modules[conv].weight
     total = torch.zeros_like(weight)
     with _unchanged(model):
         for x, y in batches:
@@ -159,11 +159,8 @@ def at_init(cfgs: Sequence, batches: Sequence[Batch], device: str | torch.device
 def over_training(store, cfg, epochs: Sequence[int], batches: Sequence[Batch],
                   device: str | torch.device = "cpu") -> pd.DataFrame:
     """`gradient_norms` of a stored run's checkpoints, one block of rows per epoch (column 'epoch')."""
-    from .data import CLASSES
-    from .sweep import SHAPES
-
     frames = []
     for epoch in epochs:
-        model = store.load_model(cfg, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), epoch=epoch).to(device)
+        model = store.load_model(cfg, epoch=epoch).to(device)
         frames.append(gradient_norms(model, batches).assign(epoch=epoch))
     return pd.concat(frames, ignore_index=True)

@@ -143,20 +143,12 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
 
 
 def _check_buildable(name: str, model: dict[str, Any], data: dict[str, Any]) -> None:
-    """Build the model a `*model` section describes on the meta device (no memory): impossible shapes fail now."""
-    import torch
+    """Check that the model a `*model` section describes can be built for its dataset (see models.check_buildable)."""
+    from .data import CLASSES, SHAPES
+    from .models import check_buildable
 
-    from .data import CLASSES
-    from .models import build_model
-    from .sweep import SHAPES
-
-    cfg = from_dict(SECTIONS["model"], model, name)
     dataset = from_dict(SECTIONS["data"], data, "data").name
-    try:
-        with torch.device("meta"):
-            build_model(cfg, SHAPES[dataset], len(CLASSES[dataset]))
-    except ConfigError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+    check_buildable(from_dict(SECTIONS["model"], model, name), SHAPES[dataset], len(CLASSES[dataset]), name)
 
 
 def datasets_needed(params: dict[str, Any]) -> set[str]:

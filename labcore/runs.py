@@ -109,10 +109,11 @@ class RunStore:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
 
-    def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int = 10,
+    def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
                    epoch: int | None = None) -> nn.Module:
-        """The model of a stored run on the CPU, in eval mode: trained, or at checkpoint `epoch` (0 = init)."""
-        model = build_model(cfg.model, in_shape, num_classes)
+        """The model of a stored run on the CPU, in eval mode: trained, or at checkpoint `epoch` (0 = init).
+        The input shape and class count default to those of the config's dataset."""
+        model = build_model(cfg.model, *_shape(cfg, in_shape, num_classes))
         f = self.path(cfg) / ("model.pt" if epoch is None else f"checkpoints/epoch_{epoch}.pt")
         if not f.is_file():
             raise FileNotFoundError(f"run {cfg.label()} ({cfg.key()}) has no {f.name}; run it with checkpoints=({epoch},)")
@@ -131,11 +132,16 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def init_model(cfg: RunConfig, device: str | torch.device = "cpu") -> nn.Module:
+def _shape(cfg: RunConfig, in_shape: tuple[int, int, int] | None, num_classes: int | None) -> tuple[tuple, int]:
+    """The model's input shape and class count: as given, else those of the config's dataset (no data is loaded)."""
+    return in_shape or data_mod.SHAPES[cfg.data.name], num_classes or len(data_mod.CLASSES[cfg.data.name])
+
+
+def init_model(cfg: RunConfig, device: str | torch.device = "cpu", in_shape: tuple[int, int, int] | None = None,
+               num_classes: int | None = None) -> nn.Module:
     """The untrained model a run of `cfg` starts from (same seed, same weights as its epoch-0 checkpoint)."""
-    splits = load_splits(cfg.data)
     seed_everything(cfg.seed)
-    return build_model(cfg.model, splits.input_shape, len(splits.classes)).to(device)
+    return build_model(cfg.model, *_shape(cfg, in_shape, num_classes)).to(device)
 
 
 def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
@@ -144,7 +150,7 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
     requested `checkpoints` epochs (0 = at initialisation)."""
     device = pick_device(str(device))
     splits = load_splits(cfg.data).to(device)
-    model = init_model(cfg, device)
+    model = init_model(cfg, device, splits.input_shape, len(splits.classes))
     states = {0: _cpu_state(model)} if 0 in checkpoints else {}
 
     def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:

@@ -16,16 +16,13 @@ import math
 from typing import Any
 
 import pandas as pd
-import torch
 
 from .config import SECTIONS, ConfigError, RunConfig, _check_type
-from .data import CLASSES, MEAN_STD
-from .models import build_model
+from .data import CLASSES, SHAPES
+from .models import check_buildable
 from .runs import RunResult, RunStore, run_many
 
 STUDY_KEYS = ("data", "model", "train", "sweep", "seeds", "residual")
-SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-assert set(SHAPES) == set(MEAN_STD), "every dataset needs its image shape here"
 
 
 def _set(cfg: RunConfig, dotted: str, value: Any, where: str) -> RunConfig:
@@ -71,11 +68,7 @@ def expand(studies: dict[str, dict], data: dict, train: dict, seeds: list[int],
                     raise ConfigError(f"{where}: {exc}") from None
             configs.append(cfg)
         for cfg in configs:
-            with torch.device("meta"):  # builds the layers without allocating: checks shapes and names
-                try:
-                    build_model(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]))
-                except ConfigError as exc:
-                    raise ConfigError(f"{where}: {exc}") from None
+            check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), where)
         plan[name] = configs
     return plan
 

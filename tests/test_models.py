@@ -131,3 +131,24 @@ def test_residual_block_is_identity_plus_the_plain_block():
 def test_impossible_models_fail_clearly(cfg, message):
     with pytest.raises(ConfigError, match=message):
         build_model(ModelConfig(**cfg), (3, 32, 32))
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_lab_cnn_shape_check_agrees_with_a_real_forward_pass(kernel, depth):
+    """The check must accept exactly the configurations whose maps stay >= 1 pixel (the lab's gradient run used kernel 4)."""
+    from labcore.models import LabCNN
+
+    try:
+        model = LabCNN((3, 32, 32), 10, width=4, depth=depth, kernel_size=kernel)
+    except ConfigError:
+        # Rejected: the same layers built by hand must indeed shrink the map to nothing.
+        pad = (kernel - 1) // 2
+        x = torch.zeros(1, 3, 32, 32)
+        layers = [torch.nn.Conv2d(3, 4, kernel, padding=pad)] + [torch.nn.Conv2d(4, 4, kernel, padding=pad)] * depth
+        layers += [torch.nn.MaxPool2d(3, 2)] + [torch.nn.Conv2d(4, 4, 2)] * depth + [torch.nn.MaxPool2d(3, 2)]
+        with pytest.raises(RuntimeError):
+            for layer in layers + [torch.nn.Conv2d(4, 4, 2)] * depth:
+                x = layer(x)
+        return
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -126,7 +126,7 @@ def test_impossible_models_and_sweeps_fail_before_anything_runs(tmp_path, monkey
     monkeypatch.setattr(report, "PARAMETERS", tmp_path)
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, depth: 9}\n")
-    with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 shrinks"):
+    with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 and kernel 4 shrinks"):
         report.resolve_parameters("04_gradient_flow", "smoke")
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {vgg: {sweep: {model.depth: [16, 17]}}}\n")
     with pytest.raises(ConfigError, match="studies.vgg: vgg depth must be one of"):
