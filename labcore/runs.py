@@ -3,16 +3,21 @@
 A run is a pure function of its config (the seed included), so its result can be reused by any
 report that asks for the same config: re-rendering a report retrains nothing, and a changed
 config retrains only the runs it changes. Each run is independent and self-contained on disk
-(`<store>/v<N>/<key>/result.json` and `model.pt`), so runs could be spread across processes.
+(`<store>/v<N>/<key>/result.json`, `model.pt`, `checkpoints/`), so runs can be trained anywhere
+(labcore.executor) and only the process that collects them writes here.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import os
+import platform
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,28 +26,36 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from .config import DataConfig, RunConfig
+from .config import ConfigError, DataConfig, RunConfig
 from .models import build_model, count_parameters
 from .paths import runs_dir
 from .provenance import device_info
 from .tracking import Tracker
 from .train import evaluate, fit, pick_device, seed_everything
 
-# Bump when training or evaluation semantics change, so stored results from older code are not reused.
-STORE_VERSION = 1
+# Bump when training or evaluation semantics or the record's format change, so older results are not reused.
+STORE_VERSION = 2
+# Errors that belong to the run itself (a NaN loss, out of memory, a shape that does not fit): the run is
+# stored as failed with its error and not retried on its own. Anything else is a bug and propagates.
+RUN_ERRORS = (RuntimeError, ValueError, ConfigError)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Everything a report needs from one training run."""
+    """Everything a report needs from one training run (or from its failure: status 'failed' and error)."""
 
     config: RunConfig
-    history: list[dict]  # one dict per epoch, as returned by `fit`
-    test: dict  # `evaluate` on the test split
+    history: list[dict]  # one dict per epoch, as returned by `fit` (partial for a failed run)
+    test: dict  # `evaluate` on the test split ({} for a failed run)
     n_params: int
     seconds: float  # training wall time (the run that produced it, not this process)
     device: str
     data_source: str
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None  # for a failed run: what went wrong, in one line
+    estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
+    node: str | None = None  # the machine that trained it
+    compiled: bool = False  # trained through torch.compile
     cached: bool = False  # True when loaded from the store instead of trained now
 
     @property
@@ -50,23 +63,44 @@ class RunResult:
         """The run store's key of this run."""
         return self.config.key()
 
+    @property
+    def ok(self) -> bool:
+        """Whether the run finished (a failed run keeps its partial history and its error)."""
+        return self.status == "ok"
+
     def final(self, metric: str) -> float:
-        """The last epoch's value of a history metric, e.g. final('val_acc')."""
-        return self.history[-1][metric]
+        """The last epoch's value of a history metric, e.g. final('val_acc'); NaN when there is none."""
+        return self.history[-1][metric] if self.history else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        """Flat scalars for tables: config labels, final metrics, test accuracy, size and time."""
+        """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
         m = self.config.model
         return {"family": m.family, "depth": m.depth, "width": m.width, "residual": m.residual,
                 "seed": self.config.seed, "train_loss": self.final("train_loss"),
                 "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
-                "val_acc": self.final("val_acc"), "test_acc": self.test["accuracy"],
+                "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
                 "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
-                "device": self.device, "data_source": self.data_source}
+                "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
+
+
+def failures(results: list[RunResult]) -> list[str]:
+    """One line per failed run, naming it and its error (for a notebook to show)."""
+    return [f"{r.config.label()} ({r.key}): {r.error}" for r in results if not r.ok]
+
+
+def _record(result: RunResult) -> dict[str, Any]:
+    record = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("config", "cached")}
+    record["config"] = result.config.to_dict()
+    return record
 
 
 class RunStore:
-    """Directory of finished runs keyed by `RunConfig.key()`."""
+    """Directory of finished (or failed) runs keyed by `RunConfig.key()`.
+
+    A run's folder appears only once it is complete (written elsewhere, then renamed), so a reader never
+    sees half a run; a folder damaged afterwards (a truncated file, a missing weights file) is detected,
+    named and retrained, never surfaced as a decoding error.
+    """
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root or runs_dir()) / f"v{STORE_VERSION}"
@@ -75,14 +109,44 @@ class RunStore:
         """Folder of the run for `cfg` (present only once the run finished)."""
         return self.root / cfg.key()
 
+    def _read(self, cfg: RunConfig) -> tuple[str, dict | str | None]:
+        """('missing', None), ('damaged', why) or ('ok'|'failed', record)."""
+        folder = self.path(cfg)
+        if not folder.is_dir():
+            return "missing", None
+        try:
+            raw = json.loads((folder / "result.json").read_text())
+            for k in ("history", "test", "n_params", "seconds", "device", "data_source"):
+                raw[k]  # noqa: B018 - a missing field is damage
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return "damaged", f"result.json unreadable ({type(exc).__name__})"
+        status = raw.get("status", "ok")
+        if status == "ok":
+            wanted = ["model.pt"] + [f"checkpoints/epoch_{e}.pt" for e in raw.get("checkpoints", [])]
+            absent = [w for w in wanted if not (folder / w).is_file() or (folder / w).stat().st_size == 0]
+            if absent:
+                return "damaged", f"{absent[0]} is missing or empty"
+        return status, raw
+
+    def state(self, cfg: RunConfig, checkpoints: tuple[int, ...] = ()) -> str:
+        """'stored' (usable, with those checkpoints), 'failed', 'damaged' or 'pending'."""
+        status, raw = self._read(cfg)
+        if status == "ok":
+            return "stored" if set(checkpoints) <= self.checkpoint_epochs(cfg) else "pending"
+        return {"missing": "pending"}.get(status, status)
+
     def get(self, cfg: RunConfig) -> RunResult | None:
-        """The stored result for `cfg`, or None."""
-        f = self.path(cfg) / "result.json"
-        if not f.is_file():
+        """The stored result for `cfg` (ok or failed), or None when it is missing or damaged."""
+        status, raw = self._read(cfg)
+        if status not in ("ok", "failed"):
             return None
-        raw = json.loads(f.read_text())
-        return RunResult(config=cfg, **{k: raw[k] for k in ("history", "test", "n_params", "seconds",
-                                                             "device", "data_source")}, cached=True)
+        fields = {f.name for f in dataclasses.fields(RunResult)} - {"config", "cached"}
+        return RunResult(config=cfg, **{k: v for k, v in raw.items() if k in fields}, cached=True)
+
+    def damage(self, cfg: RunConfig) -> str | None:
+        """Why the stored record of `cfg` is unusable, or None."""
+        status, why = self._read(cfg)
+        return why if status == "damaged" else None
 
     def checkpoint_epochs(self, cfg: RunConfig) -> set[int]:
         """Epochs for which the stored run of `cfg` has weights (empty when it has none or is not stored)."""
@@ -92,22 +156,43 @@ class RunStore:
         """Whether the stored run of `cfg` has weights for all `epochs`."""
         return set(epochs) <= self.checkpoint_epochs(cfg)
 
-    def put(self, result: RunResult, model: nn.Module, checkpoints: dict[int, dict] | None = None) -> None:
-        """Store a finished run atomically (written to a temporary folder, then renamed)."""
+    @contextlib.contextmanager
+    def lock(self, cfg: RunConfig) -> Iterator[None]:
+        """Hold the run's lock: a second process asking for the same run waits, then finds it stored."""
+        folder = self.root / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{cfg.key()}.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"[labcore] waiting: another process is training {cfg.label()} ({cfg.key()})", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def put(self, result: RunResult, model_state: dict[str, torch.Tensor] | None = None,
+            checkpoints: dict[int, dict] | None = None) -> None:
+        """Store a run atomically: written to a private folder, then renamed into place (hold `lock`)."""
         final = self.path(result.config)
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        record = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("config", "cached")}
-        record["config"] = result.config.to_dict()
-        (tmp / "result.json").write_text(json.dumps(record))
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        record = _record(result)
+        record["checkpoints"] = sorted(checkpoints or {})
+        if model_state is not None:
+            torch.save({k: v.cpu() for k, v in model_state.items()}, tmp / "model.pt")
         if checkpoints:
             (tmp / "checkpoints").mkdir()
             for epoch, state in checkpoints.items():
                 torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
-        shutil.rmtree(final, ignore_errors=True)
+        (tmp / "result.json").write_text(json.dumps(record))  # last: its presence marks a complete folder
+        old = final.with_name(f".{final.name}.old{os.getpid()}")
+        if final.exists():
+            final.rename(old)
         tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
 
     def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
                    epoch: int | None = None) -> nn.Module:
@@ -120,6 +205,19 @@ class RunStore:
         state = torch.load(f, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.eval()
+
+    def estimate_accuracy(self, cfgs: list[RunConfig]) -> dict[str, float] | None:
+        """How long finished runs took against the plan's estimate: median, min and max of measured/estimated."""
+        ratios = []
+        for cfg in cfgs:
+            r = self.get(cfg)
+            if r is not None and r.ok and r.estimate_seconds:
+                ratios.append(r.seconds / r.estimate_seconds)
+        if not ratios:
+            return None
+        ratios.sort()
+        return {"runs": len(ratios), "median_ratio": ratios[len(ratios) // 2], "min_ratio": ratios[0],
+                "max_ratio": ratios[-1]}
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,16 +242,28 @@ def init_model(cfg: RunConfig, device: str | torch.device = "cpu", in_shape: tup
     return build_model(cfg.model, *_shape(cfg, in_shape, num_classes)).to(device)
 
 
+@dataclass
+class Trained:
+    """What training one run produces: its result, final weights and the requested checkpoints (CPU tensors)."""
+
+    result: RunResult
+    model_state: dict[str, torch.Tensor] | None
+    checkpoints: dict[int, dict]
+
+
 def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
-              checkpoints: tuple[int, ...] = ()) -> tuple[RunResult, nn.Module, dict[int, dict]]:
-    """Train one run from scratch; return its result, its model (on its device) and the weights at the
-    requested `checkpoints` epochs (0 = at initialisation)."""
+              checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
+              compile: bool = False) -> Trained:
+    """Train one run from scratch. A failure of the run itself (RUN_ERRORS: a NaN loss, out of memory, a
+    shape error) becomes a result with status 'failed', its error and the epochs it finished."""
     device = pick_device(str(device))
     splits = load_splits(cfg.data).to(device)
     model = init_model(cfg, device, splits.input_shape, len(splits.classes))
     states = {0: _cpu_state(model)} if 0 in checkpoints else {}
+    history: list[dict] = []
 
     def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
+        history.append(row)
         tracker.log(row)
         if epoch in checkpoints:
             states[epoch] = _cpu_state(m)
@@ -161,32 +271,43 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
     tracker = Tracker(tracking, name=cfg.label(), config={**cfg.to_dict(), "key": cfg.key()},
                       group=f"{cfg.data.name}-{cfg.model.family}")
     start = time.perf_counter()
+    info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
+            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile}
     try:
-        history = fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch)
+        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile)
         seconds = time.perf_counter() - start
         test = evaluate(model, splits.x_test, splits.y_test, splits)
         tracker.finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
+    except RUN_ERRORS as exc:
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+        result = RunResult(cfg, history, {}, seconds=time.perf_counter() - start, status="failed", error=error, **info)
+        return Trained(result, None, {})
     finally:
         tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
-    result = RunResult(cfg, history, test, count_parameters(model), seconds, device_info(device), splits.source)
-    return result, model, states
+    return Trained(RunResult(cfg, history, test, seconds=seconds, **info), _cpu_state(model), states)
 
 
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
-        tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = ()) -> RunResult:
+        tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = (),
+        retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False) -> RunResult:
     """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored.
 
     `checkpoints` asks for the weights at those epochs too (0 = initialisation). A stored run without
-    them is trained again with them: the same config and seed reproduce the same run.
+    them is trained again with them: the same config and seed reproduce the same run. A failed run is
+    returned as failed (not retrained) unless `retry_failed`; a damaged one is named and retrained.
     """
     store = store or RunStore()
     checkpoints = tuple(sorted({e for e in checkpoints if e <= cfg.train.epochs}))
-    if not refresh and (hit := store.get(cfg)) is not None and store.has_checkpoints(cfg, checkpoints):
-        return hit
-    keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
-    result, model, states = train_run(cfg, device, tracking, keep)
-    store.put(result, model, states)
-    return result
+    with store.lock(cfg):
+        state = store.state(cfg, checkpoints)
+        if not refresh and (state == "stored" or (state == "failed" and not retry_failed)):
+            return store.get(cfg)
+        if state == "damaged":
+            print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
+        keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
+        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile)
+        store.put(trained.result, trained.model_state, trained.checkpoints)
+    return trained.result
 
 
 def run_many(cfgs: list[RunConfig], store: RunStore | None = None, device: str | torch.device = "auto",
@@ -194,3 +315,11 @@ def run_many(cfgs: list[RunConfig], store: RunStore | None = None, device: str |
     """`run` each config in order (each independent; trained ones are stored as soon as they finish)."""
     store = store or RunStore()
     return [run(cfg, store, device, tracking, checkpoints=checkpoints) for cfg in cfgs]
+
+
+def fetch(planned: list, store: RunStore | None = None, device: str | torch.device = "auto",
+          tracking: str = "offline") -> list[RunResult]:
+    """Results for planned runs (labcore.plan.Planned), each with the checkpoints its plan asks for:
+    from the store, or trained now in this process when `make train` has not trained it yet."""
+    store = store or RunStore()
+    return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints) for p in planned]

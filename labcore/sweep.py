@@ -7,7 +7,7 @@ A study is a mapping like
 with optional "data" and "train" sections (merged over the notebook's shared ones), "seeds" and
 "residual" lists (default: the notebook's), and "sweep": dotted field -> list of values. `expand`
 turns studies into RunConfigs and checks every one (including that its model can be built), so a
-bad sweep fails before any training; `run_all` trains what the store does not have yet.
+bad sweep fails before any training. labcore.plan turns them into the runs a notebook fetches.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pandas as pd
 from .config import SECTIONS, ConfigError, RunConfig, _check_type
 from .data import CLASSES, SHAPES
 from .models import check_buildable
-from .runs import RunResult, RunStore, run_many
+from .runs import RunResult
 
 STUDY_KEYS = ("data", "model", "train", "sweep", "seeds", "residual")
 
@@ -73,23 +73,21 @@ def expand(studies: dict[str, dict], data: dict, train: dict, seeds: list[int],
     return plan
 
 
-def run_all(plan: dict[str, list[RunConfig]], device: str = "auto", tracking: str = "offline",
-            store: RunStore | None = None) -> dict[str, list[RunResult]]:
-    """Results for every config of every study; stored runs are loaded, the rest trained and stored."""
-    store = store or RunStore()
-    return {name: run_many(cfgs, store, device, tracking) for name, cfgs in plan.items()}
-
-
 def table(results: dict[str, list[RunResult]]) -> pd.DataFrame:
     """One row per run: the study's name plus `RunResult.summary()`."""
     return pd.DataFrame([{"study": name, **r.summary()} for name, rs in results.items() for r in rs])
 
 
+def _mean_of_all(s: pd.Series) -> float:
+    return s.mean(skipna=False)
+
+
 def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] = ("train_loss", "val_acc", "test_acc")) -> pd.DataFrame:
     """Mean and standard deviation over seeds per study, depth and variant."""
     keys = ["study", "family", "depth", "residual"]
-    out = df.groupby(keys)[list(metrics)].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    # A failed seed (NaN) makes the mean NaN rather than silently dropping out of it.
+    out = df.groupby(keys)[list(metrics)].agg([_mean_of_all, "std"])
+    out.columns = [f"{m}_{'mean' if s == '_mean_of_all' else s}" for m, s in out.columns]
     out["seeds"] = df.groupby(keys)["seed"].count()
     out["n_params"] = df.groupby(keys)["n_params"].first()
     out["seconds"] = df.groupby(keys)["seconds"].mean()

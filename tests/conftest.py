@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +18,8 @@ os.environ["LABCORE_HEADLESS"] = "1"
 os.environ["LABCORE_RUNS"] = str(_TMP / "runs")
 os.environ["LABCORE_REPORTS"] = str(_TMP / "reports")
 os.environ["WANDB_DIR"] = str(_TMP)
+os.environ["RAY_TMPDIR"] = str(_TMP / "ray")  # Ray's sessions and sockets: removed with the rest at the end
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 if os.environ.get("LABCORE_DATA"):
     os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
@@ -36,6 +40,20 @@ HAVE_CIFAR = _available("cifar10")
 NO_DATA = "real data not found: set LABCORE_DATA to a folder holding MNIST/ and cifar10/ (e.g. ../shared/data)"
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=NO_DATA)
 needs_cifar = pytest.mark.skipif(not HAVE_CIFAR, reason=NO_DATA)
+
+
+# Ray binds to the machine's own address, so tests that start it run only where that address is loopback:
+# inside a network namespace that holds nothing else (`unshare -n`, see README), or where a user opts in.
+LOOPBACK_ONLY = {name for _, name in socket.if_nameindex()} <= {"lo"}  # this namespace's interfaces
+RAY_OK = LOOPBACK_ONLY or os.environ.get("LABCORE_RAY_TESTS") == "1"
+needs_isolated_ray = pytest.mark.skipif(not RAY_OK, reason=(
+    "Ray tests start servers: run them in a loopback-only namespace (sudo unshare -n sh -c 'ip link set lo up; "
+    "make test') or set LABCORE_RAY_TESTS=1 to let Ray bind to this machine's address"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Test runs leave no temporary folders behind."""
+    shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

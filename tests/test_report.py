@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from labcore import params as lp
 from labcore import report
 from labcore.config import ConfigError
 
@@ -20,22 +21,22 @@ PROVENANCE = {"time", "git", "packages", "device", "platform", "data_source", "s
 @pytest.fixture
 def params_dir(tmp_path, monkeypatch):
     """A private parameters/ folder so tests can write broken files."""
-    monkeypatch.setattr(report, "PARAMETERS", tmp_path)
+    monkeypatch.setattr(lp, "PARAMETERS", tmp_path)
     (tmp_path / "smoke").mkdir()
     return tmp_path / "smoke"
 
 
 def test_every_profile_has_valid_parameters_for_every_notebook():
-    for profile in report.PROFILES:
-        for stem in report.notebook_stems():
-            params = report.resolve_parameters(stem, profile)
-            assert set(params) == set(report.notebook_defaults(stem))
+    for profile in lp.PROFILES:
+        for stem in lp.notebook_stems():
+            params = lp.resolve_parameters(stem, profile)
+            assert set(params) == set(lp.notebook_defaults(stem))
 
 
 def test_yaml_overrides_notebook_defaults_key_by_key(params_dir):
     (params_dir / "01_mlp_baseline.yaml").write_text("train: {epochs: 7}\n")
-    params = report.resolve_parameters("01_mlp_baseline", "smoke")
-    defaults = report.notebook_defaults("01_mlp_baseline")
+    params = lp.resolve_parameters("01_mlp_baseline", "smoke")
+    defaults = lp.notebook_defaults("01_mlp_baseline")
     assert params["train"]["epochs"] == 7
     assert params["train"]["lr"] == defaults["train"]["lr"] and params["model"] == defaults["model"]
 
@@ -73,7 +74,7 @@ def test_missing_dataset_stops_the_build_before_training(tmp_path, monkeypatch, 
     assert "mnist not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stem", report.notebook_stems())
+@pytest.mark.parametrize("stem", lp.notebook_stems())
 def test_notebooks_are_thin_clean_and_parameterised(stem):
     nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -123,29 +124,29 @@ def test_make_report_smoke_end_to_end(tmp_path):
 
 
 def test_impossible_models_and_sweeps_fail_before_anything_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "PARAMETERS", tmp_path)
+    monkeypatch.setattr(lp, "PARAMETERS", tmp_path)
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, depth: 9}\n")
     with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 and kernel 4 shrinks"):
-        report.resolve_parameters("04_gradient_flow", "smoke")
+        lp.resolve_parameters("04_gradient_flow", "smoke")
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {vgg: {sweep: {model.depth: [16, 17]}}}\n")
     with pytest.raises(ConfigError, match="studies.vgg: vgg depth must be one of"):
-        report.resolve_parameters("02_cnn_depth", "smoke")
+        lp.resolve_parameters("02_cnn_depth", "smoke")
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {mlp: {sweep: {model.dpeth: [1]}}}\n")
     with pytest.raises(ConfigError, match="unknown key 'dpeth' in model"):
-        report.resolve_parameters("02_cnn_depth", "smoke")
+        lp.resolve_parameters("02_cnn_depth", "smoke")
 
 
 def test_include_merges_another_parameter_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "PARAMETERS", tmp_path)
+    monkeypatch.setattr(lp, "PARAMETERS", tmp_path)
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("seeds: [4, 5]\ntrain: {epochs: 7}\n")
     (tmp_path / "smoke" / "03_residual.yaml").write_text("include: 02_cnn_depth.yaml\ntrain: {lr: 0.5}\n")
-    params = report.resolve_parameters("03_residual", "smoke")
+    params = lp.resolve_parameters("03_residual", "smoke")
     assert params["seeds"] == [4, 5] and params["train"]["epochs"] == 7 and params["train"]["lr"] == 0.5
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("include: 03_residual.yaml\n")
     with pytest.raises(ConfigError, match="include cycle"):
-        report.resolve_parameters("03_residual", "smoke")
+        lp.resolve_parameters("03_residual", "smoke")
 
 
 def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp_path, monkeypatch):
@@ -157,12 +158,13 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
     params_cell = nbformat.v4.new_code_cell("fail = False")
     params_cell.metadata["tags"] = ["parameters"]
     nb.cells = [params_cell, nbformat.v4.new_code_cell(
-        "from labcore.report import publish\n"
+        "from labcore.publish import publish\n"
         "if fail:\n    raise ValueError('boom')\n"
         "publish({'answer': 42}, {'time': 'now'})")]
     nbformat.write(nb, nb_dir / "09_probe.ipynb")
     monkeypatch.setattr(report, "NOTEBOOKS", nb_dir)
-    monkeypatch.setattr(report, "PARAMETERS", params_dir)
+    monkeypatch.setattr(lp, "NOTEBOOKS", nb_dir)
+    monkeypatch.setattr(lp, "PARAMETERS", params_dir)
 
     (params_dir / "smoke" / "09_probe.yaml").write_text("fail: false\n")
     [ok] = report.build("smoke", out_root=out)
@@ -183,8 +185,8 @@ def test_exercise_04_reuses_exercise_01s_mlp_run(profile):
     """04 reads 01's first run (and its per-epoch weights) from the run store: their configs must match."""
     from labcore.config import RunConfig
 
-    p1 = report.resolve_parameters("01_mlp_baseline", profile)
-    p4 = report.resolve_parameters("04_gradient_flow", profile)
+    p1 = lp.resolve_parameters("01_mlp_baseline", profile)
+    p4 = lp.resolve_parameters("04_gradient_flow", profile)
     first = RunConfig.build(p1["data"], p1["model"], p1["train"], seed=p1["seeds"][0])
     mlp = RunConfig.build(p4["mlp_data"], p4["mlp_model"], p4["mlp_train"], seed=p4["seeds"][0])
     assert first.key() == mlp.key()
@@ -195,7 +197,7 @@ def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
     from labcore.sweep import expand
 
     def keys(stem):
-        p = report.resolve_parameters(stem, profile)
+        p = lp.resolve_parameters(stem, profile)
         plan = expand(p["studies"], p["data"], p["train"], p["seeds"], p["residual"])
         return {c.key() for cfgs in plan.values() for c in cfgs if not c.model.residual}
 

@@ -1,4 +1,6 @@
 """The run store: results are stored under the config's key and reused instead of retrained."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,13 +53,14 @@ def test_a_changed_config_retrains_only_what_changed(store):
 
 def test_stored_weights_reload_to_the_same_predictions(store):
     cfg = _cfg()
-    result, model, _ = runs.train_run(cfg, device="cpu", tracking="disabled")
-    store.put(result, model)
+    trained = runs.train_run(cfg, device="cpu", tracking="disabled")
+    store.put(trained.result, trained.model_state)
     toy = synthetic_splits()
     again = store.load_model(cfg, toy.input_shape, len(toy.classes))
+    model = runs.init_model(cfg, "cpu", toy.input_shape, len(toy.classes))
+    model.load_state_dict(trained.model_state)
     x = torch.randn(3, *toy.input_shape)
-    model.eval()
-    assert torch.allclose(model(x), again(x))
+    assert torch.allclose(model.eval()(x), again(x))
 
 
 def test_offline_tracking_writes_locally_and_never_prompts(store, tmp_path, monkeypatch):
@@ -83,3 +86,78 @@ def test_checkpoints_are_stored_and_a_run_without_them_is_retrained_identically(
     final = store.load_model(cfg, toy.input_shape, len(toy.classes))
     assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), final.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(init.state_dict().values(), final.state_dict().values()))
+
+
+def test_a_run_whose_loss_becomes_nan_is_stored_as_failed_and_not_retried(store, monkeypatch):
+    cfg = _cfg(optimizer="sgd", lr=1e12)  # diverges within the first epoch
+    first = runs.run(cfg, store, device="cpu", tracking="disabled")
+    assert not first.ok and "training loss became nan" in first.error and store.state(cfg) == "failed"
+    assert runs.failures([first]) == [f"{cfg.label()} ({cfg.key()}): {first.error}"]
+    assert first.summary()["status"] == "failed" and first.summary()["test_acc"] != first.summary()["test_acc"]
+    calls = []
+    real = runs.train_run
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = runs.run(cfg, store, device="cpu", tracking="disabled")
+    assert again.cached and not again.ok and not calls, "a failed run is not retried on its own"
+    runs.run(cfg, store, device="cpu", tracking="disabled", retry_failed=True)
+    assert calls == [1], "RETRY_FAILED=1 trains it again"
+
+
+def test_a_shape_error_is_a_failed_run_but_a_bug_in_labcore_propagates(store, monkeypatch):
+    def shape_error(*a, **k):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (128x64 and 32x10)")
+
+    monkeypatch.setattr(runs, "fit", shape_error)
+    result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
+    assert not result.ok and result.error.startswith("RuntimeError: mat1 and mat2")
+
+    def bug(*a, **k):
+        raise KeyError("val_acc")
+
+    monkeypatch.setattr(runs, "fit", bug)
+    with pytest.raises(KeyError):
+        runs.run(_cfg(lr=0.5), store, device="cpu", tracking="disabled")
+    assert store.state(_cfg(lr=0.5)) == "pending", "nothing half-written enters the store"
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda folder: (folder / "result.json").write_text('{"history": [{"epoch": 1, "trai'), "result.json unreadable"),
+    (lambda folder: (folder / "model.pt").unlink(), "model.pt is missing"),
+    (lambda folder: (folder / "checkpoints" / "epoch_1.pt").write_bytes(b""), "checkpoints/epoch_1.pt is missing or empty"),
+])
+def test_a_damaged_record_is_named_and_retrained(store, capsys, damage, why):
+    cfg = _cfg()
+    runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 1))
+    damage(store.path(cfg))
+    assert store.state(cfg) == "damaged" and why in store.damage(cfg) and store.get(cfg) is None
+    again = runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(1,))
+    assert not again.cached and again.ok and store.state(cfg, (0, 1)) == "stored"
+    assert f"{cfg.label()} ({cfg.key()}) is damaged ({why}" in capsys.readouterr().out
+    assert not [p for p in store.root.iterdir() if p.name.startswith(f".{cfg.key()}")], "no temporary folders left"
+
+
+def test_a_second_process_asking_for_a_run_in_training_waits_and_reuses_it(store, tmp_path):
+    """Two trainings of the same store at once: the second waits for the run's lock, then loads the run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    cfg = _cfg()
+    with store.lock(cfg):
+        script = textwrap.dedent(f"""
+            from labcore import runs
+            from labcore.config import RunConfig
+            from tests.conftest import synthetic_splits
+            runs.load_splits = lambda cfg: synthetic_splits()
+            runs.train_run = lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
+            cfg = RunConfig.build(model={{"family": "mlp", "width": 8, "depth": 1}}, train={{"epochs": 2, "lr": 1e-2}})
+            print("cached" if runs.run(cfg, runs.RunStore({str(tmp_path)!r}), device="cpu", tracking="disabled").cached else "?")
+        """)
+        waiter = subprocess.Popen([sys.executable, "-c", script], cwd=str(Path(__file__).parent.parent),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = waiter.stdout.readline()  # blocks until the second process is waiting for the lock
+        assert "waiting: another process is training" in first, first + waiter.stderr.read()[-1000:]
+        trained = runs.train_run(cfg, device="cpu", tracking="disabled")
+        store.put(trained.result, trained.model_state)
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0 and out.strip() == "cached", err[-1000:]

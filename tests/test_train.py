@@ -64,3 +64,35 @@ def test_convergence_verdicts():
 def test_top_confusions():
     cm = [[5, 2, 0], [7, 5, 1], [0, 0, 5]]
     assert top_confusions(cm, ("a", "b", "c"), k=2) == [("b", "a", 7), ("a", "b", 2)]
+
+
+def _conv_run(toy3, **train):
+    seed_everything(0)
+    model = build_model(ModelConfig(family="convnet", width=8, depth=1), toy3.input_shape, len(toy3.classes))
+    history = fit(model, toy3, TrainConfig(epochs=2, lr=1e-3, batch_size=32, **train), seed=0)
+    return model, history
+
+
+def test_channels_last_and_bf16_agree_with_fp32_on_a_tiny_run():
+    from labcore.train import memory_format
+
+    from .conftest import synthetic_splits
+
+    toy3 = synthetic_splits(n=128, shape=(3, 16, 16))
+    model, ref = _conv_run(toy3, channels_last=False)
+    fast_model, fast = _conv_run(toy3, channels_last=True)
+    assert memory_format(fast_model, TrainConfig(channels_last=True)) == torch.channels_last
+    assert fast_model.transitions[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert [round(r["train_loss"], 4) for r in fast] == [round(r["train_loss"], 4) for r in ref]
+    _, half = _conv_run(toy3, channels_last=False, precision="bf16")
+    for a, b in zip(ref, half):  # bf16 keeps ~3 significant digits: the same run, to within 2 %
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.02 * a["train_loss"]
+        assert abs(a["val_acc"] - b["val_acc"]) <= 0.05
+
+
+def test_channels_last_is_not_used_for_narrow_convolutions_or_mlps(toy):
+    from labcore.train import memory_format
+
+    narrow = build_model(ModelConfig(family="resnet", depth=34, width=4), (3, 32, 32))
+    assert memory_format(narrow, TrainConfig(channels_last=True)) == torch.contiguous_format
+    assert memory_format(_model(toy), TrainConfig(channels_last=True)) == torch.contiguous_format

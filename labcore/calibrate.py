@@ -1,0 +1,154 @@
+"""Cost estimates for planned runs, from a few real training steps of each distinct architecture.
+
+A run's cost is (training steps x seconds per step) + (validation batches x seconds per forward pass),
+both measured here on the current device with random images of the dataset's shape (the cost of a
+step does not depend on the pixels). Measurements are cached per device in
+`.cache/labcore/calibration-<device>.json`, so `make plan` is instant after its first call on a machine.
+Peak memory is measured on CUDA; elsewhere it is counted: weights, gradients and optimiser state, the
+activations autograd keeps for the backward pass (measured with saved-tensor hooks), and the dataset.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data import SHAPES, sizes
+from .models import build_model
+from .paths import cache_dir
+from .provenance import device_info
+from .train import flush_denormals, make_optimizer, memory_format, pick_device
+
+CALIBRATION_VERSION = 1  # bump when what is measured changes
+WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
+MAX_STEPS = 3  # timed steps per architecture ...
+BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU)
+
+
+def device_name(device: str = "auto") -> str:
+    """The device calibration is for, e.g. 'cpu: 2 threads, x86_64' or 'cuda: NVIDIA H100 80GB HBM3'."""
+    return device_info(pick_device(device))
+
+
+def _cache_path(device: str) -> Any:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device_name(device)}-torch{torch.__version__}").strip("-")
+    return cache_dir() / f"calibration-v{CALIBRATION_VERSION}-{slug}.json"
+
+
+def arch_key(cfg: RunConfig) -> str:
+    """What a step's cost depends on: the model, the image shape, the batch and the step's settings."""
+    t = cfg.train
+    blob = json.dumps([cfg.model.__dict__, cfg.data.name, t.batch_size, t.optimizer, t.augment, t.precision,
+                       t.channels_last], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward pass of one step (the activations' share of peak memory)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    return total
+
+
+def measure(cfg: RunConfig, device: str = "auto") -> dict[str, float]:
+    """Time real training steps and forward passes of `cfg`'s model on `device`; count its peak memory."""
+    dev = pick_device(device)
+    flush_denormals(dev)
+    shape, bs = SHAPES[cfg.data.name], cfg.train.batch_size
+    torch.manual_seed(0)
+    model = build_model(cfg.model, shape, 10).to(dev)
+    fmt = memory_format(model, cfg.train)
+    model.to(memory_format=fmt)
+    opt = make_optimizer(model, cfg.train)
+    x = torch.randn(bs, *shape, device=dev).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (bs,), device=dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    def step() -> None:
+        with autocast:
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    sync()
+    times, spent = [], 0.0
+    while len(times) < MAX_STEPS and spent < BUDGET_S:
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+    model.eval()
+    with torch.no_grad(), autocast:
+        t0 = time.perf_counter()
+        model(x)
+        sync()
+        forward = time.perf_counter() - t0
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    state_copies = 4 if cfg.train.optimizer == "adam" else 3  # weights, gradients, Adam's 2 moments / momentum
+    if dev.type == "cuda":
+        peak = float(torch.cuda.max_memory_allocated(dev))
+    else:
+        peak = float(n_params * 4 * state_copies + _saved_bytes(model, x, y))
+    return {"step_s": sorted(times)[len(times) // 2], "forward_s": forward, "peak_model_bytes": peak,
+            "n_params": n_params, "timed_steps": len(times)}
+
+
+def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True) -> dict[str, dict]:
+    """Measurements for every distinct architecture among `cfgs`, from the per-device cache or measured now."""
+    path = _cache_path(device)
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    todo = {arch_key(c): c for c in cfgs if arch_key(c) not in cache}
+    if todo and progress:
+        print(f"[labcore] calibrating {len(todo)} architecture(s) on {device_name(device)} "
+              f"(a few real training steps each; cached in {path})", flush=True)
+    for key, cfg in todo.items():
+        cache[key] = {**measure(cfg, device), "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
+    if todo:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(path)
+    return {arch_key(c): cache[arch_key(c)] for c in cfgs}
+
+
+def estimate_seconds(cfg: RunConfig, costs: dict[str, dict]) -> float:
+    """Estimated training time of `cfg` (what the run store records as `seconds`: training steps plus the
+    validation pass after every epoch), from its architecture's measured costs."""
+    c = costs[arch_key(cfg)]
+    n_train, n_val, _ = sizes(cfg.data)
+    steps = cfg.train.epochs * math.ceil(n_train / cfg.train.batch_size)
+    forwards = cfg.train.epochs * math.ceil(n_val / cfg.train.batch_size)
+    return steps * c["step_s"] + forwards * c["forward_s"]
+
+
+def peak_bytes(cfg: RunConfig, costs: dict[str, dict]) -> float:
+    """Peak memory of training `cfg`: the model's share (measured or counted) plus its dataset as uint8."""
+    n_train, n_val, n_test = sizes(cfg.data)
+    return costs[arch_key(cfg)]["peak_model_bytes"] + (n_train + n_val + n_test) * math.prod(SHAPES[cfg.data.name])

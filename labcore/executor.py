@@ -1,0 +1,328 @@
+"""Train every pending run of a plan: in this process ('local') or as Ray tasks ('ray').
+
+    python -m labcore.executor --profile quick --executor ray        # make train EXECUTOR=ray
+
+Each run is a pure function of its config, so it can be trained anywhere. With Ray, every run is one
+task that asks for its resources (CPU threads, a GPU or a fraction of one); the worker reads its own
+node's LABCORE_DATA and sends the finished run (result, weights, checkpoints) back to this process,
+which alone writes the run store. Runs start longest first (by the plan's estimates), so the long
+ones do not end up alone at the tail. A worker that dies is retried a bounded number of times; a run
+that fails on its own (NaN loss, out of memory, a shape error) is stored as failed and not retried.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import heapq
+import os
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from . import calibrate as cal
+from . import runs
+from .config import ConfigError, RunConfig
+from .data import DataNotFoundError
+from .plan import Planned, choose_profile, describe, human_seconds
+from .train import show_progress
+
+EXECUTORS = ("local", "ray")
+MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
+COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
+
+
+def makespan(costs: Sequence[float], slots: int) -> float:
+    """Wall time to finish `costs` on `slots` parallel workers, longest first (each to the least-loaded slot)."""
+    assert slots >= 1, f"need at least one slot, got {slots}"
+    loads = [0.0] * slots
+    for c in sorted(costs, reverse=True):
+        heapq.heapreplace(loads, loads[0] + c)
+    return max(loads)
+
+
+class Progress:
+    """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless."""
+
+    def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None) -> None:
+        self.remaining = dict(estimates)
+        self.total, self.done, self.slots = len(estimates), 0, slots
+        self.headless = (not show_progress()) if headless is None else headless
+        self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
+
+    def eta(self) -> float:
+        """Seconds until every remaining run is done, if the estimates hold."""
+        return makespan(list(self.remaining.values()), self.slots) if self.remaining else 0.0
+
+    def finished(self, result: runs.RunResult, where: str) -> str:
+        """Record one finished run; returns (and shows) its line."""
+        self.remaining.pop(result.key, None)
+        self.done += 1
+        est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
+        state = "ok" if result.ok else f"FAILED ({result.error})"
+        line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
+                f"{est} on {where}; ETA {human_seconds(self.eta())}")
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.set_postfix_str(f"ETA {human_seconds(self.eta())}, last on {where}")
+            self.bar.update(1)
+        return line
+
+    def close(self) -> None:
+        """Close the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class Outcome:
+    """What a training pass did: runs trained (ok or failed), and runs lost to crashes (still pending)."""
+
+    trained: list[runs.RunResult] = dataclasses.field(default_factory=list)
+    lost: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (label, why)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[runs.RunResult]:
+        """Runs that failed on their own (stored as failed)."""
+        return [r for r in self.trained if not r.ok]
+
+
+# ---------------------------------------------------------------- in this process
+
+def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, device: str,
+                 tracking: str, retry_failed: bool, progress: Progress) -> Outcome:
+    out = Outcome()
+    for p in todo:
+        est = estimates.get(p.key)
+        r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
+                     estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S)
+        out.trained.append(r)
+        progress.finished(r, r.node or "this process")
+    return out
+
+
+# ---------------------------------------------------------------- on Ray
+
+def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threads: int,
+              estimate: float | None, compile: bool) -> runs.Trained:
+    """One run on a Ray worker: train it with `threads` CPU threads (and the GPU Ray assigned, if any)."""
+    import ray
+    import torch
+
+    torch.set_num_threads(threads)
+    trained = runs.train_run(cfg, "auto", tracking, checkpoints, estimate, compile)
+    node = f"{trained.result.node} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
+    return dataclasses.replace(trained, result=dataclasses.replace(trained.result, node=node))
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the address, when no Ray cluster answers there (never hang)."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"RAY_ADDRESS {address!r} is not host:port (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                          "`ray start --head` (README: Scale out) or unset RAY_ADDRESS for a local Ray") from None
+
+
+def connect(address: str | None, cpus: int | None) -> bool:
+    """Join the Ray cluster at `address`, or start an embedded one on this machine; True if we started it.
+
+    Token authentication is required (RAY_AUTH_MODE=token): a Ray cluster runs whatever code it is sent.
+    The dashboard and its job server stay off. Ray reads these settings when it is first imported, so
+    they are set before that.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        check_address(address)
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            raise ConfigError("refusing to send code to a Ray cluster without token authentication: set "
+                              "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the cluster's token; README: Scale out)")
+    elif os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
+        # The embedded instance gets a fresh random token that lives only in this process's environment
+        # (inherited by the Ray processes it starts), never in a file.
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="warning")
+        return False
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    return True
+
+
+def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, tracking: str,
+               address: str | None, cpus_per_run: int, gpus_per_run: float, cpus: int | None,
+               progress: Progress) -> Outcome:
+    started = connect(address, cpus)
+    import ray
+    from ray.exceptions import RayError
+
+    out = Outcome()
+    inflight: dict[Any, Planned] = {}
+    try:
+        res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
+        print(f"[labcore] Ray cluster: {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
+              f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per run", flush=True)
+        task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                              max_retries=MAX_RETRIES, retry_exceptions=False)
+        for p in todo:  # already longest first; Ray starts them in submission order as resources free up
+            est = estimates.get(p.key)
+            ref = task.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S)
+            inflight[ref] = p
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                p = inflight.pop(ref)
+                try:
+                    trained = ray.get(ref)
+                except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times, or a bug in labcore
+                    why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                    out.lost.append((p.cfg.label(), f"{type(exc).__name__}: {why}"))
+                    print(f"[labcore] run {p.cfg.label()} not trained: {type(exc).__name__}: {why}", flush=True)
+                    continue
+                with store.lock(p.cfg):
+                    store.put(trained.result, trained.model_state, trained.checkpoints)
+                out.trained.append(trained.result)
+                progress.finished(trained.result, trained.result.node or "ray")
+    except BaseException:  # Ctrl-C included: stop what still runs, keep what finished
+        for ref in inflight:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return out
+
+
+# ---------------------------------------------------------------- the pass
+
+@contextlib.contextmanager
+def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
+    """One `make train` per profile and store at a time; a second one is refused, naming the first."""
+    folder = store.root / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"train-{profile}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ConfigError(f"another `make train` for profile {profile} is running (pid {f.read().strip() or '?'}) "
+                              "on this run store; wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def train(profile: str, only: list[str] | None = None, executor: str = "local", address: str | None = None,
+          device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
+          gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
+          store: runs.RunStore | None = None, headless: bool | None = None) -> Outcome:
+    """Train every pending run of the profile's plan (failed ones too with `retry_failed`)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
+    store = store or runs.RunStore()
+    start = time.perf_counter()
+    with exclusive(store, profile):
+        d = describe(profile, only, device, store=store)
+        print(d["summary"], flush=True)
+        wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
+        todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
+        if retry_failed and any(s == "failed" for s in d["table"].state):
+            costs = cal.calibrate([p.cfg for p in todo], device, progress=False)
+            d["estimates"].update({p.key: cal.estimate_seconds(p.cfg, costs) for p in todo})
+        estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
+        todo.sort(key=lambda p: -estimates[p.key])  # longest first
+        if executor == "local":
+            slots = 1
+        else:
+            cpus_per_run = cpus_per_run or 1
+            gpus_per_run = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
+            slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run) if not address else max(1, len(todo))
+        progress = Progress(estimates, slots, headless)
+        if todo:
+            print(f"[labcore] training {len(todo)} run(s) with the {executor} executor; "
+                  f"estimated {human_seconds(progress.eta())} of wall time", flush=True)
+        try:
+            if not todo:
+                out = Outcome()
+            elif executor == "local":
+                out = _train_local(todo, estimates, store, device, tracking, retry_failed, progress)
+            else:
+                out = _train_ray(todo, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress)
+        finally:
+            progress.close()
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _default_gpus(address: str | None) -> float:
+    """A whole GPU per run where this machine has one (a cluster: say GPUS_PER_RUN), else none."""
+    if address:
+        return 0.0
+    import torch
+
+    return 1.0 if torch.cuda.is_available() else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make train`: train what the plan still needs; exit 0 when nothing failed or was lost."""
+    parser = argparse.ArgumentParser(description="Train every pending run of a profile's plan.")
+    parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
+    parser.add_argument("--only", default="", help="comma-separated notebook stems")
+    parser.add_argument("--executor", default="local", help="local (this process) or ray")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                        help="a Ray cluster's address (default: $RAY_ADDRESS; none: an embedded local Ray)")
+    parser.add_argument("--cpus-per-run", type=int, default=None, help="CPU threads per run with Ray (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=None, help="GPUs per run with Ray; 0.25 lets 4 runs share one")
+    parser.add_argument("--cpus", type=int, default=None, help="CPUs an embedded Ray may use (default: all)")
+    parser.add_argument("--retry-failed", action="store_true", help="train runs stored as failed again")
+    parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
+                        help="W&B mode for the runs: offline, online or disabled")
+    args = parser.parse_args(argv)
+    try:
+        from .params import check_selection
+        from .tracking import check_mode
+
+        check_mode(args.tracking, "--tracking")
+        profile, first = choose_profile(args.profile)
+        only = [s.strip().removesuffix(".ipynb") for s in args.only.split(",") if s.strip()] or None
+        check_selection(profile, only)
+        if first:
+            print(first, flush=True)
+        out = train(profile, only, args.executor, args.address, tracking=args.tracking, cpus_per_run=args.cpus_per_run,
+                    gpus_per_run=args.gpus_per_run, cpus=args.cpus, retry_failed=args.retry_failed)
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\n[labcore] interrupted: finished runs are stored; `make train` again trains only the rest",
+              file=sys.stderr, flush=True)
+        return 130
+    print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}; "
+          f"{len(out.failed)} failed, {len(out.lost)} lost to crashes", flush=True)
+    return 0 if not out.failed and not out.lost else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Parameters: a notebook's defaults, overridden by parameters/<profile>/<stem>.yaml, validated.
+
+Every parameter file is read, merged over the notebook's own `parameters` cell and checked before any
+notebook runs or any run is planned, so a typo fails in a second with a one-line error.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+from .config import SECTIONS, ConfigError, from_dict, load_yaml, validate_params
+from .paths import PROJECT_ROOT
+from .tracking import check_mode
+
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+PARAMETERS = PROJECT_ROOT / "parameters"
+PROFILES = ("smoke", "quick", "full")
+
+
+def notebook_stems() -> list[str]:
+    """All exercise notebooks, in order."""
+    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def check_selection(profile: str, only: list[str] | None) -> None:
+    """A one-line ConfigError for an unknown profile or notebook name."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    stems = notebook_stems()
+    for name in only or []:
+        if name not in stems:
+            raise ConfigError(f"no notebook named {name!r}; available: {', '.join(stems)}")
+
+
+def notebook_defaults(stem: str) -> dict[str, Any]:
+    """The values of the notebook's `parameters` cell."""
+    import papermill
+
+    info = papermill.inspect_notebook(str(NOTEBOOKS / f"{stem}.ipynb"))
+    if not info:
+        raise ConfigError(f"notebooks/{stem}.ipynb has no cell tagged 'parameters'")
+    return {name: ast.literal_eval(p["default"]) for name, p in info.items()}
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep merge: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+def _shown(path: Path) -> str:
+    """A path as the user knows it: relative to the project where possible."""
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A parameter file, merged over the file its `include:` names (same folder), recursively.
+
+    Lets exercise 03 reuse exercise 02's studies verbatim, so their runs share store keys.
+    """
+    if path in seen:
+        raise ConfigError(f"{_shown(path)}: include cycle through {', '.join(p.name for p in seen)}")
+    given = load_yaml(path)
+    include = given.pop("include", None)
+    if include is None:
+        return given
+    if not isinstance(include, str):
+        raise ConfigError(f"{_shown(path)}: include must be a file name, got {include!r}")
+    return _merge(_load_with_includes(path.parent / include, (*seen, path)), given)
+
+
+def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
+    """Notebook defaults overridden by parameters/<profile>/<stem>.yaml, validated."""
+    path = PARAMETERS / profile / f"{stem}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no parameter file {_shown(path)} for notebook {stem} "
+                          f"in profile {profile}; create it (copy another profile's)")
+    defaults = notebook_defaults(stem)
+    given = _load_with_includes(path)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{_shown(path)}: unknown parameter {unknown[0]!r} for {stem}; "
+                          f"valid: {', '.join(defaults)}")
+    params = _merge(defaults, given)
+    try:
+        validate_params(params)
+        from .plan import notebook_runs  # every run the notebook will train, each built on the meta device
+        notebook_runs(stem, params)
+        for name, value in params.items():
+            suffix = name.rsplit("_", 1)[-1]
+            if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
+                from_dict(SECTIONS[suffix], value, name)  # e.g. mlp_model, mlp_train
+            if suffix == "model" and isinstance(value, dict):
+                _check_buildable(name, value, params.get(name[: -len("model")] + "data") or params.get("data") or {})
+        if "tracking" in params:
+            check_mode(params["tracking"])
+    except ConfigError as exc:
+        raise ConfigError(f"{_shown(path)}: {exc}") from None
+    return params
+
+
+def _check_buildable(name: str, model: dict[str, Any], data: dict[str, Any]) -> None:
+    """Check that the model a `*model` section describes can be built for its dataset (see models.check_buildable)."""
+    from .data import CLASSES, SHAPES
+    from .models import check_buildable
+
+    dataset = from_dict(SECTIONS["data"], data, "data").name
+    check_buildable(from_dict(SECTIONS["model"], model, name), SHAPES[dataset], len(CLASSES[dataset]), name)
+
+
+def datasets_needed(params: dict[str, Any]) -> set[str]:
+    """Dataset names in the parameters' data sections (`data`, `*_data`)."""
+    return {v.get("name", "mnist") for k, v in params.items()
+            if (k == "data" or k.endswith("_data")) and isinstance(v, dict)}

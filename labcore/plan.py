@@ -1,0 +1,281 @@
+"""Plans: every run a profile's notebooks need, derived from the parameter files without executing a notebook.
+
+Each exercise has one function here that turns its parameters into the runs it trains. The notebook
+calls it (and fetches the results from the run store), and so does the planner behind `make plan` and
+`make train`, so what is planned is exactly what the notebook will ask for:
+
+    python -m labcore.plan --profile quick [--only 02_cnn_depth]
+
+A notebook that needs another notebook's runs says so by calling that notebook's function with that
+notebook's parameters (see DEPENDS_ON), never by matching hashes.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from . import sweep
+from .config import ConfigError, RunConfig
+from .data import CLASSES, SHAPES, DataNotFoundError
+from .models import check_buildable
+from .paths import runs_dir
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One run a notebook needs: its config, the epochs whose weights it needs, and who needs it."""
+
+    cfg: RunConfig
+    checkpoints: tuple[int, ...] = ()  # epochs whose weights are kept (0 = initialisation)
+    notebooks: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        """The run store's key (the config's hash)."""
+        return self.cfg.key()
+
+
+def every_epoch(cfg: RunConfig) -> tuple[int, ...]:
+    """Checkpoints at initialisation and after every epoch (a few kB each for the models that use them)."""
+    return tuple(range(cfg.train.epochs + 1))
+
+
+# ---------------------------------------------------------------- one function per exercise
+
+def mlp_baseline(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: int) -> dict[str, list[Planned]]:
+    """Exercise 01: the lab's MLP once per seed (weights after every epoch, for 04), and a longer run per seed."""
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
+    configs = [RunConfig.build(data, model, train, seed=s) for s in seeds]
+    return {"runs": [Planned(c, every_epoch(c)) for c in configs],
+            "long": [Planned(c.replace(train={"epochs": long_epochs})) for c in configs]}
+
+
+def depth_studies(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
+    """Exercises 02 and 03: every study x sweep x residual flag x seed (see labcore.sweep)."""
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
+    return {name: [Planned(c) for c in cfgs] for name, cfgs in sweep.expand(studies, data, train, seeds, residual).items()}
+
+
+def gradient_flow(data: dict, train: dict, deep_model: dict, deep_depths: list[int], seeds: list[int],
+                  mlp_data: dict, mlp_model: dict, mlp_train: dict) -> dict[str, Any]:
+    """Exercise 04: plain and residual ConvNet twins per depth and seed, with weights after every epoch
+    (probed over training), and the MLP of exercise 01 (its first seed) with its per-epoch weights."""
+    if not seeds or not deep_depths:
+        raise ConfigError("seeds and deep_depths must each name at least one value")
+    base = RunConfig.build(data, train=train)
+    deep = {(d, res): [base.replace(model={**deep_model, "depth": d, "residual": res}, seed=s) for s in seeds]
+            for d in deep_depths for res in (False, True)}
+    mlp = RunConfig.build(mlp_data, mlp_model, mlp_train, seed=seeds[0])
+    return {"deep": {k: [Planned(c, every_epoch(c)) for c in cfgs] for k, cfgs in deep.items()},
+            "mlp": [Planned(mlp, every_epoch(mlp))]}
+
+
+EXERCISES: dict[str, Callable[..., dict]] = {
+    "01_mlp_baseline": mlp_baseline,
+    "02_cnn_depth": depth_studies,
+    "03_residual": depth_studies,
+    "04_gradient_flow": gradient_flow,
+}
+
+
+def flatten(groups: Any) -> list[Planned]:
+    """All Planned runs in a nested dict/list structure, in order."""
+    if isinstance(groups, Planned):
+        return [groups]
+    if isinstance(groups, dict):
+        return [p for v in groups.values() for p in flatten(v)]
+    if isinstance(groups, (list, tuple)):
+        return [p for v in groups for p in flatten(v)]
+    return []
+
+
+def notebook_runs(stem: str, params: dict[str, Any]) -> list[Planned]:
+    """Every run notebook `stem` trains with `params`; each model is built on the meta device first,
+    so an impossible one fails now, as a ConfigError, not mid-training."""
+    fn = EXERCISES.get(stem)
+    if fn is None:
+        return []
+    names = inspect.signature(fn).parameters
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ConfigError(f"{stem} needs parameter {missing[0]!r} to plan its runs")
+    planned = flatten(fn(**{n: params[n] for n in names}))
+    for p in planned:
+        check_buildable(p.cfg.model, SHAPES[p.cfg.data.name], len(CLASSES[p.cfg.data.name]), p.cfg.label())
+    return [Planned(p.cfg, p.checkpoints, (stem,)) for p in planned]
+
+
+def merge(planned: Iterable[Planned]) -> list[Planned]:
+    """One entry per run key, in first-seen order: checkpoints and notebooks are united."""
+    out: dict[str, Planned] = {}
+    for p in planned:
+        if p.key in out:
+            q = out[p.key]
+            p = Planned(q.cfg, tuple(sorted(set(q.checkpoints) | set(p.checkpoints))),
+                        tuple(dict.fromkeys(q.notebooks + p.notebooks)))
+        out[p.key] = p
+    return list(out.values())
+
+
+def profile_runs(profile: str, only: list[str] | None = None) -> list[Planned]:
+    """Every distinct run the profile's notebooks (or `only` those) need, validated."""
+    from .params import notebook_stems, resolve_parameters
+
+    stems = only or notebook_stems()
+    return merge(p for stem in stems for p in notebook_runs(stem, resolve_parameters(stem, profile)))
+
+
+def default_profile() -> tuple[str, str]:
+    """(profile, why) for a user who named none: `full` with a CUDA GPU or a Ray cluster, else `quick`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "full", f"a CUDA GPU is available ({torch.cuda.get_device_name(0)})"
+    if os.environ.get("RAY_ADDRESS"):
+        return "full", f"RAY_ADDRESS names a Ray cluster ({os.environ['RAY_ADDRESS']})"
+    return "quick", "no CUDA GPU and no RAY_ADDRESS here"
+
+
+def choose_profile(given: str, device: str = "auto") -> tuple[str, str | None]:
+    """The profile to use and, when the user named none, the first line to print: which one was
+    picked and why, how to ask for the other, and what the other would cost here (estimate)."""
+    if given:
+        return given, None
+    profile, why = default_profile()
+    other = "quick" if profile == "full" else "full"
+    cost = describe(other, device=device)
+    cost = f"about {human_seconds(cost['pending_seconds'])} of compute here (estimate)" if cost["pending_seconds"] else "nothing left to train"
+    return profile, (f"profile {profile}: picked because {why}. PROFILE={other} would need {cost}; "
+                     f"ask for it with PROFILE={other} (PROFILE=smoke checks the pipeline in seconds)")
+
+
+# ---------------------------------------------------------------- status and estimates
+
+STATUS_COLUMNS = ("key", "label", "dataset", "family", "depth", "residual", "seed", "epochs", "notebooks", "state")
+
+
+def status_table(planned: list[Planned], store=None) -> pd.DataFrame:
+    """One row per planned run: family, depth, variant, seed, notebooks, and its state in the store
+    ('stored', 'pending', 'failed' or 'damaged')."""
+    from .runs import RunStore
+
+    store = store or RunStore()
+    rows = []
+    for p in planned:
+        m = p.cfg.model
+        rows.append({"key": p.key, "label": p.cfg.label(), "dataset": p.cfg.data.name, "family": m.family,
+                     "depth": m.depth, "residual": m.residual, "seed": p.cfg.seed, "epochs": p.cfg.train.epochs,
+                     "notebooks": ",".join(p.notebooks), "state": store.state(p.cfg, p.checkpoints)})
+    return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+
+
+def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | None, device: str) -> str:
+    """The plan in one line: runs in total, stored, pending (and failed), and the estimated compute."""
+    counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
+    pending = int(counts.get("pending", 0) + counts.get("damaged", 0))
+    line = f"plan {profile}: {len(table)} runs, {int(counts.get('stored', 0))} stored, {pending} pending"
+    if counts.get("failed", 0):
+        line += f", {int(counts['failed'])} failed (retry with RETRY_FAILED=1)"
+    if pending and pending_seconds is not None:
+        line += f"; about {human_seconds(pending_seconds)} of compute on {device} (estimate)"
+    return line
+
+
+def human_seconds(s: float) -> str:
+    """12 s, 3.4 min, 2.1 h or 3.2 days."""
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) -> pd.DataFrame:
+    """Counts per dataset, family, depth and variant: runs, stored, pending, and pending compute (estimate)."""
+    t = table.assign(variant=table.residual.map({True: "residual", False: "plain"}),
+                     stored=table.state.eq("stored"), pending=table.state.isin(["pending", "damaged"]),
+                     failed=table.state.eq("failed"))
+    t["pending_s"] = [estimates.get(k, float("nan")) if (estimates and p) else 0.0 for k, p in zip(t.key, t.pending)]
+    out = t.groupby(["dataset", "family", "depth", "variant"]).agg(
+        runs=("key", "size"), stored=("stored", "sum"), pending=("pending", "sum"), failed=("failed", "sum"),
+        pending_min=("pending_s", lambda s: s.sum() / 60)).reset_index()
+    return out
+
+
+def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool = True,
+             store=None) -> dict[str, Any]:
+    """The plan of a profile: its runs with their state, the estimated compute of the pending ones on
+    `device` (from a cached calibration), and the peak memory of the largest pending run."""
+    from . import calibrate as cal
+    from .runs import RunStore
+
+    store = store or RunStore()
+    planned = profile_runs(profile, only)
+    table = status_table(planned, store)
+    pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
+    estimates, peak, dev = {}, None, cal.device_name(device)
+    if calibrate and pending:
+        costs = cal.calibrate([p.cfg for p in pending], device)
+        estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in pending}
+        peak = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs))
+        peak = (peak.cfg.label(), cal.peak_bytes(peak.cfg, costs))
+    total = sum(estimates.values()) if estimates else None
+    return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
+            "pending_seconds": total, "peak": peak, "device": dev,
+            "summary": summary_line(profile, table, total, dev)}
+
+
+def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
+    """The plan as `make plan` prints it: the summary line, the table by family, the largest run."""
+    print(d["summary"], file=file)
+    if len(d["table"]):
+        fam = by_family(d["table"], d["estimates"])
+        print(fam.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=file)
+    if d["peak"]:
+        label, nbytes = d["peak"]
+        print(f"largest pending run: {label}, peak memory about {nbytes / 2**20:.0f} MiB (estimate)", file=file)
+    from .runs import RunStore
+
+    acc = RunStore().estimate_accuracy([p.cfg for p in d["planned"]])
+    if acc is not None:
+        print(f"calibration so far: {acc['runs']} finished runs took {acc['median_ratio']:.2f}x their estimate "
+              f"(median; range {acc['min_ratio']:.2f}-{acc['max_ratio']:.2f}x)", file=file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make plan`: print what a profile would train, without training."""
+    parser = argparse.ArgumentParser(description="Print the runs a profile needs, what is stored, and what the rest would cost.")
+    parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
+    parser.add_argument("--only", default="", help="comma-separated notebook stems")
+    parser.add_argument("--device", default="auto", help="device to estimate for: cpu, cuda, ... (default: auto)")
+    parser.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
+    args = parser.parse_args(argv)
+    try:
+        profile, first = choose_profile(args.profile, args.device)
+        only = [s.strip().removesuffix(".ipynb") for s in args.only.split(",") if s.strip()] or None
+        from .params import check_selection
+
+        check_selection(profile, only)
+        if first:
+            print(first)
+        print_plan(describe(profile, only, args.device, calibrate=not args.no_calibrate))
+        print(f"run store: {runs_dir()}")
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

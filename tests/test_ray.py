@@ -1,0 +1,155 @@
+"""Training a plan on Ray: an embedded instance, a worker killed mid-run, Ctrl-C, and a two-node cluster.
+
+Every server here talks over loopback only (the tests run in a loopback-only network namespace, see
+conftest) and is stopped by the test that started it; no Ray process outlives its test.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from labcore import executor, runs
+from labcore.plan import profile_runs
+
+from .conftest import needs_cifar, needs_isolated_ray, needs_mnist
+
+pytestmark = [needs_isolated_ray, needs_mnist, needs_cifar, pytest.mark.ray]
+ROOT = Path(__file__).resolve().parent.parent
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker.py")
+
+
+def _ray_processes() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if any(name in cmd for name in RAY_PROCESSES):
+            found.append(p)
+    return found
+
+
+def _wait_gone(timeout: float = 30.0) -> list[psutil.Process]:
+    deadline = time.time() + timeout
+    while (left := _ray_processes()) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A private run store and report folder for the subprocesses; no Ray left behind afterwards."""
+    e = {**os.environ, "LABCORE_RUNS": str(tmp_path / "runs"), "LABCORE_REPORTS": str(tmp_path / "reports"),
+         "LABCORE_TRACKING": "disabled", "LABCORE_HEADLESS": "1"}
+    e.pop("RAY_ADDRESS", None)
+    yield e
+    assert not _wait_gone(), "no Ray process outlives its test"
+
+
+def _stored(runs_root: Path) -> dict[str, float]:
+    """Each stored run's key and the time its record was written."""
+    return {f.parent.name: f.stat().st_mtime for f in runs_root.glob("v*/*/result.json")}
+
+
+def test_smoke_plan_on_embedded_ray_then_report_retrains_nothing(env, tmp_path):
+    train = subprocess.run([sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--executor", "ray",
+                            "--cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    assert "Ray cluster: 1 node(s), 2 CPUs" in train.stdout and "run 31/31 ok" in train.stdout
+    before = _stored(tmp_path / "runs")
+    assert len(before) == 31
+    report = subprocess.run([sys.executable, "-m", "labcore.report", "--profile", "smoke"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert report.stdout.startswith("plan smoke: 31 runs, 31 stored, 0 pending")
+    assert _stored(tmp_path / "runs") == before, "the report trained nothing and rewrote nothing"
+    for stem in ("02_cnn_depth", "03_residual"):
+        rec = json.loads((tmp_path / "reports" / "smoke" / f"{stem}.json").read_text())
+        assert rec["status"] == "ok" and rec["metrics"]["trained_now"] == 0
+
+
+def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCORE_HEADLESS", "1")
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS"):  # connect() sets them; restore afterwards
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
+    store = runs.RunStore(tmp_path)
+    puts, real_put = [], store.put
+    monkeypatch.setattr(store, "put", lambda result, *a, **k: puts.append(result.key) or real_put(result, *a, **k))
+    killed = []
+
+    def kill_first_worker() -> None:
+        deadline = time.time() + 120
+        while not killed and time.time() < deadline:
+            for p in psutil.process_iter(["cmdline"]):
+                if "ray::_ray_task" in " ".join(p.info["cmdline"] or []):
+                    time.sleep(0.3)  # mid-run: it has started training
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_first_worker, daemon=True)
+    killer.start()
+    out = executor.train("smoke", ["04_gradient_flow"], executor="ray", cpus=2, tracking="disabled", store=store)
+    killer.join(timeout=5)
+    planned = profile_runs("smoke", ["04_gradient_flow"])
+    assert killed, "a worker was killed mid-run"
+    assert not out.lost and not out.failed and len(out.trained) == len(planned)
+    assert sorted(puts) == sorted(p.key for p in planned), "every run stored exactly once"
+    assert all(store.state(p.cfg, p.checkpoints) == "stored" for p in planned)
+    assert not [d for d in store.root.iterdir() if d.name.startswith(".") and d.name != ".locks"], "nothing half-written"
+    assert not _wait_gone()
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_path):
+    cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "03_residual", "--executor", "ray",
+           "--cpus", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # interrupt once the first run is stored
+        lines.append(line)
+        if "run 1/24" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted: finished runs are stored" in rest
+    assert not _wait_gone(), "no Ray process left after Ctrl-C"
+    done = len(_stored(tmp_path / "runs"))
+    assert 1 <= done < 24
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"24 runs, {done} stored, {24 - done} pending" in again.stdout
+    assert f"trained {24 - done} run(s)" in again.stdout
+
+
+def test_two_nodes_with_token_authentication(env, tmp_path):
+    """A head and a second node on this machine (loopback only, no dashboard), reached through RAY_ADDRESS."""
+    ray = str(Path(sys.executable).parent / "ray")
+    cluster = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "labcore-test-" + os.urandom(16).hex()}
+    port = "6399"
+    start = [ray, "start", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        head = subprocess.run([*start, "--head", f"--port={port}", "--include-dashboard=false"], env=cluster,
+                              capture_output=True, text=True, timeout=120)
+        assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
+        node = subprocess.run([*start, f"--address=127.0.0.1:{port}"], env=cluster, capture_output=True, text=True,
+                              timeout=120)
+        assert node.returncode == 0, node.stdout[-2000:] + node.stderr[-2000:]
+        driver = {**cluster, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        unauthenticated = {k: v for k, v in driver.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "01_mlp_baseline", "--executor", "ray"]
+        refused = subprocess.run(cmd, cwd=ROOT, env=unauthenticated, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "without token authentication" in refused.stderr
+        run = subprocess.run(cmd, cwd=ROOT, env=driver, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "Ray cluster: 2 node(s), 2 CPUs" in run.stdout and "run 2/2 ok" in run.stdout
+        assert len(_stored(tmp_path / "runs")) == 2
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=cluster, capture_output=True, timeout=120)
