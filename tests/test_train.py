@@ -96,3 +96,12 @@ def test_channels_last_is_not_used_for_narrow_convolutions_or_mlps(toy):
     narrow = build_model(ModelConfig(family="resnet", depth=34, width=4), (3, 32, 32))
     assert memory_format(narrow, TrainConfig(channels_last=True)) == torch.contiguous_format
     assert memory_format(_model(toy), TrainConfig(channels_last=True)) == torch.contiguous_format
+
+
+def test_compiled_training_matches_eager_training(toy):
+    """The path `make train` takes for runs estimated longer than 20 minutes (torch.compile)."""
+    cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=64)
+    eager = fit(_model(toy), toy, cfg, seed=0)
+    compiled = fit(_model(toy), toy, cfg, seed=0, compile=True)
+    assert abs(eager[0]["train_loss"] - compiled[0]["train_loss"]) < 1e-3 * eager[0]["train_loss"]
+    assert eager[0]["val_acc"] == compiled[0]["val_acc"]
