@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import SHAPES, sizes
+from .data import CLASSES, SHAPES, sizes
 from .models import build_model
 from .paths import cache_dir
 from .provenance import device_info
@@ -72,12 +72,12 @@ def measure(cfg: RunConfig, device: str = "auto") -> dict[str, float]:
     flush_denormals(dev)
     shape, bs = SHAPES[cfg.data.name], cfg.train.batch_size
     torch.manual_seed(0)
-    model = build_model(cfg.model, shape, 10).to(dev)
+    model = build_model(cfg.model, shape, len(CLASSES[cfg.data.name])).to(dev)
     fmt = memory_format(model, cfg.train)
     model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg.train)
     x = torch.randn(bs, *shape, device=dev).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (bs,), device=dev)
+    y = torch.randint(0, len(CLASSES[cfg.data.name]), (bs,), device=dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":

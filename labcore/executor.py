@@ -27,7 +27,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import calibrate as cal
 from . import runs
 from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
@@ -166,7 +165,7 @@ def connect(address: str | None, cpus: int | None) -> bool:
 
 
 def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, tracking: str,
-               address: str | None, cpus_per_run: int, gpus_per_run: float, cpus: int | None,
+               address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
                progress: Progress) -> Outcome:
     started = connect(address, cpus)
     import ray
@@ -176,8 +175,11 @@ def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.Run
     inflight: dict[Any, Planned] = {}
     try:
         res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
+        if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
+            gpus_per_run = 1.0 if res.get("GPU", 0) else 0.0
         print(f"[labcore] Ray cluster: {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
               f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per run", flush=True)
+        progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
         task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                                               max_retries=MAX_RETRIES, retry_exceptions=False)
         for p in todo:  # already longest first; Ray starts them in submission order as resources free up
@@ -248,17 +250,13 @@ def train(profile: str, only: list[str] | None = None, executor: str = "local", 
         print(d["summary"], flush=True)
         wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
-        if retry_failed and any(s == "failed" for s in d["table"].state):
-            costs = cal.calibrate([p.cfg for p in todo], device, progress=False)
-            d["estimates"].update({p.key: cal.estimate_seconds(p.cfg, costs) for p in todo})
         estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
         todo.sort(key=lambda p: -estimates[p.key])  # longest first
         if executor == "local":
             slots = 1
         else:
             cpus_per_run = cpus_per_run or 1
-            gpus_per_run = gpus_per_run if gpus_per_run is not None else _default_gpus(address)
-            slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run) if not address else max(1, len(todo))
+            slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
         progress = Progress(estimates, slots, headless)
         if todo:
             print(f"[labcore] training {len(todo)} run(s) with the {executor} executor; "
@@ -276,13 +274,12 @@ def train(profile: str, only: list[str] | None = None, executor: str = "local", 
     return out
 
 
-def _default_gpus(address: str | None) -> float:
-    """A whole GPU per run where this machine has one (a cluster: say GPUS_PER_RUN), else none."""
-    if address:
-        return 0.0
-    import torch
-
-    return 1.0 if torch.cuda.is_available() else 0.0
+def concurrent_runs(resources: dict[str, float], cpus_per_run: int, gpus_per_run: float) -> int:
+    """How many runs a cluster with `resources` trains at once (for the ETA)."""
+    fit = resources.get("CPU", 0) // cpus_per_run
+    if gpus_per_run:
+        fit = min(fit, resources.get("GPU", 0) // gpus_per_run)
+    return max(1, int(fit))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,19 +291,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
                         help="a Ray cluster's address (default: $RAY_ADDRESS; none: an embedded local Ray)")
     parser.add_argument("--cpus-per-run", type=int, default=None, help="CPU threads per run with Ray (default 1)")
-    parser.add_argument("--gpus-per-run", type=float, default=None, help="GPUs per run with Ray; 0.25 lets 4 runs share one")
+    parser.add_argument("--gpus-per-run", type=float, default=None,
+                        help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs an embedded Ray may use (default: all)")
     parser.add_argument("--retry-failed", action="store_true", help="train runs stored as failed again")
     parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
                         help="W&B mode for the runs: offline, online or disabled")
     args = parser.parse_args(argv)
     try:
-        from .params import check_selection
+        from .params import check_selection, parse_only
         from .tracking import check_mode
 
         check_mode(args.tracking, "--tracking")
         profile, first = choose_profile(args.profile)
-        only = [s.strip().removesuffix(".ipynb") for s in args.only.split(",") if s.strip()] or None
+        only = parse_only(args.only)
         check_selection(profile, only)
         if first:
             print(first, flush=True)

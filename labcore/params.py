@@ -33,6 +33,11 @@ def check_selection(profile: str, only: list[str] | None) -> None:
             raise ConfigError(f"no notebook named {name!r}; available: {', '.join(stems)}")
 
 
+def parse_only(text: str) -> list[str] | None:
+    """ONLY=01_mlp_baseline,02_cnn_depth.ipynb -> ['01_mlp_baseline', '02_cnn_depth']; empty -> None (all)."""
+    return [s.strip().removesuffix(".ipynb") for s in text.split(",") if s.strip()] or None
+
+
 def notebook_defaults(stem: str) -> dict[str, Any]:
     """The values of the notebook's `parameters` cell."""
     import papermill

@@ -6,8 +6,9 @@ calls it (and fetches the results from the run store), and so does the planner b
 
     python -m labcore.plan --profile quick [--only 02_cnn_depth]
 
-A notebook that needs another notebook's runs says so by calling that notebook's function with that
-notebook's parameters (see DEPENDS_ON), never by matching hashes.
+Runs two notebooks share are planned once (`merge`): 03 contains all of 02's runs, and in quick and full
+04's MLP is 01's first run. That last link is still implied by equal parameters (a test pins it), not
+declared.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from . import sweep
 from .config import ConfigError, RunConfig
 from .data import CLASSES, SHAPES, DataNotFoundError
 from .models import check_buildable
+from .params import check_selection, notebook_stems, parse_only, resolve_parameters
 from .paths import runs_dir
 
 
@@ -126,12 +128,12 @@ def merge(planned: Iterable[Planned]) -> list[Planned]:
     return list(out.values())
 
 
-def profile_runs(profile: str, only: list[str] | None = None) -> list[Planned]:
-    """Every distinct run the profile's notebooks (or `only` those) need, validated."""
-    from .params import notebook_stems, resolve_parameters
-
-    stems = only or notebook_stems()
-    return merge(p for stem in stems for p in notebook_runs(stem, resolve_parameters(stem, profile)))
+def profile_runs(profile: str, only: list[str] | None = None,
+                 resolved: dict[str, dict] | None = None) -> list[Planned]:
+    """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps
+    stems to parameters already resolved (so a caller that has them does not resolve them again)."""
+    resolved = resolved or {stem: resolve_parameters(stem, profile) for stem in only or notebook_stems()}
+    return merge(p for stem, params in resolved.items() for p in notebook_runs(stem, params))
 
 
 def default_profile() -> tuple[str, str]:
@@ -214,25 +216,28 @@ def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) ->
 
 
 def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool = True,
-             store=None) -> dict[str, Any]:
-    """The plan of a profile: its runs with their state, the estimated compute of the pending ones on
-    `device` (from a cached calibration), and the peak memory of the largest pending run."""
+             store=None, resolved: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
+    too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
+    ones, and the peak memory of the largest pending run."""
     from . import calibrate as cal
     from .runs import RunStore
 
     store = store or RunStore()
-    planned = profile_runs(profile, only)
+    planned = profile_runs(profile, only, resolved)
     table = status_table(planned, store)
+    unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
-    estimates, peak, dev = {}, None, cal.device_name(device)
-    if calibrate and pending:
-        costs = cal.calibrate([p.cfg for p in pending], device)
-        estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in pending}
-        peak = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs))
-        peak = (peak.cfg.label(), cal.peak_bytes(peak.cfg, costs))
-    total = sum(estimates.values()) if estimates else None
+    estimates, peak, total, dev = {}, None, None, cal.device_name(device)
+    if calibrate and unstored:
+        costs = cal.calibrate([p.cfg for p in unstored], device)
+        estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
+        total = sum(estimates[p.key] for p in pending) if pending else None
+        if pending:
+            largest = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs))
+            peak = (largest.cfg.label(), cal.peak_bytes(largest.cfg, costs))
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
-            "pending_seconds": total, "peak": peak, "device": dev,
+            "pending_seconds": total, "peak": peak, "device": dev, "store": store,
             "summary": summary_line(profile, table, total, dev)}
 
 
@@ -245,9 +250,7 @@ def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
     if d["peak"]:
         label, nbytes = d["peak"]
         print(f"largest pending run: {label}, peak memory about {nbytes / 2**20:.0f} MiB (estimate)", file=file)
-    from .runs import RunStore
-
-    acc = RunStore().estimate_accuracy([p.cfg for p in d["planned"]])
+    acc = d["store"].estimate_accuracy([p.cfg for p in d["planned"]])
     if acc is not None:
         print(f"calibration so far: {acc['runs']} finished runs took {acc['median_ratio']:.2f}x their estimate "
               f"(median; range {acc['min_ratio']:.2f}-{acc['max_ratio']:.2f}x)", file=file)
@@ -263,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         profile, first = choose_profile(args.profile, args.device)
-        only = [s.strip().removesuffix(".ipynb") for s in args.only.split(",") if s.strip()] or None
-        from .params import check_selection
-
+        only = parse_only(args.only)
         check_selection(profile, only)
         if first:
             print(first)

@@ -112,10 +112,12 @@ def compare_curves(groups: Mapping[str, Sequence[History]], metric: str = "val_a
 
 
 def _by(results, key) -> dict:
-    """Group RunResults' histories by a function of their config, keeping first-seen order."""
+    """Group finished RunResults' histories by a function of their config, keeping first-seen order.
+    Failed runs are left out: their partial histories would cut every curve of their group short."""
     groups: dict = {}
     for r in results:
-        groups.setdefault(key(r.config), []).append(r.history)
+        if getattr(r, "ok", True):
+            groups.setdefault(key(r.config), []).append(r.history)
     return groups
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from .config import ConfigError
 from .data import DataNotFoundError, check_available
-from .params import NOTEBOOKS, PROFILES, check_selection, datasets_needed, notebook_stems, resolve_parameters
+from .params import NOTEBOOKS, PROFILES, check_selection, datasets_needed, notebook_stems, parse_only, resolve_parameters
 from .paths import reports_dir
-from .publish import MIME, _fmt, _jsonable
+from .publish import MIME, format_metric, jsonable
 
 
 # ---------------------------------------------------------------- execution
@@ -87,7 +87,7 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path) -> d
         "error": error,
     }
     render_html(nb, work / f"{stem}.html")
-    (work / f"{stem}.json").write_text(json.dumps(_jsonable(record), indent=2))
+    (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
     _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
     return record
 
@@ -111,7 +111,7 @@ def write_index(out_dir: Path, profile: str) -> Path:
     rows = []
     for f in sorted(out_dir.glob("[0-9][0-9]_*.json")):
         rec = json.loads(f.read_text())
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in rec.get("metrics", {}).items()
+        metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in rec.get("metrics", {}).items()
                             if isinstance(v, (int, float, str)) and not isinstance(v, bool))
         color = "#1a7f37" if rec["status"] == "ok" else "#cf222e"
         when = rec.get("provenance", {}).get("time", "")
@@ -149,22 +149,20 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(profile: str, only: list[str] | None = None, out_root: Path | None = None,
-          summary: bool = True) -> list[dict[str, Any]]:
+def build(profile: str, only: list[str] | None = None, out_root: Path | None = None) -> list[dict[str, Any]]:
     """Validate all parameters and data first, then execute each notebook; returns the JSON records.
 
-    With `summary`, the plan's one-line summary comes first (what is stored, what is still to train)."""
+    The plan's one-line summary comes first: what is stored, and what this build still has to train."""
     check_selection(profile, only)
     plan = [(stem, resolve_parameters(stem, profile)) for stem in (only or notebook_stems())]
     for name in sorted(set().union(*(datasets_needed(p) for _, p in plan))):
         check_available(name)
-    if summary:
-        from .plan import describe
+    from .plan import describe
 
-        line = describe(profile, only)["summary"]
-        if " 0 pending" not in line:
-            line += "; this build trains them one after another (`make train` can spread them over Ray)"
-        print(line, flush=True)
+    d = describe(profile, only, resolved=dict(plan))
+    waiting = d["table"].state.isin(["pending", "damaged"]).any()
+    print(d["summary"] + ("; this build trains them one after another (`make train` can spread them over Ray)"
+                          if waiting else ""), flush=True)
     # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
     # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
     os.environ["LABCORE_HEADLESS"] = "1"
@@ -193,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated notebook stems, e.g. 01_mlp_baseline")
     parser.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
     args = parser.parse_args(argv)
-    only = [s.strip().removesuffix(".ipynb") for s in args.only.split(",") if s.strip()] or None
+    only = parse_only(args.only)
     try:
         from .plan import choose_profile
 

@@ -84,8 +84,18 @@ class RunResult:
 
 
 def failures(results: list[RunResult]) -> list[str]:
-    """One line per failed run, naming it and its error (for a notebook to show)."""
+    """One line per failed run, naming it and its error."""
     return [f"{r.config.label()} ({r.key}): {r.error}" for r in results if not r.ok]
+
+
+def failure_note(results: list[RunResult]) -> str:
+    """The sentence a notebook shows under its runs: how many failed, of how many, and which with what error."""
+    failed = failures(results)
+    if not failed:
+        return f"Failed runs: none of {len(results)}."
+    return (f"**Failed runs: {len(failed)} of {len(results)}** (kept in the run store with their partial "
+            "histories; a table row that includes one shows NaN, not a mean over the other seeds): "
+            + "; ".join(failed) + ".")
 
 
 def _record(result: RunResult) -> dict[str, Any]:
@@ -151,10 +161,6 @@ class RunStore:
     def checkpoint_epochs(self, cfg: RunConfig) -> set[int]:
         """Epochs for which the stored run of `cfg` has weights (empty when it has none or is not stored)."""
         return {int(f.stem.removeprefix("epoch_")) for f in (self.path(cfg) / "checkpoints").glob("epoch_*.pt")}
-
-    def has_checkpoints(self, cfg: RunConfig, epochs: tuple[int, ...]) -> bool:
-        """Whether the stored run of `cfg` has weights for all `epochs`."""
-        return set(epochs) <= self.checkpoint_epochs(cfg)
 
     @contextlib.contextmanager
     def lock(self, cfg: RunConfig) -> Iterator[None]:
@@ -308,13 +314,6 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
         trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile)
         store.put(trained.result, trained.model_state, trained.checkpoints)
     return trained.result
-
-
-def run_many(cfgs: list[RunConfig], store: RunStore | None = None, device: str | torch.device = "auto",
-             tracking: str = "offline", checkpoints: tuple[int, ...] = ()) -> list[RunResult]:
-    """`run` each config in order (each independent; trained ones are stored as soon as they finish)."""
-    store = store or RunStore()
-    return [run(cfg, store, device, tracking, checkpoints=checkpoints) for cfg in cfgs]
 
 
 def fetch(planned: list, store: RunStore | None = None, device: str | torch.device = "auto",

@@ -145,3 +145,14 @@ def test_default_profile_is_quick_without_a_gpu_or_cluster(monkeypatch):
     assert plan.default_profile()[0] == "quick"
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert plan.default_profile() == ("full", "RAY_ADDRESS names a Ray cluster (10.0.0.5:6379)")
+
+
+@pytest.mark.parametrize("resources, cpus, gpus, expected", [
+    ({"CPU": 2.0}, 1, 0.0, 2),
+    ({"CPU": 16.0, "GPU": 1.0}, 1, 1.0, 1),  # one GPU: one run at a time
+    ({"CPU": 16.0, "GPU": 1.0}, 1, 0.25, 4),  # four runs share it
+    ({"CPU": 3.0}, 2, 0.0, 1),
+    ({}, 1, 0.0, 1),  # never zero
+])
+def test_concurrent_runs_of_a_cluster(resources, cpus, gpus, expected):
+    assert executor.concurrent_runs(resources, cpus, gpus) == expected

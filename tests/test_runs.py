@@ -6,6 +6,7 @@ import torch
 
 from labcore import runs
 from labcore.config import RunConfig
+from labcore.plan import Planned
 
 from .conftest import synthetic_splits
 
@@ -45,7 +46,7 @@ def test_a_changed_config_retrains_only_what_changed(store):
 
     runs.train_run = spy
     try:
-        runs.run_many([base, base.replace(seed=1)], store, device="cpu", tracking="disabled")
+        runs.fetch([Planned(base), Planned(base.replace(seed=1))], store, device="cpu", tracking="disabled")
     finally:
         runs.train_run = real
     assert trained == [base.replace(seed=1).key()]
@@ -73,7 +74,7 @@ def test_offline_tracking_writes_locally_and_never_prompts(store, tmp_path, monk
 def test_checkpoints_are_stored_and_a_run_without_them_is_retrained_identically(store):
     cfg = _cfg()
     plain = runs.run(cfg, store, device="cpu", tracking="disabled")
-    assert not store.has_checkpoints(cfg, (0, 1))
+    assert store.state(cfg, (0, 1)) == "pending", "stored, but without those checkpoints"
     with_ckpt = runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 1, 2))
     assert not with_ckpt.cached and with_ckpt.history[-1]["val_loss"] == plain.history[-1]["val_loss"]
     assert runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0, 2)).cached
@@ -161,3 +162,25 @@ def test_a_second_process_asking_for_a_run_in_training_waits_and_reuses_it(store
         store.put(trained.result, trained.model_state)
     out, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0 and out.strip() == "cached", err[-1000:]
+
+
+def test_failure_note_names_each_failed_run_and_counts_against_all():
+    cfg = _cfg()
+    ok = runs.RunResult(cfg, [], {"accuracy": 0.5}, 1, 1.0, "cpu", "toy")
+    bad = runs.RunResult(cfg.replace(seed=1), [], {}, 1, 1.0, "cpu", "toy", status="failed", error="RunFailed: nan")
+    assert runs.failure_note([]) == "Failed runs: none of 0."
+    assert runs.failure_note([ok, ok]) == "Failed runs: none of 2."
+    note = runs.failure_note([ok, bad, ok])
+    assert note.startswith("**Failed runs: 1 of 3**") and f"{bad.config.label()} ({bad.key}): RunFailed: nan" in note
+
+
+def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mean_nan():
+    from labcore import plots, sweep
+
+    cfg = _cfg()
+    row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
+    ok = runs.RunResult(cfg, [row, {**row, "epoch": 2}], {"accuracy": 0.5}, 1, 1.0, "cpu", "toy")
+    bad = runs.RunResult(cfg.replace(seed=1), [], {}, 1, 1.0, "cpu", "toy", status="failed", error="x")
+    assert plots._by([ok, bad], lambda c: c.model.depth) == {1: [ok.history]}
+    agg = sweep.aggregate(sweep.table({"mlp": [ok, bad]}))
+    assert agg.loc[0, "seeds"] == 2 and agg.loc[0, "test_acc_mean"] != agg.loc[0, "test_acc_mean"], "NaN, not 0.5"
