@@ -9,6 +9,8 @@ EXECUTOR ?= local
 CPUS_PER_RUN ?=
 GPUS_PER_RUN ?=
 RETRY_FAILED ?=
+LAB_PORT ?= 8888
+FORCE ?=
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
@@ -21,7 +23,7 @@ export LABCORE_DATA := $(abspath $(LABCORE_DATA))
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv plan train report test lab clean distclean
+.PHONY: help venv plan train report check-report test lab clean distclean
 
 help: ## show this help
 	@echo "labcore: reproducible reports for the deep-learning lab"
@@ -53,13 +55,23 @@ train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray
 report: $(STAMP) ## run every notebook (or ONLY=...) with PROFILE's parameters; trains only what is missing
 	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)'
 
+check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
+	$(BIN)/python -m labcore.browse --profile '$(or $(PROFILE),smoke)'
+
 test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, notebooks (nbmake)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lab: $(STAMP) ## open JupyterLab on the notebooks with the project's kernel
-	$(BIN)/jupyter lab notebooks/
+# Jupyter refuses to run as root without --allow-root (containers often run as root), and a root container
+# rarely has a browser to open: both flags only for root. The token is made here so the URL can be printed first;
+# it travels in JUPYTER_TOKEN, not on the command line, where other users could read it in `ps`.
+lab: $(STAMP) ## open JupyterLab on the notebooks with the project's kernel (LAB_PORT=8888); prints the URL to open
+	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))'); \
+	echo "[labcore] JupyterLab: open http://localhost:$(LAB_PORT)/lab?token=$$token"; \
+	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab notebooks/ --port=$(LAB_PORT) --ServerApp.port_retries=0 \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root --no-browser)
 
-clean: ## remove generated reports and W&B offline runs (keeps .venv, data cache and run store)
+clean: ## remove generated reports and W&B offline runs (refuses while offline runs are unsynced; FORCE=1 deletes anyway)
+	@if [ -z "$(FORCE)" ] && [ -x $(BIN)/python ]; then $(BIN)/python -m labcore.tracking --check-clean; fi
 	rm -rf reports .cache/wandb .pytest_cache
 
 distclean: clean ## also remove .venv, the decoded-data cache and the run store (.cache)

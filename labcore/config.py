@@ -122,6 +122,18 @@ class DataConfig:
         _positive(self.val_size, "data.val_size")
         _positive(self.subset, "data.subset")
         _positive(self.test_subset, "data.test_subset")
+        from .data import SIZES  # the dataset's sizes live with the dataset (data imports this module)
+
+        n_train, n_test = SIZES[self.name]
+        if self.val_size >= n_train:
+            raise ConfigError(f"data.val_size={self.val_size} leaves no training images out of {self.name}'s "
+                              f"{n_train:,}; lower it")
+        if self.subset is not None and self.subset > n_train - self.val_size:
+            raise ConfigError(f"data.subset={self.subset} is more than the {n_train - self.val_size:,} training images "
+                              f"{self.name} has after {self.val_size:,} go to validation; lower it, or null for all")
+        if self.test_subset is not None and self.test_subset > n_test:
+            raise ConfigError(f"data.test_subset={self.test_subset} is more than {self.name}'s {n_test:,} test images; "
+                              "lower it, or null for all")
 
 
 FAMILIES = ("mlp", "convnet", "fullyconv", "lab_cnn", "lab_resnet", "vgg", "resnet", "cifar_resnet")

@@ -6,6 +6,7 @@ so there are no per-sample PIL transforms and no worker processes on the hot pat
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
@@ -85,7 +86,9 @@ def _image_folder(split_dir: Path, gray: bool) -> tuple[torch.Tensor, torch.Tens
         for f in sorted(p for p in (split_dir / cls).iterdir() if p.is_file()):
             images.append(decode_image(read_file(str(f)), mode=mode))
             labels.append(label)
-    assert images, f"no images under {split_dir}"
+    if not images:
+        raise DataNotFoundError(f"no images under {split_dir}/<class>/: the image folder is empty; "
+                                "put the decoded images there or point LABCORE_DATA at a complete copy")
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
@@ -170,6 +173,17 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
     return raw
 
 
+@functools.lru_cache(maxsize=None)
+def fingerprint(name: str) -> dict[str, str | int]:
+    """Where dataset `name` came from and a SHA-256 of its decoded tensors (images and labels, train then test),
+    so two reports can tell whether they saw the same pixels, whatever the file format on disk."""
+    raw = load_raw(name)
+    digest = hashlib.sha256()
+    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+        digest.update(t.contiguous().numpy().tobytes())
+    return {"source": raw.source, "sha256": digest.hexdigest(), "train": len(raw.y_train), "test": len(raw.y_test)}
+
+
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded random (train, validation) index split of range(n); disjoint and deterministic."""
     if val_size >= n:
@@ -181,6 +195,10 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
 def load(cfg: DataConfig, root: Path | None = None) -> Splits:
     """The train/validation/test splits that `cfg` describes."""
     raw = load_raw(cfg.name, root)
+    if (len(raw.y_train), len(raw.y_test)) != SIZES[cfg.name]:  # a partial copy would silently shrink every split
+        raise DataNotFoundError(f"{cfg.name} at {raw.source} has {len(raw.y_train):,} training and {len(raw.y_test):,} "
+                                f"test images, not {SIZES[cfg.name][0]:,} and {SIZES[cfg.name][1]:,}; the copy is "
+                                "incomplete: replace it with a complete one")
     train_idx, val_idx = split_indices(len(raw.y_train), cfg.val_size, cfg.split_seed)
     if cfg.subset is not None:
         train_idx = train_idx[: cfg.subset]  # already shuffled, so this is a random subset
@@ -201,8 +219,8 @@ def sizes(cfg: DataConfig) -> tuple[int, int, int]:
     """(train, validation, test) image counts that `cfg` gives, without loading anything."""
     n_train, n_test = SIZES[cfg.name]
     train = n_train - cfg.val_size
-    return (min(train, cfg.subset) if cfg.subset is not None else train, cfg.val_size,
-            min(n_test, cfg.test_subset) if cfg.test_subset is not None else n_test)
+    return (cfg.subset if cfg.subset is not None else train, cfg.val_size,
+            cfg.test_subset if cfg.test_subset is not None else n_test)  # DataConfig keeps subsets within the sizes
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -103,7 +103,7 @@ def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.R
     for p in todo:
         est = estimates.get(p.key)
         r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
-                     estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S)
+                     estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p))
         out.trained.append(r)
         progress.finished(r, r.node or "this process")
     return out
@@ -111,14 +111,21 @@ def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.R
 
 # ---------------------------------------------------------------- on Ray
 
+def _group(p: Planned) -> str:
+    """W&B group: the first notebook that needs the run, and its study there."""
+    return runs.wandb_group(p.notebooks[0] if p.notebooks else None, p.study)
+
+
 def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threads: int,
-              estimate: float | None, compile: bool) -> runs.Trained:
+              estimate: float | None, compile: bool, group: str | None = None, profile: str = "") -> runs.Trained:
     """One run on a Ray worker: train it with `threads` CPU threads (and the GPU Ray assigned, if any)."""
     import ray
     import torch
 
+    os.environ["LABCORE_PROFILE"] = profile  # W&B's tag; a worker on another node has none of the driver's env
+
     torch.set_num_threads(threads)
-    trained = runs.train_run(cfg, "auto", tracking, checkpoints, estimate, compile)
+    trained = runs.train_run(cfg, "auto", tracking, checkpoints, estimate, compile, group)
     node = f"{trained.result.node} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
     return dataclasses.replace(trained, result=dataclasses.replace(trained.result, node=node))
 
@@ -184,7 +191,8 @@ def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.Run
                                               max_retries=MAX_RETRIES, retry_exceptions=False)
         for p in todo:  # already longest first; Ray starts them in submission order as resources free up
             est = estimates.get(p.key)
-            ref = task.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S)
+            ref = task.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S, _group(p),
+                              os.environ.get("LABCORE_PROFILE", ""))
             inflight[ref] = p
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
@@ -245,6 +253,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "local", 
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
     store = store or runs.RunStore()
     start = time.perf_counter()
+    os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs
     with exclusive(store, profile):
         d = describe(profile, only, device, store=store)
         print(d["summary"], flush=True)

@@ -125,14 +125,8 @@ class LabCNN(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: int, depth: int,
                  kernel_size: int = 3) -> None:
         super().__init__()
-        c, h, _ = in_shape
-        pad = (kernel_size - 1) // 2
-        size = h + 2 * pad - kernel_size + 1  # after the stem (an even kernel shrinks the map by one pixel)
-        size = (size + depth * (2 * pad - kernel_size + 1) - 3) // 2 + 1  # block 1, then the 3x3/2 pool
-        size = (size - depth - 3) // 2 + 1 - depth  # block 2 (-1 per conv), pool, block 3
-        if size < 1:
-            raise ConfigError(f"lab_cnn with depth {depth} and kernel {kernel_size} shrinks a {h}-pixel image "
-                              "to nothing; lower model.depth")
+        c = in_shape[0]
+        pad = (kernel_size - 1) // 2  # whether the maps are large enough is checked by a forward pass (check_buildable)
         self.stem = nn.Sequential(_conv(c, width, kernel_size), nn.ReLU())
 
         def block(k: int, p: int) -> nn.Sequential:
@@ -286,9 +280,15 @@ def check_buildable(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classe
     as a ConfigError prefixed with `where`."""
     try:
         with torch.device("meta"):
-            build_model(cfg, in_shape, num_classes)
+            model = build_model(cfg, in_shape, num_classes)
+            out = model(torch.empty(2, *in_shape))  # shapes only: meta tensors hold no data
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except RuntimeError as exc:  # a map shrunk to nothing, channels that do not match, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{where}: {cfg.family} with depth {cfg.depth} cannot process a {in_shape[1]}x{in_shape[2]} "
+                          f"image ({reason}); lower model.depth") from None
+    assert tuple(out.shape) == (2, num_classes), f"{where}: the model returns {tuple(out.shape)}, not (2, {num_classes})"
 
 
 def count_layers(model: nn.Module) -> int:

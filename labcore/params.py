@@ -101,6 +101,8 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
                 _check_buildable(name, value, params.get(name[: -len("model")] + "data") or params.get("data") or {})
         if "tracking" in params:
             check_mode(params["tracking"])
+        if isinstance(params.get("probe"), dict):
+            _check_probe(params["probe"], params.get("data") or {})
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     return params
@@ -113,6 +115,19 @@ def _check_buildable(name: str, model: dict[str, Any], data: dict[str, Any]) -> 
 
     dataset = from_dict(SECTIONS["data"], data, "data").name
     check_buildable(from_dict(SECTIONS["model"], model, name), SHAPES[dataset], len(CLASSES[dataset]), name)
+
+
+def _check_probe(probe: dict[str, Any], data: dict[str, Any]) -> None:
+    """The probe's batches must fit in the training images the data section leaves (labcore.probes)."""
+    from .config import ProbeConfig
+    from .data import sizes
+
+    cfg = from_dict(ProbeConfig, probe, "probe")
+    n_train = sizes(from_dict(SECTIONS["data"], data, "data"))[0]
+    if cfg.batches * cfg.batch_size > n_train:
+        raise ConfigError(f"probe.batches x probe.batch_size = {cfg.batches} x {cfg.batch_size} = "
+                          f"{cfg.batches * cfg.batch_size:,} images, more than the {n_train:,} training images "
+                          "data leaves; lower one of them, or raise data.subset")
 
 
 def datasets_needed(params: dict[str, Any]) -> set[str]:

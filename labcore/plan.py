@@ -37,6 +37,7 @@ class Planned:
     cfg: RunConfig
     checkpoints: tuple[int, ...] = ()  # epochs whose weights are kept (0 = initialisation)
     notebooks: tuple[str, ...] = field(default=(), compare=False)
+    study: str = field(default="runs", compare=False)  # the group it belongs to in its notebook (W&B's group)
 
     @property
     def key(self) -> str:
@@ -56,15 +57,16 @@ def mlp_baseline(data: dict, model: dict, train: dict, seeds: list[int], long_ep
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
     configs = [RunConfig.build(data, model, train, seed=s) for s in seeds]
-    return {"runs": [Planned(c, every_epoch(c)) for c in configs],
-            "long": [Planned(c.replace(train={"epochs": long_epochs})) for c in configs]}
+    return {"runs": [Planned(c, every_epoch(c), study="runs") for c in configs],
+            "long": [Planned(c.replace(train={"epochs": long_epochs}), study="long") for c in configs]}
 
 
 def depth_studies(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
     """Exercises 02 and 03: every study x sweep x residual flag x seed (see labcore.sweep)."""
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
-    return {name: [Planned(c) for c in cfgs] for name, cfgs in sweep.expand(studies, data, train, seeds, residual).items()}
+    return {name: [Planned(c, study=name) for c in cfgs]
+            for name, cfgs in sweep.expand(studies, data, train, seeds, residual).items()}
 
 
 def gradient_flow(data: dict, train: dict, deep_model: dict, deep_depths: list[int], seeds: list[int],
@@ -77,8 +79,8 @@ def gradient_flow(data: dict, train: dict, deep_model: dict, deep_depths: list[i
     deep = {(d, res): [base.replace(model={**deep_model, "depth": d, "residual": res}, seed=s) for s in seeds]
             for d in deep_depths for res in (False, True)}
     mlp = RunConfig.build(mlp_data, mlp_model, mlp_train, seed=seeds[0])
-    return {"deep": {k: [Planned(c, every_epoch(c)) for c in cfgs] for k, cfgs in deep.items()},
-            "mlp": [Planned(mlp, every_epoch(mlp))]}
+    return {"deep": {k: [Planned(c, every_epoch(c), study=f"convnet-d{k[0]}") for c in cfgs] for k, cfgs in deep.items()},
+            "mlp": [Planned(mlp, every_epoch(mlp), study="mlp")]}
 
 
 EXERCISES: dict[str, Callable[..., dict]] = {
@@ -113,7 +115,7 @@ def notebook_runs(stem: str, params: dict[str, Any]) -> list[Planned]:
     planned = flatten(fn(**{n: params[n] for n in names}))
     for p in planned:
         check_buildable(p.cfg.model, SHAPES[p.cfg.data.name], len(CLASSES[p.cfg.data.name]), p.cfg.label())
-    return [Planned(p.cfg, p.checkpoints, (stem,)) for p in planned]
+    return [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in planned]
 
 
 def merge(planned: Iterable[Planned]) -> list[Planned]:
@@ -123,7 +125,7 @@ def merge(planned: Iterable[Planned]) -> list[Planned]:
         if p.key in out:
             q = out[p.key]
             p = Planned(q.cfg, tuple(sorted(set(q.checkpoints) | set(p.checkpoints))),
-                        tuple(dict.fromkeys(q.notebooks + p.notebooks)))
+                        tuple(dict.fromkeys(q.notebooks + p.notebooks)), q.study)
         out[p.key] = p
     return list(out.values())
 

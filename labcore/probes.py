@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .data import Splits, normalize
 from .train import flush_denormals
 
@@ -25,7 +26,9 @@ _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.modules.batchnorm._Bat
 
 def probe_batches(splits: Splits, n_batches: int = 11, batch_size: int = 128, seed: int = 0) -> list[Batch]:
     """Fixed, seeded training batches (normalised, on the CPU): the lab used 11 batches of 128."""
-    assert n_batches * batch_size <= len(splits.y_train), "not enough training images for the probe batches"
+    if n_batches * batch_size > len(splits.y_train):
+        raise ConfigError(f"probe.batches x probe.batch_size = {n_batches} x {batch_size} = {n_batches * batch_size:,} "
+                          f"images, more than the {len(splits.y_train):,} training images; lower one, or data.subset")
     idx = torch.randperm(len(splits.y_train), generator=torch.Generator().manual_seed(seed))
     idx = idx[: n_batches * batch_size].view(n_batches, batch_size).cpu()
     x, y = splits.x_train.cpu(), splits.y_train.cpu()

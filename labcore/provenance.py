@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -24,7 +25,7 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=normal")  # a new, uncommitted file changes results too
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -36,7 +37,21 @@ def package_versions() -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    # What torch was built with (a CUDA build runs on a CPU-only machine too; the device says what ran).
+    versions["torch CUDA build"] = torch.version.cuda
+    versions["cuDNN"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
     return versions
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (from /proc/cpuinfo on Linux), e.g. 'AMD EPYC 7B13'; else platform's guess."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_info(device: torch.device | str) -> str:
@@ -44,11 +59,17 @@ def device_info(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"{device.type}: {torch.get_num_threads()} threads, {platform.machine()}"
+    return f"{device.type}: {torch.get_num_threads()} threads of {os.cpu_count()}, {cpu_model()}"
 
 
-def collect(device: torch.device | str, data_source: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Provenance record for a report; `extra` takes parameters, seeds and anything run-specific."""
+def collect(device: torch.device | str, data_source: str | None = None, datasets: tuple[str, ...] = (),
+            tracking: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Provenance record for a report; `datasets` adds each one's source and checksum (data.fingerprint),
+    `tracking` the effective W&B mode; `extra` takes seeds and anything run-specific."""
+    from .data import fingerprint
+    from .runs import STORE_VERSION
+    from .tracking import resolve_mode
+
     return {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
@@ -56,5 +77,8 @@ def collect(device: torch.device | str, data_source: str | None = None, **extra:
         "device": device_info(device),
         "platform": platform.platform(),
         "data_source": data_source,
+        "data": {name: fingerprint(name) for name in datasets},
+        "run_store_version": STORE_VERSION,
+        "tracking": resolve_mode(tracking) if tracking else None,
         **extra,
     }

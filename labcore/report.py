@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import fcntl
-import html
 import json
 import os
 import shutil
@@ -24,14 +22,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import CaselessStrEnum
+
 from .config import ConfigError
 from .data import DataNotFoundError, check_available
 from .params import NOTEBOOKS, PROFILES, check_selection, datasets_needed, notebook_stems, parse_only, resolve_parameters
 from .paths import reports_dir
-from .publish import MIME, format_metric, jsonable
+from . import render
+from .publish import MIME, jsonable
 
 
 # ---------------------------------------------------------------- execution
+
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels that talk over Unix sockets: no TCP port is opened, so no other process or host can reach
+    the kernel, and its 'running over TCP without encryption' warning never reaches the terminal."""
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
 
 def _result_output(nb: Any) -> dict[str, Any] | None:
     """The payload that `publish` left in an executed notebook (the last one wins)."""
@@ -43,19 +52,17 @@ def _result_output(nb: Any) -> dict[str, Any] | None:
     return found
 
 
-def render_html(nb: Any, target: Path) -> None:
-    """Self-contained HTML: figures are embedded as data URIs, nothing else is needed to view it."""
-    from nbconvert import HTMLExporter
+def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
+            reduced: list[str] | None = None) -> dict[str, Any]:
+    """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
+    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner)."""
+    import base64
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    target.write_text(body, encoding="utf-8")
-
-
-def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Run one notebook with papermill; write <stem>.ipynb, .html and .json; return the JSON record."""
     import nbformat
     import papermill
+
     from .provenance import collect
+    from .train import pick_device
 
     work = out_dir / f".work-{stem}"
     shutil.rmtree(work, ignore_errors=True)
@@ -66,7 +73,8 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path) -> d
     try:
         papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
                                    cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
-                                   report_mode=False, request_save_on_cell_execute=True)
+                                   report_mode=False, request_save_on_cell_execute=True,
+                                   kernel_manager_class=IPCKernelManager)
     except Exception as exc:  # papermill's execution error, a dead kernel, ...
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
     seconds = time.perf_counter() - start
@@ -76,17 +84,26 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path) -> d
     payload = _result_output(nb)
     if error is None and payload is None:
         error = "the notebook finished without calling labcore.report.publish(...)"
+    payload = payload or {}
+    if payload.get("figure_png"):
+        (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
     record = {
         "notebook": stem,
+        "title": render.exercise_title(nb),
         "profile": profile,
         "status": "ok" if error is None else "failed",
-        "metrics": (payload or {}).get("metrics", {}),
+        "headline": payload.get("headline", []),
+        "metrics": payload.get("metrics", {}),
         "parameters": params,
-        "provenance": (payload or {}).get("provenance") or collect("cpu", note="notebook failed before publishing"),
+        # A notebook that failed before publishing: this environment, the device it would have used.
+        "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
+                                                           tracking=params.get("tracking"),
+                                                           note="notebook failed before publishing"),
+        "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
         "seconds": round(seconds, 1),
         "error": error,
     }
-    render_html(nb, work / f"{stem}.html")
+    (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
     (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
     _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
     return record
@@ -98,39 +115,31 @@ def _install(work: Path, out_dir: Path, stem: str, keep_previous: bool) -> None:
     if keep_previous and old.is_file() and json.loads(old.read_text()).get("status") == "ok":
         backup = out_dir / "previous"
         backup.mkdir(exist_ok=True)
-        for ext in ("ipynb", "html", "json"):
-            if (out_dir / f"{stem}.{ext}").is_file():
-                (out_dir / f"{stem}.{ext}").replace(backup / f"{stem}.{ext}")
+        for ext in ("ipynb", "html", "json", "png"):
+            name = f"{stem}-summary.png" if ext == "png" else f"{stem}.{ext}"
+            if (out_dir / name).is_file():
+                (out_dir / name).replace(backup / name)
     for f in work.iterdir():
         f.replace(out_dir / f.name)
     work.rmdir()
 
 
 def write_index(out_dir: Path, profile: str) -> Path:
-    """index.html linking every report in `out_dir`, with its status and headline metrics."""
-    rows = []
-    for f in sorted(out_dir.glob("[0-9][0-9]_*.json")):
-        rec = json.loads(f.read_text())
-        metrics = ", ".join(f"{k}={format_metric(v)}" for k, v in rec.get("metrics", {}).items()
-                            if isinstance(v, (int, float, str)) and not isinstance(v, bool))
-        color = "#1a7f37" if rec["status"] == "ok" else "#cf222e"
-        when = rec.get("provenance", {}).get("time", "")
-        commit = (rec.get("provenance", {}).get("git", {}) or {}).get("commit") or ""
-        rows.append(f"<tr><td><a href='{rec['notebook']}.html'>{rec['notebook']}</a></td>"
-                    f"<td style='color:{color};font-weight:bold'>{rec['status']}</td>"
-                    f"<td>{html.escape(metrics) or html.escape(rec.get('error') or '')}</td>"
-                    f"<td>{rec.get('seconds', '')}</td><td>{html.escape(when)}</td><td><code>{commit[:10]}</code></td></tr>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>labcore reports ({profile})</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.4em .8em;text-align:left;vertical-align:top}}</style></head><body>
-<h1>labcore reports: profile <code>{profile}</code></h1>
-<p>Do deeper networks train better, and why do residual connections help? Generated
-{dt.datetime.now().isoformat(timespec="seconds")}.</p>
-<table><tr><th>notebook</th><th>status</th><th>headline metrics</th><th>seconds</th><th>run at</th><th>commit</th></tr>
-{''.join(rows)}</table></body></html>"""
+    """index.html for every report in `out_dir`, in notebook order (see labcore.render.index)."""
+    records = [json.loads(f.read_text()) for f in sorted(out_dir.glob("[0-9][0-9]_*.json"))]
     index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index.write_text(render.index(out_dir, profile, records), encoding="utf-8")
     return index
+
+
+def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | None:
+    """How `params` differ from the full profile's (None for full itself, or without a full parameter file)."""
+    if profile == "full":
+        return None
+    try:
+        return render.differences(params, resolve_parameters(stem, "full"))
+    except ConfigError:
+        return None
 
 
 @contextlib.contextmanager
@@ -166,6 +175,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
     # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
     os.environ["LABCORE_HEADLESS"] = "1"
+    os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs the notebooks train
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if os.environ.get("LABCORE_DATA"):
         os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
@@ -174,7 +184,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     with _exclusive(out_dir):
         for stem, params in plan:
             print(f"[labcore] {profile}/{stem}: running", flush=True)
-            rec = execute(stem, profile, params, out_dir)
+            rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params))
             print(f"[labcore] {profile}/{stem}: {rec['status']} in {rec['seconds']} s"
                   + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
             records.append(rec)

@@ -30,7 +30,7 @@ from .config import ConfigError, DataConfig, RunConfig
 from .models import build_model, count_parameters
 from .paths import runs_dir
 from .provenance import device_info
-from .tracking import Tracker
+from .tracking import Tracker, run_name
 from .train import evaluate, fit, pick_device, seed_everything
 
 # Bump when training or evaluation semantics or the record's format change, so older results are not reused.
@@ -76,7 +76,7 @@ class RunResult:
         """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
         m = self.config.model
         return {"family": m.family, "depth": m.depth, "width": m.width, "residual": m.residual,
-                "seed": self.config.seed, "train_loss": self.final("train_loss"),
+                "seed": self.config.seed, "dataset": self.config.data.name, "train_loss": self.final("train_loss"),
                 "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
                 "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
                 "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
@@ -259,7 +259,7 @@ class Trained:
 
 def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
               checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
-              compile: bool = False) -> Trained:
+              compile: bool = False, group: str | None = None) -> Trained:
     """Train one run from scratch. A failure of the run itself (RUN_ERRORS: a NaN loss, out of memory, a
     shape error) becomes a result with status 'failed', its error and the epochs it finished."""
     device = pick_device(str(device))
@@ -274,8 +274,11 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
         if epoch in checkpoints:
             states[epoch] = _cpu_state(m)
 
-    tracker = Tracker(tracking, name=cfg.label(), config={**cfg.to_dict(), "key": cfg.key()},
-                      group=f"{cfg.data.name}-{cfg.model.family}")
+    # W&B: a name that finds the run again, grouped by notebook and study, tagged with the profile.
+    profile = os.environ.get("LABCORE_PROFILE", "interactive")
+    tracker = Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
+                      group=group or f"{cfg.data.name}-{cfg.model.family}",
+                      tags=(profile, cfg.data.name, cfg.model.family, "residual" if cfg.model.residual else "plain"))
     start = time.perf_counter()
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile}
@@ -295,7 +298,8 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
 
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
         tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = (),
-        retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False) -> RunResult:
+        retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False,
+        group: str | None = None) -> RunResult:
     """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored.
 
     `checkpoints` asks for the weights at those epochs too (0 = initialisation). A stored run without
@@ -311,14 +315,21 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
         if state == "damaged":
             print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
         keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
-        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile)
+        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group)
         store.put(trained.result, trained.model_state, trained.checkpoints)
     return trained.result
 
 
 def fetch(planned: list, store: RunStore | None = None, device: str | torch.device = "auto",
-          tracking: str = "offline") -> list[RunResult]:
+          tracking: str = "offline", notebook: str | None = None) -> list[RunResult]:
     """Results for planned runs (labcore.plan.Planned), each with the checkpoints its plan asks for:
-    from the store, or trained now in this process when `make train` has not trained it yet."""
+    from the store, or trained now in this process when `make train` has not trained it yet.
+    `notebook` names the caller, for W&B's grouping (notebook/study)."""
     store = store or RunStore()
-    return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints) for p in planned]
+    return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, group=wandb_group(notebook, p.study))
+            for p in planned]
+
+
+def wandb_group(notebook: str | None, study: str) -> str:
+    """W&B group of a run: the notebook that needs it and its study, e.g. '02_cnn_depth/vgg'."""
+    return f"{notebook or 'labcore'}/{study}"

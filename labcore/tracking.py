@@ -7,6 +7,8 @@ overridden by the environment variable LABCORE_TRACKING when it is set.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
@@ -29,21 +31,50 @@ def resolve_mode(mode: str = "offline") -> str:
     return check_mode(env, "env LABCORE_TRACKING") if env else mode
 
 
+def wandb_dirs() -> dict[str, Path]:
+    """Every place W&B writes (runs, cache and its debug logs, config, data, artifacts), all under one folder:
+    $WANDB_DIR or <project>/.cache/wandb. Nothing goes to ~/.cache/wandb or ~/.config/wandb."""
+    base = Path(os.environ.get("WANDB_DIR") or PROJECT_ROOT / ".cache" / "wandb").expanduser().resolve()
+    return {"WANDB_DIR": base, "WANDB_CACHE_DIR": base / "cache", "WANDB_CONFIG_DIR": base / "config",
+            "WANDB_DATA_DIR": base / "data", "WANDB_ARTIFACT_DIR": base / "artifacts"}
+
+
+def keep_wandb_in_project() -> Path:
+    """Point W&B's locations into the project (unless the user set one) before wandb starts; returns the runs' dir."""
+    for var, path in wandb_dirs().items():
+        os.environ.setdefault(var, str(path))
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    return Path(os.environ["WANDB_DIR"])
+
+
+def unsynced_runs() -> list[Path]:
+    """Offline runs never uploaded with `wandb sync` (which leaves a *.wandb.synced file in the run's folder)."""
+    runs = sorted((wandb_dirs()["WANDB_DIR"] / "wandb").glob("offline-run-*"))
+    return [r for r in runs if r.is_dir() and not any(r.glob("*.synced"))]
+
+
+def run_name(label: str, key: str) -> str:
+    """A W&B run name that finds the run again: the config's label (family, depth, width, variant, seed)
+    and the first 8 characters of its run-store key (labels alone repeat across datasets and settings)."""
+    return f"{label}-{key[:8]}"
+
+
 class Tracker:
     """One W&B run (or nothing, when disabled): `log` per epoch, `finish` with a summary."""
 
-    def __init__(self, mode: str, name: str, config: dict[str, Any], group: str | None = None) -> None:
+    def __init__(self, mode: str, name: str, config: dict[str, Any], group: str | None = None,
+                 tags: tuple[str, ...] = ()) -> None:
         self.mode = resolve_mode(mode)
         self.run = None
         if self.mode == "disabled":
             return
+        os.environ.setdefault("WANDB_SILENT", "true")
+        wandb_dir = keep_wandb_in_project()  # before `import wandb`: it reads the locations at import and init
         import wandb
 
-        os.environ.setdefault("WANDB_SILENT", "true")
-        wandb_dir = os.environ.get("WANDB_DIR") or str(PROJECT_ROOT / ".cache")
-        os.makedirs(wandb_dir, exist_ok=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "labcore"), name=name, group=group,
-                              config=config, mode=self.mode, dir=wandb_dir, reinit="finish_previous")
+                              tags=list(tags), config=config, mode=self.mode, dir=str(wandb_dir),
+                              reinit="finish_previous")
 
     def log(self, row: dict[str, Any]) -> None:
         """Log one epoch's metrics."""
@@ -56,3 +87,23 @@ class Tracker:
             self.run.summary.update(summary or {})
             self.run.finish()
             self.run = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m labcore.tracking --check-clean`: exit 1, naming them, when offline runs were never synced."""
+    args = argv if argv is not None else sys.argv[1:]
+    if args != ["--check-clean"]:
+        print("usage: python -m labcore.tracking --check-clean", file=sys.stderr)
+        return 2
+    runs = unsynced_runs()
+    if runs:
+        shown = ", ".join(r.name for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+        print(f"make clean would delete {len(runs)} W&B offline run(s) never synced ({shown}); upload them with "
+              f"`wandb sync {runs[0].parent}/offline-run-*`, or delete them anyway with `make clean FORCE=1`",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 # Before any kernel starts (nbmake inherits this environment): quiet progress bars, a fresh run store
 # so tests really train, W&B offline files out of the project, and this interpreter first on PATH.
@@ -24,7 +23,9 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 if os.environ.get("LABCORE_DATA"):
     os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
 
-from labcore.data import CLASSES, DataNotFoundError, Splits, check_available  # noqa: E402
+from labcore.data import DataNotFoundError, Splits, check_available  # noqa: E402
+
+from .synthetic import synthetic_splits  # noqa: E402
 
 
 def _available(name: str) -> bool:
@@ -51,6 +52,12 @@ needs_isolated_ray = pytest.mark.skipif(not RAY_OK, reason=(
     "make test') or set LABCORE_RAY_TESTS=1 to let Ray bind to this machine's address"))
 
 
+def pytest_configure(config):
+    """pytest's own tmp_path folders live in the same temporary folder (not /tmp/pytest-of-<user>), so they go too."""
+    if not config.option.basetemp:
+        config.option.basetemp = str(_TMP / "pytest")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Test runs leave no temporary folders behind."""
     shutil.rmtree(_TMP, ignore_errors=True)
@@ -63,21 +70,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=NO_DATA))
 
 
-def synthetic_splits(n: int = 512, shape: tuple[int, int, int] = (1, 8, 8), classes: int = 4, seed: int = 0) -> Splits:
-    """A learnable toy dataset: each class lights up its own band of rows, plus noise."""
-    g = torch.Generator().manual_seed(seed)
+@pytest.fixture(scope="session")
+def smoke_reports(tmp_path_factory) -> Path:
+    """`make report PROFILE=smoke` as a user runs it, once per test session; returns reports/smoke."""
+    import subprocess
 
-    def make(m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, classes, (m,), generator=g)
-        x = torch.randint(0, 60, (m, *shape), generator=g)
-        band = shape[1] // classes
-        for c in range(classes):
-            x[y == c, :, c * band:(c + 1) * band, :] += 150
-        return x.to(torch.uint8), y
-
-    (xtr, ytr), (xva, yva), (xte, yte) = make(n), make(n // 4), make(n // 4)
-    return Splits("synthetic", xtr, ytr, xva, yva, xte, yte, classes=tuple(CLASSES["mnist"][:classes]),
-                  mean=(0.3,) * shape[0], std=(0.3,) * shape[0], source="synthetic")
+    if not (HAVE_MNIST and HAVE_CIFAR):
+        pytest.skip(NO_DATA)
+    root = tmp_path_factory.mktemp("smoke-reports")
+    proc = subprocess.run(["make", "report", "PROFILE=smoke"], cwd=Path(__file__).parent.parent,
+                          env={**os.environ, "LABCORE_REPORTS": str(root)}, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "smoke"
 
 
 @pytest.fixture

@@ -75,6 +75,20 @@ def test_image_folder_layout_is_read_in_class_order_and_cached_outside_the_root(
     assert torch.equal(data.load_raw("cifar10").x_train, raw.x_train)  # second load: from the cache
 
 
+def test_empty_or_incomplete_image_folders_are_named_errors(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        (root / "cifar10" / split / "airplane").mkdir(parents=True)
+    monkeypatch.setenv("LABCORE_DATA", str(root))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(data.DataNotFoundError, match=r"no images under .*cifar10/train/<class>/: the image folder is empty"):
+        data.load_raw("cifar10")
+    _fake_image_folder(tmp_path / "partial", "cifar10")  # 6 + 6 images instead of 50,000 + 10,000
+    monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "partial"))
+    with pytest.raises(data.DataNotFoundError, match="has 6 training and 6 test images, not 50,000 and 10,000"):
+        data.load(DataConfig(name="cifar10", val_size=2))
+
+
 def test_missing_data_is_a_one_line_error_naming_the_places_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "nowhere"))
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))

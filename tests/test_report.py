@@ -1,7 +1,5 @@
 """Report building: parameters validated before anything runs, JSON schema, index, and the real `make report`."""
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import nbformat
@@ -11,11 +9,11 @@ from labcore import params as lp
 from labcore import report
 from labcore.config import ConfigError
 
-from .conftest import needs_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = {"notebook", "profile", "status", "metrics", "parameters", "provenance"}
-PROVENANCE = {"time", "git", "packages", "device", "platform", "data_source", "seeds"}
+PROVENANCE = {"time", "git", "packages", "device", "platform", "data_source", "data", "run_store_version",
+              "tracking", "seeds"}
 
 
 @pytest.fixture
@@ -94,19 +92,15 @@ def test_index_lists_reports_with_status_and_metrics(tmp_path):
             "parameters": {},
             "provenance": {"time": "t", "git": {"commit": "abc"}}, "seconds": 1, "error": None}))
     page = report.write_index(tmp_path, "smoke").read_text()
-    assert "01_a.html" in page and "02_b.html" in page and "failed" in page and "test_acc=0.5" in page
-    assert "order=a &gt; b" in page, "escaped exactly once"
+    assert "01_a.html" in page and "02_b.html" in page and "failed" in page
+    assert "test_acc: <strong>0.5</strong>" in page, "without a headline, the scalar metrics"
+    assert "order: <strong>a &gt; b</strong>" in page, "escaped exactly once"
 
 
-@needs_mnist
 @pytest.mark.slow
-def test_make_report_smoke_end_to_end(tmp_path):
+def test_make_report_smoke_end_to_end(smoke_reports):
     """The command a user runs; checks HTML (embedded PNGs, no errors), JSON and index."""
-    env = {**os.environ, "LABCORE_REPORTS": str(tmp_path)}
-    proc = subprocess.run(["make", "report", "PROFILE=smoke", "ONLY=01_mlp_baseline"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    out = tmp_path / "smoke"
+    out = smoke_reports
     html = (out / "01_mlp_baseline.html").read_text()
     assert html.count("data:image/png;base64") >= 4, "curves, confusion matrix and misclassified grid are embedded"
     assert "<img src=\"http" not in html and "jp-RenderedText" in html
@@ -120,14 +114,19 @@ def test_make_report_smoke_end_to_end(tmp_path):
     assert 0 <= rec["metrics"]["test_acc"] <= 1
     assert rec["parameters"]["train"]["epochs"] == 2  # the smoke YAML over the notebook's defaults
     assert PROVENANCE <= set(rec["provenance"]) and rec["provenance"]["packages"]["torch"]
-    assert "01_mlp_baseline.html" in (out / "index.html").read_text()
+    index = (out / "index.html").read_text()
+    for stem in lp.notebook_stems():
+        rec = json.loads((out / f"{stem}.json").read_text())
+        assert rec["status"] == "ok" and rec["headline"] and (out / rec["summary_figure"]).is_file(), stem
+        assert rec["provenance"]["data"] and all(len(d["sha256"]) == 64 for d in rec["provenance"]["data"].values())
+        assert f"{stem}.html" in index and rec["headline"][0][0] in index
 
 
 def test_impossible_models_and_sweeps_fail_before_anything_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(lp, "PARAMETERS", tmp_path)
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, depth: 9}\n")
-    with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 and kernel 4 shrinks"):
+    with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 cannot process a 32x32 image"):
         lp.resolve_parameters("04_gradient_flow", "smoke")
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {vgg: {sweep: {model.depth: [16, 17]}}}\n")
     with pytest.raises(ConfigError, match="studies.vgg: vgg depth must be one of"):
@@ -202,3 +201,28 @@ def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
         return {c.key() for cfgs in plan.values() for c in cfgs if not c.model.residual}
 
     assert keys("02_cnn_depth") <= keys("03_residual")
+
+
+@pytest.mark.parametrize("stem, text, message", [
+    ("01_mlp_baseline", "seeds: []\n", "seeds is empty"),
+    ("02_cnn_depth", "seeds: []\n", "seeds is empty"),
+    ("02_cnn_depth", "data: {name: cifar10, val_size: 5000, subset: 50000}\n",
+     "data.subset=50000 is more than the 45,000 training images cifar10 has"),
+    ("01_mlp_baseline", "data: {test_subset: 20000}\n", "data.test_subset=20000 is more than mnist's 10,000 test images"),
+    ("04_gradient_flow", "probe: {batches: 20, batch_size: 128}\n", "probe.batches x probe.batch_size = 20 x 128"),
+    ("04_gradient_flow", "lab_plain_model: {family: lab_cnn, depth: 6, kernel_size: 4}\n",
+     "lab_plain_model: lab_cnn with depth 6 cannot process a 32x32 image"),
+    ("04_gradient_flow", "deep_depths: []\n", "deep_depths must each name at least one value"),
+])
+def test_bad_input_stops_the_build_before_anything_runs_and_leaves_reports_alone(params_dir, tmp_path, monkeypatch,
+                                                                               capsys, stem, text, message):
+    out = tmp_path / "reports"
+    (out / "smoke").mkdir(parents=True)
+    (out / "smoke" / f"{stem}.html").write_text("the good report")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    (params_dir / f"{stem}.yaml").write_text(text)
+    monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran despite bad input"))
+    assert report.main(["--profile", "smoke", "--only", stem, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "reports/ untouched"

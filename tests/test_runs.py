@@ -148,7 +148,7 @@ def test_a_second_process_asking_for_a_run_in_training_waits_and_reuses_it(store
         script = textwrap.dedent(f"""
             from labcore import runs
             from labcore.config import RunConfig
-            from tests.conftest import synthetic_splits
+            from tests.synthetic import synthetic_splits  # not conftest: importing it makes a temporary folder
             runs.load_splits = lambda cfg: synthetic_splits()
             runs.train_run = lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
             cfg = RunConfig.build(model={{"family": "mlp", "width": 8, "depth": 1}}, train={{"epochs": 2, "lr": 1e-2}})
@@ -184,3 +184,59 @@ def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mea
     assert plots._by([ok, bad], lambda c: c.model.depth) == {1: [ok.history]}
     agg = sweep.aggregate(sweep.table({"mlp": [ok, bad]}))
     assert agg.loc[0, "seeds"] == 2 and agg.loc[0, "test_acc_mean"] != agg.loc[0, "test_acc_mean"], "NaN, not 0.5"
+
+
+def test_wandb_writes_only_inside_the_project(tmp_path):
+    """A fresh process with an empty HOME: every W&B file lands under WANDB_DIR, none in ~/.cache or ~/.config."""
+    import os
+    import subprocess
+    import sys
+
+    home, wb = tmp_path / "home", tmp_path / "project" / ".cache" / "wandb"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "XDG_"))}
+    env.update(HOME=str(home), WANDB_DIR=str(wb), LABCORE_TRACKING="offline")
+    code = ("from labcore.tracking import Tracker\n"
+            "t = Tracker('offline', 'mlp-d1-w8-plain-s0-12345678', {'a': 1}, group='01_x/runs', tags=('smoke',))\n"
+            "t.log({'loss': 1.0}); t.finish({'acc': 0.5})\n")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, cwd=tmp_path)
+    assert list((wb / "wandb").glob("offline-run-*")), "the offline run is in the project"
+    outside = [p for p in home.rglob("*") if "wandb" in str(p.relative_to(home))]
+    assert not outside, f"W&B wrote outside the project: {outside[:3]}"
+
+
+def test_wandb_run_names_find_the_run_and_groups_name_notebook_and_study(store, monkeypatch):
+    import wandb
+
+    seen = []
+
+    class FakeRun:
+        summary: dict = {}
+
+        def log(self, row): pass
+
+        def finish(self): pass
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw) or FakeRun())
+    monkeypatch.setenv("LABCORE_PROFILE", "quick")
+    a, b = _cfg(), _cfg(lr=0.5)  # same label, different runs
+    runs.fetch([Planned(a, study="vgg"), Planned(b, study="vgg")], store, device="cpu", tracking="offline",
+               notebook="02_cnn_depth")
+    assert a.label() == b.label() and seen[0]["name"] != seen[1]["name"], "names are unique"
+    assert seen[0]["name"] == f"{a.label()}-{a.key()[:8]}"
+    assert seen[0]["group"] == "02_cnn_depth/vgg" and "quick" in seen[0]["tags"]
+
+
+def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsys):
+    from labcore import tracking
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    (tmp_path / "wandb" / "offline-run-1-aaa").mkdir(parents=True)
+    (tmp_path / "wandb" / "offline-run-2-bbb").mkdir()
+    (tmp_path / "wandb" / "offline-run-2-bbb" / "run-bbb.wandb.synced").write_text("")
+    assert [p.name for p in tracking.unsynced_runs()] == ["offline-run-1-aaa"]
+    assert tracking.main(["--check-clean"]) == 1
+    err = capsys.readouterr().err
+    assert "1 W&B offline run(s) never synced (offline-run-1-aaa)" in err and "make clean FORCE=1" in err
+    (tmp_path / "wandb" / "offline-run-1-aaa" / "run-aaa.wandb.synced").write_text("")
+    assert tracking.main(["--check-clean"]) == 0

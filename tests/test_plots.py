@@ -1,0 +1,99 @@
+"""Every figure function on synthetic results: page-wide at most, readable ticks, no offset notation,
+labelled axes, and the chance lines its text tells the reader to look for."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from labcore import plots
+from labcore.config import RunConfig
+from labcore.runs import RunResult
+
+BODY_PT = 10.5  # 14 px of body text at the 100 dpi figures are shown at (1 pt = 100/72 px)
+
+
+def _history(epochs=4, start=2.3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"epoch": e, "train_loss": start / e + 1e-9 * rng.random(), "val_loss": start / e + 0.1,
+             "train_acc": 0.1 + 0.1 * e, "val_acc": 0.105 + 0.09 * e} for e in range(1, epochs + 1)]
+
+
+def _results(families=("convnet",), depths=(1, 3, 8), residual=(False, True), seeds=(0, 1)):
+    out = []
+    for fam in families:
+        for d in depths:
+            for res in residual:
+                for s in seeds:
+                    cfg = RunConfig.build({"name": "cifar10"}, {"family": fam, "depth": d, "width": 4, "residual": res},
+                                          {"epochs": 4}, seed=s)
+                    out.append(RunResult(cfg, _history(seed=s), {"accuracy": 0.3}, n_params=10, seconds=1.0,
+                                         device="cpu", data_source="synthetic"))
+    return out
+
+
+def _table(results):
+    return pd.DataFrame([{"study": r.config.model.family, **r.summary()} for r in results])
+
+
+def _layers(n=30):
+    return pd.DataFrame([{"param": f"stages.{i}.conv.weight", "depth": i, "norm": 10.0 ** (-i / 5) * (1 + b),
+                          "batch": b, "seed": 0, "epoch": e} for i in range(n) for b in range(3) for e in range(3)])
+
+
+FIGURES = {
+    "training_curves": lambda: plots.training_curves([_history(), _history(seed=1)], title="t"),
+    "confusion": lambda: plots.confusion(np.eye(10, dtype=int) * 5 + 1, [f"class{i}" for i in range(10)]),
+    "misclassified": lambda: plots.misclassified(torch.zeros(30, 1, 8, 8, dtype=torch.uint8), [0] * 30, [1] * 30,
+                                                 ["airplane", "automobile"]),
+    "compare_curves": lambda: plots.compare_curves({"a": [_history()], "b": [_history(seed=2)]}),
+    "depth_study": lambda: plots.depth_study(_results(residual=(False,))),
+    "twins": lambda: plots.twins(_results(depths=(1, 3, 8, 20, 56))),
+    "versus_depth": lambda: plots.versus_depth(_table(_results(families=("mlp", "convnet", "vgg", "lab_cnn", "resnet"),
+                                                                depths=(1,)) + _results())),
+    "training_error": lambda: plots.training_error(_results(depths=(20, 56))),
+    "grad_boxes": lambda: plots.grad_boxes({"plain": _layers(120), "residual": _layers(120)}),
+    "grad_vs_depth": lambda: plots.grad_vs_depth({"plain, init": _layers(), "residual, init": _layers()}),
+    "gradient_flow": lambda: plots.gradient_flow(pd.DataFrame({"layer": [f"layer.{i}" for i in range(60)],
+                                                               "mean_abs": np.linspace(1e-3, 1, 60),
+                                                               "max_abs": np.linspace(1e-2, 2, 60)})),
+    "filter_grads": lambda: plots.filter_grads({f"m{i}": torch.randn(8, 3, 3, 3) for i in range(6)}),
+    "layer_epoch": lambda: plots.layer_epoch({"plain": _layers(40), "residual": _layers(40)}),
+}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figures_fit_the_page_with_readable_labels_and_no_offsets(name):
+    fig = FIGURES[name]()
+    assert fig.get_size_inches()[0] <= plots.MAX_WIDTH + 1e-9, "wider than a report page"
+    fig.canvas.draw()  # tick labels exist only after a draw
+    for ax in fig.axes:
+        for label in ax.get_xticklabels() + ax.get_yticklabels():
+            if label.get_visible() and label.get_text():
+                assert label.get_fontsize() >= BODY_PT, f"{name}: tick {label.get_text()!r} at {label.get_fontsize()} pt"
+        for axis in (ax.xaxis, ax.yaxis):
+            assert not axis.get_offset_text().get_text(), f"{name}: offset notation {axis.get_offset_text().get_text()!r}"
+    plotted = [ax for ax in fig.axes if (ax.lines or ax.collections or ax.images or ax.patches)
+               and ax.get_label() != "<colorbar>"]
+    assert plotted and all(ax.get_xlabel() or ax.get_title() for ax in plotted), f"{name}: unlabelled panel"
+
+
+def _chance_levels(fig):
+    return {round(line.get_ydata()[0], 4) for ax in fig.axes for line in ax.lines if line.get_label() == "chance"}
+
+
+@pytest.mark.parametrize("name, levels", [
+    ("depth_study", {round(math.log(10), 4), 0.1}),
+    ("twins", {round(math.log(10), 4), 0.1}),
+    ("versus_depth", {0.1}),
+    ("training_error", {0.9}),
+])
+def test_chance_lines_where_the_text_points_to_them(name, levels):
+    assert _chance_levels(FIGURES[name]()) == levels
+
+
+def test_single_depth_panels_label_only_that_depth():
+    fig = plots.versus_depth(_table(_results(families=("lab_cnn",), depths=(3,), residual=(False,))))
+    fig.canvas.draw()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["3"]

@@ -1,0 +1,94 @@
+"""Report pages and the index: title, banner, contents, folded code, provenance, nothing from the network."""
+import base64
+import re
+
+import nbformat
+import pytest
+
+from labcore import render
+
+
+def _record(**over):
+    rec = {"notebook": "01_probe", "title": "Exercise 9: a probe", "profile": "smoke", "status": "ok",
+           "headline": [["Test accuracy", "0.912, mean of 3 seeds"], ["Did not train", "2 of 12 configurations"]],
+           "metrics": {"test_acc": 0.912}, "parameters": {"data": {"name": "mnist", "subset": 500}, "seeds": [0, 1]},
+           "provenance": {"time": "2026-11-25T06:30:00+01:00", "git": {"commit": "0123456789abcdef", "dirty": True},
+                          "device": "cpu: 2 threads of 2, AMD EPYC", "packages": {"torch": "2.15.0", "cuDNN": None},
+                          "data": {"mnist": {"source": "image-folder:/data/mnist", "sha256": "ab" * 32,
+                                             "train": 60000, "test": 10000}},
+                          "run_store_version": 2, "tracking": "offline", "seeds": [0, 1]},
+           "summary_figure": None, "seconds": 12.5, "error": None}
+    return {**rec, **over}
+
+
+def _notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Exercise 9: a probe\n\nIntro."),
+                nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="1\n")]),
+                nbformat.v4.new_markdown_cell("## First part: data\n\ntext"),
+                nbformat.v4.new_markdown_cell("## Second part\n\ntext")]
+    return nb
+
+
+def test_utc_is_the_one_clock():
+    assert render.utc("2026-11-25T06:30:00+01:00") == "2026-11-25 05:30 UTC"
+    assert render.utc().endswith(" UTC")
+
+
+def test_differences_name_each_reduced_setting_against_full():
+    quick = {"data": {"subset": 4000, "val_size": 1000}, "seeds": [0, 1, 2], "train": {"epochs": 8}}
+    full = {"data": {"subset": None, "val_size": 5000}, "seeds": [0, 1, 2], "train": {"epochs": 10}}
+    assert render.differences(quick, full) == ["data.subset: 4000 (full: all)", "data.val_size: 1000 (full: 5000)",
+                                               "train.epochs: 8 (full: 10)"]
+    assert render.differences(full, full) == []
+
+
+@pytest.mark.parametrize("profile, words", [("smoke", "meaningless"), ("quick", "reduced settings"),
+                                            ("full", "the lab&#x27;s settings")])
+def test_banner_says_what_the_profile_means_and_marks_a_dirty_tree(profile, words):
+    text = render.banner(profile, "2026-11-25T05:30:00+00:00", {"commit": "0123456789abcdef", "dirty": True},
+                         "cpu", ["train.epochs: 8 (full: 10)"] * 6)
+    assert words in text and f"<code>{profile}</code>" in text and "2026-11-25 05:30 UTC" in text
+    assert "0123456789 (dirty" in text and "lc-dirty" in text and "6 settings" in text and "2 more" in text
+    clean = render.banner(profile, None, {"commit": "0123456789abcdef", "dirty": False}, None)
+    assert "dirty" not in clean
+
+
+def test_page_is_self_contained_with_title_banner_contents_folded_code_and_provenance():
+    page = render.page(_notebook(), _record())
+    assert re.search(r"<title>Exercise 9: a probe \(smoke profile\)</title>", page)
+    assert "<script src" not in page and not re.search(r"""(src|href)=["']https?:""", page), "nothing from a CDN"
+    assert "mathjax" not in page.lower() and "require.min.js" not in page
+    assert "<details class=\"lc-code\"><summary>code</summary>" in page and "In&nbsp;[" not in page
+    assert page.index("id='lc-banner'") < page.index("id=\"Exercise-9") < page.index("id='provenance'")
+    targets = re.findall(r"<nav class='lc-toc'.*?</nav>", page, re.S)[0]
+    for href in re.findall(r"href='#([^']+)'", targets):
+        assert f'id="{href}"' in page or f"id='{href}'" in page, f"contents link #{href} has no target"
+    assert "href='index.html'" in targets
+    prov = page[page.index("id='provenance'"):]
+    assert "subset: 500" in prov and "seeds: [0, 1]" in prov, "parameters as readable YAML"
+    assert "sha256 abababab" in prov and "60,000 train" in prov and "AMD EPYC" in prov and "12.5 s" in prov
+    assert "run store version" in prov and "offline" in prov and "2.15.0" in prov
+
+
+def test_a_failed_notebook_says_so_at_the_top():
+    page = render.page(_notebook(), _record(status="failed", error="ValueError: boom"))
+    assert page.index("This notebook failed: ValueError: boom") < page.index("id=\"Exercise-9")
+
+
+def test_index_lists_headlines_in_order_with_figures_files_errors_and_previous(tmp_path):
+    (tmp_path / "01_probe-summary.png").write_bytes(base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    for ext in ("html", "json", "ipynb"):
+        (tmp_path / f"01_probe.{ext}").write_text("x")
+    (tmp_path / "previous").mkdir()
+    (tmp_path / "previous" / "02_bad.html").write_text("x")
+    records = [_record(summary_figure="01_probe-summary.png"),
+               _record(notebook="02_bad", title="Exercise 10", status="failed", error="ValueError: boom", headline=[])]
+    page = render.index(tmp_path, "smoke", records)
+    assert page.index("Test accuracy") < page.index("Did not train") and "2 of 12 configurations" in page
+    assert "data:image/png;base64," in page and "01_probe-summary.png" not in page, "figure embedded"
+    assert all(f"href='01_probe.{e}'" in page for e in ("html", "json", "ipynb"))
+    assert "ValueError: boom" in page and "href='previous/02_bad.html'" in page and "href='previous/'" in page
+    assert "meaningless" in page and "(dirty" in page and "2026-11-25 05:30 UTC" in page
+    assert "<title>labcore reports (smoke profile)</title>" in page
