@@ -18,6 +18,8 @@ What `depth` and `width` mean per family (ModelConfig):
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import torch
@@ -276,19 +278,30 @@ def build_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: i
 
 
 def check_buildable(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int, where: str) -> None:
-    """Build `cfg` on the meta device (no memory, no compute): impossible names and shapes fail now,
-    as a ConfigError prefixed with `where`."""
+    """Build `cfg` on the meta device and run a forward pass there (shapes only: no memory, no compute):
+    impossible names and shapes fail now, as a ConfigError prefixed with `where`."""
+    problem = _meta_problem(cfg, tuple(in_shape), num_classes)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_problem(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int) -> str | None:
+    """What is wrong with building and running `cfg` on `in_shape` images, or None. Cached: a plan checks the
+    same architecture for every seed and learning rate, and a first meta forward pass costs up to 2 s."""
     try:
         with torch.device("meta"):
             model = build_model(cfg, in_shape, num_classes)
-            out = model(torch.empty(2, *in_shape))  # shapes only: meta tensors hold no data
+            out = model(torch.empty(2, *in_shape))
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        return str(exc)
     except RuntimeError as exc:  # a map shrunk to nothing, channels that do not match, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{where}: {cfg.family} with depth {cfg.depth} cannot process a {in_shape[1]}x{in_shape[2]} "
-                          f"image ({reason}); lower model.depth") from None
-    assert tuple(out.shape) == (2, num_classes), f"{where}: the model returns {tuple(out.shape)}, not (2, {num_classes})"
+        return (f"{cfg.family} with depth {cfg.depth} cannot process a {in_shape[1]}x{in_shape[2]} image ({reason}); "
+                "lower model.depth")
+    if tuple(out.shape) != (2, num_classes):
+        return f"the model returns {tuple(out.shape)} for 2 images, not (2, {num_classes})"
+    return None
 
 
 def count_layers(model: nn.Module) -> int:

@@ -88,7 +88,11 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{_shown(path)}: unknown parameter {unknown[0]!r} for {stem}; "
                           f"valid: {', '.join(defaults)}")
+    if "profile" in given:
+        raise ConfigError(f"{_shown(path)}: 'profile' is set by the build (it names this folder); remove it")
     params = _merge(defaults, given)
+    if "profile" in defaults:  # notebooks that read other notebooks' runs resolve them with the same profile
+        params["profile"] = profile
     try:
         validate_params(params)
         from .plan import notebook_runs  # every run the notebook will train, each built on the meta device

@@ -6,9 +6,9 @@ calls it (and fetches the results from the run store), and so does the planner b
 
     python -m labcore.plan --profile quick [--only 02_cnn_depth]
 
-Runs two notebooks share are planned once (`merge`): 03 contains all of 02's runs, and in quick and full
-04's MLP is 01's first run. That last link is still implied by equal parameters (a test pins it), not
-declared.
+Runs two notebooks share are planned once (`merge`): 03 contains all of 02's runs (03's parameter files
+include 02's), and 04 declares the notebooks whose runs it reads (its `upstream` parameter: 01's first MLP run,
+03's VGG and ResNet ranking), which are planned from those notebooks' own parameters in the same profile.
 """
 from __future__ import annotations
 
@@ -69,18 +69,43 @@ def depth_studies(studies: dict, data: dict, train: dict, seeds: list[int], resi
             for name, cfgs in sweep.expand(studies, data, train, seeds, residual).items()}
 
 
+UPSTREAM_KEYS = {"mlp": "exercise 01's MLP (its first seed, with per-epoch weights)",
+                 "ranking": "the VGG16/19/24 and ResNet18/34 runs of the ranking (studies 'vgg' and 'resnet')"}
+
+
+def upstream_runs(upstream: dict[str, str], profile: str) -> dict[str, list[Planned]]:
+    """The runs 04 reads from the notebooks `upstream` names, planned from their own parameters in `profile`."""
+    unknown = sorted(set(upstream) - set(UPSTREAM_KEYS))
+    if unknown:
+        raise ConfigError(f"upstream: unknown key {unknown[0]!r}; valid: {', '.join(UPSTREAM_KEYS)}")
+    out: dict[str, list[Planned]] = {}
+    for key, stem in upstream.items():
+        if stem not in EXERCISES:
+            raise ConfigError(f"upstream.{key}: no exercise notebook {stem!r}; choose one of: {', '.join(EXERCISES)}")
+        params = resolve_parameters(stem, profile)
+        runs = EXERCISES[stem](**{n: params[n] for n in inspect.signature(EXERCISES[stem]).parameters})
+        if key == "mlp":
+            if "runs" not in runs:
+                raise ConfigError(f"upstream.mlp: {stem} plans no MLP runs; name 01_mlp_baseline")
+            out[key] = runs["runs"][:1]
+        else:
+            if not {"vgg", "resnet"} <= set(runs):
+                raise ConfigError(f"upstream.ranking: {stem} has no 'vgg' and 'resnet' studies; name 03_residual")
+            out[key] = runs["vgg"] + [p for p in runs["resnet"] if p.cfg.model.residual]
+    return out
+
+
 def gradient_flow(data: dict, train: dict, deep_model: dict, deep_depths: list[int], seeds: list[int],
-                  mlp_data: dict, mlp_model: dict, mlp_train: dict) -> dict[str, Any]:
+                  profile: str, upstream: dict[str, str]) -> dict[str, Any]:
     """Exercise 04: plain and residual ConvNet twins per depth and seed, with weights after every epoch
-    (probed over training), and the MLP of exercise 01 (its first seed) with its per-epoch weights."""
+    (probed over training), plus the runs it reads from the notebooks `upstream` declares (see upstream_runs)."""
     if not seeds or not deep_depths:
         raise ConfigError("seeds and deep_depths must each name at least one value")
     base = RunConfig.build(data, train=train)
     deep = {(d, res): [base.replace(model={**deep_model, "depth": d, "residual": res}, seed=s) for s in seeds]
             for d in deep_depths for res in (False, True)}
-    mlp = RunConfig.build(mlp_data, mlp_model, mlp_train, seed=seeds[0])
     return {"deep": {k: [Planned(c, every_epoch(c), study=f"convnet-d{k[0]}") for c in cfgs] for k, cfgs in deep.items()},
-            "mlp": [Planned(mlp, every_epoch(mlp), study="mlp")]}
+            **upstream_runs(upstream, profile)}
 
 
 EXERCISES: dict[str, Callable[..., dict]] = {

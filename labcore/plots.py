@@ -148,6 +148,11 @@ def compare_curves(groups: Mapping[str, Sequence[History]], metric: str = "val_a
     return fig
 
 
+def curves_by(results: Sequence, label) -> dict[str, list[History]]:
+    """Histories of finished runs grouped by `label(config)` (e.g. a model name), for compare_curves."""
+    return _by(results, label)
+
+
 def _by(results, key) -> dict:
     """Group finished RunResults' histories by a function of their config, keeping first-seen order.
     Failed runs are left out: their partial histories would cut every curve of their group short."""
@@ -282,6 +287,24 @@ def grad_vs_depth(curves: Mapping[str, pd.DataFrame], title: str = "") -> Figure
     ax.set(yscale="log", xlabel="layer (0 = nearest the input)", ylabel="gradient norm of the layer (log)")
     ax.legend()
     fig.suptitle(title or "Gradient norm against depth")
+    return fig
+
+
+def flow_by_model(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
+    """Per-layer gradient norm (median over batches) against the layer's relative position, one line per model,
+    at initialisation (left) and after training (right); `tables` are `probes.before_after` results."""
+    fig = _figure(10.5, 4.5)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, state in zip(axes, ("initialisation", "after training")):
+        for label, df in tables.items():
+            sub = df[df["state"] == state]
+            med = sub.groupby("position")["norm"].median()
+            ax.plot(med.index, med.values, marker=".", label=label, linestyle="--" if "ResNet" in label else "-")
+        ax.set(yscale="log", title=state, xlabel="layer position (0 = input, 1 = output)",
+               ylabel="gradient norm of the layer (log)" if ax is axes[0] else "")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5))  # below, over no curve
+    fig.suptitle(title or "Gradient norm by layer")
     return fig
 
 

@@ -146,6 +146,26 @@ def attenuation(layers: pd.DataFrame) -> float:
     return float(med.iloc[-1] / max(med.iloc[0], 1e-30))
 
 
+def attenuation_sentence(table: pd.DataFrame, family: str = "VGG") -> str:
+    """What the last/first ratios of one family's models (rows 'model', 'weight layers', 'last/first at
+    initialisation', 'last/first after training') show about depth. A trend is named only when every step in
+    depth goes the same way, and the sentence says these are single initialisations, not a test over seeds."""
+    sub = table[table["model"].str.startswith(family)].sort_values("weight layers")
+    if len(sub) < 2:
+        return f"Fewer than two {family} models were probed, so their depths cannot be compared."
+    parts = []
+    for column, when in (("last/first at initialisation", "At initialisation"), ("last/first after training",
+                                                                                 "After training")):
+        vals = list(sub[column])
+        trend = ("grows with every step in depth" if all(b > a for a, b in zip(vals, vals[1:])) else
+                 "falls with every step in depth" if all(b < a for a, b in zip(vals, vals[1:])) else
+                 "does not move in one direction with depth")
+        parts.append(f"{when}, the last layer's gradient is " + ", ".join(
+            f"{v:.3g}x ({m})" for v, m in zip(vals, sub["model"])) + f" the first layer's: the ratio {trend}")
+    return ". ".join(parts) + (". A larger ratio means less gradient reaches the input layers. One initialisation "
+                               "per model: this describes these networks, not a test over seeds.")
+
+
 def attenuation_by_epoch(layers: pd.DataFrame) -> dict[int, float]:
     """`attenuation` at every epoch of a `layer_norms` table with an 'epoch' column."""
     return {int(e): attenuation(g) for e, g in layers.groupby("epoch")}
@@ -157,6 +177,19 @@ def at_init(cfgs: Sequence, batches: Sequence[Batch], device: str | torch.device
 
     return pd.concat([gradient_norms(init_model(cfg, device), batches).assign(seed=cfg.seed) for cfg in cfgs],
                      ignore_index=True)
+
+
+def before_after(store, cfg, batches: Sequence[Batch], device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Per-layer gradient norms (`layer_norms`) of a stored run at initialisation (rebuilt from its config and
+    seed, the same weights training started from) and after training, with columns 'state' and 'position'
+    (the layer's place from input, 0, to output, 1, so networks of different depths share an axis)."""
+    from .runs import init_model
+
+    init = layer_norms(gradient_norms(init_model(cfg, device), batches)).assign(state="initialisation")
+    trained = layer_norms(gradient_norms(store.load_model(cfg).to(device), batches)).assign(state="after training")
+    out = pd.concat([init, trained], ignore_index=True)
+    rank = out["depth"].rank(method="dense") - 1  # 'depth' counts every module with parameters, norms included
+    return out.assign(position=rank / max(rank.max(), 1))
 
 
 def over_training(store, cfg, epochs: Sequence[int], batches: Sequence[Batch],

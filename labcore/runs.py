@@ -76,7 +76,8 @@ class RunResult:
         """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
         m = self.config.model
         return {"family": m.family, "depth": m.depth, "width": m.width, "residual": m.residual,
-                "seed": self.config.seed, "dataset": self.config.data.name, "train_loss": self.final("train_loss"),
+                "seed": self.config.seed, "dataset": self.config.data.name, "n_val": self.config.data.val_size,
+                "train_loss": self.final("train_loss"),
                 "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
                 "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
                 "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
@@ -268,9 +269,11 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
     states = {0: _cpu_state(model)} if 0 in checkpoints else {}
     history: list[dict] = []
 
+    steps_per_epoch = -(-len(splits.y_train) // cfg.train.batch_size)
+
     def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
         history.append(row)
-        tracker.log(row)
+        tracker.log(row, step=epoch * steps_per_epoch)
         if epoch in checkpoints:
             states[epoch] = _cpu_state(m)
 
@@ -283,7 +286,9 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile}
     try:
-        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile)
+        if not compile:  # W&B's hooks on every parameter would break a compiled graph into pieces
+            tracker.watch(model)
+        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile, on_step=tracker.log_step)
         seconds = time.perf_counter() - start
         test = evaluate(model, splits.x_test, splits.y_test, splits)
         tracker.finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})

@@ -12,11 +12,12 @@ bad sweep fails before any training. labcore.plan turns them into the runs a not
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from . import claims
 from .config import SECTIONS, ConfigError, RunConfig, _check_type
 from .data import CLASSES, SHAPES
 from .models import check_buildable
@@ -94,50 +95,82 @@ def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] = ("train_loss", "val_a
     return out.reset_index()
 
 
-def trainability(df: pd.DataFrame, num_classes: int = 10, fraction: float = 0.9) -> pd.DataFrame:
-    """Did each (study, depth, variant) train? 'no' when its final training loss stays above
-    `fraction` x ln(classes), i.e. barely below the loss of guessing; 'diverged' when it is not finite."""
-    chance = math.log(num_classes)
+def trainability(df: pd.DataFrame, num_classes: int = 10) -> pd.DataFrame:
+    """Did each (study, depth, variant) train, seed by seed? A seed trained when its final validation accuracy
+    beats chance beyond sampling noise (claims.seed_trained); a failed seed (NaN) is named, not averaged.
+    `trained`: 'yes' (every seed), 'partly', 'no' (no seed) or 'failed' (every seed failed)."""
+    keys = ["study", "family", "depth", "residual"]
     agg = aggregate(df)
-
-    def verdict(loss: float) -> str:
-        if not math.isfinite(loss):
-            return "diverged"
-        return "no" if loss > fraction * chance else "yes"
-
-    agg["trained"] = [verdict(v) for v in agg["train_loss_mean"]]
-    return agg[["study", "family", "depth", "residual", "train_loss_mean", "val_acc_mean", "test_acc_mean", "trained"]]
+    rows = []
+    for key, g in df.groupby(keys, sort=True):
+        flags = [claims.seed_trained(v, n, num_classes) for v, n in zip(g["val_acc"], g["n_val"])]
+        ok, failed = sum(f is True for f in flags), sum(f is None for f in flags)
+        trained = "failed" if failed == len(flags) else "yes" if ok == len(flags) else "no" if ok == 0 else "partly"
+        rows.append({**dict(zip(keys, key)), "seeds_trained": claims.seeds_phrase(flags, list(g["seed"])),
+                     "trained": trained})
+    out = agg.merge(pd.DataFrame(rows), on=keys)
+    return out[[*keys, "train_loss_mean", "val_acc_mean", "test_acc_mean", "seeds_trained", "trained"]]
 
 
 def depth_effect_sentences(df: pd.DataFrame, metric: str = "test_acc") -> list[str]:
-    """For each study and variant: which depth is best, and which depths did not train (computed, for markdown)."""
-    agg = aggregate(df)
-    ok = trainability(df).set_index(["study", "depth", "residual"])["trained"]
+    """For each study and variant: the depth with the best mean, whether a test over seeds separates it from the
+    other depths, and which depths did not train (computed, for markdown)."""
+    ok = trainability(df).set_index(["study", "depth", "residual"])
     lines = []
-    for (study, residual), g in agg.groupby(["study", "residual"]):
-        g = g.sort_values("depth")
-        best = g.loc[g[f"{metric}_mean"].idxmax()]
-        values = ", ".join(f"depth {d}: {m:.3f}" + (f" +- {s:.3f}" if s == s and s > 0 else "")
-                           for d, m, s in zip(g["depth"], g[f"{metric}_mean"], g[f"{metric}_std"]))
-        failed = [str(d) for d in g["depth"] if ok[(study, d, residual)] != "yes"]
+    for (study, residual), g in df.groupby(["study", "residual"]):
+        per_depth = {d: list(gd[metric]) for d, gd in sorted(g.groupby("depth"))}
+        means = {d: np.nanmean(v) if np.isfinite(v).any() else -np.inf for d, v in per_depth.items()}
+        values = ", ".join(f"depth {d}: {m:.3f}" for d, m in means.items())
         variant = "residual" if residual else "plain"
         line = f"**{study}, {variant}**: {metric.replace('_', ' ')} {values}"
-        if len(g) > 1:
-            line += f"; best at depth {best['depth']}"
-            trend = "deepest is best" if best["depth"] == g["depth"].max() else (
-                "shallowest is best" if best["depth"] == g["depth"].min() else "an intermediate depth is best")
-            line += f" ({trend})"
-            m, sd = f"{metric}_mean", f"{metric}_std"
-            tied = [str(d) for d, mean, std in zip(g["depth"], g[m], g[sd])
-                    if d != best["depth"] and abs(best[m] - mean) <= best[sd] + std]  # NaN std (one seed): never tied
-            if tied:
-                line += f", but within the seed spread of depth {', '.join(tied)}"
-        if len(g) == 1:
-            line += "; it did not train." if failed else "; it trained."
-        else:
-            line += f"; did not train: depth {', '.join(failed)}." if failed else "; every depth trained."
+        if len(per_depth) > 1:
+            best = max(means, key=means.get)
+            tests = {d: claims.compare(per_depth[best], v) for d, v in per_depth.items() if d != best}
+            where = ("the deepest" if best == max(per_depth) else "the shallowest" if best == min(per_depth)
+                     else "an intermediate depth")
+            beaten = [d for d, c in tests.items() if c.verdict == "greater"]
+            tied = [str(d) for d, c in tests.items() if c.verdict != "greater"]
+            if len(beaten) == len(tests):
+                line += f"; {where} ({best}) is best, ahead of every other depth beyond the seed spread"
+            elif any(c.verdict == "one seed" for c in tests.values()):
+                line += f"; the highest single run is at depth {best} ({where}), but one seed cannot rank depths"
+            else:
+                line += (f"; the highest mean is at depth {best} ({where}), but it is not distinguishable from "
+                         f"depth {', '.join(tied)} with {next(iter(tests.values())).seeds}")
+        phrases = [f"depth {d} {ok.loc[(study, d, residual), 'seeds_trained']}" for d in per_depth
+                   if ok.loc[(study, d, residual), "trained"] != "yes"]
+        line += ("; " + "; ".join(phrases) + "." if phrases else
+                 "; every depth trained in every seed." if len(per_depth) > 1 else "; it trained in every seed.")
         lines.append(line)
     return lines
+
+
+def deepest_trained_sentence(df: pd.DataFrame, study: str, metric: str = "test_acc") -> str:
+    """The lab's remaining ConvNet claim, per variant: does the deepest network that still trains (in every seed)
+    beat the shallowest one? Tested over seeds."""
+    ok = trainability(df).set_index(["study", "depth", "residual"])["trained"]
+    lines = []
+    for residual, g in df[df["study"] == study].groupby("residual"):
+        depths = sorted(set(g["depth"]))
+        trained = [d for d in depths if ok[(study, d, residual)] == "yes"]
+        variant = "residual" if residual else "plain"
+        if len(trained) < 2 or trained[-1] == depths[0]:
+            lines.append(f"**{study}, {variant}**: fewer than two depths trained in every seed, so there is no deeper "
+                         "trained network to compare with the shallowest.")
+            continue
+        deep, shallow = trained[-1], depths[0]
+        c = claims.compare(list(g[g.depth == deep][metric]), list(g[g.depth == shallow][metric]))
+        reading = {"greater": "it does beat the shallowest", "less": "it is worse than the shallowest",
+                   "indistinguishable": f"the two are not distinguishable with {c.seeds}",
+                   "one seed": "one seed cannot tell"}[c.verdict]
+        lines.append(f"**{study}, {variant}**: the deepest network that trains in every seed has depth {deep} "
+                     f"({metric.replace('_', ' ')} {c.mean_a:.3f}) against {c.mean_b:.3f} at depth {shallow}: {reading}.")
+    return "\n\n".join(lines)
+
+
+def model_name(family: str, depth: int) -> str:
+    """The name the write-ups use: VGG16, ResNet34; other families as 'convnet-8'."""
+    return {"vgg": f"VGG{depth}", "resnet": f"ResNet{depth}"}.get(family, f"{family}-{depth}")
 
 
 def ranking(df: pd.DataFrame, metric: str = "val_acc", **where: Any) -> pd.DataFrame:

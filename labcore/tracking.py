@@ -15,6 +15,7 @@ from .config import ConfigError
 from .paths import PROJECT_ROOT
 
 MODES = ("offline", "online", "disabled")
+WATCH_EVERY = 100  # steps between W&B's gradient and parameter histograms (each costs a pass over all weights)
 
 
 def check_mode(mode: str, where: str = "parameter 'tracking'") -> str:
@@ -76,10 +77,20 @@ class Tracker:
                               tags=list(tags), config=config, mode=self.mode, dir=str(wandb_dir),
                               reinit="finish_previous")
 
-    def log(self, row: dict[str, Any]) -> None:
-        """Log one epoch's metrics."""
+    def log(self, row: dict[str, Any], step: int | None = None) -> None:
+        """Log one epoch's metrics (at training step `step`, so epochs and batches share W&B's x-axis)."""
         if self.run is not None:
-            self.run.log(row)
+            self.run.log(row, step=step)
+
+    def log_step(self, step: int, loss: Any) -> None:
+        """The training loss of one batch, the per-step curve the lab looked at."""
+        if self.run is not None:
+            self.run.log({"batch/train_loss": float(loss)}, step=step)
+
+    def watch(self, model: Any, every: int = WATCH_EVERY) -> None:
+        """Gradient and parameter histograms of every layer, every `every` steps (what wandb.watch logs)."""
+        if self.run is not None:
+            self.run.watch(model, log="all", log_freq=every)
 
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         """Store the summary and close the run."""

@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .data import Splits, batches
 
 EpochCallback = Callable[[int, dict, nn.Module], None]
+StepCallback = Callable[[int, torch.Tensor], None]  # (global step, the batch's loss, still on the device)
 
 
 class RunFailed(RuntimeError):
@@ -115,14 +116,16 @@ def memory_format(model: nn.Module, cfg: TrainConfig) -> torch.memory_format:
 
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
-        on_epoch: EpochCallback | None = None, progress: bool | None = None, compile: bool = False) -> list[dict]:
+        on_epoch: EpochCallback | None = None, progress: bool | None = None, compile: bool = False,
+        on_step: StepCallback | None = None, step_every: int = 20) -> list[dict]:
     """Train `model` (already on its device) and return one dict per epoch.
 
     Each dict has epoch, train_loss and train_acc (averaged over the epoch's batches, in training
     mode, as the lab reported them), val_loss and val_acc (eval mode), lr and seconds. A loss that
     becomes NaN or infinite stops training with RunFailed (after the epoch's callback has seen it).
     `compile` runs the training steps through torch.compile (worth it only for long runs: the first
-    step compiles for 15-30 s).
+    step compiles for 15-30 s). `on_step` sees every `step_every`-th batch's loss (W&B's per-step curve);
+    reading it forces a device sync, hence not every step.
     """
     device = next(model.parameters()).device
     flush_denormals(device)
@@ -135,7 +138,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
     opt = make_optimizer(model, cfg)
     sched = make_schedule(opt, cfg, cfg.epochs * steps_per_epoch)
     show = show_progress() if progress is None else progress
-    history = []
+    history, step = [], 0
     for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not show, leave=False):
         start = time.perf_counter()
         model.train()
@@ -151,6 +154,9 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
+            if on_step is not None and step % step_every == 0:
+                on_step(step, loss.detach())
             # Accumulate on the device: no host sync per step.
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
@@ -192,44 +198,54 @@ def top_confusions(confusion: list[list[int]], classes: tuple[str, ...], k: int 
 
 
 def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: float = 0.005) -> dict:
-    """Has training levelled off? Compares validation accuracy over the last `window` epochs (mean over seeds).
+    """Has training levelled off? Reads the last `window` epochs of the mean curves over seeds.
 
-    Returns best epoch, the gain in validation accuracy over the last `window` epochs, the change
-    in training loss over them, and a verdict: 'converged' when the validation accuracy moved less
-    than `tol` and the training loss fell less than 5 %; 'overfitting' when the best validation
-    loss is more than `window` epochs old and it has risen by over 2 % since; otherwise 'still improving'.
+    Verdicts: 'still improving' only while validation is still improving (accuracy up by `tol` or more, or
+    validation loss down by more than 2 %); 'overfitting' when the best validation loss is more than `window`
+    epochs old and it has risen by over 2 % since; 'plateau' when validation has stopped improving but the
+    training loss still falls by 5 % or more (more epochs fit the training set without helping validation);
+    'converged' when both have levelled off within the window; 'too short to tell' with `window` epochs or fewer.
     """
     history = mean_history(histories)
     assert history, "empty history"
     w = min(window, len(history) - 1)
-    if len(history) <= window:  # not enough epochs to see a plateau; say so instead of guessing
-        return {"best_epoch": max(history, key=lambda r: r["val_acc"])["epoch"],
-                "best_val_acc": max(r["val_acc"] for r in history), "window": w,
-                "val_acc_gain": float("nan"), "train_loss_drop": float("nan"), "verdict": "too short to tell"}
     best = max(history, key=lambda r: r["val_acc"])
+    if len(history) <= window:  # not enough epochs to see a plateau; say so instead of guessing
+        return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
+                "val_acc_gain": float("nan"), "val_loss_drop": float("nan"), "train_loss_drop": float("nan"),
+                "verdict": "too short to tell"}
     best_loss = min(history, key=lambda r: r["val_loss"])
-    gain = history[-1]["val_acc"] - history[-1 - w]["val_acc"] if w else float("nan")
-    loss_drop = 1 - history[-1]["train_loss"] / history[-1 - w]["train_loss"] if w else float("nan")
+    gain = history[-1]["val_acc"] - history[-1 - w]["val_acc"]
+    val_drop = 1 - history[-1]["val_loss"] / history[-1 - w]["val_loss"]
+    loss_drop = 1 - history[-1]["train_loss"] / history[-1 - w]["train_loss"]
     if history[-1]["epoch"] - best_loss["epoch"] > window and history[-1]["val_loss"] > 1.02 * best_loss["val_loss"]:
         verdict = "overfitting"
-    elif w and abs(gain) < tol and loss_drop < 0.05:
-        verdict = "converged"
-    else:
+    elif gain >= tol or val_drop > 0.02:
         verdict = "still improving"
-    return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w,
-            "val_acc_gain": gain, "train_loss_drop": loss_drop, "verdict": verdict}
+    elif loss_drop >= 0.05:
+        verdict = "plateau"
+    else:
+        verdict = "converged"
+    return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
+            "val_acc_gain": gain, "val_loss_drop": val_drop, "train_loss_drop": loss_drop, "verdict": verdict}
 
 
 def convergence_sentence(c: dict) -> str:
-    """Plain-language reading of `convergence(...)` for a report."""
-    w, gain, drop = c["window"], c["val_acc_gain"], c["train_loss_drop"]
-    facts = (f"over the last {w} epochs the validation accuracy changed by {gain:+.4f} and the training loss "
-             f"fell by {drop:.1%}; the best validation accuracy, {c['best_val_acc']:.4f}, came at epoch {c['best_epoch']}")
+    """Plain-language reading of `convergence(...)`: it claims nothing beyond the epochs it saw."""
     if c["verdict"] == "too short to tell":
-        return (f"**Too short to tell**: {len(c) and c['window'] + 1} epoch(s) cannot show a plateau; "
+        return (f"**Too short to tell**: {c['epochs']} epoch(s) cannot show a plateau; "
                 f"the best validation accuracy was {c['best_val_acc']:.4f} at epoch {c['best_epoch']}.")
-    if c["verdict"] == "converged":
-        return f"**Converged**: {facts}. More epochs would not change the picture."
-    if c["verdict"] == "overfitting":
-        return f"**Past its best (overfitting)**: {facts}, and the validation loss has been rising for several epochs."
-    return f"**Not converged yet**: {facts}. Both curves are still moving, so more epochs would still help."
+    facts = (f"over the last {c['window']} epochs the validation accuracy changed by {c['val_acc_gain']:+.4f}, the "
+             f"validation loss by {-c['val_loss_drop']:+.1%} and the training loss by {-c['train_loss_drop']:+.1%}; "
+             f"the best validation accuracy, {c['best_val_acc']:.4f}, came at epoch {c['best_epoch']}")
+    return {
+        "converged": f"**Levelled off** within these {c['epochs']} epochs: {facts}. This window cannot show what much "
+                     "longer training would do.",
+        "plateau": f"**Plateau**: {facts}. The training loss still falls while validation has stopped improving: more "
+                   "epochs fit the training images better without helping on new ones (a plateau, or the start of "
+                   "overfitting).",
+        "overfitting": f"**Past its best (overfitting)**: {facts}, and the validation loss has been rising for several "
+                       "epochs.",
+        "still improving": f"**Not converged yet**: {facts}. Validation is still improving, so more epochs would "
+                           "likely help.",
+    }[c["verdict"]]

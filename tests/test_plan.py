@@ -11,15 +11,16 @@ from labcore.executor import Progress, makespan
 # Runs per notebook and profile, each counted from the parameter files by hand:
 #   01: 2 x seeds (a run and a long run per seed);
 #   02: studies x sweep values x plain x seeds;  03: 02's plus residual twins, lab_resnet twins, resnet18/34;
-#   04: deep_depths x {plain, residual} x seeds, plus one MLP run.
+#   04: deep_depths x {plain, residual} x seeds, plus what it declares it reads: 01's first MLP run and 03's
+#       VGG16/19/24 and ResNet18/34 runs (5 models x 03's seeds).
 EXPECTED = {
-    "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 12, "03_residual": 24, "04_gradient_flow": 5},
-    "quick": {"01_mlp_baseline": 6, "02_cnn_depth": 42, "03_residual": 84, "04_gradient_flow": 13},
-    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 57, "03_residual": 114, "04_gradient_flow": 13},
+    "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 12, "03_residual": 24, "04_gradient_flow": 4 + 1 + 5},
+    "quick": {"01_mlp_baseline": 6, "02_cnn_depth": 42, "03_residual": 84, "04_gradient_flow": 12 + 1 + 15},
+    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 57, "03_residual": 114, "04_gradient_flow": 12 + 1 + 15},
 }
-# Distinct runs of the whole profile: 03 holds all of 02's runs, and 04's MLP is 01's first run in quick and
-# full (smoke: 2 + 24 + 5; quick: 6 + 84 + 12; full: 6 + 114 + 12).
-DISTINCT = {"smoke": 31, "quick": 102, "full": 132}
+# Distinct runs of the whole profile: 03 holds all of 02's runs, and 04's upstream runs are 01's and 03's
+# (smoke: 2 + 24 + 4; quick: 6 + 84 + 12; full: 6 + 114 + 12).
+DISTINCT = {"smoke": 30, "quick": 102, "full": 132}
 
 
 @pytest.mark.parametrize("profile", sorted(EXPECTED))
@@ -43,7 +44,7 @@ def test_exercise_04_plans_its_twins_and_01s_mlp_run_with_per_epoch_weights():
     p4 = lp.resolve_parameters("04_gradient_flow", "quick")
     p1 = lp.resolve_parameters("01_mlp_baseline", "quick")
     ex4 = plan.gradient_flow(**{k: p4[k] for k in ("data", "train", "deep_model", "deep_depths", "seeds",
-                                                     "mlp_data", "mlp_model", "mlp_train")})
+                                                     "profile", "upstream")})
     first_01 = plan.mlp_baseline(p1["data"], p1["model"], p1["train"], p1["seeds"], p1["long_epochs"])["runs"][0]
     assert ex4["mlp"][0].key == first_01.key and ex4["mlp"][0].checkpoints == tuple(range(16))
     for (depth, residual), ps in ex4["deep"].items():

@@ -55,6 +55,9 @@ FIGURES = {
     "training_error": lambda: plots.training_error(_results(depths=(20, 56))),
     "grad_boxes": lambda: plots.grad_boxes({"plain": _layers(120), "residual": _layers(120)}),
     "grad_vs_depth": lambda: plots.grad_vs_depth({"plain, init": _layers(), "residual, init": _layers()}),
+    "flow_by_model": lambda: plots.flow_by_model({m: pd.concat([_layers(n).assign(state=st, position=_layers(n).depth / (n - 1))
+                                                                for st in ("initialisation", "after training")])
+                                                  for m, n in (("VGG16", 16), ("VGG24", 24), ("ResNet18", 18))}),
     "gradient_flow": lambda: plots.gradient_flow(pd.DataFrame({"layer": [f"layer.{i}" for i in range(60)],
                                                                "mean_abs": np.linspace(1e-3, 1, 60),
                                                                "max_abs": np.linspace(1e-2, 2, 60)})),

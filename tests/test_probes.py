@@ -110,3 +110,41 @@ def test_layer_norms_keep_seeds_and_epochs_apart():
     assert len(layers) == 3 * len(probes.layer_norms(one))  # not summed across seeds or epochs
     assert probes.attenuation_by_epoch(layers) == pytest.approx({0: probes.attenuation(probes.layer_norms(one)),
                                                                 1: probes.attenuation(probes.layer_norms(one))})
+
+
+def test_attenuation_sentence_names_a_trend_only_when_every_step_agrees():
+    import pandas as pd
+
+    from labcore.probes import attenuation_sentence
+
+    table = pd.DataFrame({"model": ["VGG16", "VGG19", "VGG24", "ResNet18"], "weight layers": [16, 19, 24, 18],
+                          "last/first at initialisation": [10.0, 100.0, 1000.0, 2.0],
+                          "last/first after training": [5.0, 50.0, 20.0, 2.0]})
+    text = attenuation_sentence(table, "VGG")
+    assert "At initialisation, the last layer's gradient is 10x (VGG16), 100x (VGG19), 1e+03x (VGG24)" in text
+    assert "the ratio grows with every step in depth" in text
+    assert "After training" in text and "does not move in one direction with depth" in text
+    assert "not a test over seeds" in text and "ResNet18" not in text
+    assert "Fewer than two" in attenuation_sentence(table, "ResNet")
+
+
+def test_before_after_probes_the_initial_and_the_trained_weights(tmp_path, monkeypatch):
+    from labcore import runs
+    from labcore.config import RunConfig
+    from labcore.probes import before_after, probe_batches
+
+    from .synthetic import synthetic_splits
+
+    toy = synthetic_splits(n=256, shape=(1, 28, 28), classes=10)  # MNIST's shape: load_model builds for it
+    monkeypatch.setattr(runs, "load_splits", lambda cfg: toy)
+    store = runs.RunStore(tmp_path)
+    cfg = RunConfig.build(model={"family": "mlp", "width": 8, "depth": 2}, train={"epochs": 1, "lr": 1e-2})
+    runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0,))
+    batches = probe_batches(toy, 2, 32)
+    table = before_after(store, cfg, batches)
+    assert set(table.state) == {"initialisation", "after training"}
+    assert table.position.min() == 0 and table.position.max() == 1
+    at_init = table[table.state == "initialisation"].sort_values(["depth", "batch"]).norm.to_numpy()
+    from labcore.probes import gradient_norms, layer_norms
+    ckpt = layer_norms(gradient_norms(store.load_model(cfg, epoch=0), batches)).sort_values(["depth", "batch"])
+    assert abs(at_init - ckpt.norm.to_numpy()).max() < 1e-6, "init is rebuilt exactly from config and seed"

@@ -1,5 +1,4 @@
 """Comparisons with the lab's numbers: agreement, settings differences, and which claims the runs support."""
-import math
 
 import pandas as pd
 
@@ -7,12 +6,24 @@ from labcore import reference
 from labcore.config import RunConfig
 
 
-def test_compare_uses_mean_spread_and_tolerance():
+def test_compare_uses_the_interval_over_seeds_and_the_tolerance():
     table = reference.compare("mlp_mnist", {"val_acc": [0.915, 0.918, 0.921], "train_loss": [0.6]})
     val = table[table.claim.str.startswith("lab: validation")].iloc[0]
-    assert val["agrees"] and val["seeds"] == 3 and abs(val["measured (mean)"] - 0.918) < 1e-9
-    assert not table[table.metric == "train_loss"].iloc[0]["agrees"]  # 0.6 vs about 0.25
-    assert "agrees with" in reference.agreement_sentence(table) and "differs from" in reference.agreement_sentence(table)
+    assert val["verdict"] == "agrees" and val["seeds"] == 3 and abs(val["measured (mean)"] - 0.918) < 1e-9
+    assert table[table.metric == "train_loss"].iloc[0]["verdict"] == "disagrees"  # 0.6 vs about 0.25, one seed
+    noisy = reference.compare("mlp_mnist", {"val_acc": [0.80, 0.92, 0.99]})
+    assert set(noisy.verdict) == {"inconclusive"}, "a noisy measurement never agrees"
+    text = reference.agreement_sentence(table)
+    assert "agrees with" in text and "disagrees with" in text
+
+
+def test_reduced_settings_are_not_comparable_and_gradients_compare_as_ratios():
+    quick = RunConfig.build({"name": "mnist", "subset": 100}, {"family": "mlp", "width": 16, "depth": 2},
+                            {"epochs": 3, "lr": 1e-4})
+    table = reference.compare("mlp_mnist", {"val_acc": [0.92, 0.92, 0.921]}, cfg=quick)
+    assert set(table.verdict) == {"not comparable"} and "is not comparable with" in reference.agreement_sentence(table)
+    grad = reference.compare("grad_lab_cnn", {"mean": [0.010, 0.012, 0.011], "std": [0.2, 0.21, 0.19]})
+    assert list(grad.verdict) == ["agrees", "disagrees"], "0.011 within a factor 2; 0.2 is 9x the lab's 0.022"
 
 
 def test_differences_name_each_departure_from_the_lab():
@@ -25,20 +36,31 @@ def test_differences_name_each_departure_from_the_lab():
     assert "Not the lab's settings" in reference.caveat("mlp_mnist", quick)
 
 
-def _rank(means, stds):
-    return pd.DataFrame({"depth": [16, 19, 24], "val_acc_mean": means, "val_acc_std": stds})
+def _vgg(accs, losses=None):
+    rows = []
+    for depth, vals in zip((16, 19, 24), accs):
+        for seed, v in enumerate(vals):
+            loss = (losses or {}).get(depth, [1.0] * len(vals))[seed]
+            rows.append({"family": "vgg", "depth": depth, "seed": seed, "val_acc": v, "train_loss": loss})
+    return pd.DataFrame(rows)
 
 
-def test_vgg_claims():
-    assert "supporting the ranking write-up" in reference.vgg_claims(_rank([0.80, 0.85, 0.70], [0.01, 0.01, 0.01]))
-    assert "supporting the VGG-only write-up" in reference.vgg_claims(_rank([0.85, 0.80, 0.70], [0.01, 0.01, 0.01]))
-    assert "neither" in reference.vgg_claims(_rank([0.80, 0.81, 0.70], [0.02, 0.02, 0.01]))
-    assert "single seed" in reference.vgg_claims(_rank([0.80, 0.85, 0.70], [math.nan] * 3))
-    assert "VGG24 is last" in reference.vgg_claims(_rank([0.80, 0.85, 0.70], [0.01] * 3))
+def test_vgg_claims_are_tested_over_seeds_on_both_measures():
+    tight = lambda m: [m - 0.005, m, m + 0.005]  # noqa: E731
+    assert "VGG19 beats VGG16: the ranking write-up" in reference.vgg_claims(_vgg([tight(0.80), tight(0.85), tight(0.70)]))
+    assert "VGG16 beats VGG19: the VGG-only" in reference.vgg_claims(_vgg([tight(0.85), tight(0.80), tight(0.70)]))
+    quick = reference.vgg_claims(_vgg([[0.37, 0.40, 0.34], [0.41, 0.42, 0.40], [0.33, 0.29, 0.37]],
+                                      {16: [1.20, 1.21, 1.19], 19: [1.50, 1.52, 1.49], 24: [2.00, 2.02, 1.99]}))
+    assert "By validation accuracy, these runs support neither" in quick
+    assert "By final training loss, VGG16 beats VGG19" in quick and "**VGG16 > VGG19 > VGG24**" in quick
+    assert "VGG24 is last, as both write-ups say by final training loss" in quick
+    single = reference.vgg_claims(_vgg([[0.80], [0.85], [0.70]]))
+    assert "not an order that can be claimed" in single and "beats" not in single
 
 
 def test_degradation_sentence():
     df = pd.DataFrame({"residual": [False] * 4, "depth": [20, 20, 56, 56], "train_acc": [0.9, 0.91, 0.8, 0.81]})
+    assert "Welch p" in reference.degradation_sentence(df)
     assert "trains *worse* (degradation)" in reference.degradation_sentence(df)
     df["train_acc"] = [0.8, 0.81, 0.9, 0.91]
     assert "deeper plain network trains better" in reference.degradation_sentence(df)

@@ -19,8 +19,10 @@ PROVENANCE = {"time", "git", "packages", "device", "platform", "data_source", "d
 @pytest.fixture
 def params_dir(tmp_path, monkeypatch):
     """A private parameters/ folder so tests can write broken files."""
+    import shutil
+
     monkeypatch.setattr(lp, "PARAMETERS", tmp_path)
-    (tmp_path / "smoke").mkdir()
+    shutil.copytree(ROOT / "parameters" / "smoke", tmp_path / "smoke")  # 04 reads 01's and 03's (upstream)
     return tmp_path / "smoke"
 
 
@@ -122,9 +124,8 @@ def test_make_report_smoke_end_to_end(smoke_reports):
         assert f"{stem}.html" in index and rec["headline"][0][0] in index
 
 
-def test_impossible_models_and_sweeps_fail_before_anything_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(lp, "PARAMETERS", tmp_path)
-    (tmp_path / "smoke").mkdir()
+def test_impossible_models_and_sweeps_fail_before_anything_runs(params_dir):
+    tmp_path = params_dir.parent
     (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, depth: 9}\n")
     with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 cannot process a 32x32 image"):
         lp.resolve_parameters("04_gradient_flow", "smoke")
@@ -179,16 +180,34 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
     assert "failed" in (out / "smoke" / "index.html").read_text()
 
 
-@pytest.mark.parametrize("profile", ["quick", "full"])
-def test_exercise_04_reuses_exercise_01s_mlp_run(profile):
-    """04 reads 01's first run (and its per-epoch weights) from the run store: their configs must match."""
-    from labcore.config import RunConfig
+@pytest.mark.parametrize("profile", lp.PROFILES)
+def test_exercise_04_declares_the_runs_it_reads_from_01_and_03(profile):
+    """04 names its upstream notebooks; their runs are planned from their own parameters in the same profile."""
+    from labcore import plan
 
-    p1 = lp.resolve_parameters("01_mlp_baseline", profile)
     p4 = lp.resolve_parameters("04_gradient_flow", profile)
-    first = RunConfig.build(p1["data"], p1["model"], p1["train"], seed=p1["seeds"][0])
-    mlp = RunConfig.build(p4["mlp_data"], p4["mlp_model"], p4["mlp_train"], seed=p4["seeds"][0])
-    assert first.key() == mlp.key()
+    assert p4["profile"] == profile and p4["upstream"] == {"mlp": "01_mlp_baseline", "ranking": "03_residual"}
+    flow = plan.gradient_flow(**{k: p4[k] for k in ("data", "train", "deep_model", "deep_depths", "seeds",
+                                                    "profile", "upstream")})
+    first = plan.mlp_baseline(**{k: v for k, v in lp.resolve_parameters("01_mlp_baseline", profile).items()
+                                 if k in ("data", "model", "train", "seeds", "long_epochs")})["runs"][0]
+    assert [p.key for p in flow["mlp"]] == [first.key] and flow["mlp"][0].checkpoints == first.checkpoints
+    p3 = lp.resolve_parameters("03_residual", profile)
+    studies = plan.depth_studies(p3["studies"], p3["data"], p3["train"], p3["seeds"], p3["residual"])
+    assert {p.key for p in flow["ranking"]} == {p.key for p in studies["vgg"] + studies["resnet"] if
+                                                p.cfg.model.residual or p.cfg.model.family == "vgg"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("upstream: {mlp: 02_cnn_depth}\n", "upstream.mlp: 02_cnn_depth plans no MLP runs"),
+    ("upstream: {ranking: 09_nothing}\n", "upstream.ranking: no exercise notebook '09_nothing'"),
+    ("upstream: {mlpp: 01_mlp_baseline}\n", "upstream: unknown key 'mlpp'"),
+    ("profile: quick\n", "'profile' is set by the build"),
+])
+def test_bad_upstream_declarations_fail_in_one_line(params_dir, text, message):
+    (params_dir / "04_gradient_flow.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        lp.resolve_parameters("04_gradient_flow", "smoke")
 
 
 @pytest.mark.parametrize("profile", ["quick", "full"])

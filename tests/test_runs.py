@@ -210,21 +210,33 @@ def test_wandb_run_names_find_the_run_and_groups_name_notebook_and_study(store, 
 
     seen = []
 
+    logged, watched = [], []
+
     class FakeRun:
         summary: dict = {}
 
-        def log(self, row): pass
+        def log(self, row, step=None):
+            logged.append((step, row))
+
+        def watch(self, model, log, log_freq):
+            watched.append((log, log_freq))
 
         def finish(self): pass
 
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw) or FakeRun())
     monkeypatch.setenv("LABCORE_PROFILE", "quick")
-    a, b = _cfg(), _cfg(lr=0.5)  # same label, different runs
+    a, b = _cfg(batch_size=16), _cfg(batch_size=16, lr=0.5)  # same label, different runs; 32 steps per epoch
     runs.fetch([Planned(a, study="vgg"), Planned(b, study="vgg")], store, device="cpu", tracking="offline",
                notebook="02_cnn_depth")
     assert a.label() == b.label() and seen[0]["name"] != seen[1]["name"], "names are unique"
     assert seen[0]["name"] == f"{a.label()}-{a.key()[:8]}"
     assert seen[0]["group"] == "02_cnn_depth/vgg" and "quick" in seen[0]["tags"]
+    # As the lab used W&B: the per-step training loss, and every layer's gradient and parameter histograms.
+    steps = [s for s, row in logged if "batch/train_loss" in row]
+    assert steps == [20, 40, 60] * 2, "every 20th of each run's 64 steps"
+    epochs = [s for s, row in logged if "val_acc" in row]
+    assert epochs == [32, 64] * 2, "each epoch at its last step, on the same axis as the batches"
+    assert watched == [("all", 100)] * 2
 
 
 def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsys):

@@ -46,21 +46,46 @@ def _table():
                                      (1, True, [1.1, 1.2, 1.15], [0.42, 0.41, 0.43]), (8, True, [1.0, 1.05, 1.1], [0.47, 0.46, 0.48])):
         for seed, (loss, acc) in enumerate(zip(losses, accs)):
             rows.append({"study": "conv", "family": "convnet", "depth": depth, "residual": res, "seed": seed, "train_loss": loss,
-                         "train_acc": acc + 0.1, "val_acc": acc, "test_acc": acc, "n_params": 10 * depth, "seconds": 1.0})
+                         "train_acc": acc + 0.1, "val_acc": acc, "test_acc": acc, "n_params": 10 * depth, "seconds": 1.0,
+                         "n_val": 1000})
     return pd.DataFrame(rows)
 
 
-def test_trainability_flags_chance_level_loss():
-    t = sweep.trainability(_table()).set_index(["depth", "residual"])["trained"]
-    assert t[(8, False)] == "no" and t[(8, True)] == "yes" and t[(1, False)] == "yes"
+def test_trainability_is_per_seed_against_chance_on_validation():
+    t = sweep.trainability(_table()).set_index(["depth", "residual"])
+    assert t.loc[(8, False), "trained"] == "no" and t.loc[(8, True), "trained"] == "yes"
+    assert t.loc[(8, False), "seeds_trained"] == "trained in 0 of 3 seeds"
+    df = _table()
+    df.loc[(df.depth == 1) & ~df.residual & (df.seed == 1), "val_acc"] = float("nan")  # a failed seed
+    df.loc[(df.depth == 1) & ~df.residual & (df.seed == 2), "val_acc"] = 0.11  # at chance on 1,000 images
+    row = sweep.trainability(df).set_index(["depth", "residual"]).loc[(1, False)]
+    assert row["trained"] == "partly" and row["seeds_trained"] == "trained in 1 of 3 seeds (seed 1 failed)"
 
 
 def test_sentences_say_what_the_table_says():
     lines = sweep.depth_effect_sentences(_table())
     plain = next(line for line in lines if "plain" in line)
     res = next(line for line in lines if "residual" in line)
-    assert "shallowest is best" in plain and "did not train: depth 8" in plain
-    assert "deepest is best" in res and "every depth trained" in res
+    assert "the shallowest (1) is best, ahead of every other depth" in plain
+    assert "depth 8 trained in 0 of 3 seeds" in plain
+    assert "the deepest (8) is best" in res and "every depth trained in every seed" in res
+
+
+def test_a_best_depth_within_the_seed_spread_is_not_called_best():
+    df = _table()
+    df.loc[df.residual & (df.depth == 8), "test_acc"] = [0.40, 0.46, 0.44]  # overlaps depth 1's 0.41-0.43
+    res = next(line for line in sweep.depth_effect_sentences(df) if "residual" in line)
+    assert "not distinguishable from depth 1 with 3 seed(s)" in res and "is best" not in res
+    one = df[df.seed == 0]
+    res = next(line for line in sweep.depth_effect_sentences(one) if "residual" in line)
+    assert "one seed cannot rank depths" in res
+
+
+def test_the_deepest_trained_convnet_against_the_shallowest():
+    text = sweep.deepest_trained_sentence(_table(), "conv")
+    assert "**conv, residual**: the deepest network that trains in every seed has depth 8" in text
+    assert "it does beat the shallowest" in text
+    assert "**conv, plain**: fewer than two depths trained" in text
 
 
 def test_ranking_orders_by_mean_validation_accuracy():

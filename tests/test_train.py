@@ -59,6 +59,17 @@ def test_convergence_verdicts():
     over = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5 + abs(e - 2) * 0.1, "val_acc": 0.9} for e in range(1, 9)]
     assert convergence(over)["verdict"] == "overfitting"
     assert mean_history([flat, flat])[0] == flat[0]
+    # Training loss still falling, validation flat: a plateau, never "still improving" or "more epochs would help".
+    plateau = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5, "val_acc": 0.8} for e in range(1, 8)]
+    assert convergence(plateau)["verdict"] == "plateau"
+    from labcore.train import convergence_sentence
+    assert "would likely help" not in convergence_sentence(convergence(plateau))
+    assert "cannot show what much longer training would do" in convergence_sentence(convergence(flat))
+    # Boundaries: a validation gain of exactly `tol` counts as improving, just below it does not.
+    edge = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9 + (0.005 if e == 7 else 0)} for e in range(1, 8)]
+    assert convergence(edge)["verdict"] == "still improving"
+    below = [{**r, "val_acc": 0.9 + (0.0049 if r["epoch"] == 7 else 0)} for r in edge]
+    assert convergence(below)["verdict"] == "converged"
 
 
 def test_top_confusions():

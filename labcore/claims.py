@@ -1,0 +1,151 @@
+"""The rules behind every sentence a report states about its numbers, with the spread over seeds taken into account.
+
+- An order between two models (A > B) is stated only when a two-sided Welch t-test over their seeds rejects
+  equal means at LEVEL; otherwise they are "not distinguishable with N seeds". With one seed per model no test
+  is possible, and no order is stated without saying so.
+- A measurement "agrees" with the lab's value only when the lab's value lies inside our confidence interval
+  (widened by the tolerance the lab's rounding allows) *and* that interval is narrow enough to tell (half-width
+  at most the tolerance); a wide interval is "inconclusive", never "agrees"; a lab value outside it "disagrees".
+  One seed gives no interval: "inconclusive", unless the value misses the lab's by more than three tolerances.
+- A seed "trained" when its final validation accuracy is above chance beyond sampling noise: more than one
+  binomial standard error (one-sided, 95 %) above 1/classes on the validation images it was measured on.
+
+Every rule is pinned by tests on synthetic numbers at its boundaries (tests/test_claims.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # confidence of every test and interval here (two-sided)
+Z_ONE_SIDED = 1.645  # 95 % one-sided normal quantile, for the chance-level bound
+
+
+def _clean(values: Sequence[float]) -> np.ndarray:
+    """Finite values only: a failed (NaN) seed is reported by trainability, not averaged or tested."""
+    v = np.asarray(values, dtype=float)
+    return v[np.isfinite(v)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A against B on one metric: means, seeds, the Welch test's p-value, and what may be said."""
+
+    a: str
+    b: str
+    mean_a: float
+    mean_b: float
+    n_a: int
+    n_b: int
+    p: float | None  # None when a test is impossible (fewer than two seeds on a side)
+    verdict: str  # "greater", "less", "indistinguishable" or "one seed"
+
+    @property
+    def seeds(self) -> str:
+        return f"{self.n_a} seed(s)" if self.n_a == self.n_b else f"{self.n_a} and {self.n_b} seeds"
+
+
+def compare(a: Sequence[float], b: Sequence[float], name_a: str = "A", name_b: str = "B",
+            level: float = LEVEL) -> Comparison:
+    """Welch's two-sided t-test of mean(a) against mean(b) (unequal variances)."""
+    x, y = _clean(a), _clean(b)
+    ma, mb = (float(x.mean()) if x.size else math.nan), (float(y.mean()) if y.size else math.nan)
+    if x.size < 2 or y.size < 2:
+        return Comparison(name_a, name_b, ma, mb, x.size, y.size, None, "one seed")
+    if x.std() == 0 and y.std() == 0:  # no spread at all: the means either coincide or differ for certain
+        p = 1.0 if ma == mb else 0.0
+    else:
+        p = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    verdict = "indistinguishable" if not p < 1 - level else ("greater" if ma > mb else "less")
+    return Comparison(name_a, name_b, ma, mb, x.size, y.size, p, verdict)
+
+
+def order(groups: Mapping[str, Sequence[float]], higher_is_better: bool = True) -> tuple[str, list[Comparison]]:
+    """Names best first, joined by '>' where the neighbours differ at LEVEL, '≈' where they cannot be told
+    apart, and ',' where a single seed leaves it untested; also the neighbouring comparisons."""
+    ranked = sorted(groups, key=lambda k: _clean(groups[k]).mean() if _clean(groups[k]).size else -math.inf,
+                    reverse=higher_is_better)
+    if not higher_is_better:  # NaN means (no finite seed) go last either way
+        ranked = sorted(ranked, key=lambda k: not _clean(groups[k]).size)
+    chain, pairs = [ranked[0]] if ranked else [], []
+    for a, b in zip(ranked, ranked[1:]):
+        c = compare(groups[a], groups[b], a, b)
+        pairs.append(c)
+        chain.append({"greater": " > ", "less": " > ", "indistinguishable": " ≈ ", "one seed": ", "}[c.verdict] + b)
+    return "".join(chain), pairs
+
+
+def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_is_better: bool = True) -> str:
+    """One sentence stating the order that `measure` supports, and no more."""
+    chain, pairs = order(groups, higher_is_better)
+    if not pairs:
+        return f"Only {chain or 'nothing'} was measured by {measure}; there is no order to state."
+    n = sorted({p.n_a for p in pairs} | {p.n_b for p in pairs})
+    seeds = f"{n[0]} seed(s) each" if len(n) == 1 else f"{n[0]} to {n[-1]} seeds"
+    if all(p.verdict == "one seed" for p in pairs):
+        return (f"By {measure}, the single runs come in the order {chain}; with one seed per model the spread "
+                f"between runs is unknown, so this is not an order that can be claimed.")
+    better = "higher" if higher_is_better else "lower"
+    note = (f"'>': better ({better}), and a Welch t-test over seeds separates the neighbours at the 95 % level; "
+            f"'≈': not distinguishable with {seeds}") + ("; ',' that one of them has a single seed" if
+                                                 any(p.verdict == "one seed" for p in pairs) else "")
+    return f"By {measure}: **{chain}** ({note})."
+
+
+def interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean and the two-sided t confidence interval of the mean (NaN bounds with fewer than two seeds)."""
+    v = _clean(values)
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def agreement(values: Sequence[float], lab: float, tolerance: float, log: bool = False,
+              comparable: bool = True) -> str:
+    """'agrees', 'disagrees', 'inconclusive' or 'not comparable' (settings that differ from the lab's).
+
+    `tolerance` is how far from the lab's value still counts as the same number (its rounding and the lab's
+    own run-to-run noise); with `log`, values are compared as ratios: a tolerance of log(2) is a factor of 2."""
+    if not comparable:
+        return "not comparable"
+    v = _clean(values)
+    if log:
+        v, lab = np.log(v[v > 0]), math.log(lab)
+    mean, lo, hi = interval(v)
+    if not math.isfinite(mean):
+        return "inconclusive"
+    if not math.isfinite(lo):  # one seed: without a spread only a clear miss can be called
+        return "disagrees" if abs(mean - lab) > 3 * tolerance else "inconclusive"
+    if lab < lo - tolerance or lab > hi + tolerance:
+        return "disagrees"
+    return "agrees" if (hi - lo) / 2 <= tolerance else "inconclusive"
+
+
+def chance_bound(n_val: int, classes: int = 10) -> float:
+    """The validation accuracy a model that guesses exceeds with only 5 % probability (normal approximation
+    to the binomial: 1/classes + 1.645 standard errors on `n_val` images)."""
+    p = 1 / classes
+    return p + Z_ONE_SIDED * math.sqrt(p * (1 - p) / max(n_val, 1))
+
+
+def seed_trained(val_acc: float, n_val: int, classes: int = 10) -> bool | None:
+    """Did this seed learn anything? None for a failed run (NaN), else whether it beats chance_bound."""
+    if not math.isfinite(val_acc):
+        return None
+    return val_acc > chance_bound(n_val, classes)
+
+
+def seeds_phrase(flags: Sequence[bool | None], seeds: Sequence[int]) -> str:
+    """'trained in 2 of 3 seeds (seed 1 failed)' from per-seed seed_trained results."""
+    ok = sum(f is True for f in flags)
+    failed = [str(s) for f, s in zip(flags, seeds) if f is None]
+    out = f"trained in {ok} of {len(flags)} seed{'s' if len(flags) != 1 else ''}"
+    return out + (f" (seed {', '.join(failed)} failed)" if failed else "")
