@@ -67,17 +67,18 @@ def _register_png_display() -> None:
 _register_png_display()
 
 
-def _stack(histories: Sequence[History], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epochs, mean and standard deviation of `key` over several seeds' histories (cut to the shortest)."""
+def _stack(histories: Sequence[History], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x values (epochs), mean and standard deviation of `key` over several seeds' histories (cut to the shortest)."""
     n = min(len(h) for h in histories)
     values = np.array([[row[key] for row in h[:n]] for h in histories], dtype=float)  # [seeds, epochs]
-    epochs = np.array([row["epoch"] for row in histories[0][:n]])
+    epochs = np.array([row[x] for row in histories[0][:n]])
     return epochs, values.mean(0), values.std(0)
 
 
-def _band(ax, histories: Sequence[History], key: str, label: str, color=None, style: str = "-") -> None:
+def _band(ax, histories: Sequence[History], key: str, label: str, color=None, style: str = "-",
+          x: str = "epoch") -> None:
     """Mean line with a +-1 std band (the band is empty for a single seed)."""
-    epochs, mean, std = _stack(histories, key)
+    epochs, mean, std = _stack(histories, key, x)
     (line,) = ax.plot(epochs, mean, style, color=color, label=label)
     if len(histories) > 1:
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -233,8 +234,12 @@ def versus_depth(df, metric: str = "test_acc", title: str = "") -> Figure:
 
 
 def training_error(results: Sequence, title: str = "") -> Figure:
-    """He et al.'s figure: training error (1 - training accuracy) per epoch, plain (left) and residual (right)."""
+    """He et al.'s Figure 6: training error (dashed) and validation error (solid, where the paper draws test error)
+    against iterations, one colour per depth, plain (left) and residual (right)."""
+    from .data import sizes
+
     groups = _by(results, lambda c: (c.model.residual, c.model.depth))
+    steps = {r.config.model.depth: -(-sizes(r.config.data)[0] // r.config.train.batch_size) for r in results}
     variants = sorted({res for res, _ in groups})
     fig = _figure(5.25 * len(variants), 4.2)
     axes = np.atleast_1d(fig.subplots(1, len(variants), sharey=True))
@@ -242,14 +247,16 @@ def training_error(results: Sequence, title: str = "") -> Figure:
         for (res, depth), hs in sorted(groups.items()):
             if res != residual:
                 continue
-            err = [[{**row, "train_err": 1 - row["train_acc"], "val_err": 1 - row["val_acc"]} for row in h] for h in hs]
-            _band(ax, err, "train_err", f"{depth} layers, training")
-            _band(ax, err, "val_err", f"{depth} layers, validation", style="--", color=ax.lines[-1].get_color())
+            err = [[{**row, "iteration": row["epoch"] * steps[depth], "train_err": 1 - row["train_acc"],
+                     "val_err": 1 - row["val_acc"]} for row in h] for h in hs]
+            _band(ax, err, "val_err", f"{depth} layers", x="iteration")
+            _band(ax, err, "train_err", "", style="--", color=ax.lines[-1].get_color(), x="iteration")
         chance_line(ax, "train_err")
-        ax.set(title="residual" if residual else "plain", xlabel="epoch", ylabel="error")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend()
-    fig.suptitle(title or "Training (solid) and validation (dashed) error")
+        ax.set(title=("ResNet" if residual else "plain"), xlabel="iterations", ylabel="error")
+        ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+        ax.legend([h for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")],
+                  [h.get_label() for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")])
+    fig.suptitle(title or "Training error (dashed) and validation error (solid)")
     return fig
 
 

@@ -180,3 +180,48 @@ def degradation_sentence(df: pd.DataFrame) -> str:
         return "Only one depth was trained, so depth cannot be compared."
     return " ".join(lines) + (" He et al. report degradation for plain networks (plain-56 above plain-20 in training "
                               "error) and the reverse for ResNets.")
+
+
+# He et al. (2015), "Deep Residual Learning for Image Recognition", Table 6: CIFAR-10 test error (%) of their
+# ResNets (for ResNet-110 the best of 5 runs; their mean was 6.61 +- 0.16). Plain networks have no table entry.
+HE_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
+HE_RECIPE = {"iterations": 64_000, "lr": 0.1, "width": 16, "train_images": 50_000}  # their final setting
+
+
+def he_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Test error (%) by depth, plain and residual (mean, 95 % interval, seeds), next to the paper's Table 6,
+    from a runs table of the cifar_resnet study."""
+    rows = []
+    for depth, g in df.groupby("depth"):
+        row: dict[str, Any] = {"layers": int(depth)}
+        for residual, name in ((False, "plain"), (True, "ResNet")):
+            err = 100 * (1 - g[g["residual"] == residual]["test_acc"])
+            mean, lo, hi = claims.interval(list(err))
+            row[f"{name} test error %"] = mean
+            row[f"{name} 95% interval"] = "one seed" if not math.isfinite(lo) else f"{lo:.2f} to {hi:.2f}"
+            row[f"{name} seeds"] = int(np.isfinite(err).sum())
+        row["paper ResNet test error %"] = HE_TABLE6.get(int(depth), math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def he_deviations(cfg: RunConfig, data_source: str, seeds: int) -> list[str]:
+    """How these runs depart from He et al.'s CIFAR-10 recipe, computed from the config and the data source."""
+    from .data import sizes
+
+    n_train = sizes(cfg.data)[0]
+    iterations = cfg.train.epochs * -(-n_train // cfg.train.batch_size)
+    out = ["per-channel normalisation (each colour channel's mean and standard deviation) instead of the paper's "
+           "per-pixel mean subtraction",
+           f"{n_train:,} training images ({cfg.data.val_size:,} held out for validation; the paper's final numbers "
+           f"train on all {HE_RECIPE['train_images']:,}; `data.val_size` sets the split)"]
+    if "image-folder" in data_source:
+        out.append("CIFAR-10 from a JPEG mirror (quality about 75), not the original pixels")
+    if iterations < HE_RECIPE["iterations"]:
+        out.append(f"{iterations:,} iterations instead of {HE_RECIPE['iterations']:,}")
+    if cfg.train.lr != HE_RECIPE["lr"]:
+        out.append(f"learning rate {cfg.train.lr:g} instead of {HE_RECIPE['lr']:g}")
+    if cfg.model.width != HE_RECIPE["width"]:
+        out.append(f"{cfg.model.width} filters in the first stage instead of {HE_RECIPE['width']}")
+    out.append(f"{seeds} seed(s) per depth, where the paper reports single runs (ResNet-110: best of 5)")
+    return out

@@ -16,11 +16,11 @@ from labcore.executor import Progress, makespan
 EXPECTED = {
     "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 12, "03_residual": 24, "04_gradient_flow": 4 + 1 + 5},
     "quick": {"01_mlp_baseline": 6, "02_cnn_depth": 42, "03_residual": 84, "04_gradient_flow": 12 + 1 + 15},
-    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 57, "03_residual": 114, "04_gradient_flow": 12 + 1 + 15},
+    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 66, "03_residual": 132, "04_gradient_flow": 12 + 1 + 15},
 }
 # Distinct runs of the whole profile: 03 holds all of 02's runs, and 04's upstream runs are 01's and 03's
-# (smoke: 2 + 24 + 4; quick: 6 + 84 + 12; full: 6 + 114 + 12).
-DISTINCT = {"smoke": 30, "quick": 102, "full": 132}
+# (smoke: 2 + 24 + 4; quick: 6 + 84 + 12; full: 6 + 132 + 12, with He et al.'s five depths of Table 6).
+DISTINCT = {"smoke": 30, "quick": 102, "full": 150}
 
 
 @pytest.mark.parametrize("profile", sorted(EXPECTED))

@@ -64,3 +64,22 @@ def test_degradation_sentence():
     assert "trains *worse* (degradation)" in reference.degradation_sentence(df)
     df["train_acc"] = [0.8, 0.81, 0.9, 0.91]
     assert "deeper plain network trains better" in reference.degradation_sentence(df)
+
+
+def test_he_table_sits_next_to_the_papers_table_6_and_deviations_are_computed():
+    rows = [{"depth": d, "residual": r, "seed": s, "test_acc": acc + 0.001 * s}
+            for d, r, acc in ((20, False, 0.90), (20, True, 0.91), (56, False, 0.88), (56, True, 0.93)) for s in range(3)]
+    table = reference.he_table(pd.DataFrame(rows)).set_index("layers")
+    assert table.loc[20, "paper ResNet test error %"] == 8.75 and table.loc[56, "paper ResNet test error %"] == 6.97
+    assert abs(table.loc[56, "ResNet test error %"] - 6.9) < 1e-9 and table.loc[56, "ResNet seeds"] == 3
+    quick = RunConfig.build({"name": "cifar10", "val_size": 1000, "subset": 4000},
+                            {"family": "cifar_resnet", "depth": 20, "width": 8},
+                            {"epochs": 8, "lr": 0.02, "optimizer": "sgd", "batch_size": 128})
+    dev = "; ".join(reference.he_deviations(quick, "image-folder:/data/cifar10", 3))
+    for part in ("per-pixel mean subtraction", "4,000 training images (1,000 held out", "JPEG mirror",
+                 "256 iterations instead of 64,000", "learning rate 0.02 instead of 0.1",
+                 "8 filters in the first stage instead of 16", "3 seed(s) per depth"):
+        assert part in dev, part
+    full = quick.replace(data={"val_size": 5000, "subset": None}, train={"epochs": 182, "lr": 0.1}, model={"width": 16})
+    dev = "; ".join(reference.he_deviations(full, "torchvision:/data/cifar-10-batches-py", 3))
+    assert "iterations" not in dev and "learning rate" not in dev and "JPEG" not in dev and "45,000 training" in dev
