@@ -14,13 +14,14 @@ from labcore.executor import Progress, makespan
 #   04: deep_depths x {plain, residual} x seeds, plus what it declares it reads: 01's first MLP run and 03's
 #       VGG16/19/24 and ResNet18/34 runs (5 models x 03's seeds).
 EXPECTED = {
-    "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 12, "03_residual": 24, "04_gradient_flow": 4 + 1 + 5},
-    "quick": {"01_mlp_baseline": 6, "02_cnn_depth": 42, "03_residual": 84, "04_gradient_flow": 12 + 1 + 15},
-    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 66, "03_residual": 132, "04_gradient_flow": 12 + 1 + 15},
+    "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 13, "03_residual": 27, "04_gradient_flow": 4 + 1 + 5},
+    "quick": {"01_mlp_baseline": 6, "02_cnn_depth": 45, "03_residual": 93, "04_gradient_flow": 12 + 1 + 15},
+    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 75, "03_residual": 159, "04_gradient_flow": 12 + 1 + 15},
 }
 # Distinct runs of the whole profile: 03 holds all of 02's runs, and 04's upstream runs are 01's and 03's
-# (smoke: 2 + 24 + 4; quick: 6 + 84 + 12; full: 6 + 132 + 12, with He et al.'s five depths of Table 6).
-DISTINCT = {"smoke": 30, "quick": 102, "full": 150}
+# (smoke: 2 + 27 + 4; quick: 6 + 93 + 12; full: 6 + 159 + 12, with He et al.'s five depths of Table 6 and the
+# lab CNN's and ResNetCNN's block sweeps).
+DISTINCT = {"smoke": 33, "quick": 111, "full": 177}
 
 
 @pytest.mark.parametrize("profile", sorted(EXPECTED))
