@@ -204,7 +204,8 @@ def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: 
     validation loss down by more than 2 %); 'overfitting' when the best validation loss is more than `window`
     epochs old and it has risen by over 2 % since; 'plateau' when validation has stopped improving but the
     training loss still falls by 5 % or more (more epochs fit the training set without helping validation);
-    'converged' when both have levelled off within the window; 'too short to tell' with `window` epochs or fewer.
+    'levelled off' when both have levelled off within the window (not 'converged': the window cannot show
+    what much longer training would do); 'too short to tell' with `window` epochs or fewer.
     """
     history = mean_history(histories)
     assert history, "empty history"
@@ -225,7 +226,7 @@ def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: 
     elif loss_drop >= 0.05:
         verdict = "plateau"
     else:
-        verdict = "converged"
+        verdict = "levelled off"
     return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
             "val_acc_gain": gain, "val_loss_drop": val_drop, "train_loss_drop": loss_drop, "verdict": verdict}
 
@@ -239,7 +240,7 @@ def convergence_sentence(c: dict) -> str:
              f"validation loss by {-c['val_loss_drop']:+.1%} and the training loss by {-c['train_loss_drop']:+.1%}; "
              f"the best validation accuracy, {c['best_val_acc']:.4f}, came at epoch {c['best_epoch']}")
     return {
-        "converged": f"**Levelled off** within these {c['epochs']} epochs: {facts}. This window cannot show what much "
+        "levelled off": f"**Levelled off** within these {c['epochs']} epochs: {facts}. This window cannot show what much "
                      "longer training would do.",
         "plateau": f"**Plateau**: {facts}. The training loss still falls while validation has stopped improving: more "
                    "epochs fit the training images better without helping on new ones (a plateau, or the start of "

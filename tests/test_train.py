@@ -53,7 +53,7 @@ def test_evaluate_reports_accuracy_loss_per_class_and_confusion(toy):
 def test_convergence_verdicts():
     flat = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9} for e in range(1, 8)]
     rising = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": 0.5 + 0.05 * e} for e in range(1, 8)]
-    assert convergence(flat)["verdict"] == "converged"
+    assert convergence(flat)["verdict"] == "levelled off"
     assert convergence(rising)["verdict"] == "still improving"
     assert convergence(flat[:2])["verdict"] == "too short to tell"
     over = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5 + abs(e - 2) * 0.1, "val_acc": 0.9} for e in range(1, 9)]
@@ -69,7 +69,7 @@ def test_convergence_verdicts():
     edge = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9 + (0.005 if e == 7 else 0)} for e in range(1, 8)]
     assert convergence(edge)["verdict"] == "still improving"
     below = [{**r, "val_acc": 0.9 + (0.0049 if r["epoch"] == 7 else 0)} for r in edge]
-    assert convergence(below)["verdict"] == "converged"
+    assert convergence(below)["verdict"] == "levelled off"
 
 
 def test_top_confusions():
