@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import random
 import time
 from collections.abc import Callable
@@ -53,8 +54,13 @@ def flush_denormals(device: torch.device) -> None:
 
 
 def show_progress() -> bool:
-    """Progress bars in interactive sessions only; headless runs (reports, tests, CI) keep logs quiet."""
-    return not (os.environ.get("LABCORE_HEADLESS") or os.environ.get("CI"))
+    """Progress bars in interactive sessions only (a terminal, or JupyterLab's widgets); headless runs (reports,
+    tests, CI) and output redirected to a log file keep logs quiet."""
+    if os.environ.get("LABCORE_HEADLESS") or os.environ.get("CI"):
+        return False
+    if "ipykernel" in sys.modules:  # a notebook kernel: tqdm.auto draws widgets, whatever stderr is
+        return True
+    return sys.stderr.isatty()
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -116,3 +116,20 @@ def test_compiled_training_matches_eager_training(toy):
     compiled = fit(_model(toy), toy, cfg, seed=0, compile=True)
     assert abs(eager[0]["train_loss"] - compiled[0]["train_loss"]) < 1e-3 * eager[0]["train_loss"]
     assert eager[0]["val_acc"] == compiled[0]["val_acc"]
+
+
+def test_progress_bars_only_on_a_terminal_or_in_jupyter(monkeypatch):
+    import io
+    import sys
+
+    from labcore.train import show_progress
+
+    monkeypatch.delenv("LABCORE_HEADLESS", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # redirected to a log file
+    assert not show_progress()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert show_progress()
+    monkeypatch.setenv("LABCORE_HEADLESS", "1")
+    assert not show_progress()
