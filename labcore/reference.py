@@ -154,7 +154,7 @@ def vgg_claims(df: pd.DataFrame) -> str:
         if "VGG24" in groups:
             last = all(claims.compare(groups["VGG24"], groups[o]).verdict == ("less" if higher else "greater")
                        for o in groups if o != "VGG24")
-            out.append(f"VGG24 is {'last, as both write-ups say' if last else 'not shown to be last'} by {label}.")
+            out.append(f"By {label}, VGG24 is {'last, as both write-ups say' if last else 'not shown to be last'}.")
     return " ".join(out)
 
 

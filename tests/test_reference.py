@@ -53,7 +53,7 @@ def test_vgg_claims_are_tested_over_seeds_on_both_measures():
                                       {16: [1.20, 1.21, 1.19], 19: [1.50, 1.52, 1.49], 24: [2.00, 2.02, 1.99]}))
     assert "By validation accuracy, these runs support neither" in quick
     assert "By final training loss, VGG16 beats VGG19" in quick and "**VGG16 > VGG19 > VGG24**" in quick
-    assert "VGG24 is last, as both write-ups say by final training loss" in quick
+    assert "By final training loss, VGG24 is last, as both write-ups say." in quick
     single = reference.vgg_claims(_vgg([[0.80], [0.85], [0.70]]))
     assert "not an order that can be claimed" in single and "beats" not in single
 
