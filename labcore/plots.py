@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 History = list[dict]
@@ -149,13 +150,8 @@ def compare_curves(groups: Mapping[str, Sequence[History]], metric: str = "val_a
     return fig
 
 
-def curves_by(results: Sequence, label) -> dict[str, list[History]]:
-    """Histories of finished runs grouped by `label(config)` (e.g. a model name), for compare_curves."""
-    return _by(results, label)
-
-
-def _by(results, key) -> dict:
-    """Group finished RunResults' histories by a function of their config, keeping first-seen order.
+def curves_by(results: Sequence, key) -> dict:
+    """Histories of finished RunResults grouped by `key(config)` (e.g. a model name), in first-seen order.
     Failed runs are left out: their partial histories would cut every curve of their group short."""
     groups: dict = {}
     for r in results:
@@ -172,7 +168,7 @@ def depth_study(results: Sequence, title: str = "") -> Figure:
     """Training and validation loss and accuracy per epoch, one line per depth (mean +- std over seeds)."""
     fig = _figure(10.5, 7)
     axes = fig.subplots(2, 2).ravel()
-    groups = _by(results, lambda c: c.model.depth)
+    groups = curves_by(results, lambda c: c.model.depth)
     for ax, (metric, name) in zip(axes, PANELS):
         for depth, hs in sorted(groups.items()):
             _band(ax, hs, metric, f"depth {depth}")
@@ -186,7 +182,7 @@ def depth_study(results: Sequence, title: str = "") -> Figure:
 
 def twins(results: Sequence, metrics: Sequence[str] = ("train_loss", "val_acc"), title: str = "") -> Figure:
     """Plain and residual side by side at equal depth: one column per depth, one row per metric."""
-    groups = _by(results, lambda c: (c.model.depth, c.model.residual))
+    groups = curves_by(results, lambda c: (c.model.depth, c.model.residual))
     depths = sorted({d for d, _ in groups})
     fig = _figure(3.6 * len(depths), 3.2 * len(metrics))
     axes = np.atleast_2d(fig.subplots(len(metrics), len(depths), squeeze=False, sharey="row"))
@@ -238,7 +234,7 @@ def training_error(results: Sequence, title: str = "") -> Figure:
     against iterations, one colour per depth, plain (left) and residual (right)."""
     from .data import sizes
 
-    groups = _by(results, lambda c: (c.model.residual, c.model.depth))
+    groups = curves_by(results, lambda c: (c.model.residual, c.model.depth))
     steps = {r.config.model.depth: -(-sizes(r.config.data)[0] // r.config.train.batch_size) for r in results}
     variants = sorted({res for res, _ in groups})
     fig = _figure(5.25 * len(variants), 4.2)
@@ -254,8 +250,10 @@ def training_error(results: Sequence, title: str = "") -> Figure:
         chance_line(ax, "train_err")
         ax.set(title=("ResNet" if residual else "plain"), xlabel="iterations", ylabel="error")
         ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
-        ax.legend([h for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")],
-                  [h.get_label() for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")])
+        shown = [h for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")]
+        styles = [Line2D([], [], color="black", linestyle="--", label="training"),
+                  Line2D([], [], color="black", label="validation")]  # the paper's dashed/solid, named
+        ax.legend(shown + styles, [h.get_label() for h in shown + styles])
     fig.suptitle(title or "Training error (dashed) and validation error (solid)")
     return fig
 

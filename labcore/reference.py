@@ -50,6 +50,9 @@ LAB_SETTINGS: dict[str, dict[str, Any]] = {
                 "model.kernel_size": 3, "train.lr": 1e-3, "train.epochs": 10},
     "lab_resnet": {**_ADAM, "data.name": "cifar10", "model.family": "lab_resnet", "model.width": 64,
                    "model.depth": 3, "model.residual": True, "train.lr": 1e-3, "train.epochs": 10},
+    # The gradient run's untrained models (compare with only=("model.",)); its plain CNN used kernel 4.
+    "grad_lab_cnn": {"model.family": "lab_cnn", "model.width": 16, "model.depth": 3, "model.kernel_size": 4},
+    "grad_lab_resnet": {"model.family": "lab_resnet", "model.width": 64, "model.depth": 3, "model.residual": True},
 }
 
 

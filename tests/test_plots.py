@@ -100,3 +100,9 @@ def test_single_depth_panels_label_only_that_depth():
     fig = plots.versus_depth(_table(_results(families=("lab_cnn",), depths=(3,), residual=(False,))))
     fig.canvas.draw()
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["3"]
+
+
+def test_he_figure_names_its_line_styles():
+    fig = FIGURES["training_error"]()
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"training", "validation", "20 layers", "56 layers"} <= set(labels)

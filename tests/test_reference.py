@@ -83,3 +83,11 @@ def test_he_table_sits_next_to_the_papers_table_6_and_deviations_are_computed():
     full = quick.replace(data={"val_size": 5000, "subset": None}, train={"epochs": 182, "lr": 0.1}, model={"width": 16})
     dev = "; ".join(reference.he_deviations(full, "torchvision:/data/cifar-10-batches-py", 3))
     assert "iterations" not in dev and "learning rate" not in dev and "JPEG" not in dev and "45,000 training" in dev
+
+
+def test_gradient_comparisons_know_the_lab_gradient_runs_models():
+    kernel4 = RunConfig.build({"name": "cifar10"}, {"family": "lab_cnn", "depth": 3, "width": 16, "kernel_size": 4})
+    assert reference.differences("grad_lab_cnn", kernel4, only=("model.",)) == []
+    narrow = RunConfig.build({"name": "cifar10"}, {"family": "lab_resnet", "depth": 3, "width": 16, "residual": True})
+    table = reference.compare("grad_lab_resnet", {"mean": [0.1, 0.11, 0.12]}, cfg=narrow, only=("model.",))
+    assert list(table.verdict) == ["not comparable"], "width 16 is not the lab's 64"

@@ -181,7 +181,7 @@ def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mea
     row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
     ok = runs.RunResult(cfg, [row, {**row, "epoch": 2}], {"accuracy": 0.5}, 1, 1.0, "cpu", "toy")
     bad = runs.RunResult(cfg.replace(seed=1), [], {}, 1, 1.0, "cpu", "toy", status="failed", error="x")
-    assert plots._by([ok, bad], lambda c: c.model.depth) == {1: [ok.history]}
+    assert plots.curves_by([ok, bad], lambda c: c.model.depth) == {1: [ok.history]}
     agg = sweep.aggregate(sweep.table({"mlp": [ok, bad]}))
     assert agg.loc[0, "seeds"] == 2 and agg.loc[0, "test_acc_mean"] != agg.loc[0, "test_acc_mean"], "NaN, not 0.5"
 
