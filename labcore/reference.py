@@ -56,6 +56,11 @@ LAB_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def lab_value(experiment: str, metric: str) -> float:
+    """The lab's own first reported value of `metric` in `experiment` (LAB is the one home of these numbers)."""
+    return next(v for m, v, _ in LAB[experiment] if m == metric)
+
+
 def differences(experiment: str, cfg: RunConfig, only: tuple[str, ...] = ("data.", "model.", "train.")) -> list[str]:
     """Where `cfg` departs from the lab's settings for `experiment`, e.g. ['train.epochs: 8 here, 10 in the lab'];
     `only` limits the check to fields starting with those prefixes (e.g. ("model.",) for untrained models)."""
