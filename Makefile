@@ -5,7 +5,8 @@ SHELL := /bin/bash
 # No PROFILE: labcore picks full where a CUDA GPU or a Ray cluster is available, quick otherwise, and says so.
 PROFILE ?=
 ONLY ?=
-EXECUTOR ?= local
+# No EXECUTOR: ray where this machine trains several runs at once and 10+ minutes are pending (or RAY_ADDRESS is set), else local.
+EXECUTOR ?=
 CPUS_PER_RUN ?=
 GPUS_PER_RUN ?=
 RETRY_FAILED ?=
@@ -30,7 +31,7 @@ help: ## show this help
 	@echo
 	@echo "  make plan   [PROFILE=smoke|quick|full] [ONLY=01_mlp_baseline]  what would be trained, and what it costs here"
 	@echo "  make train  [PROFILE=...] [ONLY=...] [EXECUTOR=local|ray]      train every pending run (Ray: RAY_ADDRESS=...)"
-	@echo "  make report [PROFILE=...] [ONLY=...]                           run notebooks, render reports/<profile>/"
+	@echo "  make report [PROFILE=...] [ONLY=...] [EXECUTOR=local|ray]      train what is missing, run notebooks, render reports/<profile>/"
 	@echo "  make test                                                      unit tests + pytest --nbmake (what CI runs)"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,8 +53,8 @@ train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
 		$(if $(RETRY_FAILED),--retry-failed)
 
-report: $(STAMP) ## run every notebook (or ONLY=...) with PROFILE's parameters; trains only what is missing
-	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)'
+report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
+	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)'
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
 	$(BIN)/python -m labcore.browse --profile '$(or $(PROFILE),smoke)'

@@ -9,12 +9,14 @@ activations autograd keeps for the backward pass (measured with saved-tensor hoo
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -31,6 +33,18 @@ CALIBRATION_VERSION = 1  # bump when what is measured changes
 WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
 MAX_STEPS = 3  # timed steps per architecture ...
 BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU)
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Measure with `n` CPU threads (a Ray task's share) instead of this process's; None changes nothing."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def device_name(device: str = "auto") -> str:

@@ -36,6 +36,34 @@ from .train import show_progress
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
 COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
+RAY_AFTER_S = 600.0  # with no EXECUTOR given, Ray once this much training is pending: its start-up (about 10 s) pays off
+
+
+def choose_executor(given: str, pending_seconds: float | None, address: str | None, slots: int,
+                    ray_installed: bool = True) -> tuple[str, str | None]:
+    """EXECUTOR as given; when not given: ray for a cluster (`address`), or where this machine trains `slots` >= 2
+    runs at once and enough is pending, else local. Returns the executor and, when it was picked, why."""
+    if given in EXECUTORS:
+        return given, None
+    if given not in ("", "auto"):
+        raise ConfigError(f"executor {given!r} is unknown; choose one of: {', '.join(EXECUTORS)} (or leave it unset)")
+    if address:
+        return "ray", (f"executor ray: picked because RAY_ADDRESS is set ({address}); EXECUTOR=local trains in this "
+                       "process instead")
+    if ray_installed and slots >= 2 and (pending_seconds or 0) >= RAY_AFTER_S:
+        return "ray", (f"executor ray: picked because about {human_seconds(pending_seconds)} of training is pending and "
+                       f"this machine trains {slots} runs at a time that way (an embedded Ray, one CPU thread or GPU per "
+                       "run); EXECUTOR=local trains them one after another in this process")
+    return "local", None
+
+
+def local_slots(device: str = "auto") -> int:
+    """Runs an embedded Ray trains at once here: one per GPU where there is CUDA, else one per CPU core."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return os.cpu_count() or 1
 
 
 def makespan(costs: Sequence[float], slots: int) -> float:
@@ -88,6 +116,7 @@ class Outcome:
     trained: list[runs.RunResult] = dataclasses.field(default_factory=list)
     lost: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (label, why)
     seconds: float = 0.0
+    executor: str = "local"  # the one that trained them
 
     @property
     def failed(self) -> list[runs.RunResult]:
@@ -232,8 +261,8 @@ def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise ConfigError(f"another `make train` for profile {profile} is running (pid {f.read().strip() or '?'}) "
-                              "on this run store; wait for it to finish") from None
+            raise ConfigError(f"another `make train` or `make report` of profile {profile} is training (pid "
+                              f"{f.read().strip() or '?'}) on this run store; wait for it to finish") from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -244,19 +273,30 @@ def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def train(profile: str, only: list[str] | None = None, executor: str = "local", address: str | None = None,
+def train(profile: str, only: list[str] | None = None, executor: str = "", address: str | None = None,
           device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
           gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
-          store: runs.RunStore | None = None, headless: bool | None = None) -> Outcome:
-    """Train every pending run of the profile's plan (failed ones too with `retry_failed`)."""
-    if executor not in EXECUTORS:
+          store: runs.RunStore | None = None, headless: bool | None = None,
+          resolved: dict[str, dict] | None = None) -> Outcome:
+    """Train every pending run of the profile's plan (failed ones too with `retry_failed`); `executor` ''
+    picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them."""
+    if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
     store = store or runs.RunStore()
     start = time.perf_counter()
     os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs
     with exclusive(store, profile):
-        d = describe(profile, only, device, store=store)
+        d = describe(profile, only, device, store=store, resolved=resolved)
         print(d["summary"], flush=True)
+        import importlib.util
+
+        executor, why = choose_executor(executor, d["pending_seconds"], address, local_slots(device),
+                                        importlib.util.find_spec("ray") is not None)
+        if why:
+            print(why, flush=True)
+        if executor == "ray" and d["pending_seconds"] and d["device"].startswith("cpu"):
+            # A Ray run trains with cpus_per_run threads, not all of them: estimate (and order) for that.
+            d = describe(profile, only, device, store=store, resolved=resolved, threads=cpus_per_run or 1)
         wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
         estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
@@ -279,7 +319,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "local", 
                 out = _train_ray(todo, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress)
         finally:
             progress.close()
-    out.seconds = time.perf_counter() - start
+    out.seconds, out.executor = time.perf_counter() - start, executor
     return out
 
 
@@ -296,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train every pending run of a profile's plan.")
     parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
     parser.add_argument("--only", default="", help="comma-separated notebook stems")
-    parser.add_argument("--executor", default="local", help="local (this process) or ray")
+    parser.add_argument("--executor", default="", help="local (this process) or ray (default: ray for a cluster, or "
+                        "where this machine trains several runs at once and 10 minutes or more are pending; else local)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
                         help="a Ray cluster's address (default: $RAY_ADDRESS; none: an embedded local Ray)")
     parser.add_argument("--cpus-per-run", type=int, default=None, help="CPU threads per run with Ray (default 1)")

@@ -102,11 +102,13 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
                 from_dict(SECTIONS[suffix], value, name)  # e.g. mlp_model, mlp_train
             if suffix == "model" and isinstance(value, dict):
-                _check_buildable(name, value, params.get(name[: -len("model")] + "data") or params.get("data") or {})
+                data = params.get(name[: -len("model")] + "data") or params.get("data")
+                if isinstance(data, dict):  # without a data section (04), the notebook's plan checks it
+                    _check_buildable(name, value, data)
         if "tracking" in params:
             check_mode(params["tracking"])
-        if isinstance(params.get("probe"), dict):
-            _check_probe(params["probe"], params.get("data") or {})
+        if isinstance(params.get("probe"), dict) and isinstance(params.get("data"), dict):
+            check_probe(params["probe"], params["data"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     return params
@@ -121,7 +123,7 @@ def _check_buildable(name: str, model: dict[str, Any], data: dict[str, Any]) -> 
     check_buildable(from_dict(SECTIONS["model"], model, name), SHAPES[dataset], len(CLASSES[dataset]), name)
 
 
-def _check_probe(probe: dict[str, Any], data: dict[str, Any]) -> None:
+def check_probe(probe: dict[str, Any], data: dict[str, Any]) -> None:
     """The probe's batches must fit in the training images the data section leaves (labcore.probes)."""
     from .config import ProbeConfig
     from .data import sizes

@@ -7,12 +7,14 @@ calls it (and fetches the results from the run store), and so does the planner b
     python -m labcore.plan --profile quick [--only 02_cnn_depth]
 
 Runs two notebooks share are planned once (`merge`): 03 contains all of 02's runs (03's parameter files
-include 02's), and 04 declares the notebooks whose runs it reads (its `upstream` parameter: 01's first MLP run,
-03's VGG and ResNet ranking), which are planned from those notebooks' own parameters in the same profile.
+include 02's), and 04 trains nothing of its own: it declares the notebooks whose runs it reads (its `upstream`
+parameter: 03's plain and residual ConvNet twins, which it gives per-epoch weights, 01's first MLP run, 03's VGG
+and ResNet ranking), and they are planned from those notebooks' own parameters in the same profile.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import os
 import sys
@@ -23,10 +25,10 @@ from typing import Any
 import pandas as pd
 
 from . import sweep
-from .config import ConfigError, RunConfig
+from .config import ConfigError, ModelConfig, RunConfig, from_dict
 from .data import CLASSES, SHAPES, DataNotFoundError
 from .models import check_buildable
-from .params import check_selection, notebook_stems, parse_only, resolve_parameters
+from .params import check_probe, check_selection, notebook_defaults, notebook_stems, parse_only, resolve_parameters
 from .paths import runs_dir
 
 
@@ -70,42 +72,73 @@ def depth_studies(studies: dict, data: dict, train: dict, seeds: list[int], resi
 
 
 UPSTREAM_KEYS = {"mlp": "exercise 01's MLP (its first seed, with per-epoch weights)",
-                 "ranking": "the VGG16/19/24 and ResNet18/34 runs of the ranking (studies 'vgg' and 'resnet')"}
+                 "ranking": "the VGG16/19/24 and ResNet18/34 runs of the ranking (studies 'vgg' and 'resnet')",
+                 "deep": "the plain and residual twins of study `deep_study` at `deep_depths` (given per-epoch weights)"}
 
 
-def upstream_runs(upstream: dict[str, str], profile: str) -> dict[str, list[Planned]]:
-    """The runs 04 reads from the notebooks `upstream` names, planned from their own parameters in `profile`."""
+def _upstream_plan(key: str, stem: str, profile: str) -> dict[str, Any]:
+    """The runs notebook `stem` plans in `profile`, from its own parameters (for 04's `upstream.<key>`)."""
+    if stem not in EXERCISES:
+        raise ConfigError(f"upstream.{key}: no exercise notebook {stem!r}; choose one of: {', '.join(EXERCISES)}")
+    if "upstream" in notebook_defaults(stem):  # it reads runs itself: planning from it would go round in circles
+        raise ConfigError(f"upstream.{key}: {stem} reads other notebooks' runs itself; name the notebook that trains them")
+    params = resolve_parameters(stem, profile)
+    return EXERCISES[stem](**{n: params[n] for n in inspect.signature(EXERCISES[stem]).parameters})
+
+
+def _deep_twins(study: list[Planned], name: str, stem: str, depths: list[int]) -> dict[tuple[int, bool], list[Planned]]:
+    """The plain and residual runs of `study` at `depths`, every seed, with weights after every epoch."""
+    found: dict[tuple[int, bool], list[Planned]] = {}
+    for p in study:
+        found.setdefault((p.cfg.model.depth, p.cfg.model.residual), []).append(p)
+    for d in depths:
+        for res in (False, True):
+            if (d, res) not in found:
+                have = sorted({f"{dd} ({'residual' if r else 'plain'})" for dd, r in found})
+                raise ConfigError(f"deep_depths: {stem}'s study {name!r} has no {'residual' if res else 'plain'} run at "
+                                  f"depth {d}; it has {', '.join(have)}. Add {d} to that study's sweep, or probe one of those")
+    return {(d, res): [Planned(p.cfg, every_epoch(p.cfg), study=p.study) for p in found[(d, res)]]
+            for d in depths for res in (False, True)}
+
+
+def gradient_flow(deep_study: str, deep_depths: list[int], short_epochs: int, lab_plain_model: dict,
+                  lab_residual_model: dict, init_seeds: list[int], probe: dict, profile: str,
+                  upstream: dict[str, str]) -> dict[str, Any]:
+    """Exercise 04: it trains nothing of its own. It reads, as declared in `upstream`, plain and residual twins
+    from a depth study (probed over training: they get weights after every epoch), exercise 01's first MLP run
+    and the ranking's VGG/ResNet runs, all planned from those notebooks' own parameters in `profile`.
+    Also returned, never trained: the lab's two models at initialisation ('lab_pair', one config per init seed),
+    on the twins' data, which is also where the probe's images come from."""
     unknown = sorted(set(upstream) - set(UPSTREAM_KEYS))
     if unknown:
         raise ConfigError(f"upstream: unknown key {unknown[0]!r}; valid: {', '.join(UPSTREAM_KEYS)}")
-    out: dict[str, list[Planned]] = {}
-    for key, stem in upstream.items():
-        if stem not in EXERCISES:
-            raise ConfigError(f"upstream.{key}: no exercise notebook {stem!r}; choose one of: {', '.join(EXERCISES)}")
-        params = resolve_parameters(stem, profile)
-        runs = EXERCISES[stem](**{n: params[n] for n in inspect.signature(EXERCISES[stem]).parameters})
-        if key == "mlp":
-            if "runs" not in runs:
-                raise ConfigError(f"upstream.mlp: {stem} plans no MLP runs; name 01_mlp_baseline")
-            out[key] = runs["runs"][:1]
-        else:
-            if not {"vgg", "resnet"} <= set(runs):
-                raise ConfigError(f"upstream.ranking: {stem} has no 'vgg' and 'resnet' studies; name 03_residual")
-            out[key] = runs["vgg"] + [p for p in runs["resnet"] if p.cfg.model.residual]
-    return out
-
-
-def gradient_flow(data: dict, train: dict, deep_model: dict, deep_depths: list[int], seeds: list[int],
-                  profile: str, upstream: dict[str, str]) -> dict[str, Any]:
-    """Exercise 04: plain and residual ConvNet twins per depth and seed, with weights after every epoch
-    (probed over training), plus the runs it reads from the notebooks `upstream` declares (see upstream_runs)."""
-    if not seeds or not deep_depths:
-        raise ConfigError("seeds and deep_depths must each name at least one value")
-    base = RunConfig.build(data, train=train)
-    deep = {(d, res): [base.replace(model={**deep_model, "depth": d, "residual": res}, seed=s) for s in seeds]
-            for d in deep_depths for res in (False, True)}
-    return {"deep": {k: [Planned(c, every_epoch(c), study=f"convnet-d{k[0]}") for c in cfgs] for k, cfgs in deep.items()},
-            **upstream_runs(upstream, profile)}
+    absent = [k for k in UPSTREAM_KEYS if k not in upstream]
+    if absent:
+        raise ConfigError(f"upstream: name the notebook for {absent[0]!r} ({UPSTREAM_KEYS[absent[0]]})")
+    if not deep_depths or not init_seeds:
+        raise ConfigError("deep_depths and init_seeds must each name at least one value")
+    source = {key: _upstream_plan(key, stem, profile) for key, stem in upstream.items()}
+    if "runs" not in source["mlp"]:
+        raise ConfigError(f"upstream.mlp: {upstream['mlp']} plans no MLP runs; name 01_mlp_baseline")
+    if not {"vgg", "resnet"} <= set(source["ranking"]):
+        raise ConfigError(f"upstream.ranking: {upstream['ranking']} has no 'vgg' and 'resnet' studies; name 03_residual")
+    if deep_study not in source["deep"]:
+        raise ConfigError(f"deep_study: {upstream['deep']} has no study {deep_study!r}; "
+                          f"its studies: {', '.join(source['deep'])}")
+    deep = _deep_twins(source["deep"][deep_study], deep_study, upstream["deep"], deep_depths)
+    base = next(iter(deep.values()))[0].cfg  # the twins' data: the probe's images and the lab pair's inputs
+    epochs = base.train.epochs
+    if not 1 <= short_epochs <= epochs:
+        raise ConfigError(f"short_epochs={short_epochs}: must be between 1 and the twins' {epochs} epochs")
+    check_probe(probe, dataclasses.asdict(base.data))
+    lab_pair = {}
+    for name, model in (("plain", lab_plain_model), ("residual", lab_residual_model)):
+        cfgs = [RunConfig(base.data, from_dict(ModelConfig, model, f"lab_{name}_model"), base.train, s) for s in init_seeds]
+        check_buildable(cfgs[0].model, SHAPES[base.data.name], len(CLASSES[base.data.name]), f"lab_{name}_model")
+        lab_pair[name] = cfgs
+    return {"deep": deep, "mlp": [source["mlp"]["runs"][0]],
+            "ranking": source["ranking"]["vgg"] + [p for p in source["ranking"]["resnet"] if p.cfg.model.residual],
+            "lab_pair": lab_pair}
 
 
 EXERCISES: dict[str, Callable[..., dict]] = {
@@ -243,10 +276,11 @@ def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) ->
 
 
 def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool = True,
-             store=None, resolved: dict[str, dict] | None = None) -> dict[str, Any]:
+             store=None, resolved: dict[str, dict] | None = None, threads: int | None = None) -> dict[str, Any]:
     """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
     too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
-    ones, and the peak memory of the largest pending run."""
+    ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
+    that many CPU threads (a Ray task's), not all of this process's."""
     from . import calibrate as cal
     from .runs import RunStore
 
@@ -255,9 +289,11 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
-    estimates, peak, total, dev = {}, None, None, cal.device_name(device)
+    with cal.threads(threads):
+        estimates, peak, total, dev = {}, None, None, cal.device_name(device)
     if calibrate and unstored:
-        costs = cal.calibrate([p.cfg for p in unstored], device)
+        with cal.threads(threads):
+            costs = cal.calibrate([p.cfg for p in unstored], device)
         estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
         total = sum(estimates[p.key] for p in pending) if pending else None
         if pending:

@@ -59,7 +59,8 @@ def device_info(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"{device.type}: {torch.get_num_threads()} threads of {os.cpu_count()}, {cpu_model()}"
+    n = torch.get_num_threads()
+    return f"{device.type}: {n} thread{'s' if n != 1 else ''} of {os.cpu_count()}, {cpu_model()}"
 
 
 def collect(device: torch.device | str, data_source: str | None = None, datasets: tuple[str, ...] = (),

@@ -29,6 +29,7 @@ from .config import ConfigError
 from .data import DataNotFoundError, check_available
 from .params import NOTEBOOKS, PROFILES, check_selection, datasets_needed, notebook_stems, parse_only, resolve_parameters
 from .paths import reports_dir
+from .plan import human_seconds
 from . import render
 from .publish import MIME, jsonable
 
@@ -137,7 +138,9 @@ def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | Non
     if profile == "full":
         return None
     try:
-        return render.differences(params, resolve_parameters(stem, "full"))
+        full = resolve_parameters(stem, "full")
+        return render.differences({k: v for k, v in params.items() if k != "profile"},  # set by the build: always differs
+                                  {k: v for k, v in full.items() if k != "profile"})
     except ConfigError:
         return None
 
@@ -158,27 +161,33 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(profile: str, only: list[str] | None = None, out_root: Path | None = None) -> list[dict[str, Any]]:
-    """Validate all parameters and data first, then execute each notebook; returns the JSON records.
-
-    The plan's one-line summary comes first: what is stored, and what this build still has to train."""
+def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
+          address: str | None = None) -> list[dict[str, Any]]:
+    """Validate all parameters and data first, train the runs the notebooks need that are not stored yet
+    (labcore.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
+    needs, and longest first), then execute each notebook, which reads its runs; returns the JSON records."""
     check_selection(profile, only)
     plan = [(stem, resolve_parameters(stem, profile)) for stem in (only or notebook_stems())]
-    for name in sorted(set().union(*(datasets_needed(p) for _, p in plan))):
-        check_available(name)
-    from .plan import describe
+    from .executor import train
+    from .plan import profile_runs
 
-    d = describe(profile, only, resolved=dict(plan))
-    waiting = d["table"].state.isin(["pending", "damaged"]).any()
-    print(d["summary"] + ("; this build trains them one after another (`make train` can spread them over Ray)"
-                          if waiting else ""), flush=True)
+    resolved = dict(plan)
+    needed = set().union(*(datasets_needed(p) for _, p in plan)) | {p.cfg.data.name for p in profile_runs(profile, only, resolved)}
+    for name in sorted(needed):
+        check_available(name)
     # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
     # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
-    os.environ["LABCORE_HEADLESS"] = "1"
     os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs the notebooks train
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if os.environ.get("LABCORE_DATA"):
         os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
+    tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
+    trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved)
+    if trained.trained or trained.lost:
+        print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
+              f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
+              "show failed runs; lost ones are trained in their kernel)", flush=True)
+    os.environ["LABCORE_HEADLESS"] = "1"
     out_dir = (out_root or reports_dir()) / profile
     records = []
     with _exclusive(out_dir):
@@ -200,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                         "or a Ray cluster, quick otherwise)")
     parser.add_argument("--only", default="", help="comma-separated notebook stems, e.g. 01_mlp_baseline")
     parser.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
+    parser.add_argument("--executor", default="", help="how runs not stored yet are trained first: local or ray "
+                        "(default: picked as by `make train`)")
     args = parser.parse_args(argv)
     only = parse_only(args.only)
     try:
@@ -208,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         profile, first = choose_profile(args.profile)
         if first:
             print(first, flush=True)
-        records = build(profile, only, args.out)
+        records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\n[labcore] interrupted: finished runs are stored; `make report` again trains only the rest",
+              file=sys.stderr, flush=True)
+        return 130
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

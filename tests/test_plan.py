@@ -1,4 +1,5 @@
 """Plans: every run of a profile derived from its parameter files; estimates and ETAs from synthetic costs."""
+import inspect
 import math
 
 import pytest
@@ -11,17 +12,17 @@ from labcore.executor import Progress, makespan
 # Runs per notebook and profile, each counted from the parameter files by hand:
 #   01: 2 x seeds (a run and a long run per seed);
 #   02: studies x sweep values x plain x seeds;  03: 02's plus residual twins, lab_resnet twins, resnet18/34;
-#   04: deep_depths x {plain, residual} x seeds, plus what it declares it reads: 01's first MLP run and 03's
-#       VGG16/19/24 and ResNet18/34 runs (5 models x 03's seeds).
+#   04: trains nothing of its own; it reads what it declares in `upstream`: 03's plain and residual twins of its
+#       deep_study at deep_depths (x seeds), 01's first MLP run, 03's VGG16/19/24 and ResNet18/34 (5 x seeds).
 EXPECTED = {
     "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 13, "03_residual": 27, "04_gradient_flow": 4 + 1 + 5},
     "quick": {"01_mlp_baseline": 6, "02_cnn_depth": 45, "03_residual": 93, "04_gradient_flow": 12 + 1 + 15},
-    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 75, "03_residual": 159, "04_gradient_flow": 12 + 1 + 15},
+    "full": {"01_mlp_baseline": 6, "02_cnn_depth": 81, "03_residual": 171, "04_gradient_flow": 12 + 1 + 15},
 }
-# Distinct runs of the whole profile: 03 holds all of 02's runs, and 04's upstream runs are 01's and 03's
-# (smoke: 2 + 27 + 4; quick: 6 + 93 + 12; full: 6 + 159 + 12, with He et al.'s five depths of Table 6 and the
-# lab CNN's and ResNetCNN's block sweeps).
-DISTINCT = {"smoke": 33, "quick": 111, "full": 177}
+# Distinct runs of the whole profile: 03 holds all of 02's runs, and all of 04's are 01's and 03's
+# (smoke: 2 + 27; quick: 6 + 93; full: 6 + 171, with He et al.'s five depths of Table 6, the lab CNN's and
+# ResNetCNN's block sweeps, and the third write-up's 30-epoch ConvNets at 22 and 40 layers).
+DISTINCT = {"smoke": 29, "quick": 99, "full": 177}
 
 
 @pytest.mark.parametrize("profile", sorted(EXPECTED))
@@ -41,16 +42,38 @@ def test_a_shared_run_is_planned_once_with_every_checkpoint_any_notebook_needs()
     assert merged[0].checkpoints == (0, 1, 3) and merged[0].notebooks == ("01", "04")
 
 
-def test_exercise_04_plans_its_twins_and_01s_mlp_run_with_per_epoch_weights():
+def test_exercise_04_reads_03s_twins_and_01s_mlp_run_with_per_epoch_weights():
     p4 = lp.resolve_parameters("04_gradient_flow", "quick")
     p1 = lp.resolve_parameters("01_mlp_baseline", "quick")
-    ex4 = plan.gradient_flow(**{k: p4[k] for k in ("data", "train", "deep_model", "deep_depths", "seeds",
-                                                     "profile", "upstream")})
+    p3 = lp.resolve_parameters("03_residual", "quick")
+    ex4 = plan.notebook_runs("04_gradient_flow", p4)
+    flow = plan.gradient_flow(**{k: p4[k] for k in inspect.signature(plan.gradient_flow).parameters})
     first_01 = plan.mlp_baseline(p1["data"], p1["model"], p1["train"], p1["seeds"], p1["long_epochs"])["runs"][0]
-    assert ex4["mlp"][0].key == first_01.key and ex4["mlp"][0].checkpoints == tuple(range(16))
-    for (depth, residual), ps in ex4["deep"].items():
-        assert all(p.cfg.model.depth == depth and p.cfg.model.residual == residual for p in ps)
-        assert all(p.checkpoints == tuple(range(p.cfg.train.epochs + 1)) for p in ps)
+    assert flow["mlp"][0].key == first_01.key and flow["mlp"][0].checkpoints == tuple(range(16))
+    study = plan.depth_studies(p3["studies"], p3["data"], p3["train"], p3["seeds"], p3["residual"])[p4["deep_study"]]
+    assert list(flow["deep"]) == [(6, False), (6, True), (12, False), (12, True)]
+    for (depth, residual), ps in flow["deep"].items():
+        assert {p.key for p in ps} == {p.key for p in study if (p.cfg.model.depth, p.cfg.model.residual) == (depth, residual)}
+        assert len(ps) == len(p3["seeds"]) and all(p.checkpoints == tuple(range(p.cfg.train.epochs + 1)) for p in ps)
+    assert all(c.data == flow["deep"][(6, False)][0].cfg.data for cs in flow["lab_pair"].values() for c in cs)
+    assert len(ex4) == 28, "the lab pair at initialisation is probed, never planned for training"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"deep_depths": [6, 7]}, "deep_depths: 03_residual's study 'convnet' has no plain run at depth 7; it has 1 \\(plain\\)"),
+    ({"deep_study": "convnett"}, "deep_study: 03_residual has no study 'convnett'; its studies: mlp, convnet"),
+    ({"deep_study": "resnet", "deep_depths": [18]}, "has no plain run at depth 18"),
+    ({"short_epochs": 9}, "short_epochs=9: must be between 1 and the twins' 6 epochs"),
+    ({"upstream": {"mlp": "01_mlp_baseline", "ranking": "03_residual"}}, "upstream: name the notebook for 'deep'"),
+    ({"upstream": {"mlp": "01_mlp_baseline", "ranking": "03_residual", "deep": "04_gradient_flow"}},
+     "upstream.deep: 04_gradient_flow reads other notebooks' runs itself"),
+    ({"probe": {"batches": 40, "batch_size": 128}}, "probe.batches x probe.batch_size = 40 x 128"),
+    ({"lab_plain_model": {"family": "lab_cnn", "depth": 9}}, "lab_plain_model: lab_cnn with depth 9 cannot process"),
+])
+def test_exercise_04s_declarations_are_checked_before_anything_runs(change, message):
+    p4 = {**lp.resolve_parameters("04_gradient_flow", "quick"), **change}
+    with pytest.raises(ConfigError, match=message):
+        plan.gradient_flow(**{k: p4[k] for k in inspect.signature(plan.gradient_flow).parameters})
 
 
 def test_empty_seeds_fail_before_anything_runs():
@@ -61,9 +84,9 @@ def test_empty_seeds_fail_before_anything_runs():
 
 
 def test_plan_validates_every_model_on_the_meta_device():
-    params = lp.resolve_parameters("04_gradient_flow", "smoke")
+    params = lp.resolve_parameters("03_residual", "smoke")
     with pytest.raises(ConfigError, match="cifar_resnet depth must be 6n\\+2"):
-        plan.notebook_runs("04_gradient_flow", {**params, "deep_model": {"family": "cifar_resnet"}})
+        plan.notebook_runs("03_residual", {**params, "studies": {"he": {"model": {"family": "cifar_resnet", "depth": 4}}}})
 
 
 @pytest.mark.parametrize("costs, slots, expected", [
@@ -132,7 +155,7 @@ def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
 def test_a_second_training_pass_on_the_same_profile_is_refused(tmp_path):
     store = runs.RunStore(tmp_path)
     with executor.exclusive(store, "smoke"):
-        with pytest.raises(ConfigError, match="another `make train` for profile smoke is running"):
+        with pytest.raises(ConfigError, match="another `make train` or `make report` of profile smoke is training"):
             with executor.exclusive(store, "smoke"):
                 pass
     with executor.exclusive(store, "smoke"):  # released: the next pass may start
@@ -158,3 +181,33 @@ def test_default_profile_is_quick_without_a_gpu_or_cluster(monkeypatch):
 ])
 def test_concurrent_runs_of_a_cluster(resources, cpus, gpus, expected):
     assert executor.concurrent_runs(resources, cpus, gpus) == expected
+
+
+@pytest.mark.parametrize("given, pending, address, slots, ray_installed, expected", [
+    ("local", 9e9, None, 16, True, "local"),  # as given, whatever is pending
+    ("ray", 1.0, None, 1, True, "ray"),
+    ("", 599.0, None, 2, True, "local"),  # below the threshold: Ray's start-up would not pay off
+    ("", 600.0, None, 2, True, "ray"),
+    ("", 3600.0, None, 1, True, "local"),  # one core (or one GPU): nothing runs beside anything
+    ("", 3600.0, None, 2, False, "local"),  # Ray not installed
+    ("auto", None, None, 8, True, "local"),  # nothing pending
+    ("", 1.0, "10.0.0.5:6379", 1, True, "ray"),  # a cluster was named
+])
+def test_the_executor_is_ray_only_where_it_trains_several_runs_at_once(given, pending, address, slots,
+                                                                       ray_installed, expected):
+    chosen, why = executor.choose_executor(given, pending, address, slots, ray_installed)
+    assert chosen == expected
+    assert (why is None) == (given in executor.EXECUTORS or expected == "local"), "a picked Ray says why"
+    if why:
+        assert why.startswith("executor ray: picked because") and "EXECUTOR=local" in why
+
+
+def test_calibration_for_ray_runs_uses_their_threads_and_restores_ours():
+    import torch
+
+    before = torch.get_num_threads()
+    with calibrate.threads(1):
+        assert torch.get_num_threads() == 1 and calibrate.device_name("cpu").startswith("cpu: 1 thread of ")
+    assert torch.get_num_threads() == before
+    with calibrate.threads(None):
+        assert torch.get_num_threads() == before

@@ -3,6 +3,7 @@
 Every server here talks over loopback only (the tests run in a loopback-only network namespace, see
 conftest) and is stopped by the test that started it; no Ray process outlives its test.
 """
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -112,7 +114,10 @@ def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_pa
     cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "03_residual", "--executor", "ray",
            "--cpus", "2"]
     n = len(profile_runs("smoke", ["03_residual"]))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler, so the test would depend on how pytest itself was started.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:  # interrupt once the first run is stored
         lines.append(line)
@@ -131,11 +136,12 @@ def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_pa
     assert f"trained {n - done} run(s)" in again.stdout
 
 
-def test_two_nodes_with_token_authentication(env, tmp_path):
-    """A head and a second node on this machine (loopback only, no dashboard), reached through RAY_ADDRESS."""
+@contextlib.contextmanager
+def _two_node_cluster(env: dict, port: str) -> Iterator[dict]:
+    """A Ray head and a second node on this machine, one CPU each, with token authentication and no dashboard;
+    yields the driver's environment (RAY_ADDRESS set). Everything is stopped afterwards."""
     ray = str(Path(sys.executable).parent / "ray")
     cluster = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "labcore-test-" + os.urandom(16).hex()}
-    port = "6399"
     start = [ray, "start", "--num-cpus=1", "--disable-usage-stats"]
     try:
         head = subprocess.run([*start, "--head", f"--port={port}", "--include-dashboard=false"], env=cluster,
@@ -144,7 +150,14 @@ def test_two_nodes_with_token_authentication(env, tmp_path):
         node = subprocess.run([*start, f"--address=127.0.0.1:{port}"], env=cluster, capture_output=True, text=True,
                               timeout=120)
         assert node.returncode == 0, node.stdout[-2000:] + node.stderr[-2000:]
-        driver = {**cluster, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        yield {**cluster, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=cluster, capture_output=True, timeout=120)
+
+
+def test_two_nodes_with_token_authentication(env, tmp_path):
+    """A head and a second node on this machine (loopback only, no dashboard), reached through RAY_ADDRESS."""
+    with _two_node_cluster(env, "6399") as driver:
         unauthenticated = {k: v for k, v in driver.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
         cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "01_mlp_baseline", "--executor", "ray"]
         refused = subprocess.run(cmd, cwd=ROOT, env=unauthenticated, capture_output=True, text=True, timeout=60)
@@ -153,5 +166,29 @@ def test_two_nodes_with_token_authentication(env, tmp_path):
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "Ray cluster: 2 node(s), 2 CPUs" in run.stdout and "run 2/2 ok" in run.stdout
         assert len(_stored(tmp_path / "runs")) == 2
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=cluster, capture_output=True, timeout=120)
+
+
+def test_a_node_that_leaves_mid_run_has_its_tasks_retried_on_the_other(env, tmp_path):
+    """The second node's raylet and its workers are killed while one of them trains: that run is trained again
+    on the head, and every run of the plan ends up stored exactly once."""
+    n = len(profile_runs("smoke", ["03_residual"]))
+    with _two_node_cluster(env, "6398") as driver:
+        raylets = sorted((p for p in _ray_processes() if "raylet" in " ".join(p.cmdline())), key=lambda p: p.create_time())
+        assert len(raylets) == 2, "a head and a second node"
+        second = raylets[-1]  # started last: the second node's
+        cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "03_residual", "--executor", "ray"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=driver, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        killed, deadline = [], time.time() + 240
+        while not killed and time.time() < deadline and proc.poll() is None:
+            busy = [c for c in second.children(recursive=True) if "ray::_ray_task" in " ".join(c.cmdline())]
+            if busy:  # the node is training a run: it leaves now, workers and all
+                for victim in [second, *second.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        victim.send_signal(signal.SIGKILL)
+                        killed.append(victim.pid)
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=600)
+    assert killed, "the second node was killed while it trained"
+    assert proc.returncode == 0, out[-3000:]
+    assert "Ray cluster: 2 node(s), 2 CPUs" in out and f"run {n}/{n} ok" in out and "not trained" not in out
+    assert len(_stored(tmp_path / "runs")) == n, "every run stored exactly once"

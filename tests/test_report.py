@@ -9,6 +9,8 @@ from labcore import params as lp
 from labcore import report
 from labcore.config import ConfigError
 
+from .conftest import HAVE_CIFAR, HAVE_MNIST, NO_DATA
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = {"notebook", "profile", "status", "metrics", "parameters", "provenance"}
@@ -183,12 +185,14 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
 @pytest.mark.parametrize("profile", lp.PROFILES)
 def test_exercise_04_declares_the_runs_it_reads_from_01_and_03(profile):
     """04 names its upstream notebooks; their runs are planned from their own parameters in the same profile."""
+    import inspect
+
     from labcore import plan
 
     p4 = lp.resolve_parameters("04_gradient_flow", profile)
-    assert p4["profile"] == profile and p4["upstream"] == {"mlp": "01_mlp_baseline", "ranking": "03_residual"}
-    flow = plan.gradient_flow(**{k: p4[k] for k in ("data", "train", "deep_model", "deep_depths", "seeds",
-                                                    "profile", "upstream")})
+    assert p4["profile"] == profile
+    assert p4["upstream"] == {"mlp": "01_mlp_baseline", "ranking": "03_residual", "deep": "03_residual"}
+    flow = plan.gradient_flow(**{k: p4[k] for k in inspect.signature(plan.gradient_flow).parameters})
     first = plan.mlp_baseline(**{k: v for k, v in lp.resolve_parameters("01_mlp_baseline", profile).items()
                                  if k in ("data", "model", "train", "seeds", "long_epochs")})["runs"][0]
     assert [p.key for p in flow["mlp"]] == [first.key] and flow["mlp"][0].checkpoints == first.checkpoints
@@ -196,6 +200,8 @@ def test_exercise_04_declares_the_runs_it_reads_from_01_and_03(profile):
     studies = plan.depth_studies(p3["studies"], p3["data"], p3["train"], p3["seeds"], p3["residual"])
     assert {p.key for p in flow["ranking"]} == {p.key for p in studies["vgg"] + studies["resnet"] if
                                                 p.cfg.model.residual or p.cfg.model.family == "vgg"}
+    deep = {p.key for ps in flow["deep"].values() for p in ps}
+    assert deep <= {p.key for p in studies[p4["deep_study"]]} and len(deep) == 2 * len(p4["deep_depths"]) * len(p3["seeds"])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -231,7 +237,7 @@ def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
     ("04_gradient_flow", "probe: {batches: 20, batch_size: 128}\n", "probe.batches x probe.batch_size = 20 x 128"),
     ("04_gradient_flow", "lab_plain_model: {family: lab_cnn, depth: 6, kernel_size: 4}\n",
      "lab_plain_model: lab_cnn with depth 6 cannot process a 32x32 image"),
-    ("04_gradient_flow", "deep_depths: []\n", "deep_depths must each name at least one value"),
+    ("04_gradient_flow", "deep_depths: []\n", "deep_depths and init_seeds must each name at least one value"),
 ])
 def test_bad_input_stops_the_build_before_anything_runs_and_leaves_reports_alone(params_dir, tmp_path, monkeypatch,
                                                                                capsys, stem, text, message):
@@ -245,3 +251,27 @@ def test_bad_input_stops_the_build_before_anything_runs_and_leaves_reports_alone
     err = capsys.readouterr().err
     assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "reports/ untouched"
+
+
+@pytest.mark.skipif(not (HAVE_MNIST and HAVE_CIFAR), reason=NO_DATA)
+def test_report_trains_the_plan_first_so_a_shared_run_is_trained_once_with_every_checkpoint(tmp_path, monkeypatch):
+    """03 and 04 share 03's ConvNet twins; 04 needs their weights after every epoch. The build trains the merged
+    plan before any notebook runs, so every notebook finds its runs stored, with the checkpoints it asks for."""
+    from labcore import plan, runs
+
+    monkeypatch.setenv("LABCORE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("LABCORE_TRACKING", "disabled")
+    puts, real_put = [], runs.RunStore.put
+    monkeypatch.setattr(runs.RunStore, "put", lambda self, result, *a, **k: puts.append(result.key) or real_put(self, result, *a, **k))
+    seen = {}
+
+    def execute(stem, profile, params, out_dir, reduced=None):
+        store = runs.RunStore()
+        seen[stem] = {p.key: store.state(p.cfg, p.checkpoints) for p in plan.notebook_runs(stem, params)}
+        return {"status": "ok", "seconds": 0.0, "error": None}
+
+    monkeypatch.setattr(report, "execute", execute)
+    report.build("smoke", ["03_residual", "04_gradient_flow"], out_root=tmp_path / "reports", executor="local")
+    assert set(seen) == {"03_residual", "04_gradient_flow"}
+    assert all(state == "stored" for states in seen.values() for state in states.values()), seen
+    assert len(puts) == len(set(puts)) == len(plan.profile_runs("smoke", ["03_residual", "04_gradient_flow"]))
