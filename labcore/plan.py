@@ -289,11 +289,10 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
-    with cal.threads(threads):
+    with cal.threads(threads):  # the device's name and its step times, both at the threads a run will get
         estimates, peak, total, dev = {}, None, None, cal.device_name(device)
-    if calibrate and unstored:
-        with cal.threads(threads):
-            costs = cal.calibrate([p.cfg for p in unstored], device)
+        costs = cal.calibrate([p.cfg for p in unstored], device) if calibrate and unstored else {}
+    if costs:
         estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
         total = sum(estimates[p.key] for p in pending) if pending else None
         if pending:

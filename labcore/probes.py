@@ -170,8 +170,8 @@ def attenuation_sentence(table: pd.DataFrame, family: str = "VGG") -> str:
     deepest = sub.iloc[-1]
     if (sub[list(columns)] <= 1).all().all():
         verdict = (f"Every ratio is at most 1: the input layers of these {family} networks receive at least as much "
-                   f"gradient as their last layer, before and after training, so a gradient that vanishes on its way "
-                   f"back to the input does not explain why a deeper {family} trains worse here")
+                   f"gradient as their last layer, before and after training, so these measurements do not support a "
+                   f"gradient vanishing on its way back to the input as the reason a deeper {family} would train worse")
     elif all(deepest[c] > 1 and (sub[c].iloc[:-1] < deepest[c]).all() for c in columns):
         verdict = (f"The deepest, {deepest['model']}, passes the least gradient back to its input layers, before and "
                    "after training, as the vanishing-gradient explanation expects")
