@@ -174,6 +174,14 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                           "`ray start --head` (README: Scale out) or unset RAY_ADDRESS for a local Ray") from None
 
 
+def check_cluster(address: str) -> None:
+    """Fail at once unless a Ray cluster answers at `address` and this driver would use token authentication."""
+    check_address(address)
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        raise ConfigError("refusing to send code to a Ray cluster without token authentication: set "
+                          "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the cluster's token; README: Scale out)")
+
+
 def connect(address: str | None, cpus: int | None) -> bool:
     """Join the Ray cluster at `address`, or start an embedded one on this machine; True if we started it.
 
@@ -183,10 +191,7 @@ def connect(address: str | None, cpus: int | None) -> bool:
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
-        check_address(address)
-        if os.environ.get("RAY_AUTH_MODE") != "token":
-            raise ConfigError("refusing to send code to a Ray cluster without token authentication: set "
-                              "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the cluster's token; README: Scale out)")
+        check_cluster(address)
     elif os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
         # The embedded instance gets a fresh random token that lives only in this process's environment
         # (inherited by the Ray processes it starts), never in a file.
@@ -282,6 +287,8 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them."""
     if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
+    if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
+        check_cluster(address)
     store = store or runs.RunStore()
     start = time.perf_counter()
     os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs

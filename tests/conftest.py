@@ -6,12 +6,14 @@ import shutil
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 # Before any kernel starts (nbmake inherits this environment): quiet progress bars, a fresh run store
 # so tests really train, W&B offline files out of the project, and this interpreter first on PATH.
+ROOT = Path(__file__).resolve().parent.parent
 _TMP = Path(tempfile.mkdtemp(prefix="labcore-tests-"))
 os.environ["LABCORE_HEADLESS"] = "1"
 os.environ["LABCORE_RUNS"] = str(_TMP / "runs")
@@ -70,18 +72,71 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=NO_DATA))
 
 
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker.py")
+
+
+def ray_processes() -> list:
+    """Ray's processes on this machine (its servers and workers), whoever started them."""
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if any(name in " ".join(p.info["cmdline"] or []) for name in RAY_PROCESSES)]
+
+
+def wait_ray_gone(timeout: float = 30.0) -> list:
+    """Ray's processes still alive after `timeout` seconds (empty once Ray has stopped)."""
+    import time
+
+    deadline = time.time() + timeout
+    while (left := ray_processes()) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@dataclass(frozen=True)
+class SmokeBuild:
+    """What training the smoke plan and then `make report PROFILE=smoke` printed and left, for the tests."""
+    reports: Path  # reports/smoke
+    executor: str  # how the plan was trained: ray where Ray tests may run (CI), else local
+    train: str  # the training's output (`python -m labcore.executor`, what `make train` calls)
+    report: str  # `make report`'s output
+    stored_after_train: dict[str, float]  # run key -> mtime of its record
+    stored_after_report: dict[str, float]
+    ray_left: list  # Ray processes still alive after training (none, or a leak)
+
+
+def stored_runs(root: Path) -> dict[str, float]:
+    """Each stored run's key and the time its record was written."""
+    return {f.parent.name: f.stat().st_mtime for f in root.glob("v*/*/result.json")}
+
+
 @pytest.fixture(scope="session")
-def smoke_reports(tmp_path_factory) -> Path:
-    """`make report PROFILE=smoke` as a user runs it, once per test session; returns reports/smoke."""
+def smoke_build(tmp_path_factory) -> SmokeBuild:
+    """The smoke plan trained (as by `make train`: on an embedded 2-CPU Ray where Ray tests may run, else in-process),
+    then `make report PROFILE=smoke` as a user runs it; once per session, shared by the Ray, report and
+    browser tests (the smoke plan is trained and rendered once in CI, not once per test)."""
     import subprocess
 
     if not (HAVE_MNIST and HAVE_CIFAR):
         pytest.skip(NO_DATA)
-    root = tmp_path_factory.mktemp("smoke-reports")
-    proc = subprocess.run(["make", "report", "PROFILE=smoke"], cwd=Path(__file__).parent.parent,
-                          env={**os.environ, "LABCORE_REPORTS": str(root)}, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root / "smoke"
+    root, store = tmp_path_factory.mktemp("smoke-reports"), Path(os.environ["LABCORE_RUNS"])
+    env = {**os.environ, "LABCORE_REPORTS": str(root)}
+    env.pop("RAY_ADDRESS", None)
+    executor = "ray" if RAY_OK else "local"
+    train = subprocess.run([sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--executor", executor,
+                            "--cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    after_train, left = stored_runs(store), (wait_ray_gone() if executor == "ray" else [])
+    report = subprocess.run(["make", "report", "PROFILE=smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=1800)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    return SmokeBuild(root / "smoke", executor, train.stdout, report.stdout, after_train, stored_runs(store), left)
+
+
+@pytest.fixture(scope="session")
+def smoke_reports(smoke_build) -> Path:
+    """reports/smoke of the session's smoke build."""
+    return smoke_build.reports
 
 
 @pytest.fixture

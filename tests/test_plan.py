@@ -152,6 +152,21 @@ def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
     assert executor.main(["--profile", "smoke", "--executor", "dask"]) == 2
 
 
+def test_a_wrong_cluster_fails_before_anything_is_planned(monkeypatch, tmp_path):
+    """An unreachable RAY_ADDRESS, or a driver without token authentication, is refused before planning and
+    calibrating (which take seconds to minutes), not after."""
+    import socket
+
+    monkeypatch.setattr(executor, "describe", lambda *a, **k: pytest.fail("planned before checking the cluster"))
+    store = runs.RunStore(tmp_path)
+    with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1:1"):
+        executor.train("smoke", address="127.0.0.1:1", store=store)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # something answers, on loopback only
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        with pytest.raises(ConfigError, match="without token authentication"):
+            executor.train("smoke", address=f"127.0.0.1:{server.getsockname()[1]}", store=store)
+
+
 def test_a_second_training_pass_on_the_same_profile_is_refused(tmp_path):
     store = runs.RunStore(tmp_path)
     with executor.exclusive(store, "smoke"):

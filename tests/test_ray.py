@@ -18,29 +18,21 @@ import psutil
 import pytest
 
 from labcore import executor, runs
+from labcore.params import notebook_stems
 from labcore.plan import profile_runs
 
-from .conftest import needs_cifar, needs_isolated_ray, needs_mnist
+from .conftest import needs_cifar, needs_isolated_ray, needs_mnist, ray_processes, stored_runs, wait_ray_gone
 
 pytestmark = [needs_isolated_ray, needs_mnist, needs_cifar, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parent.parent
-RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker.py")
 
 
-def _ray_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if any(name in cmd for name in RAY_PROCESSES):
-            found.append(p)
-    return found
-
-
-def _wait_gone(timeout: float = 30.0) -> list[psutil.Process]:
-    deadline = time.time() + timeout
-    while (left := _ray_processes()) and time.time() < deadline:
-        time.sleep(0.5)
-    return left
+def _cmdline(p: psutil.Process) -> str:
+    """The process's command line, or "" once it has exited (gone, or a zombie not yet reaped)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # NoSuchProcess, ZombieProcess, AccessDenied
+        return ""
 
 
 @pytest.fixture
@@ -50,30 +42,25 @@ def env(tmp_path):
          "LABCORE_TRACKING": "disabled", "LABCORE_HEADLESS": "1"}
     e.pop("RAY_ADDRESS", None)
     yield e
-    assert not _wait_gone(), "no Ray process outlives its test"
+    assert not wait_ray_gone(), "no Ray process outlives its test"
 
 
-def _stored(runs_root: Path) -> dict[str, float]:
-    """Each stored run's key and the time its record was written."""
-    return {f.parent.name: f.stat().st_mtime for f in runs_root.glob("v*/*/result.json")}
-
-
-def test_smoke_plan_on_embedded_ray_then_report_retrains_nothing(env, tmp_path):
-    train = subprocess.run([sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--executor", "ray",
-                            "--cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+def test_smoke_plan_on_embedded_ray_then_report_retrains_nothing(smoke_build):
+    """The session's smoke build trained its plan on an embedded Ray (2 CPUs); `make report` then trained and
+    rewrote nothing, and every notebook rendered from the store."""
+    assert smoke_build.executor == "ray"
     n = len(profile_runs("smoke"))  # the smoke plan's distinct runs (counted by hand in test_plan)
-    assert "Ray cluster: 1 node(s), 2 CPUs" in train.stdout and f"run {n}/{n} ok" in train.stdout
-    before = _stored(tmp_path / "runs")
-    assert len(before) == n
-    report = subprocess.run([sys.executable, "-m", "labcore.report", "--profile", "smoke"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
-    assert report.stdout.startswith(f"plan smoke: {n} runs, {n} stored, 0 pending")
-    assert _stored(tmp_path / "runs") == before, "the report trained nothing and rewrote nothing"
-    for stem in ("02_cnn_depth", "03_residual"):
-        rec = json.loads((tmp_path / "reports" / "smoke" / f"{stem}.json").read_text())
-        assert rec["status"] == "ok" and rec["metrics"]["trained_now"] == 0
+    assert f"plan smoke: {n} runs, 0 stored, {n} pending" in smoke_build.train, \
+        "the smoke build trains from an empty store (run this test in a fresh session)\n" + smoke_build.train[:2000]
+    assert "Ray cluster: 1 node(s), 2 CPUs" in smoke_build.train and f"run {n}/{n} ok" in smoke_build.train
+    assert len(smoke_build.stored_after_train) == n and not smoke_build.ray_left, "no Ray process outlives training"
+    assert f"plan smoke: {n} runs, {n} stored, 0 pending" in smoke_build.report
+    assert smoke_build.stored_after_report == smoke_build.stored_after_train, "the report trained and rewrote nothing"
+    for stem in notebook_stems():
+        rec = json.loads((smoke_build.reports / f"{stem}.json").read_text())
+        assert rec["status"] == "ok", stem
+        if stem in ("02_cnn_depth", "03_residual"):  # the notebooks that count what they trained themselves
+            assert rec["metrics"]["trained_now"] == 0, stem
 
 
 def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_path, monkeypatch):
@@ -107,13 +94,13 @@ def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_pat
     assert sorted(puts) == sorted(p.key for p in planned), "every run stored exactly once"
     assert all(store.state(p.cfg, p.checkpoints) == "stored" for p in planned)
     assert not [d for d in store.root.iterdir() if d.name.startswith(".") and d.name != ".locks"], "nothing half-written"
-    assert not _wait_gone()
+    assert not wait_ray_gone()
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_path):
-    cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "03_residual", "--executor", "ray",
-           "--cpus", "2"]
-    n = len(profile_runs("smoke", ["03_residual"]))
+    cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "04_gradient_flow",
+           "--executor", "ray", "--cpus", "2"]
+    n = len(profile_runs("smoke", ["04_gradient_flow"]))  # 10 runs: one stored before Ctrl-C, the rest after
     # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and Python
     # then installs no KeyboardInterrupt handler, so the test would depend on how pytest itself was started.
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -127,8 +114,8 @@ def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_pa
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, "".join(lines) + rest
     assert "interrupted: finished runs are stored" in rest
-    assert not _wait_gone(), "no Ray process left after Ctrl-C"
-    done = len(_stored(tmp_path / "runs"))
+    assert not wait_ray_gone(), "no Ray process left after Ctrl-C"
+    done = len(stored_runs(tmp_path / "runs"))
     assert 1 <= done < n
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -155,32 +142,25 @@ def _two_node_cluster(env: dict, port: str) -> Iterator[dict]:
         subprocess.run([ray, "stop", "--force"], env=cluster, capture_output=True, timeout=120)
 
 
-def test_two_nodes_with_token_authentication(env, tmp_path):
-    """A head and a second node on this machine (loopback only, no dashboard), reached through RAY_ADDRESS."""
-    with _two_node_cluster(env, "6399") as driver:
-        unauthenticated = {k: v for k, v in driver.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "01_mlp_baseline", "--executor", "ray"]
-        refused = subprocess.run(cmd, cwd=ROOT, env=unauthenticated, capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 2 and "without token authentication" in refused.stderr
-        run = subprocess.run(cmd, cwd=ROOT, env=driver, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        assert "Ray cluster: 2 node(s), 2 CPUs" in run.stdout and "run 2/2 ok" in run.stdout
-        assert len(_stored(tmp_path / "runs")) == 2
-
-
-def test_a_node_that_leaves_mid_run_has_its_tasks_retried_on_the_other(env, tmp_path):
-    """The second node's raylet and its workers are killed while one of them trains: that run is trained again
-    on the head, and every run of the plan ends up stored exactly once."""
+def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env, tmp_path):
+    """A head and a second node on this machine (loopback only, no dashboard), reached through RAY_ADDRESS: a
+    driver without the token is refused; then the second node's raylet and its workers are killed while one of
+    them trains, that run is trained again on the head, and every run of the plan ends up stored exactly once.
+    (One cluster for both: starting one costs about 20 s here.)"""
     n = len(profile_runs("smoke", ["03_residual"]))
     with _two_node_cluster(env, "6398") as driver:
-        raylets = sorted((p for p in _ray_processes() if "raylet" in " ".join(p.cmdline())), key=lambda p: p.create_time())
+        unauthenticated = {k: v for k, v in driver.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "03_residual", "--executor", "ray"]
+        refused = subprocess.run(cmd, cwd=ROOT, env=unauthenticated, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "without token authentication" in refused.stderr
+        assert not stored_runs(tmp_path / "runs"), "a refused driver trains nothing"
+        raylets = sorted((p for p in ray_processes() if "raylet" in _cmdline(p)), key=lambda p: p.create_time())
         assert len(raylets) == 2, "a head and a second node"
         second = raylets[-1]  # started last: the second node's
-        cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "03_residual", "--executor", "ray"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=driver, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed, deadline = [], time.time() + 240
         while not killed and time.time() < deadline and proc.poll() is None:
-            busy = [c for c in second.children(recursive=True) if "ray::_ray_task" in " ".join(c.cmdline())]
+            busy = [c for c in second.children(recursive=True) if "ray::_ray_task" in _cmdline(c)]
             if busy:  # the node is training a run: it leaves now, workers and all
                 for victim in [second, *second.children(recursive=True)]:
                     with contextlib.suppress(psutil.NoSuchProcess):
@@ -191,4 +171,4 @@ def test_a_node_that_leaves_mid_run_has_its_tasks_retried_on_the_other(env, tmp_
     assert killed, "the second node was killed while it trained"
     assert proc.returncode == 0, out[-3000:]
     assert "Ray cluster: 2 node(s), 2 CPUs" in out and f"run {n}/{n} ok" in out and "not trained" not in out
-    assert len(_stored(tmp_path / "runs")) == n, "every run stored exactly once"
+    assert len(stored_runs(tmp_path / "runs")) == n, "every run stored exactly once"
