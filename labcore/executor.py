@@ -31,7 +31,7 @@ from . import runs
 from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
 from .plan import Planned, choose_profile, describe, human_seconds
-from .train import show_progress
+from .train import pick_device, show_progress
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
@@ -293,7 +293,11 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     start = time.perf_counter()
     os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs
     with exclusive(store, profile):
-        d = describe(profile, only, device, store=store, resolved=resolved)
+        # A Ray run on a CPU trains with cpus_per_run threads, not all of them: estimate (and order) for that.
+        # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
+        on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
+        planned_for = per_run if executor == "ray" and on_cpu else None
+        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for)
         print(d["summary"], flush=True)
         import importlib.util
 
@@ -301,9 +305,8 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
                                         importlib.util.find_spec("ray") is not None)
         if why:
             print(why, flush=True)
-        if executor == "ray" and d["pending_seconds"] and d["device"].startswith("cpu"):
-            # A Ray run trains with cpus_per_run threads, not all of them: estimate (and order) for that.
-            d = describe(profile, only, device, store=store, resolved=resolved, threads=cpus_per_run or 1)
+        if executor == "ray" and on_cpu and planned_for is None and d["pending_seconds"]:
+            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run)
         wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
         estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}

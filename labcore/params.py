@@ -6,6 +6,7 @@ notebook runs or any run is planned, so a typo fails in a second with a one-line
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,34 @@ def parse_only(text: str) -> list[str] | None:
 
 
 def notebook_defaults(stem: str) -> dict[str, Any]:
-    """The values of the notebook's `parameters` cell."""
-    import papermill
+    """The values of the notebook's `parameters` cell (read as papermill reads it: each `name = literal`).
 
-    info = papermill.inspect_notebook(str(NOTEBOOKS / f"{stem}.ipynb"))
-    if not info:
+    Parsed here with `ast` rather than through `papermill.inspect_notebook`: importing papermill (nbformat's
+    validator, jsonschema's grammars) costs about 7 s, paid by every `make plan`/`train` and every kernel
+    that plans another notebook's runs.
+    """
+    path = NOTEBOOKS / f"{stem}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
         raise ConfigError(f"notebooks/{stem}.ipynb has no cell tagged 'parameters'")
-    return {name: ast.literal_eval(p["default"]) for name, p in info.items()}
+    source = "".join(tagged[0]["source"]) if isinstance(tagged[0]["source"], list) else tagged[0]["source"]
+    defaults = {}
+    for node in ast.parse(source).body:
+        target = None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        if not isinstance(target, ast.Name):
+            raise ConfigError(f"notebooks/{stem}.ipynb, parameters cell line {node.lineno}: only `name = value` "
+                              "assignments belong there (papermill injects values by name)")
+        try:
+            defaults[target.id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ConfigError(f"notebooks/{stem}.ipynb, parameters cell: {target.id} must be a literal "
+                              "(a number, string, list or dict), so YAML can override it") from None
+    return defaults
 
 
 def _merge(base: Any, override: Any) -> Any:

@@ -167,6 +167,30 @@ def test_a_wrong_cluster_fails_before_anything_is_planned(monkeypatch, tmp_path)
             executor.train("smoke", address=f"127.0.0.1:{server.getsockname()[1]}", store=store)
 
 
+@pytest.mark.parametrize("given, pending, threads", [
+    ("ray", 5.0, [1]),  # Ray asked for: planned at a Ray task's threads at once, calibrated once
+    ("", 700.0, [None, 1]),  # picked because 10+ min are pending (at all threads): planned again for Ray
+    ("", 5.0, [None]),  # local picked: all threads
+    ("local", 700.0, [None]),
+])
+def test_ray_runs_are_planned_at_their_threads_without_a_wasted_calibration(monkeypatch, tmp_path, given, pending,
+                                                                              threads):
+    import pandas as pd
+
+    calls = []
+
+    def describe(*a, threads=None, **k):
+        calls.append(threads)
+        return {"summary": "plan smoke", "pending_seconds": pending, "planned": [], "estimates": {},
+                "table": pd.DataFrame({"state": []}), "device": "cpu"}
+
+    monkeypatch.setattr(executor, "describe", describe)
+    monkeypatch.setattr(executor, "local_slots", lambda device: 2)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = executor.train("smoke", executor=given, device="cpu", store=runs.RunStore(tmp_path))
+    assert calls == threads and not out.trained
+
+
 def test_a_second_training_pass_on_the_same_profile_is_refused(tmp_path):
     store = runs.RunStore(tmp_path)
     with executor.exclusive(store, "smoke"):

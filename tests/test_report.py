@@ -1,5 +1,6 @@
 """Report building: parameters validated before anything runs, JSON schema, index, and the real `make report`."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -33,6 +34,33 @@ def test_every_profile_has_valid_parameters_for_every_notebook():
         for stem in lp.notebook_stems():
             params = lp.resolve_parameters(stem, profile)
             assert set(params) == set(lp.notebook_defaults(stem))
+
+
+def test_notebook_defaults_read_the_parameters_cell_as_papermill_does(tmp_path, monkeypatch):
+    """Parsed without importing papermill (7 s): the same names and values, in order, as its inspect_notebook;
+    anything but `name = literal` in the cell is a one-line error naming the notebook."""
+    import ast
+
+    import papermill
+
+    for stem in lp.notebook_stems():
+        info = papermill.inspect_notebook(str(lp.NOTEBOOKS / f"{stem}.ipynb"))
+        assert list(lp.notebook_defaults(stem).items()) == [(n, ast.literal_eval(p["default"])) for n, p in info.items()]
+    monkeypatch.setattr(lp, "NOTEBOOKS", tmp_path)
+    for source, message in [("seeds = [0, 1]  # a comment\nlr: float = 1e-3\n", None),
+                            ("import os\n", "only `name = value` assignments belong there"),
+                            ("seeds = list(range(3))\n", "seeds must be a literal"),
+                            ("", None)]:
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]})
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "99_x.ipynb")
+        if message:
+            with pytest.raises(ConfigError, match=f"notebooks/99_x.ipynb, parameters cell.*{re.escape(message)}"):
+                lp.notebook_defaults("99_x")
+        else:
+            assert lp.notebook_defaults("99_x") == ({"seeds": [0, 1], "lr": 1e-3} if source else {})
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), tmp_path / "99_x.ipynb")
+    with pytest.raises(ConfigError, match="has no cell tagged 'parameters'"):
+        lp.notebook_defaults("99_x")
 
 
 def test_yaml_overrides_notebook_defaults_key_by_key(params_dir):
