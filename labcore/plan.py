@@ -334,9 +334,12 @@ def main(argv: list[str] | None = None) -> int:
             print(first)
         print_plan(describe(profile, only, args.device, calibrate=not args.no_calibrate))
         print(f"run store: {runs_dir()}")
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, rather than at exit
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

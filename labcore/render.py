@@ -51,7 +51,7 @@ img { max-width: 100%; height: auto; }
 .lc-banner.lc-dirty .lc-commit { color: #cf222e; font-weight: bold; }
 .lc-banner p { margin: 4px 0; }
 .lc-toc { font-family: system-ui, sans-serif; font-size: 14px; margin: 8px 0 16px; }
-.lc-toc ul { margin: 4px 0; padding-left: 24px; columns: 2; }  /* unnumbered: some headings carry their own numbers */
+.lc-toc ul { margin: 4px 0; padding-left: 0; list-style: none; columns: 2; }  /* no markers: some headings carry their own numbers */
 details.lc-code > summary { font-size: 12px; color: #57606a; cursor: pointer; padding: 2px 0; }
 .lc-prov { font-family: system-ui, sans-serif; font-size: 14px; border-top: 1px solid #d0d7de; margin-top: 32px; }
 .lc-prov table, .lc-index table { border-collapse: collapse; }

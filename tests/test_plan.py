@@ -1,6 +1,7 @@
 """Plans: every run of a profile derived from its parameter files; estimates and ETAs from synthetic costs."""
 import inspect
 import math
+import os
 
 import pytest
 
@@ -189,6 +190,19 @@ def test_ray_runs_are_planned_at_their_threads_without_a_wasted_calibration(monk
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     out = executor.train("smoke", executor=given, device="cpu", store=runs.RunStore(tmp_path))
     assert calls == threads and not out.trained
+
+
+def test_make_plan_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`make plan | head -1`: the reader goes away; no BrokenPipeError traceback, exit status 0."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LABCORE_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "labcore.plan", "--profile", "smoke", "--no-calibrate"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the plan is printed: every write to the pipe fails
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "BrokenPipe" not in err and "Traceback" not in err, err
 
 
 def test_a_second_training_pass_on_the_same_profile_is_refused(tmp_path):
