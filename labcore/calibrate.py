@@ -9,42 +9,29 @@ activations autograd keeps for the backward pass (measured with saved-tensor hoo
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import CLASSES, SHAPES, sizes
+from .data import sizes
+from .datasets import CLASSES, SHAPES
 from .models import build_model
+from .files import replacing
 from .paths import cache_dir
-from .provenance import device_info
-from .train import flush_denormals, make_optimizer, memory_format, pick_device
+from .machine import device_info, flush_denormals, pick_device
+from .train import make_optimizer, memory_format
 
 CALIBRATION_VERSION = 1  # bump when what is measured changes
 WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
 MAX_STEPS = 3  # timed steps per architecture ...
 BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU)
-
-
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Measure with `n` CPU threads (a Ray task's share) instead of this process's; None changes nothing."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def device_name(device: str = "auto") -> str:
@@ -145,10 +132,8 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     for key, cfg in todo.items():
         cache[key] = {**measure(cfg, device), "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
     if todo:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(cache, indent=1))
     return {arch_key(c): cache[arch_key(c)] for c in cfgs}
 
 

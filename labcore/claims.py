@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 LEVEL = 0.95  # confidence of every test and interval here (two-sided)
@@ -149,3 +151,143 @@ def seeds_phrase(flags: Sequence[bool | None], seeds: Sequence[int]) -> str:
     failed = [str(s) for f, s in zip(flags, seeds) if f is None]
     out = f"trained in {ok} of {len(flags)} seed{'s' if len(flags) != 1 else ''}"
     return out + (f" (seed {', '.join(failed)} failed)" if failed else "")
+
+
+def failures(results: Sequence[Any]) -> list[str]:
+    """One line per failed run, naming it and its error."""
+    return [f"{r.config.label()} ({r.key}): {r.error}" for r in results if not r.ok]
+
+
+def failure_note(results: Sequence[Any]) -> str:
+    """The sentence a notebook shows under its runs: how many failed, of how many, and which with what error."""
+    failed = failures(results)
+    if not failed:
+        return f"Failed runs: none of {len(results)}."
+    return (f"**Failed runs: {len(failed)} of {len(results)}** (kept in the run store with their partial "
+            "histories; a table row that includes one shows NaN, not a mean over the other seeds): "
+            + "; ".join(failed) + ".")
+
+
+_READING = {"agrees": "agrees with", "disagrees": "disagrees with", "inconclusive": "can neither confirm nor refute",
+            "not comparable": "is not comparable with"}
+
+
+def agreement_sentence(table: pd.DataFrame) -> str:
+    """A one-paragraph reading of a `compare` table, for the report's markdown."""
+    if table.empty:
+        return "No measurement to compare with the lab's numbers."
+    parts = []
+    for _, r in table.iterrows():
+        why = {"inconclusive": " (the interval over seeds is too wide, or there is one seed)",
+               "not comparable": " (different settings)"}.get(r["verdict"], "")
+        parts.append(f"{r['metric']} {r['measured (mean)']:.3f} ({r['95% interval']}) {_READING[r['verdict']]} "
+                     f"{r['claim']}{why}")
+    return "; ".join(parts) + "."
+
+
+def vgg_claims(df: pd.DataFrame) -> str:
+    """Which of the lab's two VGG orderings (VGG19 > VGG16, or VGG16 > VGG19; VGG24 last in both) the runs
+    support, tested over seeds on validation accuracy and on final training loss (a runs table of the VGG study)."""
+    vgg = df[df["family"] == "vgg"]
+    by_depth = {d: g for d, g in vgg.groupby("depth")}
+    if not {16, 19} <= set(by_depth):
+        return "VGG16 and VGG19 were not both trained, so the lab's claims cannot be checked."
+    out = []
+    for metric, higher, label in (("val_acc", True, "validation accuracy"), ("train_loss", False, "final training loss")):
+        groups = {f"VGG{d}": list(g[metric]) for d, g in sorted(by_depth.items())}
+        out.append(order_sentence(groups, label, higher))
+        c = compare(groups["VGG19"], groups["VGG16"], "VGG19", "VGG16")
+        better = {"greater": "VGG19", "less": "VGG16"}.get(c.verdict) if higher else \
+            {"less": "VGG19", "greater": "VGG16"}.get(c.verdict)
+        if better == "VGG19":
+            out.append(f"By {label}, VGG19 beats VGG16: the ranking write-up's order (ResNet34 > ResNet18 > VGG19 > "
+                       "VGG16 > VGG24).")
+        elif better == "VGG16":
+            out.append(f"By {label}, VGG16 beats VGG19: the VGG-only write-up's order (VGG16 > VGG19 > VGG24).")
+        else:
+            out.append(f"By {label}, these runs support neither write-up's order of VGG16 and VGG19.")
+        if "VGG24" in groups:
+            last = all(compare(groups["VGG24"], groups[o]).verdict == ("less" if higher else "greater")
+                       for o in groups if o != "VGG24")
+            out.append(f"By {label}, VGG24 is {'last, as both write-ups say' if last else 'not shown to be last'}.")
+    return " ".join(out)
+
+
+def degradation_sentence(df: pd.DataFrame) -> str:
+    """He et al.'s degradation check from a runs table of one study: final training error, shallowest vs deepest,
+    tested over seeds."""
+    lines = []
+    for residual, g in df.groupby("residual"):
+        depths = sorted(set(g["depth"]))
+        if len(depths) < 2:
+            continue
+        lo, hi = depths[0], depths[-1]
+        err = {d: list(1 - g[g["depth"] == d]["train_acc"]) for d in (lo, hi)}
+        c = compare(err[hi], err[lo])
+        name = "residual" if residual else "plain"
+        reading = {"greater": f"the deeper {name} network trains *worse* (degradation)",
+                   "less": f"the deeper {name} network trains better",
+                   "indistinguishable": f"not distinguishable with {c.seeds}",
+                   "one seed": "a single seed cannot tell whether the difference is real"}[c.verdict]
+        lines.append(f"**{name}**: final training error {c.mean_b:.3f} at {lo} layers against {c.mean_a:.3f} at "
+                     f"{hi} layers ({c.seeds}{f', Welch p = {c.p:.2g}' if c.p is not None else ''}): {reading}.")
+    if not lines:
+        return "Only one depth was trained, so depth cannot be compared."
+    return " ".join(lines) + (" He et al. report degradation for plain networks (plain-56 above plain-20 in training "
+                              "error) and the reverse for ResNets.")
+
+
+def depth_effect_sentences(df: pd.DataFrame, trained: pd.DataFrame, metric: str = "test_acc") -> list[str]:
+    """For each study and variant of a runs table: the depth with the best mean, whether a test over seeds separates
+    it from the other depths, and which depths did not train (`trained`: sweep.trainability of the same table)."""
+    ok = trained.set_index(["study", "depth", "residual"])
+    lines = []
+    for (study, residual), g in df.groupby(["study", "residual"]):
+        per_depth = {d: list(gd[metric]) for d, gd in sorted(g.groupby("depth"))}
+        means = {d: np.nanmean(v) if np.isfinite(v).any() else -np.inf for d, v in per_depth.items()}
+        values = ", ".join(f"depth {d}: {m:.3f}" for d, m in means.items())
+        variant = "residual" if residual else "plain"
+        line = f"**{study}, {variant}**: {metric.replace('_', ' ')} {values}"
+        if len(per_depth) > 1:
+            best = max(means, key=means.get)
+            tests = {d: compare(per_depth[best], v) for d, v in per_depth.items() if d != best}
+            where = ("the deepest" if best == max(per_depth) else "the shallowest" if best == min(per_depth)
+                     else "an intermediate depth")
+            beaten = [d for d, c in tests.items() if c.verdict == "greater"]
+            tied = [str(d) for d, c in tests.items() if c.verdict != "greater"]
+            if len(beaten) == len(tests):
+                line += f"; {where} ({best}) is best, ahead of every other depth beyond the seed spread"
+            elif any(c.verdict == "one seed" for c in tests.values()):
+                line += f"; the highest single run is at depth {best} ({where}), but one seed cannot rank depths"
+            else:
+                line += (f"; the highest mean is at depth {best} ({where}), but it is not distinguishable from "
+                         f"depth {', '.join(tied)} with {next(iter(tests.values())).seeds}")
+        phrases = [f"depth {d} {ok.loc[(study, d, residual), 'seeds_trained']}" for d in per_depth
+                   if ok.loc[(study, d, residual), "trained"] != "yes"]
+        line += ("; " + "; ".join(phrases) + "." if phrases else
+                 "; every depth trained in every seed." if len(per_depth) > 1 else "; it trained in every seed.")
+        lines.append(line)
+    return lines
+
+
+def deepest_trained_sentence(df: pd.DataFrame, trained_table: pd.DataFrame, study: str, metric: str = "test_acc") -> str:
+    """The lab's remaining ConvNet claim, per variant: does the deepest network that still trains (in every seed)
+    beat the shallowest one? Tested over seeds (`trained_table`: sweep.trainability of the same runs table)."""
+    ok = trained_table.set_index(["study", "depth", "residual"])["trained"]
+    lines = []
+    for residual, g in df[df["study"] == study].groupby("residual"):
+        depths = sorted(set(g["depth"]))
+        trained = [d for d in depths if ok[(study, d, residual)] == "yes"]
+        variant = "residual" if residual else "plain"
+        if len(trained) < 2 or trained[-1] == depths[0]:
+            lines.append(f"**{study}, {variant}**: fewer than two depths trained in every seed, so there is no deeper "
+                         "trained network to compare with the shallowest.")
+            continue
+        deep, shallow = trained[-1], depths[0]
+        c = compare(list(g[g.depth == deep][metric]), list(g[g.depth == shallow][metric]))
+        reading = {"greater": "it does beat the shallowest", "less": "it is worse than the shallowest",
+                   "indistinguishable": f"the two are not distinguishable with {c.seeds}",
+                   "one seed": "one seed cannot tell"}[c.verdict]
+        lines.append(f"**{study}, {variant}**: the deepest network that trains in every seed has depth {deep} "
+                     f"({metric.replace('_', ' ')} {c.mean_a:.3f}) against {c.mean_b:.3f} at depth {shallow}: {reading}.")
+    return "\n\n".join(lines)

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .datasets import DATASETS, SIZES
+
 
 class ConfigError(ValueError):
     """A parameter is unknown, mistyped or out of range; the message says which and how to fix it."""
@@ -104,7 +106,6 @@ def _positive(value: int | float | None, where: str, zero_ok: bool = False) -> N
         raise ConfigError(f"{where} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
 
 
-DATASETS = ("mnist", "cifar10")
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,10 @@ class DataConfig:
     split_seed: int = 0  # fixed across model seeds, so every seed sees the same train/validation split
 
     def __post_init__(self) -> None:
-        _choice(self.name, DATASETS, "data.name")
+        _choice(self.name, tuple(DATASETS), "data.name")
         _positive(self.val_size, "data.val_size")
         _positive(self.subset, "data.subset")
         _positive(self.test_subset, "data.test_subset")
-        from .data import SIZES  # the dataset's sizes live with the dataset (data imports this module)
-
         n_train, n_test = SIZES[self.name]
         if self.val_size >= n_train:
             raise ConfigError(f"data.val_size={self.val_size} leaves no training images out of {self.name}'s "

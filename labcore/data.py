@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,20 +15,10 @@ from pathlib import Path
 import torch
 
 from .config import DataConfig
+from .files import replacing
+from .datasets import CLASSES, DATASETS, SIZES
 from .paths import DEFAULT_DATA, cache_dir, data_root
 
-# The lab's normalisation constants (lab-reference.md, "Data").
-MEAN_STD = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
-SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W) of one image
-SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}  # official (train, test) images
-CLASSES = {
-    "mnist": tuple(str(i) for i in range(10)),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-}
-_TORCHVISION_DIR = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}
 _CACHE_VERSION = 1  # bump when the decoded format changes
 
 
@@ -104,12 +93,12 @@ def _torchvision(name: str, root: Path, download: bool) -> Raw:
         parts = [datasets.CIFAR10(str(root), train=t, download=download) for t in (True, False)]
         xs = [torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous() for p in parts]  # NHWC -> NCHW
         ys = [torch.tensor(p.targets, dtype=torch.int64) for p in parts]
-    return Raw(xs[0], ys[0], xs[1], ys[1], source=f"torchvision:{root / _TORCHVISION_DIR[name]}")
+    return Raw(xs[0], ys[0], xs[1], ys[1], source=f"torchvision:{root / DATASETS[name].torchvision_dir}")
 
 
 def _not_found(name: str, root: Path, reason: str) -> DataNotFoundError:
     return DataNotFoundError(
-        f"{name} not found: looked for {root / _TORCHVISION_DIR[name]} (torchvision layout) and "
+        f"{name} not found: looked for {root / DATASETS[name].torchvision_dir} (torchvision layout) and "
         f"{root / name}/{{train,test}}/<class>/ (image folder); {reason}. Point LABCORE_DATA at a folder "
         f"holding one of them (e.g. LABCORE_DATA=../shared/data) or unset it to download into {DEFAULT_DATA} when online."
     )
@@ -117,7 +106,7 @@ def _not_found(name: str, root: Path, reason: str) -> DataNotFoundError:
 
 def _locate(name: str, root: Path) -> str | None:
     """'torchvision' or 'image-folder' for the layout `name` has under `root`, else None."""
-    tv_dir = root / _TORCHVISION_DIR[name]
+    tv_dir = root / DATASETS[name].torchvision_dir
     if tv_dir.is_dir() and any(tv_dir.iterdir()):
         return "torchvision"
     if (root / name / "train").is_dir() and (root / name / "test").is_dir():
@@ -166,10 +155,8 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
         return Raw(**torch.load(cache, weights_only=True))
     raw = _decode(name, root, may_download)
     assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save(raw.__dict__, tmp)
-    tmp.replace(cache)  # atomic: a concurrent reader never sees half a file
+    with replacing(cache) as tmp:  # a concurrent reader never sees half a file
+        torch.save(raw.__dict__, tmp)
     return raw
 
 
@@ -205,7 +192,7 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
     # A random (seeded) test subset: image-folder test sets are sorted by class, so "the first N" would be one class.
     test_idx = torch.randperm(len(raw.y_test), generator=torch.Generator().manual_seed(cfg.split_seed))
     test_idx = test_idx[: cfg.test_subset] if cfg.test_subset is not None else torch.arange(len(raw.y_test))
-    mean, std = MEAN_STD[cfg.name]
+    mean, std = DATASETS[cfg.name].mean, DATASETS[cfg.name].std
     return Splits(
         name=cfg.name,
         x_train=raw.x_train[train_idx], y_train=raw.y_train[train_idx],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import heapq
 import os
 import secrets
@@ -30,8 +29,10 @@ from tqdm.auto import tqdm
 from . import runs
 from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
-from .plan import Planned, choose_profile, describe, human_seconds
-from .train import pick_device, show_progress
+from .files import Busy, locked
+from .exercise import Planned
+from .plan import choose_profile, describe, human_seconds
+from .machine import pick_device, show_progress
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
@@ -127,12 +128,12 @@ class Outcome:
 # ---------------------------------------------------------------- in this process
 
 def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, device: str,
-                 tracking: str, retry_failed: bool, progress: Progress) -> Outcome:
+                 tracking: str, retry_failed: bool, progress: Progress, profile: str) -> Outcome:
     out = Outcome()
     for p in todo:
         est = estimates.get(p.key)
         r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
-                     estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p))
+                     estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p), profile=profile)
         out.trained.append(r)
         progress.finished(r, r.node or "this process")
     return out
@@ -151,10 +152,8 @@ def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threa
     import ray
     import torch
 
-    os.environ["LABCORE_PROFILE"] = profile  # W&B's tag; a worker on another node has none of the driver's env
-
     torch.set_num_threads(threads)
-    trained = runs.train_run(cfg, "auto", tracking, checkpoints, estimate, compile, group)
+    trained = runs.train_run(cfg, "auto", tracking, checkpoints, estimate, compile, group, profile or None)
     node = f"{trained.result.node} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
     return dataclasses.replace(trained, result=dataclasses.replace(trained.result, node=node))
 
@@ -207,7 +206,7 @@ def connect(address: str | None, cpus: int | None) -> bool:
 
 def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, tracking: str,
                address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
-               progress: Progress) -> Outcome:
+               progress: Progress, profile: str) -> Outcome:
     started = connect(address, cpus)
     import ray
     from ray.exceptions import RayError
@@ -226,7 +225,7 @@ def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.Run
         for p in todo:  # already longest first; Ray starts them in submission order as resources free up
             est = estimates.get(p.key)
             ref = task.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S, _group(p),
-                              os.environ.get("LABCORE_PROFILE", ""))
+                              profile)
             inflight[ref] = p
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
@@ -258,24 +257,12 @@ def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.Run
 @contextlib.contextmanager
 def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
     """One `make train` per profile and store at a time; a second one is refused, naming the first."""
-    folder = store.root / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"train-{profile}.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise ConfigError(f"another `make train` or `make report` of profile {profile} is training (pid "
-                              f"{f.read().strip() or '?'}) on this run store; wait for it to finish") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
+    try:
+        with locked(store.root / ".locks" / f"train-{profile}.lock", wait=False):
             yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    except Busy as busy:
+        raise ConfigError(f"another `make train` or `make report` of profile {profile} is training (pid "
+                          f"{busy.holder}) on this run store; wait for it to finish") from None
 
 
 def train(profile: str, only: list[str] | None = None, executor: str = "", address: str | None = None,
@@ -291,7 +278,6 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
         check_cluster(address)
     store = store or runs.RunStore()
     start = time.perf_counter()
-    os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs
     with exclusive(store, profile):
         # A Ray run on a CPU trains with cpus_per_run threads, not all of them: estimate (and order) for that.
         # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
@@ -324,9 +310,10 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
             if not todo:
                 out = Outcome()
             elif executor == "local":
-                out = _train_local(todo, estimates, store, device, tracking, retry_failed, progress)
+                out = _train_local(todo, estimates, store, device, tracking, retry_failed, progress, profile)
             else:
-                out = _train_ray(todo, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress)
+                out = _train_ray(todo, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
+                                profile)
         finally:
             progress.close()
     out.seconds, out.executor = time.perf_counter() - start, executor

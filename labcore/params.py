@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import SECTIONS, ConfigError, from_dict, load_yaml, validate_params
+from .config import SECTIONS, ConfigError, ProbeConfig, from_dict, load_yaml, validate_params
+from .data import sizes
 from .paths import PROJECT_ROOT
 from .tracking import check_mode
 
@@ -98,8 +99,14 @@ def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, An
     return _merge(_load_with_includes(path.parent / include, (*seen, path)), given)
 
 
-def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
-    """Notebook defaults overridden by parameters/<profile>/<stem>.yaml, validated."""
+def parameter_file(stem: str, profile: str) -> str:
+    """parameters/<profile>/<stem>.yaml, as the user knows it (relative to the project where possible)."""
+    return _shown(PARAMETERS / profile / f"{stem}.yaml")
+
+
+def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
+    """Notebook defaults overridden by parameters/<profile>/<stem>.yaml, every config section type-checked.
+    (labcore.exercise.parameters also plans with them, building every model on the meta device.)"""
     path = PARAMETERS / profile / f"{stem}.yaml"
     if not path.is_file():
         raise ConfigError(f"no parameter file {_shown(path)} for notebook {stem} "
@@ -113,43 +120,23 @@ def resolve_parameters(stem: str, profile: str) -> dict[str, Any]:
     if "profile" in given:
         raise ConfigError(f"{_shown(path)}: 'profile' is set by the build (it names this folder); remove it")
     params = _merge(defaults, given)
-    if "profile" in defaults:  # notebooks that read other notebooks' runs resolve them with the same profile
+    if "profile" in defaults:  # the notebook learns which profile it renders (04 plans its upstream in it)
         params["profile"] = profile
     try:
         validate_params(params)
-        from .plan import notebook_runs  # every run the notebook will train, each built on the meta device
-        notebook_runs(stem, params)
         for name, value in params.items():
             suffix = name.rsplit("_", 1)[-1]
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
-                from_dict(SECTIONS[suffix], value, name)  # e.g. mlp_model, mlp_train
-            if suffix == "model" and isinstance(value, dict):
-                data = params.get(name[: -len("model")] + "data") or params.get("data")
-                if isinstance(data, dict):  # without a data section (04), the notebook's plan checks it
-                    _check_buildable(name, value, data)
+                from_dict(SECTIONS[suffix], value, name)  # e.g. lab_plain_model
         if "tracking" in params:
             check_mode(params["tracking"])
-        if isinstance(params.get("probe"), dict) and isinstance(params.get("data"), dict):
-            check_probe(params["probe"], params["data"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     return params
 
 
-def _check_buildable(name: str, model: dict[str, Any], data: dict[str, Any]) -> None:
-    """Check that the model a `*model` section describes can be built for its dataset (see models.check_buildable)."""
-    from .data import CLASSES, SHAPES
-    from .models import check_buildable
-
-    dataset = from_dict(SECTIONS["data"], data, "data").name
-    check_buildable(from_dict(SECTIONS["model"], model, name), SHAPES[dataset], len(CLASSES[dataset]), name)
-
-
 def check_probe(probe: dict[str, Any], data: dict[str, Any]) -> None:
     """The probe's batches must fit in the training images the data section leaves (labcore.probes)."""
-    from .config import ProbeConfig
-    from .data import sizes
-
     cfg = from_dict(ProbeConfig, probe, "probe")
     n_train = sizes(from_dict(SECTIONS["data"], data, "data"))[0]
     if cfg.batches * cfg.batch_size > n_train:

@@ -1,179 +1,29 @@
-"""Plans: every run a profile's notebooks need, derived from the parameter files without executing a notebook.
-
-Each exercise has one function here that turns its parameters into the runs it trains. The notebook
-calls it (and fetches the results from the run store), and so does the planner behind `make plan` and
-`make train`, so what is planned is exactly what the notebook will ask for:
+"""Plans of whole profiles: every run a profile's notebooks need, merged, with its state in the run store and the
+estimated cost of what is pending; which profile to use when none is named; `make plan`.
 
     python -m labcore.plan --profile quick [--only 02_cnn_depth]
 
-Runs two notebooks share are planned once (`merge`): 03 contains all of 02's runs (03's parameter files
-include 02's), and 04 trains nothing of its own: it declares the notebooks whose runs it reads (its `upstream`
-parameter: 03's plain and residual ConvNet twins, which it gives per-epoch weights, 01's first MLP run, 03's VGG
-and ResNet ranking), and they are planned from those notebooks' own parameters in the same profile.
+Each exercise's own plan lives in its module (labcore.exercise, labcore/exercises/); the notebook calls it too,
+so what is planned here is exactly what the notebook will ask for. Runs several notebooks share are planned
+once (`merge`): 03 contains all of 02's runs (03's parameter files include 02's), and 04 trains nothing of its
+own: it reads 01's and 03's runs, declared as its UPSTREAM.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
-from . import sweep
-from .config import ConfigError, ModelConfig, RunConfig, from_dict
-from .data import CLASSES, SHAPES, DataNotFoundError
-from .models import check_buildable
-from .params import check_probe, check_selection, notebook_defaults, notebook_stems, parse_only, resolve_parameters
+from . import exercise, machine
+from .config import ConfigError
+from .data import DataNotFoundError
+from .exercise import Planned
+from .params import check_selection, notebook_stems, parse_only
 from .paths import runs_dir
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One run a notebook needs: its config, the epochs whose weights it needs, and who needs it."""
-
-    cfg: RunConfig
-    checkpoints: tuple[int, ...] = ()  # epochs whose weights are kept (0 = initialisation)
-    notebooks: tuple[str, ...] = field(default=(), compare=False)
-    study: str = field(default="runs", compare=False)  # the group it belongs to in its notebook (W&B's group)
-
-    @property
-    def key(self) -> str:
-        """The run store's key (the config's hash)."""
-        return self.cfg.key()
-
-
-def every_epoch(cfg: RunConfig) -> tuple[int, ...]:
-    """Checkpoints at initialisation and after every epoch (a few kB each for the models that use them)."""
-    return tuple(range(cfg.train.epochs + 1))
-
-
-# ---------------------------------------------------------------- one function per exercise
-
-def mlp_baseline(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: int) -> dict[str, list[Planned]]:
-    """Exercise 01: the lab's MLP once per seed (weights after every epoch, for 04), and a longer run per seed."""
-    if not seeds:
-        raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
-    configs = [RunConfig.build(data, model, train, seed=s) for s in seeds]
-    return {"runs": [Planned(c, every_epoch(c), study="runs") for c in configs],
-            "long": [Planned(c.replace(train={"epochs": long_epochs}), study="long") for c in configs]}
-
-
-def depth_studies(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
-    """Exercises 02 and 03: every study x sweep x residual flag x seed (see labcore.sweep)."""
-    if not seeds:
-        raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
-    return {name: [Planned(c, study=name) for c in cfgs]
-            for name, cfgs in sweep.expand(studies, data, train, seeds, residual).items()}
-
-
-UPSTREAM_KEYS = {"mlp": "exercise 01's MLP (its first seed, with per-epoch weights)",
-                 "ranking": "the VGG16/19/24 and ResNet18/34 runs of the ranking (studies 'vgg' and 'resnet')",
-                 "deep": "the plain and residual twins of study `deep_study` at `deep_depths` (given per-epoch weights)"}
-
-
-def _upstream_plan(key: str, stem: str, profile: str) -> dict[str, Any]:
-    """The runs notebook `stem` plans in `profile`, from its own parameters (for 04's `upstream.<key>`)."""
-    if stem not in EXERCISES:
-        raise ConfigError(f"upstream.{key}: no exercise notebook {stem!r}; choose one of: {', '.join(EXERCISES)}")
-    if "upstream" in notebook_defaults(stem):  # it reads runs itself: planning from it would go round in circles
-        raise ConfigError(f"upstream.{key}: {stem} reads other notebooks' runs itself; name the notebook that trains them")
-    params = resolve_parameters(stem, profile)
-    return EXERCISES[stem](**{n: params[n] for n in inspect.signature(EXERCISES[stem]).parameters})
-
-
-def _deep_twins(study: list[Planned], name: str, stem: str, depths: list[int]) -> dict[tuple[int, bool], list[Planned]]:
-    """The plain and residual runs of `study` at `depths`, every seed, with weights after every epoch."""
-    found: dict[tuple[int, bool], list[Planned]] = {}
-    for p in study:
-        found.setdefault((p.cfg.model.depth, p.cfg.model.residual), []).append(p)
-    for d in depths:
-        for res in (False, True):
-            if (d, res) not in found:
-                have = sorted({f"{dd} ({'residual' if r else 'plain'})" for dd, r in found})
-                raise ConfigError(f"deep_depths: {stem}'s study {name!r} has no {'residual' if res else 'plain'} run at "
-                                  f"depth {d}; it has {', '.join(have)}. Add {d} to that study's sweep, or probe one of those")
-    return {(d, res): [Planned(p.cfg, every_epoch(p.cfg), study=p.study) for p in found[(d, res)]]
-            for d in depths for res in (False, True)}
-
-
-def gradient_flow(deep_study: str, deep_depths: list[int], short_epochs: int, lab_plain_model: dict,
-                  lab_residual_model: dict, init_seeds: list[int], probe: dict, profile: str,
-                  upstream: dict[str, str]) -> dict[str, Any]:
-    """Exercise 04: it trains nothing of its own. It reads, as declared in `upstream`, plain and residual twins
-    from a depth study (probed over training: they get weights after every epoch), exercise 01's first MLP run
-    and the ranking's VGG/ResNet runs, all planned from those notebooks' own parameters in `profile`.
-    Also returned, never trained: the lab's two models at initialisation ('lab_pair', one config per init seed),
-    on the twins' data, which is also where the probe's images come from."""
-    unknown = sorted(set(upstream) - set(UPSTREAM_KEYS))
-    if unknown:
-        raise ConfigError(f"upstream: unknown key {unknown[0]!r}; valid: {', '.join(UPSTREAM_KEYS)}")
-    absent = [k for k in UPSTREAM_KEYS if k not in upstream]
-    if absent:
-        raise ConfigError(f"upstream: name the notebook for {absent[0]!r} ({UPSTREAM_KEYS[absent[0]]})")
-    if not deep_depths or not init_seeds:
-        raise ConfigError("deep_depths and init_seeds must each name at least one value")
-    source = {key: _upstream_plan(key, stem, profile) for key, stem in upstream.items()}
-    if "runs" not in source["mlp"]:
-        raise ConfigError(f"upstream.mlp: {upstream['mlp']} plans no MLP runs; name 01_mlp_baseline")
-    if not {"vgg", "resnet"} <= set(source["ranking"]):
-        raise ConfigError(f"upstream.ranking: {upstream['ranking']} has no 'vgg' and 'resnet' studies; name 03_residual")
-    if deep_study not in source["deep"]:
-        raise ConfigError(f"deep_study: {upstream['deep']} has no study {deep_study!r}; "
-                          f"its studies: {', '.join(source['deep'])}")
-    deep = _deep_twins(source["deep"][deep_study], deep_study, upstream["deep"], deep_depths)
-    base = next(iter(deep.values()))[0].cfg  # the twins' data: the probe's images and the lab pair's inputs
-    epochs = base.train.epochs
-    if not 1 <= short_epochs <= epochs:
-        raise ConfigError(f"short_epochs={short_epochs}: must be between 1 and the twins' {epochs} epochs")
-    check_probe(probe, dataclasses.asdict(base.data))
-    lab_pair = {}
-    for name, model in (("plain", lab_plain_model), ("residual", lab_residual_model)):
-        cfgs = [RunConfig(base.data, from_dict(ModelConfig, model, f"lab_{name}_model"), base.train, s) for s in init_seeds]
-        check_buildable(cfgs[0].model, SHAPES[base.data.name], len(CLASSES[base.data.name]), f"lab_{name}_model")
-        lab_pair[name] = cfgs
-    return {"deep": deep, "mlp": [source["mlp"]["runs"][0]],
-            "ranking": source["ranking"]["vgg"] + [p for p in source["ranking"]["resnet"] if p.cfg.model.residual],
-            "lab_pair": lab_pair}
-
-
-EXERCISES: dict[str, Callable[..., dict]] = {
-    "01_mlp_baseline": mlp_baseline,
-    "02_cnn_depth": depth_studies,
-    "03_residual": depth_studies,
-    "04_gradient_flow": gradient_flow,
-}
-
-
-def flatten(groups: Any) -> list[Planned]:
-    """All Planned runs in a nested dict/list structure, in order."""
-    if isinstance(groups, Planned):
-        return [groups]
-    if isinstance(groups, dict):
-        return [p for v in groups.values() for p in flatten(v)]
-    if isinstance(groups, (list, tuple)):
-        return [p for v in groups for p in flatten(v)]
-    return []
-
-
-def notebook_runs(stem: str, params: dict[str, Any]) -> list[Planned]:
-    """Every run notebook `stem` trains with `params`; each model is built on the meta device first,
-    so an impossible one fails now, as a ConfigError, not mid-training."""
-    fn = EXERCISES.get(stem)
-    if fn is None:
-        return []
-    names = inspect.signature(fn).parameters
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise ConfigError(f"{stem} needs parameter {missing[0]!r} to plan its runs")
-    planned = flatten(fn(**{n: params[n] for n in names}))
-    for p in planned:
-        check_buildable(p.cfg.model, SHAPES[p.cfg.data.name], len(CLASSES[p.cfg.data.name]), p.cfg.label())
-    return [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in planned]
 
 
 def merge(planned: Iterable[Planned]) -> list[Planned]:
@@ -192,8 +42,8 @@ def profile_runs(profile: str, only: list[str] | None = None,
                  resolved: dict[str, dict] | None = None) -> list[Planned]:
     """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps
     stems to parameters already resolved (so a caller that has them does not resolve them again)."""
-    resolved = resolved or {stem: resolve_parameters(stem, profile) for stem in only or notebook_stems()}
-    return merge(p for stem, params in resolved.items() for p in notebook_runs(stem, params))
+    resolved = resolved or {stem: exercise.parameters(stem, profile) for stem in only or notebook_stems()}
+    return merge(p for stem, params in resolved.items() for p in exercise.planned_runs(stem, params, profile))
 
 
 def default_profile() -> tuple[str, str]:
@@ -289,7 +139,7 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
-    with cal.threads(threads):  # the device's name and its step times, both at the threads a run will get
+    with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
         estimates, peak, total, dev = {}, None, None, cal.device_name(device)
         costs = cal.calibrate([p.cfg for p in unstored], device) if calibrate and unstored else {}
     if costs:

@@ -7,8 +7,9 @@ the page's body text (14 px); they are embedded at twice that density, crisp on 
 """
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -28,14 +29,13 @@ STYLE = {  # points at 100 dpi: 11 pt is 15 px, just above the page's 14 px body
     "legend.fontsize": 11, "figure.titlesize": 13, "figure.dpi": 100,
     "axes.formatter.useoffset": False,  # a flat curve at 0.106 must not be labelled '1e-9 + 1.06e-1'
 }
-matplotlib.rcParams.update(STYLE)
 CHANCE_CLASSES = 10  # both datasets: uniform guessing gives loss ln(10) = 2.30 and accuracy 10 %
 
 
 def _figure(width: float, height: float) -> Figure:
     """A Figure no wider than MAX_WIDTH (a wider request is scaled down, keeping its aspect ratio)."""
     scale = min(1.0, MAX_WIDTH / width)
-    return Figure(figsize=(width * scale, height * scale), layout="constrained")
+    return ReportFigure(figsize=(width * scale, height * scale), layout="constrained")
 
 
 def chance_line(ax, metric: str, classes: int = CHANCE_CLASSES) -> None:
@@ -53,19 +53,38 @@ def _sparse_ticks(ax, labels: Sequence[str], axis: str = "x", most: int = 20, **
     setter(pos, [labels[i] for i in pos], **kw)
 
 
-def _register_png_display() -> None:
-    """Let IPython show a bare Figure (made without pyplot) as an embedded PNG at twice its density."""
-    try:
-        from IPython import get_ipython
-        from IPython.core.pylabtools import select_figure_formats
-    except ImportError:  # plain Python: figures are saved, not displayed
-        return
-    shell = get_ipython()
-    if shell is not None:
-        select_figure_formats(shell, {"retina"}, bbox_inches="tight")  # saved at 2 x figure.dpi, shown at 1 x
+class ReportFigure(Figure):
+    """A Figure that IPython shows as an embedded PNG at twice its density (crisp on high-DPI screens), with no
+    pyplot and no change to IPython's or matplotlib's global settings."""
+
+    def savefig(self, *args, **kwargs) -> None:
+        """Save under STYLE too: matplotlib makes some artists (tick labels) only when it draws."""
+        with matplotlib.rc_context(STYLE):
+            super().savefig(*args, **kwargs)
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=2 * self.dpi, bbox_inches="tight")
+        return buf.getvalue()
+
+    def _ipython_display_(self) -> None:
+        """Shown at its size in inches, from a PNG of twice the pixels; IPython asks this before any formatter,
+        so a Figure printer that pyplot's inline backend registered cannot draw it at 1x outside STYLE."""
+        from IPython.display import Image, display
+
+        display(Image(data=self._repr_png_(), retina=True))
 
 
-_register_png_display()
+def styled(make: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw the figure under STYLE (matplotlib reads its settings while drawing), leaving the global ones alone."""
+    @functools.wraps(make)
+    def wrapper(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return make(*args, **kwargs)
+
+    return wrapper
 
 
 def _stack(histories: Sequence[History], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,6 +104,7 @@ def _band(ax, histories: Sequence[History], key: str, label: str, color=None, st
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+@styled
 def training_curves(histories: History | Sequence[History], title: str = "") -> Figure:
     """Loss and accuracy per epoch, train and validation (mean +- std over seeds), best epoch marked."""
     if histories and isinstance(histories[0], dict):
@@ -105,6 +125,7 @@ def training_curves(histories: History | Sequence[History], title: str = "") -> 
     return fig
 
 
+@styled
 def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str = "") -> Figure:
     """Confusion matrix heatmap, rows normalised to recall (counts in the cells)."""
     counts = np.asarray(matrix)
@@ -119,6 +140,7 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: st
     return fig
 
 
+@styled
 def misclassified(x: torch.Tensor, y: Sequence[int], pred: Sequence[int], classes: Sequence[str],
                   n: int = 24, cols: int = 6) -> Figure:
     """A grid of the first `n` misclassified test images (uint8 [N, C, H, W]), titled true -> predicted."""
@@ -137,6 +159,7 @@ def misclassified(x: torch.Tensor, y: Sequence[int], pred: Sequence[int], classe
     return fig
 
 
+@styled
 def compare_curves(groups: Mapping[str, Sequence[History]], metric: str = "val_acc", title: str = "",
                    ax=None) -> Figure:
     """One line per group (e.g. per depth), mean +- std over seeds, for one history metric."""
@@ -164,6 +187,7 @@ PANELS = (("train_loss", "training loss"), ("val_loss", "validation loss"),
           ("train_acc", "training accuracy"), ("val_acc", "validation accuracy"))
 
 
+@styled
 def depth_study(results: Sequence, title: str = "") -> Figure:
     """Training and validation loss and accuracy per epoch, one line per depth (mean +- std over seeds)."""
     fig = _figure(10.5, 7)
@@ -180,6 +204,7 @@ def depth_study(results: Sequence, title: str = "") -> Figure:
     return fig
 
 
+@styled
 def twins(results: Sequence, metrics: Sequence[str] = ("train_loss", "val_acc"), title: str = "") -> Figure:
     """Plain and residual side by side at equal depth: one column per depth, one row per metric."""
     groups = curves_by(results, lambda c: (c.model.depth, c.model.residual))
@@ -201,6 +226,7 @@ def twins(results: Sequence, metrics: Sequence[str] = ("train_loss", "val_acc"),
     return fig
 
 
+@styled
 def versus_depth(df, metric: str = "test_acc", title: str = "") -> Figure:
     """`metric` against depth for each study (one panel each), plain and residual, mean +- std over seeds."""
     studies = list(dict.fromkeys(df["study"]))
@@ -229,6 +255,7 @@ def versus_depth(df, metric: str = "test_acc", title: str = "") -> Figure:
     return fig
 
 
+@styled
 def training_error(results: Sequence, title: str = "") -> Figure:
     """He et al.'s Figure 6: training error (dashed) and validation error (solid, where the paper draws test error)
     against iterations, one colour per depth, plain (left) and residual (right)."""
@@ -258,6 +285,7 @@ def training_error(results: Sequence, title: str = "") -> Figure:
     return fig
 
 
+@styled
 def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
     """Box plots of per-parameter gradient norms (over batches), one panel per model, parameters input -> output."""
     fig = _figure(5.25 * len(tables), 6)
@@ -275,6 +303,7 @@ def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
     return fig
 
 
+@styled
 def grad_vs_depth(curves: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
     """Per-layer gradient norm (median over batches, band: min-max) against the layer's depth, log scale.
 
@@ -295,6 +324,7 @@ def grad_vs_depth(curves: Mapping[str, pd.DataFrame], title: str = "") -> Figure
     return fig
 
 
+@styled
 def flow_by_model(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
     """Per-layer gradient norm (median over batches) against the layer's relative position, one line per model,
     at initialisation (left) and after training (right); `tables` are `probes.before_after` results."""
@@ -313,6 +343,7 @@ def flow_by_model(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure
     return fig
 
 
+@styled
 def gradient_flow(table: pd.DataFrame, title: str = "") -> Figure:
     """The classic gradient-flow plot: mean and maximum |gradient| of each layer's weights, input to output."""
     fig = _figure(9, 5)
@@ -327,6 +358,7 @@ def gradient_flow(table: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+@styled
 def filter_grads(grads: Mapping[str, torch.Tensor], title: str = "") -> Figure:
     """Heatmaps of first-convolution weight gradients [out, in, k, k], one panel per model, one colour scale.
 
@@ -353,6 +385,7 @@ def filter_grads(grads: Mapping[str, torch.Tensor], title: str = "") -> Figure:
     return fig
 
 
+@styled
 def layer_epoch(maps: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
     """Heatmaps of log10 per-layer gradient norm: layer (rows, input at the top) x epoch (columns), shared scale.
 

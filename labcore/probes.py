@@ -18,7 +18,8 @@ from torch import nn
 
 from .config import ConfigError, TrainConfig
 from .data import Splits, normalize
-from .train import flush_denormals, memory_format
+from .machine import flush_denormals
+from .train import memory_format
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "linear"), (nn.modules.batchnorm._BatchNorm, "norm"))
@@ -150,36 +151,6 @@ def attenuation(layers: pd.DataFrame) -> float:
     layer over that of the first (a `layer_norms` table). About 1 means gradients reach the input intact."""
     med = layers.groupby("depth")["norm"].median()
     return float(med.iloc[-1] / max(med.iloc[0], 1e-30))
-
-
-def attenuation_sentence(table: pd.DataFrame, family: str = "VGG") -> str:
-    """What the last/first ratios of one family's models (rows 'model', 'weight layers', 'last/first at
-    initialisation', 'last/first after training') show about depth. A trend is named only when every step in
-    depth goes the same way, and the sentence says these are single initialisations, not a test over seeds."""
-    sub = table[table["model"].str.startswith(family)].sort_values("weight layers")
-    if len(sub) < 2:
-        return f"Fewer than two {family} models were probed, so their depths cannot be compared."
-    parts, columns = [], ("last/first at initialisation", "last/first after training")
-    for column, when in zip(columns, ("At initialisation", "After training")):
-        vals = list(sub[column])
-        trend = ("grows with every step in depth" if all(b > a for a, b in zip(vals, vals[1:])) else
-                 "falls with every step in depth" if all(b < a for a, b in zip(vals, vals[1:])) else
-                 "does not move in one direction with depth")
-        parts.append(f"{when}, the last layer's gradient is " + ", ".join(
-            f"{v:.3g}x ({m})" for v, m in zip(vals, sub["model"])) + f" the first layer's: the ratio {trend}")
-    deepest = sub.iloc[-1]
-    if (sub[list(columns)] <= 1).all().all():
-        verdict = (f"Every ratio is at most 1: the input layers of these {family} networks receive at least as much "
-                   f"gradient as their last layer, before and after training, so these measurements do not support a "
-                   f"gradient vanishing on its way back to the input as the reason a deeper {family} would train worse")
-    elif all(deepest[c] > 1 and (sub[c].iloc[:-1] < deepest[c]).all() for c in columns):
-        verdict = (f"The deepest, {deepest['model']}, passes the least gradient back to its input layers, before and "
-                   "after training, as the vanishing-gradient explanation expects")
-    else:
-        verdict = (f"These ratios neither show the deepest {family} starving its input layers of gradient nor rule it "
-                   "out")
-    return ". ".join(parts) + (f". A larger ratio means less gradient reaches the input layers. {verdict}. One "
-                               "initialisation per model: this describes these networks, not a test over seeds.")
 
 
 def attenuation_by_epoch(layers: pd.DataFrame) -> dict[int, float]:

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import platform
 import subprocess
 from importlib import metadata
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from .data import fingerprint
+from .machine import device_info, pick_device
+from .runs import STORE_VERSION
+from .tracking import resolve_mode
 from .paths import PROJECT_ROOT
 
 PACKAGES = ("labcore", "torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "papermill", "wandb")
@@ -43,34 +47,10 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (from /proc/cpuinfo on Linux), e.g. 'AMD EPYC 7B13'; else platform's guess."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_info(device: torch.device | str) -> str:
-    """Human-readable device, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: 2 threads'."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    n = torch.get_num_threads()
-    return f"{device.type}: {n} thread{'s' if n != 1 else ''} of {os.cpu_count()}, {cpu_model()}"
-
-
 def collect(device: torch.device | str, data_source: str | None = None, datasets: tuple[str, ...] = (),
             tracking: str | None = None, **extra: Any) -> dict[str, Any]:
     """Provenance record for a report; `datasets` adds each one's source and checksum (data.fingerprint),
     `tracking` the effective W&B mode; `extra` takes seeds and anything run-specific."""
-    from .data import fingerprint
-    from .runs import STORE_VERSION
-    from .tracking import resolve_mode
-
     return {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
@@ -83,3 +63,11 @@ def collect(device: torch.device | str, data_source: str | None = None, datasets
         "tracking": resolve_mode(tracking) if tracking else None,
         **extra,
     }
+
+
+def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: Any) -> dict[str, Any]:
+    """`collect` for a report built from stored runs (labcore.runs.RunResult): their data sources, datasets,
+    keys and the devices that trained them, plus `extra` (seeds, probe settings, ...)."""
+    return collect(pick_device(str(device)), data_source=", ".join(sorted({r.data_source for r in results})),
+                   datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
+                   run_keys=[r.key for r in results], trained_on=sorted({r.device for r in results}), **extra)

@@ -6,6 +6,7 @@ them; nothing here is ever used as a result.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,74 +122,6 @@ def compare(experiment: str, measured: dict[str, Sequence[float]], cfg: RunConfi
     return pd.DataFrame(rows)
 
 
-_READING = {"agrees": "agrees with", "disagrees": "disagrees with", "inconclusive": "can neither confirm nor refute",
-            "not comparable": "is not comparable with"}
-
-
-def agreement_sentence(table: pd.DataFrame) -> str:
-    """A one-paragraph reading of a `compare` table, for the report's markdown."""
-    if table.empty:
-        return "No measurement to compare with the lab's numbers."
-    parts = []
-    for _, r in table.iterrows():
-        why = {"inconclusive": " (the interval over seeds is too wide, or there is one seed)",
-               "not comparable": " (different settings)"}.get(r["verdict"], "")
-        parts.append(f"{r['metric']} {r['measured (mean)']:.3f} ({r['95% interval']}) {_READING[r['verdict']]} "
-                     f"{r['claim']}{why}")
-    return "; ".join(parts) + "."
-
-
-def vgg_claims(df: pd.DataFrame) -> str:
-    """Which of the lab's two VGG orderings (VGG19 > VGG16, or VGG16 > VGG19; VGG24 last in both) the runs
-    support, tested over seeds on validation accuracy and on final training loss (a runs table of the VGG study)."""
-    vgg = df[df["family"] == "vgg"]
-    by_depth = {d: g for d, g in vgg.groupby("depth")}
-    if not {16, 19} <= set(by_depth):
-        return "VGG16 and VGG19 were not both trained, so the lab's claims cannot be checked."
-    out = []
-    for metric, higher, label in (("val_acc", True, "validation accuracy"), ("train_loss", False, "final training loss")):
-        groups = {f"VGG{d}": list(g[metric]) for d, g in sorted(by_depth.items())}
-        out.append(claims.order_sentence(groups, label, higher))
-        c = claims.compare(groups["VGG19"], groups["VGG16"], "VGG19", "VGG16")
-        better = {"greater": "VGG19", "less": "VGG16"}.get(c.verdict) if higher else \
-            {"less": "VGG19", "greater": "VGG16"}.get(c.verdict)
-        if better == "VGG19":
-            out.append(f"By {label}, VGG19 beats VGG16: the ranking write-up's order (ResNet34 > ResNet18 > VGG19 > "
-                       "VGG16 > VGG24).")
-        elif better == "VGG16":
-            out.append(f"By {label}, VGG16 beats VGG19: the VGG-only write-up's order (VGG16 > VGG19 > VGG24).")
-        else:
-            out.append(f"By {label}, these runs support neither write-up's order of VGG16 and VGG19.")
-        if "VGG24" in groups:
-            last = all(claims.compare(groups["VGG24"], groups[o]).verdict == ("less" if higher else "greater")
-                       for o in groups if o != "VGG24")
-            out.append(f"By {label}, VGG24 is {'last, as both write-ups say' if last else 'not shown to be last'}.")
-    return " ".join(out)
-
-
-def degradation_sentence(df: pd.DataFrame) -> str:
-    """He et al.'s degradation check from a runs table of one study: final training error, shallowest vs deepest,
-    tested over seeds."""
-    lines = []
-    for residual, g in df.groupby("residual"):
-        depths = sorted(set(g["depth"]))
-        if len(depths) < 2:
-            continue
-        lo, hi = depths[0], depths[-1]
-        err = {d: list(1 - g[g["depth"] == d]["train_acc"]) for d in (lo, hi)}
-        c = claims.compare(err[hi], err[lo])
-        name = "residual" if residual else "plain"
-        reading = {"greater": f"the deeper {name} network trains *worse* (degradation)",
-                   "less": f"the deeper {name} network trains better",
-                   "indistinguishable": f"not distinguishable with {c.seeds}",
-                   "one seed": "a single seed cannot tell whether the difference is real"}[c.verdict]
-        lines.append(f"**{name}**: final training error {c.mean_b:.3f} at {lo} layers against {c.mean_a:.3f} at "
-                     f"{hi} layers ({c.seeds}{f', Welch p = {c.p:.2g}' if c.p is not None else ''}): {reading}.")
-    if not lines:
-        return "Only one depth was trained, so depth cannot be compared."
-    return " ".join(lines) + (" He et al. report degradation for plain networks (plain-56 above plain-20 in training "
-                              "error) and the reverse for ResNets.")
-
 
 # He et al. (2015), "Deep Residual Learning for Image Recognition", Table 6: CIFAR-10 test error (%) of their
 # ResNets (for ResNet-110 the best of 5 runs; their mean was 6.61 +- 0.16). Plain networks have no table entry.
@@ -233,3 +166,26 @@ def he_deviations(cfg: RunConfig, data_source: str, seeds: int) -> list[str]:
         out.append(f"{cfg.model.width} filters in the first stage instead of {HE_RECIPE['width']}")
     out.append(f"{seeds} seed(s) per depth, where the paper reports single runs (ResNet-110: best of 5)")
     return out
+
+
+def compare_runs(experiment: str, results: Sequence[Any]) -> pd.DataFrame:
+    """`compare` for runs (labcore.runs.RunResult) of `experiment`: their final training loss and validation accuracy
+    and their test accuracy over seeds, against the lab's numbers, 'not comparable' if not at the lab's settings."""
+    measured = {"train_loss": [r.final("train_loss") for r in results], "val_acc": [r.final("val_acc") for r in results],
+                "test_acc": [r.test.get("accuracy", math.nan) for r in results]}
+    return compare(experiment, measured, cfg=results[0].config)
+
+
+def he_depths_sentence(results: Sequence[Any]) -> str:
+    """Which of He et al.'s depths these runs trained, against the paper's 20 and 56 (and Table 6's others)."""
+    depths = sorted({r.config.model.depth for r in results})
+    return (f"Depths trained here: {' and '.join(map(str, depths))} layers (He et al.: 20 and 56; the paper's "
+            f"Table 6 also has {', '.join(str(d) for d in HE_TABLE6 if d not in (20, 56))}).")
+
+
+def he_deviations_sentence(results: Sequence[Any]) -> str:
+    """`he_deviations` of a study's runs as one sentence: how they depart from the paper's recipe."""
+    seeds = Counter((r.config.model.depth, r.config.model.residual) for r in results)
+    deviations = he_deviations(results[0].config, results[0].data_source, min(seeds.values()))
+    return ("Deviations from the paper's recipe, computed from these runs' settings: " + "; ".join(deviations)
+            + ". So the comparison shows direction and ordering, not a replication of the paper's numbers.")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -27,7 +26,9 @@ from traitlets import CaselessStrEnum
 
 from .config import ConfigError
 from .data import DataNotFoundError, check_available
-from .params import NOTEBOOKS, PROFILES, check_selection, datasets_needed, notebook_stems, parse_only, resolve_parameters
+from .exercise import parameters
+from .params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
+from .files import Busy, locked
 from .paths import reports_dir
 from .plan import human_seconds
 from . import render
@@ -63,7 +64,7 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
     import papermill
 
     from .provenance import collect
-    from .train import pick_device
+    from .machine import pick_device
 
     work = out_dir / f".work-{stem}"
     shutil.rmtree(work, ignore_errors=True)
@@ -138,7 +139,7 @@ def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | Non
     if profile == "full":
         return None
     try:
-        full = resolve_parameters(stem, "full")
+        full = merged_parameters(stem, "full")  # only compared, never planned: no need to plan it
         return render.differences({k: v for k, v in params.items() if k != "profile"},  # set by the build: always differs
                                   {k: v for k, v in full.items() if k != "profile"})
     except ConfigError:
@@ -148,17 +149,12 @@ def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | Non
 @contextlib.contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
     """One build per reports folder at a time; a second one is refused at once, before touching anything."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".build.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"another build is writing {out_dir}; wait for it, or build elsewhere "
-                              "with LABCORE_REPORTS=<folder>") from None
-        try:
+    try:
+        with locked(out_dir / ".build.lock", wait=False):
             yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    except Busy as busy:
+        raise ConfigError(f"another build (pid {busy.holder}) is writing {out_dir}; wait for it, or build elsewhere "
+                          "with LABCORE_REPORTS=<folder>") from None
 
 
 def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
@@ -167,7 +163,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     (labcore.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
     needs, and longest first), then execute each notebook, which reads its runs; returns the JSON records."""
     check_selection(profile, only)
-    plan = [(stem, resolve_parameters(stem, profile)) for stem in (only or notebook_stems())]
+    plan = [(stem, parameters(stem, profile)) for stem in (only or notebook_stems())]
     from .executor import train
     from .plan import profile_runs
 
@@ -177,7 +173,6 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
         check_available(name)
     # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
     # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
-    os.environ["LABCORE_PROFILE"] = profile  # tags the W&B runs the notebooks train
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if os.environ.get("LABCORE_DATA"):
         os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())

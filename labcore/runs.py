@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
-import os
 import platform
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,11 +24,13 @@ from torch import nn
 
 from . import data as data_mod
 from .config import ConfigError, DataConfig, RunConfig
+from .datasets import CLASSES, SHAPES
 from .models import build_model, count_parameters
+from .files import locked, replacing
 from .paths import runs_dir
-from .provenance import device_info
+from .machine import device_info, pick_device
 from .tracking import Tracker, run_name
-from .train import evaluate, fit, pick_device, seed_everything
+from .train import evaluate, fit, seed_everything
 
 # Bump when training or evaluation semantics or the record's format change, so older results are not reused.
 STORE_VERSION = 2
@@ -82,21 +81,6 @@ class RunResult:
                 "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
                 "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
                 "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
-
-
-def failures(results: list[RunResult]) -> list[str]:
-    """One line per failed run, naming it and its error."""
-    return [f"{r.config.label()} ({r.key}): {r.error}" for r in results if not r.ok]
-
-
-def failure_note(results: list[RunResult]) -> str:
-    """The sentence a notebook shows under its runs: how many failed, of how many, and which with what error."""
-    failed = failures(results)
-    if not failed:
-        return f"Failed runs: none of {len(results)}."
-    return (f"**Failed runs: {len(failed)} of {len(results)}** (kept in the run store with their partial "
-            "histories; a table row that includes one shows NaN, not a mean over the other seeds): "
-            + "; ".join(failed) + ".")
 
 
 def _record(result: RunResult) -> dict[str, Any]:
@@ -166,40 +150,24 @@ class RunStore:
     @contextlib.contextmanager
     def lock(self, cfg: RunConfig) -> Iterator[None]:
         """Hold the run's lock: a second process asking for the same run waits, then finds it stored."""
-        folder = self.root / ".locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{cfg.key()}.lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"[labcore] waiting: another process is training {cfg.label()} ({cfg.key()})", flush=True)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with locked(self.root / ".locks" / f"{cfg.key()}.lock",
+                    on_wait=f"[labcore] waiting: another process is training {cfg.label()} ({cfg.key()})"):
+            yield
 
     def put(self, result: RunResult, model_state: dict[str, torch.Tensor] | None = None,
             checkpoints: dict[int, dict] | None = None) -> None:
         """Store a run atomically: written to a private folder, then renamed into place (hold `lock`)."""
-        final = self.path(result.config)
-        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         record = _record(result)
         record["checkpoints"] = sorted(checkpoints or {})
-        if model_state is not None:
-            torch.save({k: v.cpu() for k, v in model_state.items()}, tmp / "model.pt")
-        if checkpoints:
-            (tmp / "checkpoints").mkdir()
-            for epoch, state in checkpoints.items():
-                torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
-        (tmp / "result.json").write_text(json.dumps(record))  # last: its presence marks a complete folder
-        old = final.with_name(f".{final.name}.old{os.getpid()}")
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        with replacing(self.path(result.config)) as tmp:
+            tmp.mkdir()
+            if model_state is not None:
+                torch.save({k: v.cpu() for k, v in model_state.items()}, tmp / "model.pt")
+            if checkpoints:
+                (tmp / "checkpoints").mkdir()
+                for epoch, state in checkpoints.items():
+                    torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
+            (tmp / "result.json").write_text(json.dumps(record))  # last: its presence marks a complete folder
 
     def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
                    epoch: int | None = None) -> nn.Module:
@@ -239,7 +207,7 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _shape(cfg: RunConfig, in_shape: tuple[int, int, int] | None, num_classes: int | None) -> tuple[tuple, int]:
     """The model's input shape and class count: as given, else those of the config's dataset (no data is loaded)."""
-    return in_shape or data_mod.SHAPES[cfg.data.name], num_classes or len(data_mod.CLASSES[cfg.data.name])
+    return in_shape or SHAPES[cfg.data.name], num_classes or len(CLASSES[cfg.data.name])
 
 
 def init_model(cfg: RunConfig, device: str | torch.device = "cpu", in_shape: tuple[int, int, int] | None = None,
@@ -260,8 +228,8 @@ class Trained:
 
 def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
               checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
-              compile: bool = False, group: str | None = None) -> Trained:
-    """Train one run from scratch. A failure of the run itself (RUN_ERRORS: a NaN loss, out of memory, a
+              compile: bool = False, group: str | None = None, profile: str | None = None) -> Trained:
+    """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the run itself (RUN_ERRORS: a NaN loss, out of memory, a
     shape error) becomes a result with status 'failed', its error and the epochs it finished."""
     device = pick_device(str(device))
     splits = load_splits(cfg.data).to(device)
@@ -278,10 +246,9 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
             states[epoch] = _cpu_state(m)
 
     # W&B: a name that finds the run again, grouped by notebook and study, tagged with the profile.
-    profile = os.environ.get("LABCORE_PROFILE", "interactive")
     tracker = Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
                       group=group or f"{cfg.data.name}-{cfg.model.family}",
-                      tags=(profile, cfg.data.name, cfg.model.family, "residual" if cfg.model.residual else "plain"))
+                      tags=(profile or "interactive", cfg.data.name, cfg.model.family, "residual" if cfg.model.residual else "plain"))
     start = time.perf_counter()
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile}
@@ -304,7 +271,7 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
         tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = (),
         retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False,
-        group: str | None = None) -> RunResult:
+        group: str | None = None, profile: str | None = None) -> RunResult:
     """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored.
 
     `checkpoints` asks for the weights at those epochs too (0 = initialisation). A stored run without
@@ -320,21 +287,36 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
         if state == "damaged":
             print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
         keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
-        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group)
+        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile)
         store.put(trained.result, trained.model_state, trained.checkpoints)
     return trained.result
 
 
 def fetch(planned: list, store: RunStore | None = None, device: str | torch.device = "auto",
-          tracking: str = "offline", notebook: str | None = None) -> list[RunResult]:
-    """Results for planned runs (labcore.plan.Planned), each with the checkpoints its plan asks for:
+          tracking: str = "offline", notebook: str | None = None, profile: str | None = None) -> list[RunResult]:
+    """Results for planned runs (labcore.exercise.Planned), each with the checkpoints its plan asks for:
     from the store, or trained now in this process when `make train` has not trained it yet.
-    `notebook` names the caller, for W&B's grouping (notebook/study)."""
+    `notebook` and `profile` name the caller, for W&B's grouping (notebook/study) and tags."""
     store = store or RunStore()
-    return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, group=wandb_group(notebook, p.study))
-            for p in planned]
+    return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, group=wandb_group(notebook, p.study),
+                profile=profile) for p in planned]
 
 
 def wandb_group(notebook: str | None, study: str) -> str:
     """W&B group of a run: the notebook that needs it and its study, e.g. '02_cnn_depth/vgg'."""
     return f"{notebook or 'labcore'}/{study}"
+
+
+def histories(results: list[RunResult]) -> list[list[dict]]:
+    """Each run's per-epoch history, in the runs' order (what the curve figures read)."""
+    return [r.history for r in results]
+
+
+def caption(result: RunResult, what: str) -> str:
+    """'<what> of <label> (seed <seed>):', to introduce a table that shows a single run."""
+    return f"{what} of {result.config.label()} (seed {result.config.seed}):"
+
+
+def all_results(groups: dict) -> list[RunResult]:
+    """Every RunResult in a dict of lists of them (e.g. 04's twins by depth and variant), in order."""
+    return [r for rs in groups.values() for r in rs]

@@ -6,21 +6,20 @@ A study is a mapping like
 
 with optional "data" and "train" sections (merged over the notebook's shared ones), "seeds" and
 "residual" lists (default: the notebook's), and "sweep": dotted field -> list of values. `expand`
-turns studies into RunConfigs and checks every one (including that its model can be built), so a
-bad sweep fails before any training. labcore.plan turns them into the runs a notebook fetches.
+turns studies into RunConfigs and checks every field, so a bad sweep fails before any training;
+`plan_studies` turns them into the runs a notebook fetches (labcore.exercise builds each model on the meta
+device before anything trains).
 """
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from . import claims
+from . import claims, plots, reference, runs
 from .config import SECTIONS, ConfigError, RunConfig, _check_type
-from .data import CLASSES, SHAPES
-from .models import check_buildable
+from .exercise import Planned
 from .runs import RunResult
 
 STUDY_KEYS = ("data", "model", "train", "sweep", "seeds", "residual")
@@ -68,10 +67,17 @@ def expand(studies: dict[str, dict], data: dict, train: dict, seeds: list[int],
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
             configs.append(cfg)
-        for cfg in configs:
-            check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), where)
         plan[name] = configs
     return plan
+
+
+def plan_studies(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]
+                 ) -> dict[str, list[Planned]]:
+    """The runs of exercises 02 and 03: every study x sweep x residual flag x seed, grouped by study."""
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
+    return {name: [Planned(c, study=name) for c in cfgs]
+            for name, cfgs in expand(studies, data, train, seeds, residual).items()}
 
 
 def table(results: dict[str, list[RunResult]]) -> pd.DataFrame:
@@ -112,62 +118,6 @@ def trainability(df: pd.DataFrame, num_classes: int = 10) -> pd.DataFrame:
     return out[[*keys, "train_loss_mean", "val_acc_mean", "test_acc_mean", "seeds_trained", "trained"]]
 
 
-def depth_effect_sentences(df: pd.DataFrame, metric: str = "test_acc") -> list[str]:
-    """For each study and variant: the depth with the best mean, whether a test over seeds separates it from the
-    other depths, and which depths did not train (computed, for markdown)."""
-    ok = trainability(df).set_index(["study", "depth", "residual"])
-    lines = []
-    for (study, residual), g in df.groupby(["study", "residual"]):
-        per_depth = {d: list(gd[metric]) for d, gd in sorted(g.groupby("depth"))}
-        means = {d: np.nanmean(v) if np.isfinite(v).any() else -np.inf for d, v in per_depth.items()}
-        values = ", ".join(f"depth {d}: {m:.3f}" for d, m in means.items())
-        variant = "residual" if residual else "plain"
-        line = f"**{study}, {variant}**: {metric.replace('_', ' ')} {values}"
-        if len(per_depth) > 1:
-            best = max(means, key=means.get)
-            tests = {d: claims.compare(per_depth[best], v) for d, v in per_depth.items() if d != best}
-            where = ("the deepest" if best == max(per_depth) else "the shallowest" if best == min(per_depth)
-                     else "an intermediate depth")
-            beaten = [d for d, c in tests.items() if c.verdict == "greater"]
-            tied = [str(d) for d, c in tests.items() if c.verdict != "greater"]
-            if len(beaten) == len(tests):
-                line += f"; {where} ({best}) is best, ahead of every other depth beyond the seed spread"
-            elif any(c.verdict == "one seed" for c in tests.values()):
-                line += f"; the highest single run is at depth {best} ({where}), but one seed cannot rank depths"
-            else:
-                line += (f"; the highest mean is at depth {best} ({where}), but it is not distinguishable from "
-                         f"depth {', '.join(tied)} with {next(iter(tests.values())).seeds}")
-        phrases = [f"depth {d} {ok.loc[(study, d, residual), 'seeds_trained']}" for d in per_depth
-                   if ok.loc[(study, d, residual), "trained"] != "yes"]
-        line += ("; " + "; ".join(phrases) + "." if phrases else
-                 "; every depth trained in every seed." if len(per_depth) > 1 else "; it trained in every seed.")
-        lines.append(line)
-    return lines
-
-
-def deepest_trained_sentence(df: pd.DataFrame, study: str, metric: str = "test_acc") -> str:
-    """The lab's remaining ConvNet claim, per variant: does the deepest network that still trains (in every seed)
-    beat the shallowest one? Tested over seeds."""
-    ok = trainability(df).set_index(["study", "depth", "residual"])["trained"]
-    lines = []
-    for residual, g in df[df["study"] == study].groupby("residual"):
-        depths = sorted(set(g["depth"]))
-        trained = [d for d in depths if ok[(study, d, residual)] == "yes"]
-        variant = "residual" if residual else "plain"
-        if len(trained) < 2 or trained[-1] == depths[0]:
-            lines.append(f"**{study}, {variant}**: fewer than two depths trained in every seed, so there is no deeper "
-                         "trained network to compare with the shallowest.")
-            continue
-        deep, shallow = trained[-1], depths[0]
-        c = claims.compare(list(g[g.depth == deep][metric]), list(g[g.depth == shallow][metric]))
-        reading = {"greater": "it does beat the shallowest", "less": "it is worse than the shallowest",
-                   "indistinguishable": f"the two are not distinguishable with {c.seeds}",
-                   "one seed": "one seed cannot tell"}[c.verdict]
-        lines.append(f"**{study}, {variant}**: the deepest network that trains in every seed has depth {deep} "
-                     f"({metric.replace('_', ' ')} {c.mean_a:.3f}) against {c.mean_b:.3f} at depth {shallow}: {reading}.")
-    return "\n\n".join(lines)
-
-
 def model_name(family: str, depth: int) -> str:
     """The name the write-ups use: VGG16, ResNet34; other families as 'convnet-8'."""
     return {"vgg": f"VGG{depth}", "resnet": f"ResNet{depth}"}.get(family, f"{family}-{depth}")
@@ -181,3 +131,62 @@ def ranking(df: pd.DataFrame, metric: str = "val_acc", **where: Any) -> pd.DataF
     agg = agg.sort_values(f"{metric}_mean", ascending=False).reset_index(drop=True)
     agg.index += 1
     return agg
+
+
+def fetch(planned: dict[str, list[Planned]], device: str, tracking: str, notebook: str,
+          profile: str | None) -> dict[str, list[RunResult]]:
+    """The results of every study of a plan (labcore.runs.fetch: from the store, or trained now if missing)."""
+    return {name: runs.fetch(ps, device=device, tracking=tracking, notebook=notebook, profile=profile)
+            for name, ps in planned.items()}
+
+
+def counts_sentence(results: dict[str, list[RunResult]]) -> str:
+    """How many runs in how many studies, how many were trained now and how many came from the run store."""
+    flat = runs.all_results(results)
+    reused = sum(r.cached for r in flat)
+    return (f"{len(flat)} runs in {len(results)} studies ("
+            + ", ".join(f"{name}: {len(rs)}" for name, rs in results.items())
+            + f"); {len(flat) - reused} trained now, {reused} loaded from the run store.")
+
+
+def study(df: pd.DataFrame, *names: str) -> pd.DataFrame:
+    """The rows of a runs table that belong to the named studies."""
+    return df[df["study"].isin(names)]
+
+
+def with_twins(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the studies that trained both variants, plain and residual (the twins 03 compares)."""
+    return df.groupby("study").filter(lambda g: g["residual"].nunique() == 2)
+
+
+def depth_figures(results: dict[str, list[RunResult]], title: str) -> list:
+    """One `plots.depth_study` figure per study, titled '<study>: <title>'."""
+    return [plots.depth_study(rs, title=f"{name}: {title}") for name, rs in results.items()]
+
+
+def twin_figures(results: dict[str, list[RunResult]], title: str) -> list:
+    """One `plots.twins` figure per study that trained both variants, titled '<study>: <title>'."""
+    return [plots.twins(rs, title=f"{name}: {title}") for name, rs in results.items()
+            if len({r.config.model.residual for r in rs}) == 2]
+
+
+def at_lab_depth(results: list[RunResult], experiment: str) -> list[RunResult]:
+    """The runs of a study at the lab's own depth (and variant) for `experiment` (reference.LAB_SETTINGS), e.g.
+    the lab CNN's 3 convolutions per block out of a sweep over 1, 3 and 5."""
+    lab = reference.LAB_SETTINGS[experiment]
+    return [r for r in results if r.config.model.depth == lab["model.depth"]
+            and r.config.model.residual == lab.get("model.residual", False)]
+
+
+def model_order(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool = True) -> str:
+    """The order of the models in a runs table by `metric`, tested over seeds (claims.order), named as the
+    write-ups name them (VGG16, ResNet34)."""
+    named = df.assign(model=[model_name(f, d) for f, d in zip(df["family"], df["depth"])])
+    return claims.order({m: list(g[metric]) for m, g in named.groupby("model")}, higher_is_better)[0]
+
+
+def order_sentence(df: pd.DataFrame, metric: str, measure: str, higher_is_better: bool = True) -> str:
+    """claims.order_sentence over the models of a runs table, named as the write-ups name them."""
+    named = df.assign(model=[model_name(f, d) for f, d in zip(df["family"], df["depth"])])
+    return claims.order_sentence({m: list(g[metric]) for m, g in named.groupby("model")}, measure,
+                                 higher_is_better)

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 import random
 import time
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 from torch import nn
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Splits, batches
+from .machine import flush_denormals, show_progress
 
 EpochCallback = Callable[[int, dict, nn.Module], None]
 StepCallback = Callable[[int, torch.Tensor], None]  # (global step, the batch's loss, still on the device)
@@ -25,42 +25,11 @@ class RunFailed(RuntimeError):
     """Training stopped because the run itself failed (its loss became NaN or infinite)."""
 
 
-def pick_device(preference: str = "auto") -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; or exactly the device named."""
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def flush_denormals(device: torch.device) -> None:
-    """On CPUs, treat subnormal floats as zero.
-
-    Deep plain networks' vanishing activations and gradients become subnormal floats, which x86 CPUs
-    process tens of times slower (smoke runs took 10x longer); flushing them changes nothing above 1e-38.
-    """
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
-
-
-def show_progress() -> bool:
-    """Progress bars in interactive sessions only (a terminal, or JupyterLab's widgets); headless runs (reports,
-    tests, CI) and output redirected to a log file keep logs quiet."""
-    if os.environ.get("LABCORE_HEADLESS") or os.environ.get("CI"):
-        return False
-    if "ipykernel" in sys.modules:  # a notebook kernel: tqdm.auto draws widgets, whatever stderr is
-        return True
-    return sys.stderr.isatty()
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -186,73 +155,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
     return history
 
 
-def mean_history(histories: list[dict] | list[list[dict]]) -> list[dict]:
-    """Average several seeds' histories epoch by epoch (a single history is returned as is)."""
-    if not histories or isinstance(histories[0], dict):
-        return list(histories)
-    n = min(len(h) for h in histories)
-    return [{k: (v if k == "epoch" else float(np.mean([h[i][k] for h in histories])))
-             for k, v in histories[0][i].items()} for i in range(n)]
 
 
-def top_confusions(confusion: list[list[int]], classes: tuple[str, ...], k: int = 5) -> list[tuple[str, str, int]]:
-    """The `k` most frequent (true, predicted, count) mistakes in a confusion matrix."""
-    cm = np.asarray(confusion).copy()
-    np.fill_diagonal(cm, 0)
-    order = np.argsort(cm, axis=None)[::-1][:k]
-    return [(classes[i], classes[j], int(cm[i, j])) for i, j in zip(*np.unravel_index(order, cm.shape)) if cm[i, j]]
-
-
-def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: float = 0.005) -> dict:
-    """Has training levelled off? Reads the last `window` epochs of the mean curves over seeds.
-
-    Verdicts: 'still improving' only while validation is still improving (accuracy up by `tol` or more, or
-    validation loss down by more than 2 %); 'overfitting' when the best validation loss is more than `window`
-    epochs old and it has risen by over 2 % since; 'plateau' when validation has stopped improving but the
-    training loss still falls by 5 % or more (more epochs fit the training set without helping validation);
-    'levelled off' when both have levelled off within the window (not 'converged': the window cannot show
-    what much longer training would do); 'too short to tell' with `window` epochs or fewer.
-    """
-    history = mean_history(histories)
-    assert history, "empty history"
-    w = min(window, len(history) - 1)
-    best = max(history, key=lambda r: r["val_acc"])
-    if len(history) <= window:  # not enough epochs to see a plateau; say so instead of guessing
-        return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
-                "val_acc_gain": float("nan"), "val_loss_drop": float("nan"), "train_loss_drop": float("nan"),
-                "verdict": "too short to tell"}
-    best_loss = min(history, key=lambda r: r["val_loss"])
-    gain = history[-1]["val_acc"] - history[-1 - w]["val_acc"]
-    val_drop = 1 - history[-1]["val_loss"] / history[-1 - w]["val_loss"]
-    loss_drop = 1 - history[-1]["train_loss"] / history[-1 - w]["train_loss"]
-    if history[-1]["epoch"] - best_loss["epoch"] > window and history[-1]["val_loss"] > 1.02 * best_loss["val_loss"]:
-        verdict = "overfitting"
-    elif gain >= tol or val_drop > 0.02:
-        verdict = "still improving"
-    elif loss_drop >= 0.05:
-        verdict = "plateau"
-    else:
-        verdict = "levelled off"
-    return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
-            "val_acc_gain": gain, "val_loss_drop": val_drop, "train_loss_drop": loss_drop, "verdict": verdict}
-
-
-def convergence_sentence(c: dict) -> str:
-    """Plain-language reading of `convergence(...)`: it claims nothing beyond the epochs it saw."""
-    if c["verdict"] == "too short to tell":
-        return (f"**Too short to tell**: {c['epochs']} epoch(s) cannot show a plateau; "
-                f"the best validation accuracy was {c['best_val_acc']:.4f} at epoch {c['best_epoch']}.")
-    facts = (f"over the last {c['window']} epochs the validation accuracy changed by {c['val_acc_gain']:+.4f}, the "
-             f"validation loss by {-c['val_loss_drop']:+.1%} and the training loss by {-c['train_loss_drop']:+.1%}; "
-             f"the best validation accuracy, {c['best_val_acc']:.4f}, came at epoch {c['best_epoch']}")
-    return {
-        "levelled off": f"**Levelled off** within these {c['epochs']} epochs: {facts}. This window cannot show what much "
-                     "longer training would do.",
-        "plateau": f"**Plateau**: {facts}. The training loss still falls while validation has stopped improving: more "
-                   "epochs fit the training images better without helping on new ones (a plateau, or the start of "
-                   "overfitting).",
-        "overfitting": f"**Past its best (overfitting)**: {facts}, and the validation loss has been rising for several "
-                       "epochs.",
-        "still improving": f"**Not converged yet**: {facts}. Validation is still improving, so more epochs would "
-                           "likely help.",
-    }[c["verdict"]]
+def report_table(test: dict) -> pd.DataFrame:
+    """`evaluate`'s per-class precision, recall and F1 as a table (3 digits), one row per class and average."""
+    return pd.DataFrame(test["report"]).T.round(3)

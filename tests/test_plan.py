@@ -1,19 +1,18 @@
 """Plans: every run of a profile derived from its parameter files; estimates and ETAs from synthetic costs."""
-import inspect
 import math
 import os
 
 import pytest
 
-from labcore import calibrate, executor, plan, runs
-from labcore import params as lp
+from labcore import calibrate, exercise, executor, machine, plan, runs
+from labcore.exercise import Planned
 from labcore.config import ConfigError, RunConfig
 from labcore.executor import Progress, makespan
 
 # Runs per notebook and profile, each counted from the parameter files by hand:
 #   01: 2 x seeds (a run and a long run per seed);
 #   02: studies x sweep values x plain x seeds;  03: 02's plus residual twins, lab_resnet twins, resnet18/34;
-#   04: trains nothing of its own; it reads what it declares in `upstream`: 03's plain and residual twins of its
+#   04: trains nothing of its own; it reads what its module declares as UPSTREAM: 03's plain and residual twins of its
 #       deep_study at deep_depths (x seeds), 01's first MLP run, 03's VGG16/19/24 and ResNet18/34 (5 x seeds).
 EXPECTED = {
     "smoke": {"01_mlp_baseline": 2, "02_cnn_depth": 13, "03_residual": 27, "04_gradient_flow": 4 + 1 + 5},
@@ -29,7 +28,7 @@ DISTINCT = {"smoke": 29, "quick": 99, "full": 177}
 @pytest.mark.parametrize("profile", sorted(EXPECTED))
 def test_plan_counts_for_every_profile(profile):
     for stem, n in EXPECTED[profile].items():
-        assert len(plan.notebook_runs(stem, lp.resolve_parameters(stem, profile))) == n, stem
+        assert len(exercise.planned_runs(stem, exercise.parameters(stem, profile), profile)) == n, stem
     planned = plan.profile_runs(profile)
     assert len(planned) == DISTINCT[profile]
     assert len({p.key for p in planned}) == len(planned), "each run once"
@@ -37,57 +36,10 @@ def test_plan_counts_for_every_profile(profile):
 
 def test_a_shared_run_is_planned_once_with_every_checkpoint_any_notebook_needs():
     cfg = RunConfig.build(model={"family": "mlp"})
-    merged = plan.merge([plan.Planned(cfg, (0, 1), ("01",)), plan.Planned(cfg, (3,), ("04",)),
-                         plan.Planned(cfg.replace(seed=1), (), ("01",))])
+    merged = plan.merge([Planned(cfg, (0, 1), ("01",)), Planned(cfg, (3,), ("04",)),
+                         Planned(cfg.replace(seed=1), (), ("01",))])
     assert len(merged) == 2
     assert merged[0].checkpoints == (0, 1, 3) and merged[0].notebooks == ("01", "04")
-
-
-def test_exercise_04_reads_03s_twins_and_01s_mlp_run_with_per_epoch_weights():
-    p4 = lp.resolve_parameters("04_gradient_flow", "quick")
-    p1 = lp.resolve_parameters("01_mlp_baseline", "quick")
-    p3 = lp.resolve_parameters("03_residual", "quick")
-    ex4 = plan.notebook_runs("04_gradient_flow", p4)
-    flow = plan.gradient_flow(**{k: p4[k] for k in inspect.signature(plan.gradient_flow).parameters})
-    first_01 = plan.mlp_baseline(p1["data"], p1["model"], p1["train"], p1["seeds"], p1["long_epochs"])["runs"][0]
-    assert flow["mlp"][0].key == first_01.key and flow["mlp"][0].checkpoints == tuple(range(16))
-    study = plan.depth_studies(p3["studies"], p3["data"], p3["train"], p3["seeds"], p3["residual"])[p4["deep_study"]]
-    assert list(flow["deep"]) == [(6, False), (6, True), (12, False), (12, True)]
-    for (depth, residual), ps in flow["deep"].items():
-        assert {p.key for p in ps} == {p.key for p in study if (p.cfg.model.depth, p.cfg.model.residual) == (depth, residual)}
-        assert len(ps) == len(p3["seeds"]) and all(p.checkpoints == tuple(range(p.cfg.train.epochs + 1)) for p in ps)
-    assert all(c.data == flow["deep"][(6, False)][0].cfg.data for cs in flow["lab_pair"].values() for c in cs)
-    assert len(ex4) == 28, "the lab pair at initialisation is probed, never planned for training"
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"deep_depths": [6, 7]}, "deep_depths: 03_residual's study 'convnet' has no plain run at depth 7; it has 1 \\(plain\\)"),
-    ({"deep_study": "convnett"}, "deep_study: 03_residual has no study 'convnett'; its studies: mlp, convnet"),
-    ({"deep_study": "resnet", "deep_depths": [18]}, "has no plain run at depth 18"),
-    ({"short_epochs": 9}, "short_epochs=9: must be between 1 and the twins' 6 epochs"),
-    ({"upstream": {"mlp": "01_mlp_baseline", "ranking": "03_residual"}}, "upstream: name the notebook for 'deep'"),
-    ({"upstream": {"mlp": "01_mlp_baseline", "ranking": "03_residual", "deep": "04_gradient_flow"}},
-     "upstream.deep: 04_gradient_flow reads other notebooks' runs itself"),
-    ({"probe": {"batches": 40, "batch_size": 128}}, "probe.batches x probe.batch_size = 40 x 128"),
-    ({"lab_plain_model": {"family": "lab_cnn", "depth": 9}}, "lab_plain_model: lab_cnn with depth 9 cannot process"),
-])
-def test_exercise_04s_declarations_are_checked_before_anything_runs(change, message):
-    p4 = {**lp.resolve_parameters("04_gradient_flow", "quick"), **change}
-    with pytest.raises(ConfigError, match=message):
-        plan.gradient_flow(**{k: p4[k] for k in inspect.signature(plan.gradient_flow).parameters})
-
-
-def test_empty_seeds_fail_before_anything_runs():
-    with pytest.raises(ConfigError, match="seeds is empty"):
-        plan.mlp_baseline({}, {}, {}, [], 3)
-    with pytest.raises(ConfigError, match="seeds is empty"):
-        plan.depth_studies({"mlp": {"model": {"family": "mlp"}}}, {}, {}, [], [False])
-
-
-def test_plan_validates_every_model_on_the_meta_device():
-    params = lp.resolve_parameters("03_residual", "smoke")
-    with pytest.raises(ConfigError, match="cifar_resnet depth must be 6n\\+2"):
-        plan.notebook_runs("03_residual", {**params, "studies": {"he": {"model": {"family": "cifar_resnet", "depth": 4}}}})
 
 
 @pytest.mark.parametrize("costs, slots, expected", [
@@ -259,8 +211,8 @@ def test_calibration_for_ray_runs_uses_their_threads_and_restores_ours():
     import torch
 
     before = torch.get_num_threads()
-    with calibrate.threads(1):
+    with machine.threads(1):
         assert torch.get_num_threads() == 1 and calibrate.device_name("cpu").startswith("cpu: 1 thread of ")
     assert torch.get_num_threads() == before
-    with calibrate.threads(None):
+    with machine.threads(None):
         assert torch.get_num_threads() == before

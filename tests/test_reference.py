@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from labcore import reference
+from labcore import claims, reference
 from labcore.config import RunConfig
 
 
@@ -13,7 +13,7 @@ def test_compare_uses_the_interval_over_seeds_and_the_tolerance():
     assert table[table.metric == "train_loss"].iloc[0]["verdict"] == "disagrees"  # 0.6 vs about 0.25, one seed
     noisy = reference.compare("mlp_mnist", {"val_acc": [0.80, 0.92, 0.99]})
     assert set(noisy.verdict) == {"inconclusive"}, "a noisy measurement never agrees"
-    text = reference.agreement_sentence(table)
+    text = claims.agreement_sentence(table)
     assert "agrees with" in text and "disagrees with" in text
 
 
@@ -21,7 +21,7 @@ def test_reduced_settings_are_not_comparable_and_gradients_compare_as_ratios():
     quick = RunConfig.build({"name": "mnist", "subset": 100}, {"family": "mlp", "width": 16, "depth": 2},
                             {"epochs": 3, "lr": 1e-4})
     table = reference.compare("mlp_mnist", {"val_acc": [0.92, 0.92, 0.921]}, cfg=quick)
-    assert set(table.verdict) == {"not comparable"} and "is not comparable with" in reference.agreement_sentence(table)
+    assert set(table.verdict) == {"not comparable"} and "is not comparable with" in claims.agreement_sentence(table)
     grad = reference.compare("grad_lab_cnn", {"mean": [0.010, 0.012, 0.011], "std": [0.2, 0.21, 0.19]})
     assert list(grad.verdict) == ["agrees", "disagrees"], "0.011 within a factor 2; 0.2 is 9x the lab's 0.022"
 
@@ -47,23 +47,23 @@ def _vgg(accs, losses=None):
 
 def test_vgg_claims_are_tested_over_seeds_on_both_measures():
     tight = lambda m: [m - 0.005, m, m + 0.005]  # noqa: E731
-    assert "VGG19 beats VGG16: the ranking write-up" in reference.vgg_claims(_vgg([tight(0.80), tight(0.85), tight(0.70)]))
-    assert "VGG16 beats VGG19: the VGG-only" in reference.vgg_claims(_vgg([tight(0.85), tight(0.80), tight(0.70)]))
-    quick = reference.vgg_claims(_vgg([[0.37, 0.40, 0.34], [0.41, 0.42, 0.40], [0.33, 0.29, 0.37]],
+    assert "VGG19 beats VGG16: the ranking write-up" in claims.vgg_claims(_vgg([tight(0.80), tight(0.85), tight(0.70)]))
+    assert "VGG16 beats VGG19: the VGG-only" in claims.vgg_claims(_vgg([tight(0.85), tight(0.80), tight(0.70)]))
+    quick = claims.vgg_claims(_vgg([[0.37, 0.40, 0.34], [0.41, 0.42, 0.40], [0.33, 0.29, 0.37]],
                                       {16: [1.20, 1.21, 1.19], 19: [1.50, 1.52, 1.49], 24: [2.00, 2.02, 1.99]}))
     assert "By validation accuracy, these runs support neither" in quick
     assert "By final training loss, VGG16 beats VGG19" in quick and "**VGG16 > VGG19 > VGG24**" in quick
     assert "By final training loss, VGG24 is last, as both write-ups say." in quick
-    single = reference.vgg_claims(_vgg([[0.80], [0.85], [0.70]]))
+    single = claims.vgg_claims(_vgg([[0.80], [0.85], [0.70]]))
     assert "not an order that can be claimed" in single and "beats" not in single
 
 
 def test_degradation_sentence():
     df = pd.DataFrame({"residual": [False] * 4, "depth": [20, 20, 56, 56], "train_acc": [0.9, 0.91, 0.8, 0.81]})
-    assert "Welch p" in reference.degradation_sentence(df)
-    assert "trains *worse* (degradation)" in reference.degradation_sentence(df)
+    assert "Welch p" in claims.degradation_sentence(df)
+    assert "trains *worse* (degradation)" in claims.degradation_sentence(df)
     df["train_acc"] = [0.8, 0.81, 0.9, 0.91]
-    assert "deeper plain network trains better" in reference.degradation_sentence(df)
+    assert "deeper plain network trains better" in claims.degradation_sentence(df)
 
 
 def test_he_table_sits_next_to_the_papers_table_6_and_deviations_are_computed():

@@ -1,13 +1,15 @@
 """Report building: parameters validated before anything runs, JSON schema, index, and the real `make report`."""
 import json
 import re
+import sys
+import types
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from labcore import exercise, report
 from labcore import params as lp
-from labcore import report
 from labcore.config import ConfigError
 
 from .conftest import HAVE_CIFAR, HAVE_MNIST, NO_DATA
@@ -32,7 +34,7 @@ def params_dir(tmp_path, monkeypatch):
 def test_every_profile_has_valid_parameters_for_every_notebook():
     for profile in lp.PROFILES:
         for stem in lp.notebook_stems():
-            params = lp.resolve_parameters(stem, profile)
+            params = exercise.parameters(stem, profile)
             assert set(params) == set(lp.notebook_defaults(stem))
 
 
@@ -65,7 +67,7 @@ def test_notebook_defaults_read_the_parameters_cell_as_papermill_does(tmp_path, 
 
 def test_yaml_overrides_notebook_defaults_key_by_key(params_dir):
     (params_dir / "01_mlp_baseline.yaml").write_text("train: {epochs: 7}\n")
-    params = lp.resolve_parameters("01_mlp_baseline", "smoke")
+    params = exercise.parameters("01_mlp_baseline", "smoke")
     defaults = lp.notebook_defaults("01_mlp_baseline")
     assert params["train"]["epochs"] == 7
     assert params["train"]["lr"] == defaults["train"]["lr"] and params["model"] == defaults["model"]
@@ -157,14 +159,15 @@ def test_make_report_smoke_end_to_end(smoke_reports):
 def test_impossible_models_and_sweeps_fail_before_anything_runs(params_dir):
     tmp_path = params_dir.parent
     (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, depth: 9}\n")
-    with pytest.raises(ConfigError, match="lab_plain_model: lab_cnn with depth 9 cannot process a 32x32 image"):
-        lp.resolve_parameters("04_gradient_flow", "smoke")
+    with pytest.raises(ConfigError, match=r"04_gradient_flow.yaml: lab_pair.plain \(lab_cnn-d9-w16-plain-s0\): lab_cnn "
+                                          "with depth 9 cannot process a 32x32 image"):
+        exercise.parameters("04_gradient_flow", "smoke")
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {vgg: {sweep: {model.depth: [16, 17]}}}\n")
-    with pytest.raises(ConfigError, match="studies.vgg: vgg depth must be one of"):
-        lp.resolve_parameters("02_cnn_depth", "smoke")
+    with pytest.raises(ConfigError, match=r"vgg \(vgg-d17-w4-plain-s0\): vgg depth must be one of"):
+        exercise.parameters("02_cnn_depth", "smoke")
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("studies: {mlp: {sweep: {model.dpeth: [1]}}}\n")
     with pytest.raises(ConfigError, match="unknown key 'dpeth' in model"):
-        lp.resolve_parameters("02_cnn_depth", "smoke")
+        exercise.parameters("02_cnn_depth", "smoke")
 
 
 def test_include_merges_another_parameter_file(tmp_path, monkeypatch):
@@ -172,11 +175,11 @@ def test_include_merges_another_parameter_file(tmp_path, monkeypatch):
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("seeds: [4, 5]\ntrain: {epochs: 7}\n")
     (tmp_path / "smoke" / "03_residual.yaml").write_text("include: 02_cnn_depth.yaml\ntrain: {lr: 0.5}\n")
-    params = lp.resolve_parameters("03_residual", "smoke")
+    params = exercise.parameters("03_residual", "smoke")
     assert params["seeds"] == [4, 5] and params["train"]["epochs"] == 7 and params["train"]["lr"] == 0.5
     (tmp_path / "smoke" / "02_cnn_depth.yaml").write_text("include: 03_residual.yaml\n")
     with pytest.raises(ConfigError, match="include cycle"):
-        lp.resolve_parameters("03_residual", "smoke")
+        exercise.parameters("03_residual", "smoke")
 
 
 def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp_path, monkeypatch):
@@ -195,6 +198,10 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
     monkeypatch.setattr(report, "NOTEBOOKS", nb_dir)
     monkeypatch.setattr(lp, "NOTEBOOKS", nb_dir)
     monkeypatch.setattr(lp, "PARAMETERS", params_dir)
+    module = types.ModuleType("labcore.exercises.probe")  # its exercise module: it plans no runs
+    module.plan = lambda fail: {}
+    monkeypatch.setitem(sys.modules, "labcore.exercises.probe", module)
+    exercise.load.cache_clear()
 
     (params_dir / "smoke" / "09_probe.yaml").write_text("fail: false\n")
     [ok] = report.build("smoke", out_root=out)
@@ -211,37 +218,25 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
 
 
 @pytest.mark.parametrize("profile", lp.PROFILES)
-def test_exercise_04_declares_the_runs_it_reads_from_01_and_03(profile):
-    """04 names its upstream notebooks; their runs are planned from their own parameters in the same profile."""
-    import inspect
-
-    from labcore import plan
-
-    p4 = lp.resolve_parameters("04_gradient_flow", profile)
-    assert p4["profile"] == profile
-    assert p4["upstream"] == {"mlp": "01_mlp_baseline", "ranking": "03_residual", "deep": "03_residual"}
-    flow = plan.gradient_flow(**{k: p4[k] for k in inspect.signature(plan.gradient_flow).parameters})
-    first = plan.mlp_baseline(**{k: v for k, v in lp.resolve_parameters("01_mlp_baseline", profile).items()
-                                 if k in ("data", "model", "train", "seeds", "long_epochs")})["runs"][0]
+def test_exercise_04_reads_the_runs_01_and_03_plan_in_the_same_profile(profile):
+    """04 declares 01 and 03 as its UPSTREAM; their runs are planned from their own parameters in the same profile."""
+    p4 = exercise.parameters("04_gradient_flow", profile)
+    assert p4["profile"] == profile and exercise.load("04_gradient_flow").upstream == ("01_mlp_baseline", "03_residual")
+    flow = exercise.plan("04_gradient_flow", p4, profile)
+    first = exercise.plan("01_mlp_baseline", exercise.parameters("01_mlp_baseline", profile), profile)["runs"][0]
     assert [p.key for p in flow["mlp"]] == [first.key] and flow["mlp"][0].checkpoints == first.checkpoints
-    p3 = lp.resolve_parameters("03_residual", profile)
-    studies = plan.depth_studies(p3["studies"], p3["data"], p3["train"], p3["seeds"], p3["residual"])
+    p3 = exercise.parameters("03_residual", profile)
+    studies = exercise.plan("03_residual", p3, profile)
     assert {p.key for p in flow["ranking"]} == {p.key for p in studies["vgg"] + studies["resnet"] if
                                                 p.cfg.model.residual or p.cfg.model.family == "vgg"}
     deep = {p.key for ps in flow["deep"].values() for p in ps}
     assert deep <= {p.key for p in studies[p4["deep_study"]]} and len(deep) == 2 * len(p4["deep_depths"]) * len(p3["seeds"])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("upstream: {mlp: 02_cnn_depth}\n", "upstream.mlp: 02_cnn_depth plans no MLP runs"),
-    ("upstream: {ranking: 09_nothing}\n", "upstream.ranking: no exercise notebook '09_nothing'"),
-    ("upstream: {mlpp: 01_mlp_baseline}\n", "upstream: unknown key 'mlpp'"),
-    ("profile: quick\n", "'profile' is set by the build"),
-])
-def test_bad_upstream_declarations_fail_in_one_line(params_dir, text, message):
-    (params_dir / "04_gradient_flow.yaml").write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        lp.resolve_parameters("04_gradient_flow", "smoke")
+def test_the_profile_is_not_a_parameter_file_setting(params_dir):
+    (params_dir / "04_gradient_flow.yaml").write_text("profile: quick\n")
+    with pytest.raises(ConfigError, match="'profile' is set by the build"):
+        exercise.parameters("04_gradient_flow", "smoke")
 
 
 @pytest.mark.parametrize("profile", ["quick", "full"])
@@ -249,7 +244,7 @@ def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
     from labcore.sweep import expand
 
     def keys(stem):
-        p = lp.resolve_parameters(stem, profile)
+        p = exercise.parameters(stem, profile)
         plan = expand(p["studies"], p["data"], p["train"], p["seeds"], p["residual"])
         return {c.key() for cfgs in plan.values() for c in cfgs if not c.model.residual}
 
@@ -264,7 +259,7 @@ def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
     ("01_mlp_baseline", "data: {test_subset: 20000}\n", "data.test_subset=20000 is more than mnist's 10,000 test images"),
     ("04_gradient_flow", "probe: {batches: 20, batch_size: 128}\n", "probe.batches x probe.batch_size = 20 x 128"),
     ("04_gradient_flow", "lab_plain_model: {family: lab_cnn, depth: 6, kernel_size: 4}\n",
-     "lab_plain_model: lab_cnn with depth 6 cannot process a 32x32 image"),
+     "lab_pair.plain (lab_cnn-d6-w16-plain-s0): lab_cnn with depth 6 cannot process a 32x32 image"),
     ("04_gradient_flow", "deep_depths: []\n", "deep_depths and init_seeds must each name at least one value"),
 ])
 def test_bad_input_stops_the_build_before_anything_runs_and_leaves_reports_alone(params_dir, tmp_path, monkeypatch,
@@ -295,7 +290,7 @@ def test_report_trains_the_plan_first_so_a_shared_run_is_trained_once_with_every
 
     def execute(stem, profile, params, out_dir, reduced=None):
         store = runs.RunStore()
-        seen[stem] = {p.key: store.state(p.cfg, p.checkpoints) for p in plan.notebook_runs(stem, params)}
+        seen[stem] = {p.key: store.state(p.cfg, p.checkpoints) for p in exercise.planned_runs(stem, params, profile)}
         return {"status": "ok", "seconds": 0.0, "error": None}
 
     monkeypatch.setattr(report, "execute", execute)

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from labcore import runs
+from labcore import claims, runs
 from labcore.config import RunConfig
-from labcore.plan import Planned
+from labcore.exercise import Planned
 
 from .conftest import synthetic_splits
 
@@ -93,7 +93,7 @@ def test_a_run_whose_loss_becomes_nan_is_stored_as_failed_and_not_retried(store,
     cfg = _cfg(optimizer="sgd", lr=1e12)  # diverges within the first epoch
     first = runs.run(cfg, store, device="cpu", tracking="disabled")
     assert not first.ok and "training loss became nan" in first.error and store.state(cfg) == "failed"
-    assert runs.failures([first]) == [f"{cfg.label()} ({cfg.key()}): {first.error}"]
+    assert claims.failures([first]) == [f"{cfg.label()} ({cfg.key()}): {first.error}"]
     assert first.summary()["status"] == "failed" and first.summary()["test_acc"] != first.summary()["test_acc"]
     calls = []
     real = runs.train_run
@@ -146,7 +146,7 @@ def test_a_second_process_asking_for_a_run_in_training_waits_and_reuses_it(store
     cfg = _cfg()
     with store.lock(cfg):
         script = textwrap.dedent(f"""
-            from labcore import runs
+            from labcore import claims, runs
             from labcore.config import RunConfig
             from tests.synthetic import synthetic_splits  # not conftest: importing it makes a temporary folder
             runs.load_splits = lambda cfg: synthetic_splits()
@@ -168,9 +168,9 @@ def test_failure_note_names_each_failed_run_and_counts_against_all():
     cfg = _cfg()
     ok = runs.RunResult(cfg, [], {"accuracy": 0.5}, 1, 1.0, "cpu", "toy")
     bad = runs.RunResult(cfg.replace(seed=1), [], {}, 1, 1.0, "cpu", "toy", status="failed", error="RunFailed: nan")
-    assert runs.failure_note([]) == "Failed runs: none of 0."
-    assert runs.failure_note([ok, ok]) == "Failed runs: none of 2."
-    note = runs.failure_note([ok, bad, ok])
+    assert claims.failure_note([]) == "Failed runs: none of 0."
+    assert claims.failure_note([ok, ok]) == "Failed runs: none of 2."
+    note = claims.failure_note([ok, bad, ok])
     assert note.startswith("**Failed runs: 1 of 3**") and f"{bad.config.label()} ({bad.key}): RunFailed: nan" in note
 
 
@@ -224,10 +224,9 @@ def test_wandb_run_names_find_the_run_and_groups_name_notebook_and_study(store, 
         def finish(self): pass
 
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw) or FakeRun())
-    monkeypatch.setenv("LABCORE_PROFILE", "quick")
     a, b = _cfg(batch_size=16), _cfg(batch_size=16, lr=0.5)  # same label, different runs; 32 steps per epoch
     runs.fetch([Planned(a, study="vgg"), Planned(b, study="vgg")], store, device="cpu", tracking="offline",
-               notebook="02_cnn_depth")
+               notebook="02_cnn_depth", profile="quick")
     assert a.label() == b.label() and seen[0]["name"] != seen[1]["name"], "names are unique"
     assert seen[0]["name"] == f"{a.label()}-{a.key()[:8]}"
     assert seen[0]["group"] == "02_cnn_depth/vgg" and "quick" in seen[0]["tags"]

@@ -5,7 +5,7 @@ import torch
 
 from labcore.config import ModelConfig, TrainConfig
 from labcore.models import build_model
-from labcore.train import convergence, evaluate, fit, mean_history, seed_everything, top_confusions
+from labcore.train import evaluate, fit, seed_everything
 
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 
@@ -48,33 +48,6 @@ def test_evaluate_reports_accuracy_loss_per_class_and_confusion(toy):
     assert abs(cm.diag().sum().item() / cm.sum().item() - ev["accuracy"]) < 1e-6
     assert set(toy.classes) <= set(ev["report"]) and "precision" in ev["report_text"]
     assert len(ev["predictions"]) == len(toy.y_test)
-
-
-def test_convergence_verdicts():
-    flat = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9} for e in range(1, 8)]
-    rising = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": 0.5 + 0.05 * e} for e in range(1, 8)]
-    assert convergence(flat)["verdict"] == "levelled off"
-    assert convergence(rising)["verdict"] == "still improving"
-    assert convergence(flat[:2])["verdict"] == "too short to tell"
-    over = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5 + abs(e - 2) * 0.1, "val_acc": 0.9} for e in range(1, 9)]
-    assert convergence(over)["verdict"] == "overfitting"
-    assert mean_history([flat, flat])[0] == flat[0]
-    # Training loss still falling, validation flat: a plateau, never "still improving" or "more epochs would help".
-    plateau = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5, "val_acc": 0.8} for e in range(1, 8)]
-    assert convergence(plateau)["verdict"] == "plateau"
-    from labcore.train import convergence_sentence
-    assert "would likely help" not in convergence_sentence(convergence(plateau))
-    assert "cannot show what much longer training would do" in convergence_sentence(convergence(flat))
-    # Boundaries: a validation gain of exactly `tol` counts as improving, just below it does not.
-    edge = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9 + (0.005 if e == 7 else 0)} for e in range(1, 8)]
-    assert convergence(edge)["verdict"] == "still improving"
-    below = [{**r, "val_acc": 0.9 + (0.0049 if r["epoch"] == 7 else 0)} for r in edge]
-    assert convergence(below)["verdict"] == "levelled off"
-
-
-def test_top_confusions():
-    cm = [[5, 2, 0], [7, 5, 1], [0, 0, 5]]
-    assert top_confusions(cm, ("a", "b", "c"), k=2) == [("b", "a", 7), ("a", "b", 2)]
 
 
 def _conv_run(toy3, **train):
@@ -122,7 +95,7 @@ def test_progress_bars_only_on_a_terminal_or_in_jupyter(monkeypatch):
     import io
     import sys
 
-    from labcore.train import show_progress
+    from labcore.machine import show_progress
 
     monkeypatch.delenv("LABCORE_HEADLESS", raising=False)
     monkeypatch.delenv("CI", raising=False)

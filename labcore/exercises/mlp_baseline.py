@@ -1,0 +1,161 @@
+"""Exercise 1.1 (notebook 01_mlp_baseline): the lab's MLP on MNIST, whether it has converged, and its test-set errors."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import plots, provenance, runs
+from ..config import ConfigError, RunConfig
+from ..exercise import Planned, every_epoch
+from ..runs import RunResult
+
+NOTEBOOK = "01_mlp_baseline"
+
+
+def plan(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: int) -> dict[str, list[Planned]]:
+    """The lab's MLP once per seed (weights after every epoch, which 04 probes), and a longer run per seed."""
+    if not seeds:
+        raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
+    configs = [RunConfig.build(data, model, train, seed=s) for s in seeds]
+    return {"runs": [Planned(c, every_epoch(c), study="runs") for c in configs],
+            "long": [Planned(c.replace(train={"epochs": long_epochs}), study="long") for c in configs]}
+
+
+def runs_table(results: list[RunResult]) -> pd.DataFrame:
+    """One row per run: its settings, final metrics, time and status."""
+    return pd.DataFrame([r.summary() for r in results])
+
+
+def data_sentence(results: list[RunResult], n_train: int, n_val: int, n_test: int) -> str:
+    """Where the images came from and how many each split has, for the runs' markdown."""
+    return (f"{n_train:,} training, {n_val:,} validation and {n_test:,} test images from {results[0].data_source}; "
+            f"{len(results)} seed(s).")
+
+
+def curves_title(results: list[RunResult]) -> str:
+    """'MLP (width 16, depth 2) on MNIST, 3 seed(s), 15 epochs'."""
+    c = results[0].config
+    return (f"MLP (width {c.model.width}, depth {c.model.depth}) on {c.data.name.upper()}, {len(results)} seed(s), "
+            f"{c.train.epochs} epochs")
+
+
+def settings_sentence(results: list[RunResult], long_results: list[RunResult]) -> str:
+    """The optimiser, learning rate, width and the two run lengths, read from the runs' configs."""
+    c, long_epochs = results[0].config, long_results[0].config.train.epochs
+    return (f"Settings of this report: {c.train.optimizer} at learning rate {c.train.lr:g}, {c.model.width} units, "
+            f"{c.train.epochs} epochs above, {long_epochs} epochs in the long run.")
+
+
+def mean_history(histories: list[dict] | list[list[dict]]) -> list[dict]:
+    """Average several seeds' histories epoch by epoch (a single history is returned as is)."""
+    if not histories or isinstance(histories[0], dict):
+        return list(histories)
+    n = min(len(h) for h in histories)
+    return [{k: (v if k == "epoch" else float(np.mean([h[i][k] for h in histories])))
+             for k, v in histories[0][i].items()} for i in range(n)]
+
+
+def top_confusions(confusion: list[list[int]], classes: tuple[str, ...], k: int = 5) -> list[tuple[str, str, int]]:
+    """The `k` most frequent (true, predicted, count) mistakes in a confusion matrix."""
+    cm = np.asarray(confusion).copy()
+    np.fill_diagonal(cm, 0)
+    order = np.argsort(cm, axis=None)[::-1][:k]
+    return [(classes[i], classes[j], int(cm[i, j])) for i, j in zip(*np.unravel_index(order, cm.shape)) if cm[i, j]]
+
+
+def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: float = 0.005) -> dict:
+    """Has training levelled off? Reads the last `window` epochs of the mean curves over seeds.
+
+    Verdicts: 'still improving' only while validation is still improving (accuracy up by `tol` or more, or
+    validation loss down by more than 2 %); 'overfitting' when the best validation loss is more than `window`
+    epochs old and it has risen by over 2 % since; 'plateau' when validation has stopped improving but the
+    training loss still falls by 5 % or more (more epochs fit the training set without helping validation);
+    'levelled off' when both have levelled off within the window (not 'converged': the window cannot show
+    what much longer training would do); 'too short to tell' with `window` epochs or fewer.
+    """
+    history = mean_history(histories)
+    assert history, "empty history"
+    w = min(window, len(history) - 1)
+    best = max(history, key=lambda r: r["val_acc"])
+    if len(history) <= window:  # not enough epochs to see a plateau; say so instead of guessing
+        return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
+                "val_acc_gain": float("nan"), "val_loss_drop": float("nan"), "train_loss_drop": float("nan"),
+                "verdict": "too short to tell"}
+    best_loss = min(history, key=lambda r: r["val_loss"])
+    gain = history[-1]["val_acc"] - history[-1 - w]["val_acc"]
+    val_drop = 1 - history[-1]["val_loss"] / history[-1 - w]["val_loss"]
+    loss_drop = 1 - history[-1]["train_loss"] / history[-1 - w]["train_loss"]
+    if history[-1]["epoch"] - best_loss["epoch"] > window and history[-1]["val_loss"] > 1.02 * best_loss["val_loss"]:
+        verdict = "overfitting"
+    elif gain >= tol or val_drop > 0.02:
+        verdict = "still improving"
+    elif loss_drop >= 0.05:
+        verdict = "plateau"
+    else:
+        verdict = "levelled off"
+    return {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "window": w, "epochs": len(history),
+            "val_acc_gain": gain, "val_loss_drop": val_drop, "train_loss_drop": loss_drop, "verdict": verdict}
+
+
+def convergence_sentence(c: dict) -> str:
+    """Plain-language reading of `convergence(...)`: it claims nothing beyond the epochs it saw."""
+    if c["verdict"] == "too short to tell":
+        return (f"**Too short to tell**: {c['epochs']} epoch(s) cannot show a plateau; "
+                f"the best validation accuracy was {c['best_val_acc']:.4f} at epoch {c['best_epoch']}.")
+    facts = (f"over the last {c['window']} epochs the validation accuracy changed by {c['val_acc_gain']:+.4f}, the "
+             f"validation loss by {-c['val_loss_drop']:+.1%} and the training loss by {-c['train_loss_drop']:+.1%}; "
+             f"the best validation accuracy, {c['best_val_acc']:.4f}, came at epoch {c['best_epoch']}")
+    return {
+        "levelled off": f"**Levelled off** within these {c['epochs']} epochs: {facts}. This window cannot show what much "
+                     "longer training would do.",
+        "plateau": f"**Plateau**: {facts}. The training loss still falls while validation has stopped improving: more "
+                   "epochs fit the training images better without helping on new ones (a plateau, or the start of "
+                   "overfitting).",
+        "overfitting": f"**Past its best (overfitting)**: {facts}, and the validation loss has been rising for several "
+                       "epochs.",
+        "still improving": f"**Not converged yet**: {facts}. Validation is still improving, so more epochs would "
+                           "likely help.",
+    }[c["verdict"]]
+
+
+def test_sentence(result: RunResult) -> str:
+    """The first seed's test accuracy and loss, and which seed that is."""
+    return (f"Seed {result.config.seed}: test accuracy {result.test['accuracy']:.4f}, test loss "
+            f"{result.test['loss']:.4f}, on {len(result.test['predictions']):,} test images.")
+
+
+def mistakes_sentence(result: RunResult, classes: tuple[str, ...], k: int = 5) -> str:
+    """The `k` most frequent confusions (true -> predicted, count) and their share of all mistakes."""
+    cm = result.test["confusion"]
+    pairs = top_confusions(cm, classes, k)
+    mistakes = int(np.sum(cm) - np.trace(cm))
+    if not mistakes:
+        return "The model makes no mistake on these test images."
+    return ("The most frequent mistakes (true -> predicted, count): " + ", ".join(f"{t} -> {p} ({n})" for t, p, n in pairs)
+            + f"; together {sum(n for *_, n in pairs) / mistakes:.0%} of the {mistakes} mistakes.")
+
+
+def summary(results: list[RunResult], long_results: list[RunResult], conv: dict, long_conv: dict,
+            table: pd.DataFrame, device: str, tracking: str) -> dict[str, Any]:
+    """What the report publishes (labcore.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    measured = table.set_index("metric")["measured (mean)"]
+    measured = measured[~measured.index.duplicated()]  # the lab's and the replica's rows carry the same measurement
+    c = results[0].config
+    metrics = {"val_acc": measured["val_acc"], "test_acc": measured["test_acc"], "train_loss": measured["train_loss"],
+               "epochs": c.train.epochs, "seeds": len(results), "converged": conv["verdict"],
+               "long_val_acc": long_conv["best_val_acc"], "long_verdict": long_conv["verdict"],
+               "seconds_per_epoch": sum(r.seconds for r in results) / sum(len(r.history) for r in results),
+               "runs": [r.summary() for r in results], "lab_comparison": table.to_dict(orient="records")}
+    long_epochs = long_results[0].config.train.epochs
+    headline = [
+        ("Test accuracy", f"{metrics['test_acc']:.3f}, mean of {len(results)} seed(s)"),
+        (f"Validation accuracy after {c.train.epochs} epochs", f"{metrics['val_acc']:.3f}"),
+        (f"Convergence after {c.train.epochs} epochs", conv["verdict"]),
+        (f"Long run ({long_epochs} epochs)", f"best validation accuracy {long_conv['best_val_acc']:.3f}, "
+                                             f"{long_conv['verdict']}"),
+    ]
+    return {"metrics": metrics, "headline": headline,
+            "provenance": provenance.of_runs(results, device, tracking, seeds=[r.config.seed for r in results]),
+            "figure": plots.training_curves(runs.histories(results), title="MLP on MNIST")}

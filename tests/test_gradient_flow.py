@@ -1,0 +1,50 @@
+"""Exercise 2's own rules: what the ranking models' gradient ratios may be said to show."""
+import pandas as pd
+import pytest
+
+from labcore.exercises.gradient_flow import attenuation_sentence
+
+
+def test_attenuation_sentence_names_a_trend_only_when_every_step_agrees():
+
+
+    table = pd.DataFrame({"model": ["VGG16", "VGG19", "VGG24", "ResNet18"], "weight layers": [16, 19, 24, 18],
+                          "last/first at initialisation": [10.0, 100.0, 1000.0, 2.0],
+                          "last/first after training": [5.0, 50.0, 20.0, 2.0]})
+    text = attenuation_sentence(table, "VGG")
+    assert "At initialisation, the last layer's gradient is 10x (VGG16), 100x (VGG19), 1e+03x (VGG24)" in text
+    assert "the ratio grows with every step in depth" in text
+    assert "After training" in text and "does not move in one direction with depth" in text
+    assert "not a test over seeds" in text and "ResNet18" not in text
+    assert "Fewer than two" in attenuation_sentence(table, "ResNet")
+    assert "neither show the deepest VGG starving its input layers of gradient nor rule it out" in text
+
+
+@pytest.mark.parametrize("init, after, verdict", [
+    ([0.55, 0.35, 0.13], [0.35, 0.49, 1.0], "Every ratio is at most 1"),  # quick's VGGs; exactly 1 still counts
+    ([0.55, 0.35, 0.13], [0.35, 0.49, 1.01], "neither show"),  # one ratio above 1, the deepest not the largest at init
+    ([1.5, 2.0, 40.0], [1.2, 1.1, 3.0], "The deepest, VGG24, passes the least gradient back"),
+    ([1.5, 2.0, 2.0], [1.2, 1.1, 3.0], "neither show"),  # a tie with a shallower model is not 'the least'
+    ([0.5, 0.6, 0.9], [0.5, 0.6, 0.9], "Every ratio is at most 1"),
+])
+def test_attenuation_verdict_on_vanishing_gradients_at_its_boundaries(init, after, verdict):
+
+
+    table = pd.DataFrame({"model": ["VGG16", "VGG19", "VGG24"], "weight layers": [16, 19, 24],
+                          "last/first at initialisation": init, "last/first after training": after})
+    text = attenuation_sentence(table, "VGG")
+    assert verdict in text
+    assert sum(v in text for v in ("Every ratio is at most 1", "passes the least gradient", "neither show")) == 1
+
+
+def test_first_conv_ratios_pair_each_plain_twin_with_its_residual_twin():
+    import torch
+
+    from labcore.exercises.gradient_flow import first_conv_sentence, first_conv_table
+
+    grads = {(22, False, 1): torch.ones(2, 2), (22, True, 1): 3 * torch.ones(2, 2),
+             (40, False, 1): torch.ones(2, 2), (40, True, 1): 10 * torch.ones(2, 2)}
+    table = first_conv_table(grads)
+    assert list(table["residual / plain"]) == pytest.approx([3.0, 10.0])
+    assert first_conv_sentence(table) == ("at 22 layers, epoch 1: residual/plain = **3x**; "
+                                          "at 40 layers, epoch 1: residual/plain = **10x**.")

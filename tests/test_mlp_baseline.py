@@ -1,0 +1,39 @@
+"""Exercise 1.1's own rules: the convergence verdict and its sentence, the most frequent confusions."""
+from labcore.exercises.mlp_baseline import convergence, convergence_sentence, mean_history, mistakes_sentence, top_confusions
+from labcore.runs import RunResult
+from labcore.config import RunConfig
+
+
+def test_convergence_verdicts():
+    flat = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9} for e in range(1, 8)]
+    rising = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": 0.5 + 0.05 * e} for e in range(1, 8)]
+    assert convergence(flat)["verdict"] == "levelled off"
+    assert convergence(rising)["verdict"] == "still improving"
+    assert convergence(flat[:2])["verdict"] == "too short to tell"
+    over = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5 + abs(e - 2) * 0.1, "val_acc": 0.9} for e in range(1, 9)]
+    assert convergence(over)["verdict"] == "overfitting"
+    assert mean_history([flat, flat])[0] == flat[0]
+    # Training loss still falling, validation flat: a plateau, never "still improving" or "more epochs would help".
+    plateau = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5, "val_acc": 0.8} for e in range(1, 8)]
+    assert convergence(plateau)["verdict"] == "plateau"
+    assert "would likely help" not in convergence_sentence(convergence(plateau))
+    assert "cannot show what much longer training would do" in convergence_sentence(convergence(flat))
+    # Boundaries: a validation gain of exactly `tol` counts as improving, just below it does not.
+    edge = [{"epoch": e, "train_loss": 0.3, "val_loss": 0.3, "val_acc": 0.9 + (0.005 if e == 7 else 0)} for e in range(1, 8)]
+    assert convergence(edge)["verdict"] == "still improving"
+    below = [{**r, "val_acc": 0.9 + (0.0049 if r["epoch"] == 7 else 0)} for r in edge]
+    assert convergence(below)["verdict"] == "levelled off"
+
+
+def test_top_confusions():
+    cm = [[5, 2, 0], [7, 5, 1], [0, 0, 5]]
+    assert top_confusions(cm, ("a", "b", "c"), k=2) == [("b", "a", 7), ("a", "b", 2)]
+
+
+def test_the_mistakes_sentence_counts_against_all_mistakes():
+    cm = [[5, 2, 0], [7, 5, 1], [0, 0, 5]]
+    r = RunResult(RunConfig(), [], {"confusion": cm}, 1, 1.0, "cpu", "toy")
+    assert mistakes_sentence(r, ("a", "b", "c"), k=2) == ("The most frequent mistakes (true -> predicted, count): "
+                                                          "b -> a (7), a -> b (2); together 90% of the 10 mistakes.")
+    perfect = RunResult(RunConfig(), [], {"confusion": [[3, 0], [0, 4]]}, 1, 1.0, "cpu", "toy")
+    assert mistakes_sentence(perfect, ("a", "b")) == "The model makes no mistake on these test images."
