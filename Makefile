@@ -10,6 +10,8 @@ EXECUTOR ?=
 CPUS_PER_RUN ?=
 GPUS_PER_RUN ?=
 RETRY_FAILED ?=
+# DETERMINISTIC=1: deterministic algorithms, no cuDNN benchmark, no TF32 (bit-for-bit repeatable on one GPU; slower).
+DETERMINISTIC ?=
 LAB_PORT ?= 8888
 FORCE ?=
 PYTHON ?= python3
@@ -24,7 +26,13 @@ export LABCORE_DATA := $(abspath $(LABCORE_DATA))
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv plan train report check-report test lab clean distclean
+# make gpu-check: cuda on the lent GPU machine; DEVICE=cpu runs the same check on tiny sizes here.
+DEVICE ?= cuda
+GPU_CHECK_OUT ?= $(or $(OUT),reports/gpu-check)
+# The GPU machine has no .venv (its own python3 holds PyTorch); here the project's environment is used.
+CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+.PHONY: help venv plan train report check-report test lab clean distclean gpu-bundle gpu-check
 
 help: ## show this help
 	@echo "labcore: reproducible reports for the deep-learning lab"
@@ -51,10 +59,12 @@ plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compu
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
 	$(BIN)/python -m labcore.executor --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-		$(if $(RETRY_FAILED),--retry-failed)
+		$(if $(RETRY_FAILED),--retry-failed) $(if $(DETERMINISTIC),--deterministic)
 
 report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
-	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)'
+	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
+		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
+		$(if $(DETERMINISTIC),--deterministic)
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
 	$(BIN)/python -m labcore.browse --profile '$(or $(PROFILE),smoke)'
@@ -70,6 +80,12 @@ lab: $(STAMP) ## open JupyterLab on the notebooks with the project's kernel (LAB
 	echo "[labcore] JupyterLab: open http://localhost:$(LAB_PORT)/lab?token=$$token"; \
 	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab notebooks/ --port=$(LAB_PORT) --ServerApp.port_retries=0 \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root --no-browser)
+
+gpu-bundle: $(STAMP) ## write .gpu-bundle/ (< 60 MiB, git-ignored): the wheels and data the GPU machine lacks
+	$(BIN)/python -m labcore.gpucheck bundle
+
+gpu-check: ## prove the GPU path in one command: gpu-check.json and .log in $$OUT or reports/gpu-check (DEVICE=cpu: tiny, here)
+	$(CHECK_PYTHON) -m labcore.gpucheck run --device $(DEVICE) --out '$(GPU_CHECK_OUT)'
 
 clean: ## remove generated reports and W&B offline runs (refuses while offline runs are unsynced; FORCE=1 deletes anyway)
 	@if [ -z "$(FORCE)" ] && [ -x $(BIN)/python ]; then $(BIN)/python -m labcore.tracking --check-clean; fi

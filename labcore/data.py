@@ -96,21 +96,44 @@ def _torchvision(name: str, root: Path, download: bool) -> Raw:
     return Raw(xs[0], ys[0], xs[1], ys[1], source=f"torchvision:{root / DATASETS[name].torchvision_dir}")
 
 
+def _arrays(name: str, path: Path) -> Raw:
+    """Load labcore's compact layout: <root>/<name>.npz with uint8 images [N, C, H, W] and int64 labels, written by
+    `save_arrays` (the GPU check's bundle carries its data this way). A file marked partial holds a subset."""
+    import numpy as np
+
+    with np.load(path) as f:
+        parts = [torch.from_numpy(f[k].copy()) for k in ("x_train", "y_train", "x_test", "y_test")]
+        partial = bool(f["partial"]) if "partial" in f else False
+    source = f"arrays{'-subset' if partial else ''}:{path} ({len(parts[1]):,} training, {len(parts[3]):,} test images)"
+    return Raw(*parts, source=source)
+
+
+def save_arrays(raw: Raw, path: Path, partial: bool) -> None:
+    """Write `raw` in the compact layout `_arrays` reads (compressed); `partial` marks a subset of the dataset."""
+    import numpy as np
+
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, x_train=raw.x_train.numpy(), y_train=raw.y_train.numpy(), x_test=raw.x_test.numpy(),
+                            y_test=raw.y_test.numpy(), partial=np.array(partial))
+
+
 def _not_found(name: str, root: Path, reason: str) -> DataNotFoundError:
     return DataNotFoundError(
         f"{name} not found: looked for {root / DATASETS[name].torchvision_dir} (torchvision layout) and "
-        f"{root / name}/{{train,test}}/<class>/ (image folder); {reason}. Point LABCORE_DATA at a folder "
+        f"{root / name}/{{train,test}}/<class>/ (image folder) and {root / name}.npz (arrays); {reason}. Point LABCORE_DATA at a folder "
         f"holding one of them (e.g. LABCORE_DATA=../shared/data) or unset it to download into {DEFAULT_DATA} when online."
     )
 
 
 def _locate(name: str, root: Path) -> str | None:
-    """'torchvision' or 'image-folder' for the layout `name` has under `root`, else None."""
+    """'torchvision', 'image-folder' or 'arrays' for the layout `name` has under `root`, else None."""
     tv_dir = root / DATASETS[name].torchvision_dir
     if tv_dir.is_dir() and any(tv_dir.iterdir()):
         return "torchvision"
     if (root / name / "train").is_dir() and (root / name / "test").is_dir():
         return "image-folder"
+    if (root / f"{name}.npz").is_file():
+        return "arrays"
     return None
 
 
@@ -131,6 +154,8 @@ def _decode(name: str, root: Path, may_download: bool) -> Raw:
     layout = _locate(name, root)
     if layout == "torchvision":
         return _torchvision(name, root, download=False)
+    if layout == "arrays":
+        return _arrays(name, root / f"{name}.npz")
     if layout == "image-folder":
         gray = name == "mnist"
         x_tr, y_tr = _image_folder(root / name / "train", gray)
@@ -182,7 +207,13 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
 def load(cfg: DataConfig, root: Path | None = None) -> Splits:
     """The train/validation/test splits that `cfg` describes."""
     raw = load_raw(cfg.name, root)
-    if (len(raw.y_train), len(raw.y_test)) != SIZES[cfg.name]:  # a partial copy would silently shrink every split
+    if raw.source.startswith("arrays-subset:"):  # a declared subset (the GPU check's bundle): it must hold the splits
+        need = (cfg.val_size + (cfg.subset or 0) if cfg.subset is not None else None, cfg.test_subset)
+        if need[0] is None or need[1] is None or len(raw.y_train) < need[0] or len(raw.y_test) < need[1]:
+            raise DataNotFoundError(f"{cfg.name} at {raw.source} is a subset, too small for data.val_size="
+                                    f"{cfg.val_size}, subset={cfg.subset}, test_subset={cfg.test_subset}; point "
+                                    "LABCORE_DATA at the complete dataset")
+    elif (len(raw.y_train), len(raw.y_test)) != SIZES[cfg.name]:  # a partial copy would silently shrink every split
         raise DataNotFoundError(f"{cfg.name} at {raw.source} has {len(raw.y_train):,} training and {len(raw.y_test):,} "
                                 f"test images, not {SIZES[cfg.name][0]:,} and {SIZES[cfg.name][1]:,}; the copy is "
                                 "incomplete: replace it with a complete one")

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
+from .faults import RunLost, advice, one_line
 from .files import Busy, locked
 from .exercise import Planned
 from .plan import choose_profile, describe, human_seconds
@@ -36,6 +37,7 @@ from .machine import pick_device, show_progress
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
+MAX_LOST_RETRIES = 1  # a run the machine stopped (out of memory, a CUDA error) is tried this many more times
 COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
 RAY_AFTER_S = 600.0  # with no EXECUTOR given, Ray once this much training is pending: its start-up (about 10 s) pays off
 
@@ -104,6 +106,15 @@ class Progress:
             self.bar.update(1)
         return line
 
+    def lost(self, label: str, why: str) -> None:
+        """Record a run that was not trained (it stays pending) and say why, in one line."""
+        self.total = max(self.total, 1)
+        line = f"[labcore] run {label} not trained (still pending): {why}"
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.write(line)
+
     def close(self) -> None:
         """Close the bar (if any)."""
         if self.bar is not None:
@@ -128,14 +139,35 @@ class Outcome:
 # ---------------------------------------------------------------- in this process
 
 def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, device: str,
-                 tracking: str, retry_failed: bool, progress: Progress, profile: str) -> Outcome:
+                 tracking: str, retry_failed: bool, progress: Progress, profile: str, deterministic: bool) -> Outcome:
+    """Train one run after another here. A run the machine stops (RunLost) is tried once more, with the device's
+    cached memory released; lost again, it stays pending with its reason. After a CUDA error this process cannot
+    use its GPU any more, so the pass stops there and the remaining runs stay pending."""
+    import torch
+
     out = Outcome()
-    for p in todo:
+    for i, p in enumerate(todo):
         est = estimates.get(p.key)
-        r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
-                     estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p), profile=profile)
-        out.trained.append(r)
-        progress.finished(r, r.node or "this process")
+        for attempt in range(1 + MAX_LOST_RETRIES):
+            try:
+                r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
+                             estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p),
+                             profile=profile, deterministic=deterministic)
+            except RunLost as exc:
+                if not exc.fresh_process and attempt < MAX_LOST_RETRIES:
+                    print(f"[labcore] run {p.cfg.label()} lost to {exc.resource}; trying it once more", flush=True)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
+                progress.lost(p.cfg.label(), f"{exc}; {advice(exc)}")
+                out.lost.append((p.cfg.label(), f"{exc.resource}: {exc.reason}"))
+                if exc.fresh_process:
+                    out.lost += [(q.cfg.label(), "not started: the GPU context was lost") for q in todo[i + 1:]]
+                    return out
+                break
+            out.trained.append(r)
+            progress.finished(r, r.node or "this process")
+            break
     return out
 
 
@@ -146,14 +178,22 @@ def _group(p: Planned) -> str:
     return runs.wandb_group(p.notebooks[0] if p.notebooks else None, p.study)
 
 
+def task_device(gpu_ids: Sequence) -> str:
+    """The device a Ray task trains on: the GPU Ray assigned it (Ray makes it the task's only visible one, so it is
+    cuda:0 inside the task), or the CPU when it was given none, even on a node that has GPUs."""
+    return "cuda" if gpu_ids else "cpu"
+
+
 def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threads: int,
-              estimate: float | None, compile: bool, group: str | None = None, profile: str = "") -> runs.Trained:
-    """One run on a Ray worker: train it with `threads` CPU threads (and the GPU Ray assigned, if any)."""
+              estimate: float | None, compile: bool, group: str | None = None, profile: str = "",
+              deterministic: bool = False) -> runs.Trained:
+    """One run on a Ray worker: train it with `threads` CPU threads, on the GPU Ray assigned (if any)."""
     import ray
     import torch
 
     torch.set_num_threads(threads)
-    trained = runs.train_run(cfg, "auto", tracking, checkpoints, estimate, compile, group, profile or None)
+    trained = runs.train_run(cfg, task_device(ray.get_gpu_ids()), tracking, checkpoints, estimate, compile, group,
+                             profile or None, deterministic)
     node = f"{trained.result.node} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
     return dataclasses.replace(trained, result=dataclasses.replace(trained.result, node=node))
 
@@ -181,7 +221,7 @@ def check_cluster(address: str) -> None:
                           "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the cluster's token; README: Scale out)")
 
 
-def connect(address: str | None, cpus: int | None) -> bool:
+def connect(address: str | None, cpus: int | None, gpus: float | None = None) -> bool:
     """Join the Ray cluster at `address`, or start an embedded one on this machine; True if we started it.
 
     Token authentication is required (RAY_AUTH_MODE=token): a Ray cluster runs whatever code it is sent.
@@ -200,16 +240,30 @@ def connect(address: str | None, cpus: int | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level="warning")
         return False
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
     return True
+
+
+def remote_task(cpus_per_run: int, gpus_per_run: float, fn=None):
+    """`_ray_task` (or `fn`) as a Ray remote function with its resources set on the function itself: a GPU task gets a fresh
+    worker each time (max_calls=1; `.options()` cannot set that), so a worker pinned to one GPU is never reused
+    for a run that Ray assigned another, and a CUDA error cannot outlive its run."""
+    import ray
+
+    return ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1 if gpus_per_run else 0,
+                      max_retries=MAX_RETRIES, retry_exceptions=False)(fn or _ray_task)
 
 
 def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, tracking: str,
                address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
-               progress: Progress, profile: str) -> Outcome:
+               progress: Progress, profile: str, deterministic: bool = False) -> Outcome:
+    """Train the runs as Ray tasks. A run the machine stops (RunLost, e.g. out of GPU memory beside other runs) is
+    tried again at the end, one at a time, with a whole GPU to itself (in a fresh worker); a worker or node that
+    dies is retried by Ray; lost after that, a run stays pending with its reason. Any other error is a bug: it
+    stops the pass and propagates."""
     started = connect(address, cpus)
     import ray
-    from ray.exceptions import RayError
+    from ray.exceptions import RayError, RayTaskError
 
     out = Outcome()
     inflight: dict[Any, Planned] = {}
@@ -220,26 +274,46 @@ def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.Run
         print(f"[labcore] Ray cluster: {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
               f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per run", flush=True)
         progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
-        task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-                                              max_retries=MAX_RETRIES, retry_exceptions=False)
-        for p in todo:  # already longest first; Ray starts them in submission order as resources free up
+        task = remote_task(cpus_per_run, gpus_per_run)
+        alone = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
+
+        def submit(p: Planned, fn) -> None:
             est = estimates.get(p.key)
-            ref = task.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S, _group(p),
-                              profile)
-            inflight[ref] = p
-        while inflight:
+            inflight[fn.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S,
+                               _group(p), profile, deterministic)] = p
+
+        for p in todo:  # already longest first; Ray starts them in submission order as resources free up
+            submit(p, task)
+        retry: list[Planned] = []
+        tried: set[str] = set()
+        while inflight or retry:
+            if not inflight:  # the main pass is done: lost runs once more, one at a time, each alone on its device
+                p = retry.pop(0)
+                tried.add(p.key)
+                submit(p, alone)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 p = inflight.pop(ref)
                 try:
                     trained = ray.get(ref)
-                except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times, or a bug in labcore
+                except RayTaskError as exc:
+                    if not isinstance(exc.cause, RunLost):
+                        raise  # a bug in labcore: stop here (the handler below cancels the rest)
+                    if p.key not in tried:
+                        print(f"[labcore] run {p.cfg.label()} lost to {exc.cause.resource}; it is tried again at the "
+                              "end, alone on its device", flush=True)
+                        retry.append(p)
+                    else:
+                        progress.lost(p.cfg.label(), f"{exc.cause}; {advice(exc.cause)}")
+                        out.lost.append((p.cfg.label(), f"{exc.cause.resource}: {exc.cause.reason}"))
+                    continue
+                except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
                     why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                     out.lost.append((p.cfg.label(), f"{type(exc).__name__}: {why}"))
-                    print(f"[labcore] run {p.cfg.label()} not trained: {type(exc).__name__}: {why}", flush=True)
+                    progress.lost(p.cfg.label(), f"{type(exc).__name__}: {why}")
                     continue
                 with store.lock(p.cfg):
-                    store.put(trained.result, trained.model_state, trained.checkpoints)
+                    store.put_or_lose(trained)
                 out.trained.append(trained.result)
                 progress.finished(trained.result, trained.result.node or "ray")
     except BaseException:  # Ctrl-C included: stop what still runs, keep what finished
@@ -269,9 +343,10 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
           device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
           gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
           store: runs.RunStore | None = None, headless: bool | None = None,
-          resolved: dict[str, dict] | None = None) -> Outcome:
+          resolved: dict[str, dict] | None = None, deterministic: bool = False) -> Outcome:
     """Train every pending run of the profile's plan (failed ones too with `retry_failed`); `executor` ''
-    picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them."""
+    picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them.
+    `deterministic`: bit-for-bit repeatable numerics on the same device and software (machine.configure)."""
     if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
     if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
@@ -310,10 +385,11 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
             if not todo:
                 out = Outcome()
             elif executor == "local":
-                out = _train_local(todo, estimates, store, device, tracking, retry_failed, progress, profile)
+                out = _train_local(todo, estimates, store, device, tracking, retry_failed, progress, profile,
+                                   deterministic)
             else:
                 out = _train_ray(todo, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
-                                profile)
+                                profile, deterministic)
         finally:
             progress.close()
     out.seconds, out.executor = time.perf_counter() - start, executor
@@ -342,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs an embedded Ray may use (default: all)")
     parser.add_argument("--retry-failed", action="store_true", help="train runs stored as failed again")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no cuDNN benchmark, "
+                        "no TF32: runs repeat bit for bit on the same device and software, more slowly on a GPU")
     parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
                         help="W&B mode for the runs: offline, online or disabled")
     args = parser.parse_args(argv)
@@ -356,16 +434,23 @@ def main(argv: list[str] | None = None) -> int:
         if first:
             print(first, flush=True)
         out = train(profile, only, args.executor, args.address, tracking=args.tracking, cpus_per_run=args.cpus_per_run,
-                    gpus_per_run=args.gpus_per_run, cpus=args.cpus, retry_failed=args.retry_failed)
+                    gpus_per_run=args.gpus_per_run, cpus=args.cpus, retry_failed=args.retry_failed,
+                    deterministic=args.deterministic)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
+        line = one_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\n[labcore] interrupted: finished runs are stored; `make train` again trains only the rest",
               file=sys.stderr, flush=True)
         return 130
     print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}; "
-          f"{len(out.failed)} failed, {len(out.lost)} lost to crashes", flush=True)
+          f"{len(out.failed)} failed, {len(out.lost)} lost (still pending: `make train` again retries them)", flush=True)
     return 0 if not out.failed and not out.lost else 1
 
 

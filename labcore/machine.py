@@ -74,3 +74,32 @@ def show_progress() -> bool:
     if "ipykernel" in sys.modules:  # a notebook kernel: tqdm.auto draws widgets, whatever stderr is
         return True
     return sys.stderr.isatty()
+
+
+def configure(device: torch.device, deterministic: bool = False) -> None:
+    """Set this process's numeric settings for training on `device`, and keep them stated (see `numerics`).
+
+    By default a GPU runs fast: cuDNN picks the fastest kernels for each shape (benchmark mode, which may differ
+    from one execution to the next) and float32 matrix products use TF32. `deterministic` trades that speed for
+    runs that repeat bit for bit on the same device and software: deterministic algorithms only, no benchmark
+    mode, no TF32 (PyTorch then raises on an operation that has no deterministic implementation).
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    fast_gpu = device.type == "cuda" and not deterministic
+    torch.backends.cudnn.benchmark = fast_gpu
+    torch.backends.cuda.matmul.allow_tf32 = fast_gpu
+    torch.backends.cudnn.allow_tf32 = fast_gpu
+
+
+def numerics(device: torch.device) -> dict[str, object]:
+    """The numeric settings a run on `device` trains with, as recorded with the run and its reports."""
+    cuda = device.type == "cuda"
+    return {"device": device.type, "threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
+            "tf32_matmul": bool(cuda and torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(cuda and torch.backends.cudnn.allow_tf32),
+            "flush_denormal": device.type == "cpu"}  # flush_denormals: subnormals are zero on CPUs

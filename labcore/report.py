@@ -28,6 +28,7 @@ from .config import ConfigError
 from .data import DataNotFoundError, check_available
 from .exercise import parameters
 from .params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
+from .faults import one_line
 from .files import Busy, locked
 from .paths import reports_dir
 from .plan import human_seconds
@@ -158,7 +159,8 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
 
 
 def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
-          address: str | None = None) -> list[dict[str, Any]]:
+          address: str | None = None, cpus_per_run: int | None = None, gpus_per_run: float | None = None,
+          deterministic: bool = False) -> list[dict[str, Any]]:
     """Validate all parameters and data first, train the runs the notebooks need that are not stored yet
     (labcore.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
     needs, and longest first), then execute each notebook, which reads its runs; returns the JSON records."""
@@ -177,7 +179,8 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     if os.environ.get("LABCORE_DATA"):
         os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
     tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
-    trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved)
+    trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved, cpus_per_run=cpus_per_run,
+                    gpus_per_run=gpus_per_run, deterministic=deterministic)
     if trained.trained or trained.lost:
         print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
@@ -206,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
     parser.add_argument("--executor", default="", help="how runs not stored yet are trained first: local or ray "
                         "(default: picked as by `make train`)")
+    parser.add_argument("--cpus-per-run", type=int, default=None, help="as for `make train`: CPU threads per Ray run")
+    parser.add_argument("--gpus-per-run", type=float, default=None, help="as for `make train`: GPUs per Ray run")
+    parser.add_argument("--deterministic", action="store_true", help="as for `make train`: repeatable GPU numerics")
     args = parser.parse_args(argv)
     only = parse_only(args.only)
     try:
@@ -214,9 +220,16 @@ def main(argv: list[str] | None = None) -> int:
         profile, first = choose_profile(args.profile)
         if first:
             print(first, flush=True)
-        records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None)
+        records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None,
+                        args.cpus_per_run, args.gpus_per_run, args.deterministic)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
+        line = one_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\n[labcore] interrupted: finished runs are stored; `make report` again trains only the rest",

@@ -28,15 +28,17 @@ from .datasets import CLASSES, SHAPES
 from .models import build_model, count_parameters
 from .files import locked, replacing
 from .paths import runs_dir
-from .machine import device_info, pick_device
+from .faults import lost
+from .machine import configure, device_info, numerics, pick_device
 from .tracking import Tracker, run_name
-from .train import evaluate, fit, seed_everything
+from .train import RunFailed, evaluate, fit, seed_everything
 
 # Bump when training or evaluation semantics or the record's format change, so older results are not reused.
 STORE_VERSION = 2
-# Errors that belong to the run itself (a NaN loss, out of memory, a shape that does not fit): the run is
-# stored as failed with its error and not retried on its own. Anything else is a bug and propagates.
-RUN_ERRORS = (RuntimeError, ValueError, ConfigError)
+# Errors that belong to the config (a loss that became NaN, a model that cannot be built): the run is stored as
+# failed with its error and not retried on its own. The machine's faults (memory, a CUDA error, disk space,
+# permissions) make it lost instead: nothing is stored (labcore.faults). Anything else is a bug and propagates.
+RUN_ERRORS = (RunFailed, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class RunResult:
     estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
     node: str | None = None  # the machine that trained it
     compiled: bool = False  # trained through torch.compile
+    numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
     cached: bool = False  # True when loaded from the store instead of trained now
 
     @property
@@ -169,6 +172,17 @@ class RunStore:
                     torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
             (tmp / "result.json").write_text(json.dumps(record))  # last: its presence marks a complete folder
 
+    def put_or_lose(self, trained: "Trained") -> None:
+        """`put` a trained run; a full disk or a folder without write permission makes it a RunLost (nothing of it
+        is left behind: `put` writes into a private folder that is removed when writing fails)."""
+        try:
+            self.put(trained.result, trained.model_state, trained.checkpoints)
+        except OSError as exc:
+            fault = lost(trained.result.config.label(), exc)
+            if fault is None:
+                raise
+            raise fault from exc
+
     def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
                    epoch: int | None = None) -> nn.Module:
         """The model of a stored run on the CPU, in eval mode: trained, or at checkpoint `epoch` (0 = init).
@@ -228,10 +242,12 @@ class Trained:
 
 def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
               checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
-              compile: bool = False, group: str | None = None, profile: str | None = None) -> Trained:
+              compile: bool = False, group: str | None = None, profile: str | None = None,
+              deterministic: bool = False) -> Trained:
     """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the run itself (RUN_ERRORS: a NaN loss, out of memory, a
     shape error) becomes a result with status 'failed', its error and the epochs it finished."""
     device = pick_device(str(device))
+    configure(device, deterministic)
     splits = load_splits(cfg.data).to(device)
     model = init_model(cfg, device, splits.input_shape, len(splits.classes))
     states = {0: _cpu_state(model)} if 0 in checkpoints else {}
@@ -251,7 +267,8 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
                       tags=(profile or "interactive", cfg.data.name, cfg.model.family, "residual" if cfg.model.residual else "plain"))
     start = time.perf_counter()
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
-            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile}
+            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
+            "numerics": numerics(device)}
     try:
         if not compile:  # W&B's hooks on every parameter would break a compiled graph into pieces
             tracker.watch(model)
@@ -263,6 +280,11 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
         result = RunResult(cfg, history, {}, seconds=time.perf_counter() - start, status="failed", error=error, **info)
         return Trained(result, None, {})
+    except Exception as exc:  # the machine's fault: lost, not failed; anything else propagates as the bug it is
+        fault = lost(cfg.label(), exc)
+        if fault is None:
+            raise
+        raise fault from exc
     finally:
         tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
     return Trained(RunResult(cfg, history, test, seconds=seconds, **info), _cpu_state(model), states)
@@ -271,7 +293,7 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
         tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = (),
         retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False,
-        group: str | None = None, profile: str | None = None) -> RunResult:
+        group: str | None = None, profile: str | None = None, deterministic: bool = False) -> RunResult:
     """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored.
 
     `checkpoints` asks for the weights at those epochs too (0 = initialisation). A stored run without
@@ -287,8 +309,8 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
         if state == "damaged":
             print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
         keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
-        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile)
-        store.put(trained.result, trained.model_state, trained.checkpoints)
+        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile, deterministic)
+        store.put_or_lose(trained)
     return trained.result
 
 

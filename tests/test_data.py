@@ -115,3 +115,27 @@ def test_real_cifar10_splits():
     assert s.x_train.shape == (1000, 3, 32, 32) and s.x_val.shape == (5000, 3, 32, 32)
     assert s.x_test.shape == (10000, 3, 32, 32)
     assert s.classes[0] == "airplane" and s.classes[-1] == "truck"
+
+
+def test_the_compact_arrays_layout_round_trips_and_a_subset_says_so(tmp_path, monkeypatch):
+    """`<root>/<name>.npz` (what `make gpu-bundle` writes): loaded as written; a partial copy serves only the splits
+    it holds, and every report built from it names it as a subset."""
+    import pytest
+    import torch
+
+    from labcore import data
+    from labcore.config import DataConfig
+
+    g = torch.Generator().manual_seed(0)
+    raw = data.Raw(torch.randint(0, 255, (300, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(300) % 10,
+                   torch.randint(0, 255, (50, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(50) % 10, "x")
+    root = tmp_path / "data"
+    data.save_arrays(raw, root / "mnist.npz", partial=True)
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    loaded = data.load_raw("mnist", root)
+    assert torch.equal(loaded.x_train, raw.x_train) and torch.equal(loaded.y_test, raw.y_test)
+    assert loaded.source.startswith("arrays-subset:") and "300 training, 50 test images" in loaded.source
+    splits = data.load(DataConfig("mnist", val_size=100, subset=200, test_subset=50), root)
+    assert len(splits.y_train) == 200 and len(splits.y_val) == 100 and len(splits.y_test) == 50
+    with pytest.raises(data.DataNotFoundError, match="is a subset, too small for data.val_size=100, subset=250"):
+        data.load(DataConfig("mnist", val_size=100, subset=250, test_subset=50), root)

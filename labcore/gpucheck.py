@@ -1,0 +1,324 @@
+"""The GPU path proven by one prepared command, for a GPU machine that is lent now and then for a few minutes.
+
+    make gpu-bundle              # here: .gpu-bundle/ (git-ignored, < 60 MiB): the wheels that machine lacks, data
+    make gpu-check               # there, in one command: writes gpu-check.json and gpu-check.log
+    make gpu-check DEVICE=cpu    # here: the same script on tiny sizes (the test suite runs it, so it cannot rot)
+
+That machine reaches no package registry and holds PyTorch, numpy, pandas, matplotlib, seaborn, scikit-learn and
+pytest, but not the notebook stack (papermill, nbconvert, ipykernel, ...), W&B or Ray; the bundle carries the
+notebook stack as wheels (installed into a temporary folder, not the machine's Python) and subsets of MNIST and
+CIFAR-10 as compressed uint8 arrays (labcore's `arrays` data layout; reports built from them say so). The check
+runs each part on its own, so one failing part still leaves the others' figures in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .paths import PROJECT_ROOT
+
+BUNDLE = PROJECT_ROOT / ".gpu-bundle"
+BUNDLE_LIMIT = 60 * 2**20  # bytes: what travels to the GPU machine is at most 64 MiB, the code included
+# The notebook stack: these and what they need, less what the GPU machine already has (DEVICE_HAS).
+NEEDED = ("papermill", "nbconvert", "nbformat", "nbclient", "ipykernel", "jupyter-client")
+DEVICE_HAS = {  # python3 there (2026-11, the tool library's KINDS.md), the part that the stack's closure meets
+    "aiohttp", "anyio", "attrs", "certifi", "charset-normalizer", "click", "idna", "jinja2", "markupsafe", "numpy",
+    "packaging", "pandas", "pillow", "psutil", "pygments", "pyparsing", "python-dateutil", "pyyaml", "requests",
+    "six", "tqdm", "typing-extensions", "urllib3", "setuptools", "wheel", "pip", "h11", "httpx", "httpcore",
+    "sniffio", "filelock", "fsspec", "matplotlib", "scipy", "scikit-learn", "seaborn", "torch", "torchvision",
+    "pytest", "pluggy", "iniconfig", "protobuf", "msgpack", "cloudpickle", "joblib", "threadpoolctl", "tzdata"}
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64")
+DATA_SUBSETS = {"mnist": (6000, 1000), "cifar10": (2000, 1000)}  # (train, test) images: enough for the smoke profile
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+# The GPU machine's interpreter, for the requirements' environment markers (PEP 508).
+DEVICE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+                 "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
+                 "platform_python_implementation": "CPython", "platform_machine": "x86_64", "extra": ""}
+
+
+def closure(roots: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(name, version) of `roots` and everything they require on the GPU machine's Python (no extras), with the
+    versions installed here, less what that machine has (DEVICE_HAS)."""
+    from packaging.requirements import Requirement
+
+    seen: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = _norm(todo.pop())
+        if name in seen or name in DEVICE_HAS:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise SystemExit(f"error: the GPU machine needs {name}, which is not installed here; pip install it "
+                             "(same version as there) and run `make gpu-bundle` again") from None
+        seen[name] = dist.version
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate(DEVICE_PYTHON):
+                todo.append(req.name)
+    return sorted(seen.items())
+
+
+def bundle(out: Path = BUNDLE, data_root: Path | None = None) -> dict[str, Any]:
+    """Write the bundle: wheels of the notebook stack for the GPU machine's Python 3.12, and data subsets."""
+    from . import data
+
+    wheels = out / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    wanted = closure(NEEDED)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+           "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(wheels),
+           *[f"{n}=={v}" for n, v in wanted]]
+    subprocess.run(cmd, check=True)
+    (out / "data").mkdir(exist_ok=True)
+    for name, (n_train, n_test) in DATA_SUBSETS.items():
+        raw = data.load_raw(name, data_root)
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        tr, te = torch.randperm(len(raw.y_train), generator=g)[:n_train], torch.randperm(len(raw.y_test), generator=g)[:n_test]
+        data.save_arrays(data.Raw(raw.x_train[tr], raw.y_train[tr], raw.x_test[te], raw.y_test[te], raw.source),
+                         out / "data" / f"{name}.npz", partial=True)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if size > BUNDLE_LIMIT:
+        raise SystemExit(f"error: {out} holds {size / 2**20:.1f} MiB, over the {BUNDLE_LIMIT / 2**20:.0f} MiB that may "
+                         "travel with the code; drop a package or shrink DATA_SUBSETS")
+    return {"wheels": len(wanted), "mib": round(size / 2**20, 1), "folder": str(out)}
+
+
+def _install_bundle(site: Path) -> None:
+    """Install the bundle's wheels into `site` (not the machine's Python) when the notebook stack is missing here."""
+    try:
+        import papermill  # noqa: F401
+        return
+    except ImportError:
+        pass
+    wheels = sorted((BUNDLE / "wheels").glob("*.whl"))
+    if not wheels:
+        raise SystemExit(f"error: papermill is not installed and {BUNDLE}/wheels is empty; run `make gpu-bundle` on a "
+                         "machine with the package registry, and carry .gpu-bundle")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--target", str(site), *map(str, wheels)], check=True)
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
+
+
+def _part(result: dict, name: str, fn, log) -> None:
+    """Run one part of the check; its failure is recorded, not fatal."""
+    start = time.perf_counter()
+    log(f"--- {name}")
+    try:
+        result[name] = fn()
+    except BaseException as exc:  # noqa: BLE001 - the JSON must say what failed, whatever it was
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        result[name] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:500]}"}
+    result.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 1)
+    log(f"{name}: {json.dumps(result[name], default=str)[:2000]}")
+
+
+def software(device: str) -> dict[str, Any]:
+    """The GPU (or CPU) and the software that ran the check."""
+    import torch
+
+    from .machine import device_info, pick_device
+    from .provenance import git_state
+
+    dev = pick_device(device)
+    info = {"device": device_info(dev), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "git": git_state()}
+    if dev.type == "cuda":
+        p = torch.cuda.get_device_properties(dev)
+        info.update(gpu=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
+                    multiprocessors=p.multi_processor_count)
+    for name in ("papermill", "nbconvert", "ipykernel", "numpy", "pandas", "matplotlib"):
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = None
+    return info
+
+
+def run_tests(out: Path, device: str) -> dict[str, Any]:
+    """The `gpu`-marked tests (tests/test_gpu.py) on `device`: passed, failed and skipped counts."""
+    import xml.etree.ElementTree as ET
+
+    xml = out / "gpu-tests.xml"
+    env = {**os.environ, "LABCORE_TEST_DEVICE": device}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu and not slow", "tests/test_gpu.py", "-q", "-p", "no:cacheprovider",
+                           "-o", "addopts=", f"--junitxml={xml}"], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    suite = ET.parse(xml).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    n, failed, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "skipped"))
+    errors = int(suite.get("errors", 0))
+    return {"passed": n - failed - errors - skipped, "failed": failed + errors, "skipped": skipped,
+            "tail": proc.stdout[-1500:]}
+
+
+def notebooks(device: str, tiny: bool, work: Path) -> dict[str, str]:
+    """The smoke profile's notebooks (only 01 when `tiny`) trained and rendered on `device`: status per notebook."""
+    env = {**os.environ, "LABCORE_RUNS": str(work / "runs"), "LABCORE_REPORTS": str(work / "reports"),
+           "LABCORE_TRACKING": "disabled", "LABCORE_HEADLESS": "1"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # every notebook's device "auto" then means the CPU
+    cmd = [sys.executable, "-m", "labcore.report", "--profile", "smoke", "--executor", "local"]
+    if tiny:
+        cmd += ["--only", "01_mlp_baseline"]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    status = {}
+    for f in sorted((work / "reports" / "smoke").glob("[0-9][0-9]_*.json")):
+        rec = json.loads(f.read_text())
+        status[rec["notebook"]] = rec["status"] if rec["status"] == "ok" else f"failed: {rec.get('error')}"
+    if not status:
+        status["error"] = (proc.stdout[-800:] + proc.stderr[-800:]).strip()
+    return status
+
+
+def estimate(device: str, tiny: bool, work: Path) -> dict[str, Any]:
+    """The calibration of the full profile's architectures on `device` (smoke's 01 when `tiny`), and the plan's
+    compute: one run at a time (the sum of the estimates)."""
+    from . import plan, runs
+
+    os.environ["LABCORE_CACHE"] = str(work / "cache")  # a fresh calibration, measured here and now
+    profile, only = ("smoke", ["01_mlp_baseline"]) if tiny else ("full", None)
+    d = plan.describe(profile, only, device=device, store=runs.RunStore(work / "empty-store"))
+    return {"profile": profile, "runs": len(d["planned"]), "one_at_a_time_s": d["pending_seconds"],
+            "device": d["device"]}
+
+
+def timing(device: str, tiny: bool) -> dict[str, Any]:
+    """He et al.'s ResNet-20 and -56 (width 16, batch 128, CIFAR-sized inputs on the device) for a few hundred
+    steps: one run alone, and 4 runs at once in separate processes sharing the device (fractional; 2 when `tiny`).
+    Fused training of several seeds in one model is not built yet (issue 16, part 3)."""
+    out = {"fused": "not built yet"}
+    steps, runs_at_once = (5, 2) if tiny else (300, 4)
+    for depth in ((8,) if tiny else (20, 56)):
+        cmd = [sys.executable, "-m", "labcore.gpucheck", "steps", "--device", device, "--depth", str(depth),
+               "--steps", str(steps), "--width", "4" if tiny else "16"]
+        start = time.perf_counter()
+        alone = float(subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
+        procs = [subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(runs_at_once)]
+        shared = [float(p.communicate()[0].split()[-1]) for p in procs]
+        wall = time.perf_counter() - start
+        out[f"resnet{depth}"] = {"steps": steps, "alone_s_per_step": alone / steps,
+                                 "shared_s_per_step": max(shared) / steps, "runs_at_once": runs_at_once,
+                                 "throughput_gain": round(runs_at_once * alone / max(shared), 2), "wall_s": round(wall, 1)}
+    return out
+
+
+def steps(device: str, depth: int, n: int, width: int) -> float:
+    """Seconds for `n` training steps of He et al.'s CIFAR ResNet (after 5 warm-up steps), on random data."""
+    import torch
+    from torch import nn
+
+    from .config import ModelConfig, TrainConfig
+    from .machine import configure, pick_device
+    from .models import build_model
+    from .train import make_optimizer
+
+    dev = pick_device(device)
+    configure(dev)
+    model = build_model(ModelConfig("cifar_resnet", depth, width, True, "batch"), (3, 32, 32)).to(dev)
+    model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, TrainConfig(optimizer="sgd", lr=0.1))
+    x = torch.randn(128, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,), device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for i in range(5 + n):
+        if i == 5:
+            sync()
+            start = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync()
+    return time.perf_counter() - start
+
+
+def check(device: str, out: Path) -> Path:
+    """Every part of the check on `device` ('cuda' on the GPU machine; 'cpu' for tiny sizes here); returns the JSON."""
+    tiny = device == "cpu"
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = open(out / "gpu-check.log", "w", encoding="utf-8")
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    work = Path(tempfile.mkdtemp(prefix="labcore-gpu-check-"))
+    if (BUNDLE / "data").is_dir():
+        os.environ["LABCORE_DATA"] = str(BUNDLE / "data")
+    _install_bundle(work / "site")
+    result: dict[str, Any] = {"device": device, "tiny": tiny}
+    _part(result, "software", lambda: software(device), log)
+    _part(result, "tests", lambda: run_tests(out, device), log)
+    _part(result, "notebooks", lambda: notebooks(device, tiny, work), log)
+    _part(result, "estimate", lambda: estimate(device, tiny, work), log)
+    _part(result, "timing", lambda: timing(device, tiny), log)
+    one = result["estimate"].get("one_at_a_time_s") if isinstance(result["estimate"], dict) else None
+    gain = max((v.get("throughput_gain", 0) for v in result["timing"].values() if isinstance(v, dict)), default=0) \
+        if isinstance(result["timing"], dict) else 0
+    result["full_estimate_s"] = {"one_at_a_time": one, "packed": one / gain if one and gain > 1 else one,
+                                 "packed_how": "one-at-a-time divided by the measured throughput gain of runs sharing "
+                                               "the device (fractional)"}
+    path = out / "gpu-check.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"gpu-check: wrote {path}")
+    log_file.close()
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make gpu-bundle` (bundle), `make gpu-check` (run), and the timing helper (steps)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bundle", help="write .gpu-bundle/ (needs the package registry and LABCORE_DATA)")
+    b.add_argument("--out", type=Path, default=BUNDLE)
+    r = sub.add_parser("run", help="run the check and write gpu-check.json")
+    r.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    r.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "gpu-check")
+    s = sub.add_parser("steps", help="time training steps of a CIFAR ResNet (used by the timing part)")
+    s.add_argument("--device", default="cuda")
+    s.add_argument("--depth", type=int, default=20)
+    s.add_argument("--steps", type=int, default=300)
+    s.add_argument("--width", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.command == "bundle":
+        print(f"gpu-bundle: {bundle(args.out)}")
+    elif args.command == "run":
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                print("error: no CUDA GPU here; run `make gpu-check` on the GPU machine, or `make gpu-check DEVICE=cpu` "
+                      "for the tiny version", file=sys.stderr)
+                return 2
+        check(args.device, args.out)
+    else:
+        print(f"{steps(args.device, args.depth, args.steps, args.width):.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

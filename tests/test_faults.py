@@ -1,0 +1,150 @@
+"""The machine's faults are never results: out of memory, a CUDA error, a full disk or a read-only folder make a run
+*lost* (nothing stored, still pending, retried), never *failed*; anything else is a bug and propagates."""
+import errno
+
+import pytest
+import torch
+
+from labcore import executor, faults, runs
+from labcore.exercise import Planned
+
+from .conftest import needs_mnist, synthetic_splits
+from .test_runs import _cfg
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits())
+    return runs.RunStore(tmp_path)
+
+
+def _fail_steps(monkeypatch, exc: BaseException, times: int) -> list:
+    """Make the optimizer's step raise `exc` the first `times` times (as an OOM at the first step would)."""
+    calls, real = [], torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= times:
+            raise exc
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    return calls
+
+
+def _train(todo, store):
+    progress = executor.Progress({p.key: 1.0 for p in todo}, 1, headless=True)
+    return executor._train_local(todo, {}, store, "cpu", "disabled", False, progress, None, False)
+
+
+@pytest.mark.parametrize("exc, resource, fresh", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of device memory", False),
+    (MemoryError(), "out of host memory", False),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), "a CUDA error", True),
+    (OSError(errno.ENOSPC, "No space left on device", "/store/x"), "no space left on the disk at /store/x", False),
+    (OSError(errno.EACCES, "Permission denied", "/store"), "permission denied at /store", False),
+])
+def test_the_machines_faults_are_classified(exc, resource, fresh):
+    assert faults.classify(exc) == (resource, fresh)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("a bug"),
+                                 OSError(errno.ENOENT, "No such file")])
+def test_everything_else_is_not_the_machines_fault(exc):
+    assert faults.classify(exc) is None
+
+
+def test_out_of_memory_is_never_stored_as_failed_and_is_retried_once(store, monkeypatch, capsys):
+    cfg = _cfg()
+    calls = _fail_steps(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), times=1)
+    out = _train([Planned(cfg)], store)
+    assert [r.key for r in out.trained] == [cfg.key()] and out.trained[0].ok and not out.lost
+    assert store.state(cfg) == "stored" and len(calls) > 1
+    assert "lost to out of device memory; trying it once more" in capsys.readouterr().out
+
+
+def test_a_run_lost_twice_stays_pending_with_its_reason_and_the_next_pass_trains_it(store, monkeypatch, capsys):
+    cfg, other = _cfg(), _cfg(lr=0.5)
+    _fail_steps(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), times=2)
+    out = _train([Planned(cfg), Planned(other)], store)
+    assert out.lost == [(cfg.label(), "out of device memory: OutOfMemoryError: CUDA out of memory")]
+    assert store.state(cfg) == "pending" and not store.path(cfg).exists(), "nothing stored, not even as failed"
+    assert store.state(other) == "stored", "the next run trains as usual"
+    assert f"run {cfg.label()} not trained (still pending): {cfg.label()}: out of device memory" in capsys.readouterr().out
+    monkeypatch.undo()
+    monkeypatch.setattr(runs, "load_splits", lambda c: synthetic_splits())
+    again = _train([Planned(cfg)], store)
+    assert again.trained[0].ok and store.state(cfg) == "stored"
+
+
+def test_after_a_cuda_error_the_pass_stops_and_every_remaining_run_stays_pending(store, monkeypatch):
+    first, second = _cfg(), _cfg(lr=0.5)
+    _fail_steps(monkeypatch, RuntimeError("CUDA error: device-side assert triggered"), times=1)
+    out = _train([Planned(first), Planned(second)], store)
+    assert [label for label, _ in out.lost] == [first.label(), second.label()] and not out.trained
+    assert store.state(first) == store.state(second) == "pending"
+
+
+def test_a_non_finite_loss_belongs_to_the_config_and_is_stored_as_failed(store):
+    cfg = _cfg(lr=1e30)
+    out = _train([Planned(cfg)], store)
+    assert store.state(cfg) == "failed" and out.failed and "RunFailed" in out.failed[0].error
+
+
+def test_any_other_error_is_a_bug_and_propagates(store, monkeypatch):
+    _fail_steps(monkeypatch, ValueError("a bug in labcore"), times=5)
+    with pytest.raises(ValueError, match="a bug in labcore"):
+        _train([Planned(_cfg())], store)
+    assert store.state(_cfg()) == "pending"
+
+
+def test_a_full_disk_leaves_nothing_half_written_in_the_store(store, monkeypatch):
+    cfg = _cfg()
+    trained = runs.train_run(cfg, device="cpu", tracking="disabled", checkpoints=(0, 1))
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        if "checkpoints" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(faults.RunLost, match="no space left on the disk at"):
+        store.put_or_lose(trained)
+    assert not any(store.root.iterdir()), "no temporary folder and no partial run left behind"
+
+
+def test_a_full_disk_is_one_line_naming_the_path():
+    line = faults.one_line(OSError(errno.ENOSPC, "No space left on device", "/runs/v2/abc"))
+    assert line.startswith("error: no space left on the disk at /runs/v2/abc; free space there") and "\n" not in line
+    assert faults.one_line(OSError(errno.ENOENT, "gone")) is None
+
+
+def test_every_run_records_its_numeric_settings(store):
+    result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
+    assert result.numerics == {"device": "cpu", "threads": torch.get_num_threads(), "deterministic": False,
+                               "cudnn_benchmark": False, "tf32_matmul": False, "tf32_cudnn": False,
+                               "flush_denormal": True}
+    assert store.get(_cfg()).numerics == result.numerics, "stored with the run"
+    det = runs.train_run(_cfg(lr=0.02), device="cpu", tracking="disabled", deterministic=True).result
+    assert det.numerics["deterministic"] is True
+    runs.train_run(_cfg(lr=0.03), device="cpu", tracking="disabled")
+    assert not torch.are_deterministic_algorithms_enabled(), "each run sets its own settings"
+
+
+def test_a_ray_task_without_a_gpu_trains_on_the_cpu_even_where_cuda_exists():
+    assert executor.task_device([]) == "cpu" and executor.task_device(["0"]) == "cuda"
+
+
+@needs_mnist
+def test_make_train_with_an_injected_oom_keeps_the_run_pending(tmp_path, monkeypatch):
+    """The issue's measurement: an OOM at the first optimizer step of `make train PROFILE=smoke ONLY=01_mlp_baseline`
+    once stored that run as failed, and a second `make train` did not retrain it."""
+    store = runs.RunStore(tmp_path)
+    _fail_steps(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), times=2)
+    out = executor.train("smoke", ["01_mlp_baseline"], executor="local", tracking="disabled", store=store, headless=True)
+    assert len(out.lost) == 1 and not out.failed
+    monkeypatch.undo()
+    again = executor.train("smoke", ["01_mlp_baseline"], executor="local", tracking="disabled", store=store,
+                           headless=True)
+    assert len(again.trained) == 1 and again.trained[0].ok and not again.lost

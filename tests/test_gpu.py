@@ -1,0 +1,93 @@
+"""The GPU path's tests: `make gpu-check` runs them on the lent GPU (LABCORE_TEST_DEVICE=cuda); everywhere else they
+run on the CPU, so the code they cover is exercised in every CI run. Synthetic data: no dataset needed."""
+import os
+
+import pytest
+import torch
+
+from labcore import executor, runs
+from labcore.config import ModelConfig, RunConfig, TrainConfig
+from labcore.exercise import Planned
+from labcore.machine import configure
+from labcore.models import build_model
+from labcore.train import fit
+
+from .synthetic import synthetic_splits
+
+DEVICE = torch.device(os.environ.get("LABCORE_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+pytestmark = pytest.mark.gpu
+
+
+def _fit(device: torch.device, **train) -> list[dict]:
+    """Two epochs of a small ConvNet on synthetic images, seeded, on `device`."""
+    splits = synthetic_splits(shape=(3, 16, 16)).to(device)
+    configure(device)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("convnet", 1, 8), (3, 16, 16), len(splits.classes)).to(device)
+    return fit(model, splits, TrainConfig(epochs=2, lr=1e-2, **train), seed=0, progress=False)
+
+
+def test_fit_on_the_device_agrees_with_the_cpu():
+    here, cpu = _fit(DEVICE), _fit(torch.device("cpu"))
+    for a, b in zip(here, cpu):  # TF32 and other kernels move the last digits on a GPU, not the learning
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.05)
+        assert abs(a["val_acc"] - b["val_acc"]) <= 0.05
+
+
+def test_bf16_trains():
+    history = _fit(DEVICE, precision="bf16")
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="compiling on the CPU takes minutes; the GPU check runs it")
+def test_compiled_training_with_cuda_graphs_agrees_with_eager():
+    splits = synthetic_splits(shape=(3, 16, 16)).to(DEVICE)
+    histories = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("convnet", 1, 8), (3, 16, 16), len(splits.classes)).to(DEVICE)
+        histories.append(fit(model, splits, TrainConfig(epochs=2, lr=1e-2), seed=0, progress=False, compile=compile))
+    assert histories[1][-1]["train_loss"] == pytest.approx(histories[0][-1]["train_loss"], rel=0.05)
+
+
+def test_a_run_out_of_device_memory_is_retried_not_stored_as_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits())
+    calls, real = [], torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            if DEVICE.type == "cuda":
+                torch.empty(2**45, dtype=torch.uint8, device=DEVICE)  # 32 TiB: a real CUDA out-of-memory error
+            raise torch.OutOfMemoryError("out of memory (injected)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    cfg = RunConfig.build(model={"family": "mlp", "width": 8, "depth": 1}, train={"epochs": 1, "lr": 1e-2})
+    store = runs.RunStore(tmp_path)
+    progress = executor.Progress({cfg.key(): 1.0}, 1, headless=True)
+    out = executor._train_local([Planned(cfg)], {}, store, DEVICE.type, "disabled", False, progress, None, False)
+    assert out.trained and out.trained[0].ok and not out.lost and store.state(cfg) == "stored"
+    assert out.trained[0].numerics["device"] == DEVICE.type
+
+
+@pytest.mark.slow
+def test_make_gpu_check_runs_here_on_tiny_sizes(tmp_path):
+    """`make gpu-check DEVICE=cpu`: the very script the GPU machine runs, on tiny sizes, so it cannot rot."""
+    import json
+    import subprocess
+
+    from .conftest import HAVE_MNIST, NO_DATA, ROOT
+
+    if not HAVE_MNIST:
+        pytest.skip(NO_DATA)
+    proc = subprocess.run(["make", "-s", "gpu-check", "DEVICE=cpu", f"GPU_CHECK_OUT={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"gpu-check: wrote {tmp_path / 'gpu-check.json'}"
+    result = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert result["device"] == "cpu" and result["tests"]["failed"] == 0 and result["tests"]["passed"] >= 3
+    assert result["notebooks"] == {"01_mlp_baseline": "ok"}
+    assert result["full_estimate_s"]["one_at_a_time"] > 0 and result["full_estimate_s"]["packed"] > 0
+    assert result["timing"]["resnet8"]["alone_s_per_step"] > 0 and (tmp_path / "gpu-check.log").is_file()
