@@ -37,13 +37,10 @@ CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 help: ## show this help
 	@echo "labcore: reproducible reports for the deep-learning lab"
 	@echo
-	@echo "  make plan   [PROFILE=smoke|quick|full] [ONLY=01_mlp_baseline]  what would be trained, and what it costs here"
-	@echo "  make train  [PROFILE=...] [ONLY=...] [EXECUTOR=local|ray]      train every pending run (Ray: RAY_ADDRESS=...)"
-	@echo "  make report [PROFILE=...] [ONLY=...] [EXECUTOR=local|ray]      train what is missing, run notebooks, render reports/<profile>/"
-	@echo "  make test                                                      unit tests + pytest --nbmake (what CI runs)"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo
+	@echo "Variables: PROFILE=smoke|quick|full  ONLY=01_mlp_baseline,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
+	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  (Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token)"
 	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)."
 
 $(STAMP): pyproject.toml
@@ -84,7 +81,7 @@ lab: $(STAMP) ## open JupyterLab on the notebooks with the project's kernel (LAB
 gpu-bundle: $(STAMP) ## write .gpu-bundle/ (< 60 MiB, git-ignored): the wheels and data the GPU machine lacks
 	$(BIN)/python -m labcore.gpucheck bundle
 
-gpu-check: ## prove the GPU path in one command: gpu-check.json and .log in $$OUT or reports/gpu-check (DEVICE=cpu: tiny, here)
+gpu-check: ## prove the GPU path in one command: gpu-check.json and .log in reports/gpu-check or $OUT (DEVICE=cpu: tiny, here)
 	$(CHECK_PYTHON) -m labcore.gpucheck run --device $(DEVICE) --out '$(GPU_CHECK_OUT)'
 
 clean: ## remove generated reports and W&B offline runs (refuses while offline runs are unsynced; FORCE=1 deletes anyway)

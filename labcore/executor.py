@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
-from .faults import RunLost, advice, one_line
+from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
 from .plan import choose_profile, describe, human_seconds
@@ -440,11 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
-        line = one_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+        return refused(exc)
     except KeyboardInterrupt:
         print("\n[labcore] interrupted: finished runs are stored; `make train` again trains only the rest",
               file=sys.stderr, flush=True)

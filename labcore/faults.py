@@ -73,3 +73,15 @@ def one_line(exc: OSError) -> str | None:
     if kind is None:
         return None
     return f"error: {kind[0]}; {advice(RunLost('', kind[0], str(exc), kind[1]))}"
+
+
+def refused(exc: OSError) -> int:
+    """For a command's main: print `one_line` for a write the machine refused and return exit status 2; any other
+    OSError is re-raised (a bug, or a missing file the command should have named itself)."""
+    import sys
+
+    line = one_line(exc)
+    if line is None:
+        raise exc
+    print(line, file=sys.stderr)
+    return 2

@@ -28,7 +28,7 @@ from .config import ConfigError
 from .data import DataNotFoundError, check_available
 from .exercise import parameters
 from .params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
-from .faults import one_line
+from .faults import refused
 from .files import Busy, locked
 from .paths import reports_dir
 from .plan import human_seconds
@@ -226,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
-        line = one_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+        return refused(exc)
     except KeyboardInterrupt:
         print("\n[labcore] interrupted: finished runs are stored; `make report` again trains only the rest",
               file=sys.stderr, flush=True)

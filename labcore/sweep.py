@@ -140,6 +140,13 @@ def fetch(planned: dict[str, list[Planned]], device: str, tracking: str, noteboo
             for name, ps in planned.items()}
 
 
+def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
+    """What every depth-study report publishes about its runs: how many, their training time (whenever they were
+    trained), how many this build trained, and the aggregate table."""
+    return {"runs": len(df), "training_seconds": float(df["seconds"].sum()), "trained_now": int((~df["cached"]).sum()),
+            "results": aggregate(df).to_dict(orient="records")}
+
+
 def counts_sentence(results: dict[str, list[RunResult]]) -> str:
     """How many runs in how many studies, how many were trained now and how many came from the run store."""
     flat = runs.all_results(results)

@@ -104,13 +104,23 @@ def test_a_run_whose_loss_becomes_nan_is_stored_as_failed_and_not_retried(store,
     assert calls == [1], "RETRY_FAILED=1 trains it again"
 
 
-def test_a_shape_error_is_a_failed_run_but_a_bug_in_labcore_propagates(store, monkeypatch):
-    def shape_error(*a, **k):
+def test_only_the_configs_own_failure_is_stored_and_a_bug_in_labcore_propagates(store, monkeypatch):
+    from labcore.train import RunFailed
+
+    def nan_loss(*a, **k):
+        raise RunFailed("training loss became nan in epoch 1")
+
+    monkeypatch.setattr(runs, "fit", nan_loss)
+    result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
+    assert not result.ok and result.error.startswith("RunFailed: training loss became nan")
+
+    def shape_error(*a, **k):  # models are built on the meta device before anything trains: this would be a bug
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (128x64 and 32x10)")
 
     monkeypatch.setattr(runs, "fit", shape_error)
-    result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
-    assert not result.ok and result.error.startswith("RuntimeError: mat1 and mat2")
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        runs.run(_cfg(lr=0.3), store, device="cpu", tracking="disabled")
+    assert store.state(_cfg(lr=0.3)) == "pending"
 
     def bug(*a, **k):
         raise KeyError("val_acc")

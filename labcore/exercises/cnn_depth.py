@@ -30,14 +30,11 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, train
     lab = lab_table.drop_duplicates("metric").set_index("metric")  # the lab's own claim first, then the replica's
     seeds = sorted(set(runs_table["seed"]))
     order = sweep.model_order(sweep.study(runs_table, "vgg"))
-    metrics = {"runs": len(runs_table), "configurations": len(trained),
+    metrics = {**sweep.run_metrics(runs_table), "configurations": len(trained),
                "not_trained": int(trained["trained"].isin(["no", "failed"]).sum()),
                "partly_trained": int((trained["trained"] == "partly").sum()),
                "lab_cnn_val_acc": lab.loc["val_acc", "measured (mean)"],
                "lab_cnn_train_loss": lab.loc["train_loss", "measured (mean)"], "vgg_order": order,
-               "training_seconds": float(runs_table["seconds"].sum()),  # of all runs shown, whenever they were trained
-               "trained_now": int((~runs_table["cached"]).sum()),
-               "results": sweep.aggregate(runs_table).to_dict(orient="records"),
                "lab_cnn_comparison": lab_table.to_dict(orient="records")}
     partly = f" ({metrics['partly_trained']} more in some seeds only)" if metrics["partly_trained"] else ""
     headline = [

@@ -82,14 +82,11 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_t
     lab = lab_table.drop_duplicates("metric").set_index("metric")
     seeds = sorted(set(runs_table["seed"]))
     order = sweep.model_order(ranking_rows(runs_table))
-    metrics = {"runs": len(runs_table), "reused_from_store": int(runs_table["cached"].sum()),
+    metrics = {**sweep.run_metrics(runs_table), "reused_from_store": int(runs_table["cached"].sum()),
                "not_trained_plain": int(trained[~trained["residual"]]["trained"].isin(["no", "failed"]).sum()),
                "not_trained_residual": int(trained[trained["residual"]]["trained"].isin(["no", "failed"]).sum()),
                "lab_resnet_val_acc": lab.loc["val_acc", "measured (mean)"],
                "lab_resnet_train_loss": lab.loc["train_loss", "measured (mean)"], "ranking": order,
-               "training_seconds": float(runs_table["seconds"].sum()),  # of all runs shown, whenever they were trained
-               "trained_now": int((~runs_table["cached"]).sum()),
-               "results": sweep.aggregate(runs_table).to_dict(orient="records"),
                "lab_resnet_comparison": lab_table.to_dict(orient="records")}
     n_twins = int((~trained["residual"]).sum())
     headline = [
