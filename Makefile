@@ -12,6 +12,8 @@ GPUS_PER_RUN ?=
 RETRY_FAILED ?=
 # DETERMINISTIC=1: deterministic algorithms, no cuDNN benchmark, no TF32 (bit-for-bit repeatable on one GPU; slower).
 DETERMINISTIC ?=
+# EXACT=1: make plan times every architecture now instead of estimating the untimed ones from their FLOPs.
+EXACT ?=
 LAB_PORT ?= 8888
 FORCE ?=
 PYTHON ?= python3
@@ -51,7 +53,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
 plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing)
-	$(BIN)/python -m labcore.plan --profile '$(PROFILE)' --only '$(ONLY)'
+	$(BIN)/python -m labcore.plan --profile '$(PROFILE)' --only '$(ONLY)' $(if $(EXACT),--exact)
 
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
 	$(BIN)/python -m labcore.executor --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \

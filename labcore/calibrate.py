@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .data import sizes
@@ -25,7 +27,7 @@ from .datasets import CLASSES, SHAPES
 from .models import build_model
 from .files import replacing
 from .paths import cache_dir
-from .machine import device_info, flush_denormals, pick_device
+from .machine import device_info, flush_denormals, pick_device, show_progress
 from .train import make_optimizer, memory_format
 
 CALIBRATION_VERSION = 1  # bump when what is measured changes
@@ -118,23 +120,116 @@ def measure(cfg: RunConfig, device: str = "auto") -> dict[str, float]:
             "n_params": n_params, "timed_steps": len(times)}
 
 
-def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True) -> dict[str, dict]:
-    """Measurements for every distinct architecture among `cfgs`, from the per-device cache or measured now."""
+def other_load() -> float:
+    """How many threads other than this one are ready to run right now (the fewest of 5 looks over 0.2 s, from
+    /proc/loadavg); elsewhere the 1-minute load average."""
+    try:
+        looks = []
+        for _ in range(5):
+            running = open("/proc/loadavg", encoding="ascii").read().split()[3].split("/")[0]
+            looks.append(int(running) - 1)
+            time.sleep(0.05)
+        return float(min(looks))
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def busy() -> bool:
+    """Whether other work keeps this machine's cores busy (3/4 of them or more), so that step timings taken now
+    would run high (measured here: 20x with both cores taken)."""
+    return other_load() >= 0.75 * (os.cpu_count() or 1)
+
+
+def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True,
+              cached_only: bool = False) -> dict[str, dict]:
+    """Measurements for every distinct architecture among `cfgs`, from the per-device cache or measured now;
+    `cached_only`: measure nothing, and return {} unless the cache has them all."""
     path = _cache_path(device)
     try:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    todo = {arch_key(c): c for c in cfgs if arch_key(c) not in cache}
+    idle = not busy()
+    # A timing taken while the machine was busy is kept only until it can be taken again on an idle machine.
+    todo = {arch_key(c): c for c in cfgs if arch_key(c) not in cache or (idle and cache[arch_key(c)].get("busy"))}
+    if todo and cached_only:
+        return {} if any(arch_key(c) not in cache for c in cfgs) else {arch_key(c): cache[arch_key(c)] for c in cfgs}
+    if todo and not idle and progress:
+        print(f"[labcore] this machine is busy ({other_load():.0f} other threads ready to run on {os.cpu_count()} "
+              "cores): step timings taken now run high; "
+              "they are timed again once it is idle, and finished runs correct them", flush=True)
     if todo and progress:
         print(f"[labcore] calibrating {len(todo)} architecture(s) on {device_name(device)} "
               f"(a few real training steps each; cached in {path})", flush=True)
-    for key, cfg in todo.items():
-        cache[key] = {**measure(cfg, device), "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
+    for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):
+        cache[key] = {**measure(cfg, device), "busy": not idle,
+                      "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
     if todo:
         with replacing(path) as tmp:
             tmp.write_text(json.dumps(cache, indent=1))
     return {arch_key(c): cache[arch_key(c)] for c in cfgs}
+
+
+def size(cfg: RunConfig) -> tuple[float, int]:
+    """(floating-point operations of one training batch's forward pass, parameters) of `cfg`'s model, counted on
+    the meta device (no memory, no compute: shapes only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = SHAPES[cfg.data.name]
+    with torch.device("meta"):
+        model = build_model(cfg.model, shape, len(CLASSES[cfg.data.name]))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(cfg.train.batch_size, *shape))
+    return float(counter.get_total_flops()), sum(p.numel() for p in model.parameters())
+
+
+COARSE_TIMED = 4  # architectures a coarse estimate times for real, to fit its cost model
+
+
+def coarse(cfgs: list[RunConfig], device: str = "auto", progress: bool = True) -> dict[str, dict]:
+    """Costs for every architecture among `cfgs` in seconds rather than minutes: the cached measurements, plus a
+    few cheap architectures timed now (COARSE_TIMED, cached as usual), and for the rest an overhead plus a rate
+    times their FLOPs, fitted to every measured one, marked 'coarse' (on 2 CPU cores the rate varied 25-45 ms per
+    forward GFLOP across families: expect about +-30 %). `calibrate` replaces them with measurements."""
+    archs = {arch_key(c): c for c in cfgs}
+    known = calibrate(cfgs, device, progress=False, cached_only=True) or {}
+    missing = [k for k in archs if k not in known]
+    if not missing:
+        return known
+    sizes_ = {k: size(archs[k]) for k in archs}
+    counted = {k: f for k, (f, _) in sizes_.items()}
+    cheap = sorted(missing, key=counted.get)[: max(1, (3 * len(missing)) // 4)]  # the costliest quarter is never timed
+    m = min(COARSE_TIMED, len(cheap))  # spread over the cheap ones' FLOPs, the cheapest and the dearest of them included
+    picks = {cheap[round(i * (len(cheap) - 1) / max(m - 1, 1))] for i in range(m)}
+    measured = calibrate([archs[k] for k in picks], device, progress=progress)
+    costs = {**{k: v for k, v in known.items()}, **measured}
+    # Measured here: above about 0.1 GFLOP per batch every family costs 25-45 ms per forward GFLOP on a CPU, so a
+    # step is an overhead plus a rate times the FLOPs; the rate comes from the larger timed architectures.
+    points = [(counted[k], v["step_s"]) for k, v in costs.items() if counted[k] > 0]
+    large = [s / f for f, s in points if f >= 0.1 * max(f for f, _ in points)]
+    rate = sorted(large)[len(large) // 2]
+    overhead = sorted(max(s - rate * f, 0.0) for f, s in points)[len(points) // 2]
+    for k in archs:
+        if k not in costs:
+            step, n_params = overhead + rate * counted[k], sizes_[k][1]
+            costs[k] = {"step_s": step, "forward_s": step / 3, "n_params": n_params, "timed_steps": 0, "coarse": True,
+                        "peak_model_bytes": float(n_params * 16)}  # weights, gradients, Adam's moments; no activations
+    return costs
+
+
+def learned(results: list, device: str) -> dict[str, dict]:
+    """Step times that finished runs (labcore.runs.RunResult) trained on `device` (a `device_name`) actually took,
+    per architecture (the median over its runs): `estimate_seconds` solved for the step time, each validation
+    forward pass counted as a third of a step. They replace the calibration's for runs still to train."""
+    per_arch: dict[str, list[float]] = {}
+    for r in results:
+        if r.ok and r.device == device and r.seconds > 0:
+            n_train, n_val, _ = sizes(r.config.data)
+            t = r.config.train
+            steps = t.epochs * (math.ceil(n_train / t.batch_size) + math.ceil(n_val / t.batch_size) / 3)
+            per_arch.setdefault(arch_key(r.config), []).append(r.seconds / steps)
+    return {k: {"step_s": sorted(v)[len(v) // 2], "forward_s": sorted(v)[len(v) // 2] / 3, "learned_from": len(v)}
+            for k, v in per_arch.items()}
 
 
 def estimate_seconds(cfg: RunConfig, costs: dict[str, dict]) -> float:

@@ -57,17 +57,28 @@ def default_profile() -> tuple[str, str]:
     return "quick", "no CUDA GPU and no RAY_ADDRESS here"
 
 
-def choose_profile(given: str, device: str = "auto") -> tuple[str, str | None]:
-    """The profile to use and, when the user named none, the first line to print: which one was
-    picked and why, how to ask for the other, and what the other would cost here (estimate)."""
+def choose_profile(given: str) -> tuple[str, str | None]:
+    """The profile to use and, when the user named none, the first line to print (at once, before any planning):
+    which one was picked, why, and how to ask for the others."""
     if given:
         return given, None
     profile, why = default_profile()
     other = "quick" if profile == "full" else "full"
-    cost = describe(other, device=device)
-    cost = f"about {human_seconds(cost['pending_seconds'])} of compute here (estimate)" if cost["pending_seconds"] else "nothing left to train"
-    return profile, (f"profile {profile}: picked because {why}. PROFILE={other} would need {cost}; "
-                     f"ask for it with PROFILE={other} (PROFILE=smoke checks the pipeline in seconds)")
+    return profile, (f"profile {profile}: picked because {why}; PROFILE={other} for "
+                     f"{'the lab' + chr(39) + 's settings' if other == 'full' else 'a laptop-sized run'}, "
+                     "PROFILE=smoke to check the pipeline in seconds")
+
+
+def other_cost(profile: str, device: str = "auto") -> str:
+    """One line on what the profile not picked would cost here: from the cached calibration if it covers every
+    architecture (measuring nothing), else how to ask for it."""
+    other = "quick" if profile == "full" else "full"
+    d = describe(other, device=device, calibrate="cached")
+    if d["pending_seconds"] is None and any(d["table"]["state"].isin(["pending", "damaged"])):
+        return f"PROFILE={other}: `make plan PROFILE={other}` estimates what it would cost here"
+    if d["pending_seconds"] is None:
+        return f"PROFILE={other}: every run is stored already"
+    return f"PROFILE={other} would need about {human_seconds(d['pending_seconds'])} of compute here (estimate)"
 
 
 # ---------------------------------------------------------------- status and estimates
@@ -125,12 +136,14 @@ def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) ->
     return out
 
 
-def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool = True,
+def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
              store=None, resolved: dict[str, dict] | None = None, threads: int | None = None) -> dict[str, Any]:
     """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
     too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
     ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
-    that many CPU threads (a Ray task's), not all of this process's."""
+    that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
+    not timed yet (cached), "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache
+    covers every architecture), False none at all (counts only)."""
     from . import calibrate as cal
     from .runs import RunStore
 
@@ -141,16 +154,26 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
     with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
         estimates, peak, total, dev = {}, None, None, cal.device_name(device)
-        costs = cal.calibrate([p.cfg for p in unstored], device) if calibrate and unstored else {}
-    if costs:
+        cfgs = [p.cfg for p in unstored]
+        costs = {} if not (calibrate and unstored) else cal.coarse(cfgs, device) if calibrate == "coarse" else \
+            cal.calibrate(cfgs, device, cached_only=calibrate == "cached")
+    if costs:  # what finished runs of the same architectures took here beats a few timed steps
+        done = [store.get(p.cfg) for p, s in zip(planned, table.state) if s == "stored"]
+        for key, seen in cal.learned([r for r in done if r is not None], dev).items():
+            if key in costs:
+                costs[key] = {**costs[key], **seen, "coarse": False}
         estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
         total = sum(estimates[p.key] for p in pending) if pending else None
         if pending:
             largest = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs))
             peak = (largest.cfg.label(), cal.peak_bytes(largest.cfg, costs))
+    n_coarse = sum(bool(c.get("coarse")) for c in costs.values())
+    summary = summary_line(profile, table, total, dev)
+    if n_coarse and total is not None:
+        summary += (f"; coarse: {n_coarse} of {len(costs)} architectures estimated from their FLOPs, not timed "
+                    "(`make train` times each first; `make plan EXACT=1` now)")
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
-            "pending_seconds": total, "peak": peak, "device": dev, "store": store,
-            "summary": summary_line(profile, table, total, dev)}
+            "pending_seconds": total, "peak": peak, "device": dev, "store": store, "summary": summary}
 
 
 def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
@@ -175,14 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated notebook stems")
     parser.add_argument("--device", default="auto", help="device to estimate for: cpu, cuda, ... (default: auto)")
     parser.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
+    parser.add_argument("--exact", action="store_true", help="time every architecture now (minutes on a CPU for "
+                        "full) instead of a coarse FLOP-based estimate for those not timed yet")
     args = parser.parse_args(argv)
     try:
-        profile, first = choose_profile(args.profile, args.device)
+        profile, first = choose_profile(args.profile)
         only = parse_only(args.only)
         check_selection(profile, only)
         if first:
-            print(first)
-        print_plan(describe(profile, only, args.device, calibrate=not args.no_calibrate))
+            print(first, flush=True)
+        print_plan(describe(profile, only, args.device,
+                            calibrate=False if args.no_calibrate else True if args.exact else "coarse"))
+        if first:
+            print(other_cost(profile, args.device))
         print(f"run store: {runs_dir()}")
         sys.stdout.flush()  # a closed pipe fails here, inside the try, rather than at exit
     except (ConfigError, DataNotFoundError) as exc:

@@ -1,0 +1,72 @@
+"""Estimates that answer in seconds and survive a busy machine: a coarse FLOP-based estimate for what is not timed
+yet, timings taken under load never kept for good, and finished runs correcting the rest."""
+import pytest
+
+from labcore import calibrate, plan, runs
+from labcore.config import RunConfig
+
+
+def _cfgs():
+    data = {"name": "cifar10", "val_size": 1000, "subset": 2000}
+    return [RunConfig.build(data, {"family": "convnet", "depth": d, "width": 8}, {"epochs": 1}) for d in range(1, 9)]
+
+
+def test_a_coarse_estimate_times_a_few_architectures_and_scales_the_rest_by_their_flops(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibrate, "busy", lambda: False)
+    rate, overhead = 30e-3 / 1e9, 0.002  # 30 ms per forward GFLOP, 2 ms per step
+    timed = []
+
+    def measure(cfg, device="auto"):
+        timed.append(cfg.model.depth)
+        return {"step_s": overhead + rate * calibrate.size(cfg)[0], "forward_s": 0.001, "peak_model_bytes": 1.0,
+                "n_params": 1, "timed_steps": 3}
+
+    monkeypatch.setattr(calibrate, "measure", measure)
+    cfgs = _cfgs()
+    costs = calibrate.coarse(cfgs, "cpu", progress=False)
+    assert len(timed) == calibrate.COARSE_TIMED and not {7, 8} & set(timed), "a few, never the costliest quarter"
+    deepest = costs[calibrate.arch_key(cfgs[-1])]
+    assert deepest["coarse"] and deepest["step_s"] == pytest.approx(overhead + rate * calibrate.size(cfgs[-1])[0], rel=0.05)
+    exact = calibrate.calibrate(cfgs, "cpu", progress=False)  # the timed ones are cached; the rest measured now
+    assert not any(c.get("coarse") for c in exact.values()) and len(timed) == len(cfgs)
+
+
+def test_a_timing_taken_on_a_busy_machine_is_taken_again_once_it_is_idle(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    cfg = _cfgs()[0]
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto": {"step_s": 2.0, "forward_s": 1.0,
+                                                                   "peak_model_bytes": 1.0, "n_params": 1})
+    monkeypatch.setattr(calibrate, "busy", lambda: True)
+    monkeypatch.setattr(calibrate, "other_load", lambda: 2.0)
+    assert calibrate.calibrate([cfg], "cpu")[calibrate.arch_key(cfg)]["busy"]
+    assert "this machine is busy (2 other threads ready to run" in capsys.readouterr().out
+    assert calibrate.calibrate([cfg], "cpu")[calibrate.arch_key(cfg)]["step_s"] == 2.0, "still busy: kept for now"
+    monkeypatch.setattr(calibrate, "busy", lambda: False)
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto": {"step_s": 0.1, "forward_s": 0.05,
+                                                                   "peak_model_bytes": 1.0, "n_params": 1})
+    again = calibrate.calibrate([cfg], "cpu")[calibrate.arch_key(cfg)]
+    assert again["step_s"] == 0.1 and not again["busy"], "the outlier did not stay for good"
+
+
+def test_finished_runs_teach_the_estimate_of_the_runs_still_to_train():
+    cfg = _cfgs()[0]
+    n_train, n_val = 2000, 1000
+    steps = 1 * ((n_train + 127) // 128 + ((n_val + 127) // 128) / 3)
+    done = runs.RunResult(cfg, [], {}, 1, seconds=steps * 0.05, device="cpu: 2 threads", data_source="x")
+    learned = calibrate.learned([done, done.__class__(**{**done.__dict__, "device": "cuda: H100"})], "cpu: 2 threads")
+    assert learned[calibrate.arch_key(cfg)]["step_s"] == pytest.approx(0.05) and learned[calibrate.arch_key(cfg)]["learned_from"] == 1
+    twin = cfg.replace(seed=1)
+    assert calibrate.estimate_seconds(twin, learned) == pytest.approx(steps * 0.05), "same architecture, another seed"
+
+
+def test_make_plan_names_its_profile_first_and_the_others_cost_only_when_known(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    profile, first = plan.choose_profile("")
+    assert profile == "quick" and first.startswith("profile quick: picked because no CUDA GPU and no RAY_ADDRESS here")
+    assert "PROFILE=full for the lab's settings" in first and "estimate" not in first, "nothing measured before it"
+    monkeypatch.setattr(calibrate, "calibrate", lambda cfgs, device="auto", progress=True, cached_only=False: {})
+    assert plan.other_cost("quick") == "PROFILE=full: `make plan PROFILE=full` estimates what it would cost here"
