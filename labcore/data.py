@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from .config import DataConfig
 from .files import replacing
 from .datasets import CLASSES, DATASETS, SIZES
-from .paths import DEFAULT_DATA, cache_dir, data_root
+from .paths import cache_dir, data_root
 
 _CACHE_VERSION = 1  # bump when the decoded format changes
 
@@ -117,12 +118,35 @@ def save_arrays(raw: Raw, path: Path, partial: bool) -> None:
                             y_test=raw.y_test.numpy(), partial=np.array(partial))
 
 
-def _not_found(name: str, root: Path, reason: str) -> DataNotFoundError:
-    return DataNotFoundError(
-        f"{name} not found: looked for {root / DATASETS[name].torchvision_dir} (torchvision layout) and "
-        f"{root / name}/{{train,test}}/<class>/ (image folder) and {root / name}.npz (arrays); {reason}. Point LABCORE_DATA at a folder "
-        f"holding one of them (e.g. LABCORE_DATA=../shared/data) or unset it to download into {DEFAULT_DATA} when online."
-    )
+_FILES = {"mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                    "t10k-labels-idx1-ubyte"),
+          "cifar10": ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                      "batches.meta")}
+FIX = "point LABCORE_DATA at a folder holding MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)"
+
+
+def _not_found(name: str, root: Path, given: bool, download_error: str | None = None) -> DataNotFoundError:
+    """One line for a dataset that is nowhere, phrased for the case: LABCORE_DATA set to a folder that does not
+    exist or lacks it, or unset with nothing in ./data and no download."""
+    places = (f"{root / DATASETS[name].torchvision_dir} (torchvision layout), {root / name}/{{train,test}}/<class>/ "
+              f"(image folder) and {root / name}.npz (arrays)")
+    if given and not root.is_dir():
+        return DataNotFoundError(f"{name} not found: LABCORE_DATA={root} does not exist; {FIX}")
+    if given:
+        held = sorted(p.name for p in root.iterdir())
+        holds = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+        return DataNotFoundError(f"{name} not found: LABCORE_DATA={root} holds {holds}; looked for {places}; {FIX}")
+    return DataNotFoundError(f"{name} not found: LABCORE_DATA is not set, {root} has no copy and downloading it "
+                             f"failed ({download_error}); {FIX}, or connect to the internet and try again")
+
+
+def _incomplete(name: str, folder: Path) -> DataNotFoundError | None:
+    """A torchvision-layout folder that lacks some of its files, named; None when it has them all."""
+    missing = [f for f in _FILES[name] if not (folder / f).is_file()]
+    if not missing:
+        return None
+    return DataNotFoundError(f"{name} at {folder} is incomplete: it lacks {', '.join(missing)}; copy the missing "
+                             f"files there, or {FIX}")
 
 
 def _locate(name: str, root: Path) -> str | None:
@@ -146,13 +170,16 @@ def check_available(name: str) -> None:
     """Raise DataNotFoundError now (before any training) if `name` can be neither found nor downloaded."""
     root, may_download = data_root()
     if not (_cache_file(name, root).is_file() or _locate(name, root) or may_download):
-        raise _not_found(name, root, "LABCORE_DATA is set, so labcore does not download into it")
+        raise _not_found(name, root, given=True)
 
 
 def _decode(name: str, root: Path, may_download: bool) -> Raw:
     """Find `name` under `root` in torchvision's layout or as an image folder; download only if allowed."""
     layout = _locate(name, root)
     if layout == "torchvision":
+        problem = _incomplete(name, root / DATASETS[name].torchvision_dir)
+        if problem:
+            raise problem
         return _torchvision(name, root, download=False)
     if layout == "arrays":
         return _arrays(name, root / f"{name}.npz")
@@ -162,11 +189,18 @@ def _decode(name: str, root: Path, may_download: bool) -> Raw:
         x_te, y_te = _image_folder(root / name / "test", gray)
         return Raw(x_tr, y_tr, x_te, y_te, source=f"image-folder:{root / name}")
     if not may_download:
-        raise _not_found(name, root, "LABCORE_DATA is set, so labcore does not download into it")
-    try:
-        return _torchvision(name, root, download=True)
-    except Exception as exc:  # offline: URLError, RuntimeError from torchvision's checks
-        raise _not_found(name, root, f"downloading failed ({type(exc).__name__}: {exc})") from None
+        raise _not_found(name, root, given=True)
+    # Downloaded into a private folder and moved into place once complete: an offline attempt leaves nothing behind.
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=root.parent) as tmp:
+        try:
+            _torchvision(name, Path(tmp), download=True)
+        except Exception as exc:  # offline: URLError, RuntimeError from torchvision's checks
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise _not_found(name, root, given=False, download_error=f"{type(exc).__name__}: {first}") from None
+        root.mkdir(exist_ok=True)
+        for part in Path(tmp).iterdir():
+            part.rename(root / part.name)
+    return _torchvision(name, root, download=False)
 
 
 def load_raw(name: str, root: Path | None = None) -> Raw:
@@ -213,10 +247,8 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
             raise DataNotFoundError(f"{cfg.name} at {raw.source} is a subset, too small for data.val_size="
                                     f"{cfg.val_size}, subset={cfg.subset}, test_subset={cfg.test_subset}; point "
                                     "LABCORE_DATA at the complete dataset")
-    elif (len(raw.y_train), len(raw.y_test)) != SIZES[cfg.name]:  # a partial copy would silently shrink every split
-        raise DataNotFoundError(f"{cfg.name} at {raw.source} has {len(raw.y_train):,} training and {len(raw.y_test):,} "
-                                f"test images, not {SIZES[cfg.name][0]:,} and {SIZES[cfg.name][1]:,}; the copy is "
-                                "incomplete: replace it with a complete one")
+    else:
+        check_complete(cfg.name, raw)
     train_idx, val_idx = split_indices(len(raw.y_train), cfg.val_size, cfg.split_seed)
     if cfg.subset is not None:
         train_idx = train_idx[: cfg.subset]  # already shuffled, so this is a random subset
@@ -231,6 +263,22 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
         x_test=raw.x_test[test_idx], y_test=raw.y_test[test_idx],
         classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
     )
+
+
+def check_complete(name: str, raw: Raw) -> None:
+    """A copy with fewer images than the dataset has would silently shrink every split: one line naming it."""
+    if not raw.source.startswith("arrays-subset:") and (len(raw.y_train), len(raw.y_test)) != SIZES[name]:
+        raise DataNotFoundError(f"{name} at {raw.source} has {len(raw.y_train):,} training and {len(raw.y_test):,} test "
+                                f"images, not {SIZES[name][0]:,} and {SIZES[name][1]:,}: the copy is incomplete; "
+                                f"replace it with a complete one, or {FIX}")
+
+
+def check(name: str) -> str:
+    """Find (or download, where allowed) and decode dataset `name` now, and check that it is complete, so that a
+    build stops before any notebook runs; returns where it came from. Decoded once, then read from the cache."""
+    raw = load_raw(name)
+    check_complete(name, raw)
+    return raw.source
 
 
 def sizes(cfg: DataConfig) -> tuple[int, int, int]:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
+from .data import check as check_data
 from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
@@ -370,6 +371,8 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
             d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run)
         wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
+        for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
+            check_data(name)
         estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
         todo.sort(key=lambda p: -estimates[p.key])  # longest first
         if executor == "local":

@@ -25,7 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import CaselessStrEnum
 
 from .config import ConfigError
-from .data import DataNotFoundError, check_available
+from .data import DataNotFoundError, check
 from .exercise import parameters
 from .params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
 from .faults import refused
@@ -172,7 +172,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     resolved = dict(plan)
     needed = set().union(*(datasets_needed(p) for _, p in plan)) | {p.cfg.data.name for p in profile_runs(profile, only, resolved)}
     for name in sorted(needed):
-        check_available(name)
+        check(name)
     # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
     # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -93,9 +93,9 @@ def test_missing_data_is_a_one_line_error_naming_the_places_and_the_fix(tmp_path
     monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "nowhere"))
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(data.DataNotFoundError) as info:
-        data.check_available("mnist")
+        data.check("mnist")
     msg = str(info.value)
-    assert "\n" not in msg and "MNIST/raw" in msg and "LABCORE_DATA" in msg
+    assert "\n" not in msg and "does not exist" in msg and "LABCORE_DATA" in msg
     with pytest.raises(data.DataNotFoundError):
         data.load(DataConfig(name="mnist"))
     assert not (tmp_path / "nowhere").exists(), "nothing is created in a given data root"
@@ -139,3 +139,42 @@ def test_the_compact_arrays_layout_round_trips_and_a_subset_says_so(tmp_path, mo
     assert len(splits.y_train) == 200 and len(splits.y_val) == 100 and len(splits.y_test) == 50
     with pytest.raises(data.DataNotFoundError, match="is a subset, too small for data.val_size=100, subset=250"):
         data.load(DataConfig("mnist", val_size=100, subset=250, test_subset=50), root)
+
+
+def test_each_missing_data_case_is_one_line_that_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DataNotFoundError, match=r"LABCORE_DATA=.*nowhere does not exist; point LABCORE_DATA at"):
+        data.check("mnist")
+    (tmp_path / "wrong" / "photos").mkdir(parents=True)
+    monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "wrong"))
+    with pytest.raises(data.DataNotFoundError, match=r"LABCORE_DATA=.*wrong holds photos; looked for .*MNIST/raw"):
+        data.check("mnist")
+    raw = tmp_path / "partial" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"x")
+    monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "partial"))
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.check("mnist")
+    assert "is incomplete: it lacks train-labels-idx1-ubyte, t10k-images-idx3-ubyte" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unset_and_offline_says_so_and_leaves_no_folder_behind(tmp_path, monkeypatch):
+    from labcore import paths
+
+    monkeypatch.delenv("LABCORE_DATA", raising=False)
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(paths, "DEFAULT_DATA", tmp_path / "data")
+    from urllib.error import URLError
+
+    def offline(name, root, download):
+        (root / "MNIST" / "raw").mkdir(parents=True)  # torchvision creates its folders before it fails
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data, "_torchvision", offline)
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.check("mnist")
+    assert "LABCORE_DATA is not set" in str(info.value) and "downloading it failed (URLError" in str(info.value)
+    assert "connect to the internet" in str(info.value)
+    assert not (tmp_path / "data").exists() and not list(tmp_path.glob(".download-*")), "nothing left behind"

@@ -298,3 +298,27 @@ def test_report_trains_the_plan_first_so_a_shared_run_is_trained_once_with_every
     assert set(seen) == {"03_residual", "04_gradient_flow"}
     assert all(state == "stored" for states in seen.values() for state in states.values()), seen
     assert len(puts) == len(set(puts)) == len(plan.profile_runs("smoke", ["03_residual", "04_gradient_flow"]))
+
+
+def test_missing_data_stops_a_build_with_runs_stored_before_any_notebook_and_leaves_reports_alone(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """Unset LABCORE_DATA, no internet: the build stops in one line before any notebook, moves nothing to previous/
+    and creates no data folder (it once failed inside the kernel, cut the advice off and hid the good report)."""
+    from urllib.error import URLError
+
+    from labcore import data, paths
+
+    monkeypatch.delenv("LABCORE_DATA", raising=False)
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(paths, "DEFAULT_DATA", tmp_path / "data")
+    monkeypatch.setattr(data, "_torchvision", lambda *a, **k: (_ for _ in ()).throw(URLError("no network")))
+    out = tmp_path / "reports"
+    (out / "smoke").mkdir(parents=True)
+    (out / "smoke" / "01_mlp_baseline.json").write_text('{"status": "ok"}')
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran without its data"))
+    assert report.main(["--profile", "smoke", "--only", "01_mlp_baseline", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mnist not found: LABCORE_DATA is not set") and err.count("\n") == 1, err
+    assert "point LABCORE_DATA at a folder holding MNIST/ and cifar10/" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before and not (tmp_path / "data").exists()
