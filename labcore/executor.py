@@ -34,7 +34,7 @@ from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
 from .plan import choose_profile, describe, human_seconds
-from .machine import pick_device, show_progress
+from .machine import deterministic_process, pick_device, show_progress
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
@@ -107,9 +107,9 @@ class Progress:
             self.bar.update(1)
         return line
 
-    def lost(self, label: str, why: str) -> None:
+    def lost(self, key: str, label: str, why: str) -> None:
         """Record a run that was not trained (it stays pending) and say why, in one line."""
-        self.total = max(self.total, 1)
+        self.remaining.pop(key, None)
         line = f"[labcore] run {label} not trained (still pending): {why}"
         if self.bar is None:
             print(line, flush=True)
@@ -146,28 +146,35 @@ def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.R
     use its GPU any more, so the pass stops there and the remaining runs stay pending."""
     import torch
 
+    import gc
+
     out = Outcome()
     for i, p in enumerate(todo):
         est = estimates.get(p.key)
         for attempt in range(1 + MAX_LOST_RETRIES):
+            fault = None
             try:
                 r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
                              estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p),
                              profile=profile, deterministic=deterministic)
             except RunLost as exc:
-                if not exc.fresh_process and attempt < MAX_LOST_RETRIES:
-                    print(f"[labcore] run {p.cfg.label()} lost to {exc.resource}; trying it once more", flush=True)
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    continue
-                progress.lost(p.cfg.label(), f"{exc}; {advice(exc)}")
-                out.lost.append((p.cfg.label(), f"{exc.resource}: {exc.reason}"))
-                if exc.fresh_process:
-                    out.lost += [(q.cfg.label(), "not started: the GPU context was lost") for q in todo[i + 1:]]
-                    return out
+                fault = exc
+            if fault is None:
+                out.trained.append(r)
+                progress.finished(r, r.node or "this process")
                 break
-            out.trained.append(r)
-            progress.finished(r, r.node or "this process")
+            fault.__traceback__ = None  # outside the handler, with no traceback holding the failed run's tensors
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if not fault.fresh_process and attempt < MAX_LOST_RETRIES:
+                print(f"[labcore] run {p.cfg.label()} lost to {fault.resource}; trying it once more", flush=True)
+                continue
+            progress.lost(p.key, p.cfg.label(), f"{fault.resource} ({fault.reason}); {advice(fault)}")
+            out.lost.append((p.cfg.label(), f"{fault.resource}: {fault.reason}"))
+            if fault.fresh_process:
+                out.lost += [(q.cfg.label(), "not started: the GPU context was lost") for q in todo[i + 1:]]
+                return out
             break
     return out
 
@@ -192,6 +199,8 @@ def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threa
     import ray
     import torch
 
+    if deterministic:
+        deterministic_process()
     torch.set_num_threads(threads)
     trained = runs.train_run(cfg, task_device(ray.get_gpu_ids()), tracking, checkpoints, estimate, compile, group,
                              profile or None, deterministic)
@@ -305,16 +314,22 @@ def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.Run
                               "end, alone on its device", flush=True)
                         retry.append(p)
                     else:
-                        progress.lost(p.cfg.label(), f"{exc.cause}; {advice(exc.cause)}")
-                        out.lost.append((p.cfg.label(), f"{exc.cause.resource}: {exc.cause.reason}"))
+                        c = exc.cause
+                        progress.lost(p.key, p.cfg.label(), f"{c.resource} ({c.reason}); {advice(c)}")
+                        out.lost.append((p.cfg.label(), f"{c.resource}: {c.reason}"))
                     continue
                 except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
                     why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                     out.lost.append((p.cfg.label(), f"{type(exc).__name__}: {why}"))
-                    progress.lost(p.cfg.label(), f"{type(exc).__name__}: {why}")
+                    progress.lost(p.key, p.cfg.label(), f"{type(exc).__name__}: {why}")
                     continue
-                with store.lock(p.cfg):
-                    store.put_or_lose(trained)
+                try:
+                    with store.lock(p.cfg):
+                        store.put_or_lose(trained)
+                except RunLost as exc:  # this machine cannot write the store (disk full): the run stays pending
+                    progress.lost(p.key, p.cfg.label(), f"{exc.resource} ({exc.reason}); {advice(exc)}")
+                    out.lost.append((p.cfg.label(), f"{exc.resource}: {exc.reason}"))
+                    continue
                 out.trained.append(trained.result)
                 progress.finished(trained.result, trained.result.node or "ray")
     except BaseException:  # Ctrl-C included: stop what still runs, keep what finished
@@ -426,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
                         help="W&B mode for the runs: offline, online or disabled")
     args = parser.parse_args(argv)
+    if args.deterministic:
+        deterministic_process()
     try:
         from .params import check_selection, parse_only
         from .tracking import check_mode
@@ -444,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
         return refused(exc)
+    except RunLost as exc:
+        print(f"error: {exc}; {advice(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\n[labcore] interrupted: finished runs are stored; `make train` again trains only the rest",
               file=sys.stderr, flush=True)

@@ -151,12 +151,17 @@ def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: t
     return ex.module.plan(**kwargs)
 
 
-def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) -> list[Planned]:
-    """Every run notebook `stem` trains or reads with `params`, each model built on the meta device first (here,
-    the one place that checks), so an impossible one fails now, as a ConfigError, not mid-training."""
-    groups = plan(stem, params, profile)
+def checked(groups: Any) -> Any:
+    """A plan, returned as it is once every model in it is built on the meta device (here, the one place that
+    checks), so an impossible one fails now, as a ConfigError, not mid-training. Notebooks wrap their plan in it."""
     for where, cfg in _configs(groups):
         check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), f"{where} ({cfg.label()})")
+    return groups
+
+
+def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) -> list[Planned]:
+    """Every run notebook `stem` trains or reads with `params`, every model checked (`checked`)."""
+    groups = checked(plan(stem, params, profile))
     return [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in flatten(groups)]
 
 

@@ -33,8 +33,8 @@ def classify(exc: BaseException) -> tuple[str, bool] | None:
     accelerator_error = getattr(torch, "AcceleratorError", ())  # torch >= 2.8 raises this for CUDA errors
     if isinstance(exc, torch.OutOfMemoryError):
         return "out of device memory", False
-    if isinstance(exc, MemoryError):
-        return "out of host memory", False
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc)):
+        return "out of host memory", False  # PyTorch reports a failed CPU allocation as a RuntimeError
     if (accelerator_error and isinstance(exc, accelerator_error)) or (
             isinstance(exc, RuntimeError) and ("CUDA error" in str(exc) or "CUBLAS_STATUS" in str(exc))):
         return "a CUDA error", True
@@ -58,8 +58,8 @@ def advice(exc: RunLost) -> str:
     """What to do about a lost run, in one clause."""
     if exc.fresh_process:
         return "this process's GPU context is unusable: run `make train` again (a new process retries it)"
-    if "device memory" in exc.resource:
-        return "it is retried alone on its device; if it is lost again, lower train.batch_size or free the GPU"
+    if "memory" in exc.resource:
+        return "it was tried twice; free the memory other work holds, or lower train.batch_size, then `make train` again"
     if "disk" in exc.resource or "space" in exc.resource:
         return "free space there (or point LABCORE_RUNS / LABCORE_REPORTS elsewhere), then run the command again"
     if "permission" in exc.resource or "read-only" in exc.resource:

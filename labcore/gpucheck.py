@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .files import replacing
 from .paths import PROJECT_ROOT
 
 BUNDLE = PROJECT_ROOT / ".gpu-bundle"
@@ -116,8 +117,14 @@ def _install_bundle(site: Path) -> None:
                          "machine with the package registry, and carry .gpu-bundle")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                     "--no-cache-dir", "--target", str(site), *map(str, wheels)], check=True)
+    # Its python3 kernel spec would start `python`, which that machine may lack: without it, jupyter_client starts
+    # ipykernel with this very interpreter (its native kernel).
+    shutil.rmtree(site / "share" / "jupyter" / "kernels", ignore_errors=True)
     sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
+    # --target puts nbconvert's templates (and ipykernel's kernel spec) under <site>/share/jupyter, off Jupyter's
+    # default search path: without this every page would fail to render for want of its template.
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(site / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")])
 
 
 def _part(result: dict, name: str, fn, log) -> None:
@@ -282,7 +289,8 @@ def check(device: str, out: Path) -> Path:
                                  "packed_how": "one-at-a-time divided by the measured throughput gain of runs sharing "
                                                "the device (fractional)"}
     path = out / "gpu-check.json"
-    path.write_text(json.dumps(result, indent=1, default=str))
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=1, default=str))
     shutil.rmtree(work, ignore_errors=True)
     log(f"gpu-check: wrote {path}")
     log_file.close()

@@ -81,17 +81,23 @@ def configure(device: torch.device, deterministic: bool = False) -> None:
 
     By default a GPU runs fast: cuDNN picks the fastest kernels for each shape (benchmark mode, which may differ
     from one execution to the next) and float32 matrix products use TF32. `deterministic` trades that speed for
-    runs that repeat bit for bit on the same device and software: deterministic algorithms only, no benchmark
-    mode, no TF32 (PyTorch then raises on an operation that has no deterministic implementation).
+    repeatable runs: deterministic algorithms where PyTorch has them, no benchmark mode, no TF32. Where it has
+    none (on CUDA: the backward pass of adaptive average pooling, which most of these networks end with) PyTorch
+    warns instead of stopping the run, and that operation may still vary in its last bits. cuBLAS reads
+    CUBLAS_WORKSPACE_CONFIG when a process first uses it: `deterministic_process` sets it at the start.
     """
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     fast_gpu = device.type == "cuda" and not deterministic
     torch.backends.cudnn.benchmark = fast_gpu
     torch.backends.cuda.matmul.allow_tf32 = fast_gpu
     torch.backends.cudnn.allow_tf32 = fast_gpu
+
+
+def deterministic_process() -> None:
+    """Call first thing in a process that trains with `configure(..., deterministic=True)`: cuBLAS reads this
+    setting once, when the process first uses it, and is deterministic only with it."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def numerics(device: torch.device) -> dict[str, object]:

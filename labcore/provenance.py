@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import subprocess
 from importlib import metadata
@@ -67,7 +68,10 @@ def collect(device: torch.device | str, data_source: str | None = None, datasets
 
 def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: Any) -> dict[str, Any]:
     """`collect` for a report built from stored runs (labcore.runs.RunResult): their data sources, datasets,
-    keys and the devices that trained them, plus `extra` (seeds, probe settings, ...)."""
+    keys (unless `extra` gives run_keys, e.g. by study), the devices that trained them and every distinct set of
+    numeric settings they trained with, plus `extra` (seeds, probe settings, ...)."""
+    numerics = {json.dumps(r.numerics, sort_keys=True) for r in results if getattr(r, "numerics", None)}
     return collect(pick_device(str(device)), data_source=", ".join(sorted({r.data_source for r in results})),
                    datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
-                   run_keys=[r.key for r in results], trained_on=sorted({r.device for r in results}), **extra)
+                   **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),
+                   numerics=[json.loads(n) for n in sorted(numerics)])

@@ -176,16 +176,20 @@ def compare_runs(experiment: str, results: Sequence[Any]) -> pd.DataFrame:
     return compare(experiment, measured, cfg=results[0].config)
 
 
-def he_depths_sentence(results: Sequence[Any]) -> str:
-    """Which of He et al.'s depths these runs trained, against the paper's 20 and 56 (and Table 6's others)."""
+def he_depths_sentence(results: Sequence[Any], table6: bool = True) -> str:
+    """Which of He et al.'s depths these runs trained, against the paper's 20 and 56 (and, with `table6`, the other
+    depths of its Table 6)."""
     depths = sorted({r.config.model.depth for r in results})
-    return (f"Depths trained here: {' and '.join(map(str, depths))} layers (He et al.: 20 and 56; the paper's "
-            f"Table 6 also has {', '.join(str(d) for d in HE_TABLE6 if d not in (20, 56))}).")
+    others = [str(d) for d in HE_TABLE6 if d not in (20, 56)]
+    rest = f"; the paper's Table 6 also has {', '.join(others[:-1])} and {others[-1]}" if table6 else ""
+    return f"Depths trained here: {' and '.join(map(str, depths))} layers (He et al.: 20 and 56{rest})."
 
 
-def he_deviations_sentence(results: Sequence[Any]) -> str:
-    """`he_deviations` of a study's runs as one sentence: how they depart from the paper's recipe."""
+def he_deviations_sentence(results: Sequence[Any], conclusion: bool = True) -> str:
+    """`he_deviations` of a study's runs as one sentence: how they depart from the paper's recipe (and, with
+    `conclusion`, what that leaves the comparison with Table 6 able to show)."""
     seeds = Counter((r.config.model.depth, r.config.model.residual) for r in results)
     deviations = he_deviations(results[0].config, results[0].data_source, min(seeds.values()))
-    return ("Deviations from the paper's recipe, computed from these runs' settings: " + "; ".join(deviations)
-            + ". So the comparison shows direction and ordering, not a replication of the paper's numbers.")
+    return ("Deviations from the paper's recipe, computed from these runs' settings: " + "; ".join(deviations) + "."
+            + (" So the comparison shows direction and ordering, not a replication of the paper's numbers."
+               if conclusion else ""))

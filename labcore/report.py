@@ -29,7 +29,7 @@ from .data import DataNotFoundError, check
 from .exercise import parameters
 from .params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
 from .faults import refused
-from .files import Busy, locked
+from .files import Busy, locked, replacing
 from .paths import reports_dir
 from .plan import human_seconds
 from . import render
@@ -70,46 +70,50 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
     work = out_dir / f".work-{stem}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    executed = work / f"{stem}.ipynb"
-    start = time.perf_counter()
-    error = None
-    try:
-        papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
-                                   cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
-                                   report_mode=False, request_save_on_cell_execute=True,
-                                   kernel_manager_class=IPCKernelManager)
-    except Exception as exc:  # papermill's execution error, a dead kernel, ...
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-    seconds = time.perf_counter() - start
-    if not executed.is_file():  # the kernel never started: nothing executed, keep the source for the record
-        shutil.copy(NOTEBOOKS / f"{stem}.ipynb", executed)
-    nb = nbformat.read(executed, as_version=4)
-    payload = _result_output(nb)
-    if error is None and payload is None:
-        error = "the notebook finished without calling labcore.report.publish(...)"
-    payload = payload or {}
-    if payload.get("figure_png"):
-        (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
-    record = {
-        "notebook": stem,
-        "title": render.exercise_title(nb),
-        "profile": profile,
-        "status": "ok" if error is None else "failed",
-        "headline": payload.get("headline", []),
-        "metrics": payload.get("metrics", {}),
-        "parameters": params,
-        # A notebook that failed before publishing: this environment, the device it would have used.
-        "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
-                                                           tracking=params.get("tracking"),
-                                                           note="notebook failed before publishing"),
-        "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
-        "seconds": round(seconds, 1),
-        "error": error,
-    }
-    (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
-    (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
-    _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
-    return record
+    try:  # a full disk or Ctrl-C here leaves no half-written staging folder behind
+        executed = work / f"{stem}.ipynb"
+        start = time.perf_counter()
+        error = None
+        try:
+            papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
+                                       cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                                       report_mode=False, request_save_on_cell_execute=True,
+                                       kernel_manager_class=IPCKernelManager)
+        except Exception as exc:  # papermill's execution error, a dead kernel, ...
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        seconds = time.perf_counter() - start
+        if not executed.is_file():  # the kernel never started: nothing executed, keep the source for the record
+            shutil.copy(NOTEBOOKS / f"{stem}.ipynb", executed)
+        nb = nbformat.read(executed, as_version=4)
+        payload = _result_output(nb)
+        if error is None and payload is None:
+            error = "the notebook finished without calling labcore.report.publish(...)"
+        payload = payload or {}
+        if payload.get("figure_png"):
+            (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
+        record = {
+            "notebook": stem,
+            "title": render.exercise_title(nb),
+            "profile": profile,
+            "status": "ok" if error is None else "failed",
+            "headline": payload.get("headline", []),
+            "metrics": payload.get("metrics", {}),
+            "parameters": params,
+            # A notebook that failed before publishing: this environment, the device it would have used.
+            "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
+                                                               tracking=params.get("tracking"),
+                                                               note="notebook failed before publishing"),
+            "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
+            "seconds": round(seconds, 1),
+            "error": error,
+        }
+        (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
+        (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
+        _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
+        return record
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _install(work: Path, out_dir: Path, stem: str, keep_previous: bool) -> None:
@@ -131,7 +135,8 @@ def write_index(out_dir: Path, profile: str) -> Path:
     """index.html for every report in `out_dir`, in notebook order (see labcore.render.index)."""
     records = [json.loads(f.read_text()) for f in sorted(out_dir.glob("[0-9][0-9]_*.json"))]
     index = out_dir / "index.html"
-    index.write_text(render.index(out_dir, profile, records), encoding="utf-8")
+    with replacing(index) as tmp:
+        tmp.write_text(render.index(out_dir, profile, records), encoding="utf-8")
     return index
 
 
@@ -213,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-run", type=float, default=None, help="as for `make train`: GPUs per Ray run")
     parser.add_argument("--deterministic", action="store_true", help="as for `make train`: repeatable GPU numerics")
     args = parser.parse_args(argv)
+    if args.deterministic:
+        from .machine import deterministic_process
+
+        deterministic_process()
     only = parse_only(args.only)
     try:
         from .plan import choose_profile

@@ -244,8 +244,23 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
               checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
               compile: bool = False, group: str | None = None, profile: str | None = None,
               deterministic: bool = False) -> Trained:
-    """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the run itself (RUN_ERRORS: a NaN loss, out of memory, a
-    shape error) becomes a result with status 'failed', its error and the epochs it finished."""
+    """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the config itself
+    (RUN_ERRORS: a loss that became NaN) becomes a result with status 'failed', its error and the epochs it
+    finished; the machine's faults anywhere in it (moving the data to the device, building the model, training)
+    raise RunLost (labcore.faults); anything else propagates as the bug it is."""
+    try:
+        return _train_run(cfg, device, tracking, checkpoints, estimate_seconds, compile, group, profile, deterministic)
+    except Exception as exc:
+        fault = lost(cfg.label(), exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkpoints: tuple[int, ...],
+               estimate_seconds: float | None, compile: bool, group: str | None, profile: str | None,
+               deterministic: bool) -> Trained:
+    """`train_run` without the translation of the machine's faults."""
     device = pick_device(str(device))
     configure(device, deterministic)
     splits = load_splits(cfg.data).to(device)
@@ -280,11 +295,6 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
         result = RunResult(cfg, history, {}, seconds=time.perf_counter() - start, status="failed", error=error, **info)
         return Trained(result, None, {})
-    except Exception as exc:  # the machine's fault: lost, not failed; anything else propagates as the bug it is
-        fault = lost(cfg.label(), exc)
-        if fault is None:
-            raise
-        raise fault from exc
     finally:
         tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
     return Trained(RunResult(cfg, history, test, seconds=seconds, **info), _cpu_state(model), states)

@@ -48,3 +48,21 @@ def test_first_conv_ratios_pair_each_plain_twin_with_its_residual_twin():
     assert list(table["residual / plain"]) == pytest.approx([3.0, 10.0])
     assert first_conv_sentence(table) == ("at 22 layers, epoch 1: residual/plain = **3x**; "
                                           "at 40 layers, epoch 1: residual/plain = **10x**.")
+
+
+def test_the_gradient_sentences_read_their_numbers_from_the_measurements():
+    from labcore.exercises.gradient_flow import first_conv_norms, first_conv_table, lab_ratio_sentence, shrinkage_sentence
+    from labcore import reference
+
+    stats = pd.DataFrame({"mean": [0.01, 0.1]}, index=["lab CNN (plain)", "lab ResNetCNN"])
+    lab = reference.lab_value("grad_lab_resnet", "mean") / reference.lab_value("grad_lab_cnn", "mean")
+    assert lab_ratio_sentence(stats) == (f"The ResNetCNN's mean gradient norm is **10.0x** the plain CNN's (the lab "
+                                         f"measured {lab:.1f}x: 0.115 against 0.011).")
+    layers = pd.DataFrame({"depth": [0, 1], "norm": [0.5, 2.0]})
+    assert shrinkage_sentence({"plain, init": layers}) == ("Gradient at the last layer divided by the gradient at the "
+                                                           "first (how much it shrinks on the way back): plain, init: "
+                                                           "**4x**.")
+    import torch
+
+    table = first_conv_table({(22, False, 1): torch.ones(1), (22, True, 1): 2 * torch.ones(1)})
+    assert first_conv_norms(table) == {"22 layers, plain, epoch 1": 1.0, "22 layers, residual, epoch 1": 2.0}

@@ -91,3 +91,21 @@ def test_gradient_comparisons_know_the_lab_gradient_runs_models():
     narrow = RunConfig.build({"name": "cifar10"}, {"family": "lab_resnet", "depth": 3, "width": 16, "residual": True})
     table = reference.compare("grad_lab_resnet", {"mean": [0.1, 0.11, 0.12]}, cfg=narrow, only=("model.",))
     assert list(table.verdict) == ["not comparable"], "width 16 is not the lab's 64"
+
+
+def test_he_sentences_name_the_depths_and_the_deviations_computed_from_the_runs():
+    from labcore import runs
+
+    cfg = RunConfig.build({"name": "cifar10", "val_size": 5000},
+                          {"family": "cifar_resnet", "depth": 20, "width": 8, "norm": "batch"},
+                          {"epochs": 2, "optimizer": "sgd", "lr": 0.02})
+    results = [runs.RunResult(cfg.replace(model={"depth": d}, seed=s), [], {}, 1, 1.0, "cpu", "image-folder:/x")
+               for d in (20, 56) for s in (0, 1)]
+    assert reference.he_depths_sentence(results) == ("Depths trained here: 20 and 56 layers (He et al.: 20 and 56; "
+                                                     "the paper's Table 6 also has 32, 44 and 110).")
+    assert reference.he_depths_sentence(results, table6=False).endswith("(He et al.: 20 and 56).")
+    text = reference.he_deviations_sentence(results)
+    assert "learning rate 0.02 instead of 0.1" in text and "8 filters in the first stage instead of 16" in text
+    assert "2 seed(s) per depth" in text and text.endswith("not a replication of the paper's numbers.")
+    assert reference.he_deviations_sentence(results, conclusion=False).endswith("where the paper reports single runs "
+                                                                               "(ResNet-110: best of 5).")

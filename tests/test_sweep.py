@@ -90,3 +90,22 @@ def test_the_deepest_trained_convnet_against_the_shallowest():
 def test_ranking_orders_by_mean_validation_accuracy():
     rank = sweep.ranking(_table(), residual=True)
     assert list(rank.depth) == [8, 1] and list(rank.index) == [1, 2]
+
+
+def test_counts_and_model_orders_read_from_the_runs():
+    from labcore import runs
+    from labcore.config import RunConfig
+
+    def result(depth, seed, val_acc, cached):
+        cfg = RunConfig.build({"name": "cifar10"}, {"family": "vgg", "depth": depth, "width": 8, "norm": "batch"},
+                              {}, seed=seed)
+        row = {"val_acc": val_acc, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0}
+        return runs.RunResult(cfg, [row], {}, 1, 1.0, "cpu", "x", cached=cached)
+
+    results = {"vgg": [result(16, 0, 0.50, True), result(16, 1, 0.51, True), result(19, 0, 0.30, False),
+                       result(19, 1, 0.31, False)]}
+    assert sweep.counts_sentence(results) == "4 runs in 1 studies (vgg: 4); 2 trained now, 2 loaded from the run store."
+    df = pd.DataFrame([{"study": "vgg", **r.summary()} for r in results["vgg"]])
+    assert sweep.model_order(df) == "VGG16 > VGG19"
+    assert sweep.order_sentence(df, "val_acc", "validation accuracy").startswith("By validation accuracy")
+    assert sweep.model_name("resnet", 34) == "ResNet34" and sweep.model_name("convnet", 3) == "convnet-3"

@@ -45,5 +45,6 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, train
         ("Runs", f"{metrics['runs']} ({metrics['trained_now']} trained by this build)"),
     ]
     return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds),
+            "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds,
+                                             run_keys={n: [r.key for r in rs] for n, rs in results.items()}),
             "figure": plots.versus_depth(runs_table, "test_acc", title="Test accuracy against depth")}

@@ -69,6 +69,7 @@ def plan(deep_study: str, deep_depths: list[int], short_epochs: int, lab_plain_m
 class Twins:
     """The deep ConvNet twins as probed here: their configs, shared settings and the probe's batches."""
 
+    study: str  # the depth study of 03 they come from
     configs: dict[tuple[int, bool], list[RunConfig]]  # (depth, residual) -> one config per seed
     layers: dict[int, int]  # depth -> weight layers (convolutions and linear layers)
     epochs: int  # the twins' training epochs
@@ -93,7 +94,8 @@ def twins(planned: dict[str, Any], probe: dict, short_epochs: int) -> Twins:
     base = next(iter(configs.values()))[0]  # the twins share their data and training settings
     splits = runs.load_splits(base.data)
     depths = sorted({d for d, _ in configs})
-    return Twins(configs, {d: count_layers(runs.init_model(configs[(d, False)][0])) for d in depths},
+    study = next(iter(planned["deep"].values()))[0].study
+    return Twins(study, configs, {d: count_layers(runs.init_model(configs[(d, False)][0])) for d in depths},
                  base.train.epochs, short_epochs, sorted({c.seed for cs in configs.values() for c in cs}), splits,
                  probes.probe_batches(splits, probe["batches"], probe["batch_size"], probe["seed"]))
 
@@ -102,15 +104,21 @@ def setup_sentence(tw: Twins, probe: dict) -> str:
     """What is probed: the batches, the twins' depths in weight layers, epochs and seeds."""
     depths = sorted(tw.layers)
     return (f"Probe: {len(tw.batches)} batches of {probe['batch_size']} training images from {tw.splits.source}. "
-            f"Twins: {RESIDUAL}'s depths {', '.join(map(str, depths))} (blocks per stage), that is "
+            f"Twins: {RESIDUAL}'s study {tw.study!r}, depths {', '.join(map(str, depths))} (blocks per stage), that is "
             f"{', '.join(str(tw.layers[d]) for d in depths)} weight layers (3 x (depth + 1) convolutions and one "
             f"linear layer), {tw.epochs} epochs, seeds {tw.seeds}. The lab's third write-up speaks of 20 and 40 "
             "layers, which this family cannot give exactly with equal stages (20 would be 22 here).")
 
 
-def name(tw: Twins, residual: bool) -> str:
-    """'ConvNet-40 plain' or 'ConvNet-40 residual', for the deepest twins."""
-    return f"ConvNet-{tw.layers[tw.deepest]} {'residual' if residual else 'plain'}"
+def name(tw: Twins, residual: bool | None = None) -> str:
+    """'ConvNet-40' for the deepest twins, or with the variant: 'ConvNet-40 plain', 'ConvNet-40 residual'."""
+    variant = "" if residual is None else " residual" if residual else " plain"
+    return f"ConvNet-{tw.layers[tw.deepest]}{variant}"
+
+
+def title(tw: Twins, what: str) -> str:
+    """A figure title about the deepest twins' first seed, e.g. 'ConvNet-40: per-layer gradient norm (seed 0)'."""
+    return f"ConvNet-{tw.layers[tw.deepest]}: {what} (seed {tw.seeds[0]})"
 
 
 def init_gradients(planned: dict[str, Any], tw: Twins, device: torch.device) -> dict[str, dict[str, pd.DataFrame]]:
@@ -134,14 +142,14 @@ def lab_comparison(init: dict[str, dict[str, pd.DataFrame]], planned: dict[str, 
     """The lab pair's mean and standard deviation per initialisation against the lab's numbers (only the models'
     settings are compared: these are untrained)."""
     frames = []
-    for experiment, label, kind in (("grad_lab_cnn", "lab CNN (plain)", "plain"), ("grad_lab_resnet", "lab ResNetCNN",
-                                                                                  "residual")):
+    for experiment, label, kind, shown in (("grad_lab_cnn", "lab CNN (plain)", "plain", "lab CNN"),
+                                           ("grad_lab_resnet", "lab ResNetCNN", "residual", "lab ResNetCNN")):
         t = init["lab"][label]
         per_seed = [probes.summary(t[t["seed"] == s]) for s in sorted(set(t["seed"]))]
         measured = {k: [s[k] for s in per_seed] for k in ("mean", "std")}
         frames.append(reference.compare(experiment, measured, cfg=planned["lab_pair"][kind][0], only=("model.",))
-                      .assign(model=label))
-    return pd.concat(frames, ignore_index=True)
+                      .assign(model=shown))
+    return pd.concat(frames)
 
 
 def lab_models_sentence(planned: dict[str, Any], tw: Twins, probe: dict) -> str:
@@ -214,6 +222,12 @@ def first_conv_table(grads: dict[tuple[int, bool, int], torch.Tensor]) -> pd.Dat
     return table.assign(**{"residual / plain": table["residual"] / table["plain"]})
 
 
+def first_conv_norms(table: pd.DataFrame) -> dict[str, float]:
+    """Each first-convolution gradient norm of `first_conv_table`, keyed '<n> layers, <variant>, epoch <e>'."""
+    return {f"{r['weight layers']} layers, {variant}, epoch {r['epoch']}": r[variant]
+            for r in table.to_dict(orient="records") for variant in ("plain", "residual")}
+
+
 def first_conv_sentence(table: pd.DataFrame) -> str:
     """Residual over plain first-convolution gradient norm, by depth and epoch."""
     return "; ".join(f"at {r['weight layers']} layers, epoch {r['epoch']}: residual/plain = **{r['residual / plain']:.3g}x**"
@@ -236,6 +250,11 @@ def by_epoch_sentence(evolution: dict[str, pd.DataFrame]) -> str:
         f"**{n}**: " + ", ".join(f"{a:.3g}x" for a in probes.attenuation_by_epoch(t).values())
         for n, t in evolution.items()) + ". Rows near the input whose colour stays dark are layers that receive "
         "almost no gradient, and so barely change while the rest of the network trains.")
+
+
+def mlp_run_sentence(mlp_run: RunResult) -> str:
+    """Whether 01's MLP run was read from the run store (as it should be) or trained by this notebook."""
+    return f"MLP run {mlp_run.key}: {'loaded from the run store' if mlp_run.cached else 'trained now'}."
 
 
 def mlp_gradients(store: RunStore, mlp_run: RunResult, probe: dict, device: torch.device) -> pd.DataFrame:
@@ -319,7 +338,7 @@ def summary(stats: pd.DataFrame, grad_compare: pd.DataFrame, tw: Twins, curves: 
                "lab_resnet_grad_mean": stats.loc["lab ResNetCNN", "mean"],
                "lab_resnet_grad_std": stats.loc["lab ResNetCNN", "std"], "deep_layers": deepest,
                **{f"attenuation_{k.replace(', ', '_').replace(' ', '_')}": v for k, v in atten.items()},
-               "first_conv_norms": first_conv.to_dict(orient="records"),
+               "first_conv_norms": first_conv_norms(first_conv),
                "mlp_attenuation_final": list(probes.attenuation_by_epoch(mlp_layers).values())[-1],
                "gradient_stats": stats.reset_index(names="model").to_dict(orient="records"),
                "lab_comparison": grad_compare.to_dict(orient="records")}

@@ -35,10 +35,14 @@ def data_sentence(results: list[RunResult], n_train: int, n_val: int, n_test: in
 
 
 def curves_title(results: list[RunResult]) -> str:
-    """'MLP (width 16, depth 2) on MNIST, 3 seed(s), 15 epochs'."""
+    """'MLP (width 16, depth 2) on MNIST, 3 seed(s)'."""
     c = results[0].config
-    return (f"MLP (width {c.model.width}, depth {c.model.depth}) on {c.data.name.upper()}, {len(results)} seed(s), "
-            f"{c.train.epochs} epochs")
+    return f"MLP (width {c.model.width}, depth {c.model.depth}) on {c.data.name.upper()}, {len(results)} seed(s)"
+
+
+def long_title(long_results: list[RunResult]) -> str:
+    """'The same MLP trained for 30 epochs'."""
+    return f"The same MLP trained for {long_results[0].config.train.epochs} epochs"
 
 
 def settings_sentence(results: list[RunResult], long_results: list[RunResult]) -> str:

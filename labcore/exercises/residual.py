@@ -97,5 +97,6 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_t
         ("Ranking by validation accuracy", f"{order} ({len(seeds)} seed(s); '≈': not distinguishable, ',': untested)"),
     ]
     return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds),
+            "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds,
+                                             run_keys={n: [r.key for r in rs] for n, rs in results.items()}),
             "figure": plots.versus_depth(twins, "test_acc", title="Test accuracy: plain (red), residual (blue)")}
