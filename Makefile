@@ -74,10 +74,12 @@ test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, noteb
 # Jupyter refuses to run as root without --allow-root (containers often run as root), and a root container
 # rarely has a browser to open: both flags only for root. The token is made here so the URL can be printed first;
 # it travels in JUPYTER_TOKEN, not on the command line, where other users could read it in `ps`.
-lab: $(STAMP) ## open JupyterLab on the notebooks with the project's kernel (LAB_PORT=8888); prints the URL to open
+lab: $(STAMP) ## JupyterLab on the project (notebooks/ open; reports/, parameters/ a click away; LAB_PORT=8888); prints the URL
 	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))'); \
-	echo "[labcore] JupyterLab: open http://localhost:$(LAB_PORT)/lab?token=$$token"; \
-	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab notebooks/ --port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	echo "[labcore] JupyterLab: open http://localhost:$(LAB_PORT)/lab/tree/notebooks?token=$$token"; \
+	echo "[labcore] set a notebook's profile = \"quick\" (after make train PROFILE=quick) to explore real results"; \
+	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		--port=$(LAB_PORT) --ServerApp.port_retries=0 --ServerApp.ip=127.0.0.1 \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root --no-browser)
 
 gpu-bundle: $(STAMP) ## write .gpu-bundle/ (< 60 MiB, git-ignored): the wheels and data the GPU machine lacks

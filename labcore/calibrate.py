@@ -246,3 +246,14 @@ def peak_bytes(cfg: RunConfig, costs: dict[str, dict]) -> float:
     """Peak memory of training `cfg`: the model's share (measured or counted) plus its dataset as uint8."""
     n_train, n_val, n_test = sizes(cfg.data)
     return costs[arch_key(cfg)]["peak_model_bytes"] + (n_train + n_val + n_test) * math.prod(SHAPES[cfg.data.name])
+
+
+def human_seconds(s: float) -> str:
+    """12 s, 3.4 min, 2.1 h or 3.2 days."""
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"

@@ -81,6 +81,19 @@ def order(groups: Mapping[str, Sequence[float]], higher_is_better: bool = True) 
     return "".join(chain), pairs
 
 
+def order_words(chain: str) -> str:
+    """An order from `order` ('A > B ≈ C') in words: 'A ahead of B; B and C not distinguishable', for headlines that
+    must read without a legend; with a single seed ('A, B'), only the means' order, saying that nothing is claimed."""
+    words, parts = [], [p for p in chain.replace(" > ", "\x00>\x00").replace(" ≈ ", "\x00≈\x00")
+                         .replace(", ", "\x00,\x00").split("\x00")]
+    if "," in parts[1::2]:  # a single seed somewhere: no test, so only the means' order is given
+        return f"{', '.join(parts[0::2])}, in the order of their means (one seed: no order is claimed)"
+    for a, sep, b in zip(parts[0::2], parts[1::2], parts[2::2]):
+        words.append({">": f"{a} ahead of {b}", "≈": f"{a} and {b} not distinguishable",
+                      ",": f"{a} and {b} untested (one seed)"}[sep])
+    return "; ".join(words) or chain
+
+
 def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_is_better: bool = True) -> str:
     """One sentence stating the order that `measure` supports, and no more."""
     chain, pairs = order(groups, higher_is_better)

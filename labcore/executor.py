@@ -33,7 +33,8 @@ from .data import check as check_data
 from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
-from .plan import choose_profile, describe, human_seconds
+from .calibrate import human_seconds
+from .plan import choose_profile, describe
 from .machine import deterministic_process, pick_device, show_progress
 
 EXECUTORS = ("local", "ray")

@@ -176,3 +176,16 @@ def parameters(stem: str, profile: str) -> dict[str, Any]:
     except ConfigError as exc:
         raise ConfigError(f"{parameter_file(stem, profile)}: {exc}") from None
     return params
+
+
+def profile_parameters(stem: str, profile: str | None) -> dict[str, Any]:
+    """For a notebook opened in JupyterLab with its `profile` parameter set: that profile's parameters, exactly as
+    `make report` gives them (validated); {} when `profile` is None (the parameters cell's own values stand)."""
+    if profile is None:
+        return {}
+    from .params import PROFILES
+
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r}: choose one of {', '.join(PROFILES)}, or None for this notebook's "
+                          "own small defaults")
+    return parameters(stem, profile)

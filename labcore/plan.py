@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import exercise, machine
+from .calibrate import human_seconds
 from .config import ConfigError
 from .data import DataNotFoundError
 from .exercise import Planned
@@ -111,17 +112,6 @@ def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | Non
     if pending and pending_seconds is not None:
         line += f"; about {human_seconds(pending_seconds)} of compute on {device} (estimate)"
     return line
-
-
-def human_seconds(s: float) -> str:
-    """12 s, 3.4 min, 2.1 h or 3.2 days."""
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    if s < 2 * 86400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
 
 
 def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import torch
 from .data import fingerprint
 from .machine import device_info, pick_device
 from .runs import STORE_VERSION
-from .tracking import resolve_mode
+from .tracking import resolve_mode, run_name, wandb_dirs
 from .paths import PROJECT_ROOT
 
 PACKAGES = ("labcore", "torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "papermill", "wandb")
@@ -71,6 +71,9 @@ def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: 
     keys (unless `extra` gives run_keys, e.g. by study), the devices that trained them and every distinct set of
     numeric settings they trained with, plus `extra` (seeds, probe settings, ...)."""
     numerics = {json.dumps(r.numerics, sort_keys=True) for r in results if getattr(r, "numerics", None)}
+    if tracking and resolve_mode(tracking) != "disabled":  # where to find the report's runs in W&B
+        extra = {"wandb_runs": [run_name(r.config.label(), r.key) for r in results],
+                 "wandb_folder": str(wandb_dirs()["WANDB_DIR"] / "wandb"), **extra}
     return collect(pick_device(str(device)), data_source=", ".join(sorted({r.data_source for r in results})),
                    datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
                    **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),

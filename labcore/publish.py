@@ -62,3 +62,9 @@ def figure_png(figure: Any, width_inches: float = 5.0) -> str:
 def format_metric(v: Any) -> str:
     """A metric as plain text (callers escape it for HTML)."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def table(df: Any, digits: int = 3) -> Any:
+    """A DataFrame as a person would format it on a page: numbers to `digits` decimals, long text (the lab's claims)
+    in full rather than cut at pandas' 50 characters, no row numbers."""
+    return df.style.format(precision=digits, na_rep="-").hide(axis="index")

@@ -8,6 +8,7 @@ only stylesheet is inlined. A page mailed as an attachment, or opened offline, l
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import html
 import re
@@ -138,8 +139,20 @@ def provenance_section(record: dict[str, Any]) -> str:
     return (f"<section class='lc-prov' id='provenance'><h2>Provenance</h2>{_table(run)}"
             + (f"<h3>Data (checksum of the decoded images and labels)</h3><table>{data}</table>" if data else
                f"<p>Data: {html.escape(str(prov.get('data_source') or 'not recorded'))}</p>")
+            + _wandb(prov)
             + f"<h3>Parameters</h3><pre>{html.escape(params)}</pre>"
             + f"<h3>Packages</h3>{_table(prov.get('packages') or {})}</section>")
+
+
+def _wandb(prov: dict[str, Any]) -> str:
+    """The report's runs as W&B names them, and the folder their offline files are in (to `wandb sync` them)."""
+    names = prov.get("wandb_runs") or []
+    if not names:
+        return ""
+    listed = "".join(f"<li><code>{html.escape(n)}</code></li>" for n in names)
+    return (f"<h3>Weights &amp; Biases</h3><p>{len(names)} run(s), {html.escape(str(prov.get('tracking')))}, in "
+            f"<code>{html.escape(str(prov.get('wandb_folder')))}</code> (a run trained before this report was "
+            f"logged where and when it trained).</p><details><summary>run names</summary><ul>{listed}</ul></details>")
 
 
 _HEADING = re.compile(r'<h([12]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
@@ -167,12 +180,27 @@ def exercise_title(nb: Any) -> str:
     return "labcore report"
 
 
+def parameters_once(nb: Any) -> Any:
+    """The notebook with the parameters that actually ran in its `parameters` cell, and papermill's injected cell
+    removed: one code fold shows them, instead of the notebook's defaults followed by what replaced them."""
+    nb = copy.deepcopy(nb)
+    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    injected = [i for i, t in enumerate(tags) if "injected-parameters" in t]
+    params = [i for i, t in enumerate(tags) if "parameters" in t]
+    if injected and params:
+        ran = nb.cells[injected[0]].source.replace("# Parameters\n", "", 1)
+        nb.cells[params[0]].source = ("# The parameters this report ran with (the notebook's defaults, overridden by "
+                                      "its profile's parameter file)\n" + ran)
+        del nb.cells[injected[0]]
+    return nb
+
+
 def page(nb: Any, record: dict[str, Any], reduced: list[str] | None = None) -> str:
     """One executed notebook as a self-contained HTML page with banner, contents and provenance."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    nb = nb.copy()
+    nb = parameters_once(nb)
     nb.metadata["title"] = f"{exercise_title(nb)} ({record['profile']} profile)"
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"labcore.html.j2": _TEMPLATE})],
                             template_file="labcore.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
@@ -192,7 +220,8 @@ def _figure(out_dir: Path, name: str | None) -> str:
     if not name or not (out_dir / name).is_file():
         return ""
     data = base64.b64encode((out_dir / name).read_bytes()).decode()
-    return f"<img src='data:image/png;base64,{data}' alt='summary figure'>"
+    return (f"<a href='{name}' title='the figure at full size'><img src='data:image/png;base64,{data}' "
+            "alt='summary figure'></a>")
 
 
 def _headline(rec: dict[str, Any]) -> str:
@@ -211,11 +240,14 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
         stem = rec["notebook"]
         files = " · ".join(f"<a href='{stem}.{ext}'>.{ext}</a>" for ext in ("html", "json", "ipynb")
                            if (out_dir / f"{stem}.{ext}").is_file())
-        if (out_dir / "previous" / f"{stem}.html").is_file():
-            files += f" · <a href='previous/{stem}.html'>previous good report</a>"
+        if rec["status"] != "ok" and (out_dir / "previous" / f"{stem}.html").is_file():
+            files += f" · <a href='previous/{stem}.html'>the last good report</a>"
+        runs = rec.get("runs") or {}
+        counted = (f", {runs['total']} run{'s' if runs['total'] != 1 else ''} ({runs['trained_by_build']} trained by "
+                   "this build, the rest read from the run store)") if runs.get("total") else ""
         title = html.escape(rec.get("title") or stem)
         rows.append(f"<tr><td><a href='{stem}.html'><strong>{title}</strong></a><br><small>{files}</small><br>"
-                    f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s, "
+                    f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s{counted}, "
                     f"{html.escape(utc((rec.get('provenance') or {}).get('time')) if (rec.get('provenance') or {}).get('time') else '')}"
                     f"</td><td>{_headline(rec)}</td><td class='lc-fig'>{_figure(out_dir, rec.get('summary_figure'))}</td></tr>")
     provs = [r.get("provenance") or {} for r in records]
@@ -223,8 +255,8 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
     devices = sorted({p["device"] for p in provs if p.get("device")})
     dirty = any((p.get("git") or {}).get("dirty") for p in provs)
     git = {**(newest.get("git") or {}), "dirty": dirty}
-    previous = " See also the <a href='previous/'>previous good reports</a> kept when a notebook failed." \
-        if (out_dir / "previous").is_dir() else ""
+    previous = " The last good report of a notebook that failed is kept in <a href='previous/'>previous/</a>." \
+        if any(r["status"] != "ok" for r in records) and (out_dir / "previous").is_dir() else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>labcore reports ({html.escape(profile)} profile)</title><style>{CSS}</style></head>

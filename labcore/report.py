@@ -31,7 +31,7 @@ from .params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, dat
 from .faults import refused
 from .files import Busy, locked, replacing
 from .paths import reports_dir
-from .plan import human_seconds
+from .calibrate import human_seconds
 from . import render
 from .publish import MIME, jsonable
 
@@ -55,10 +55,19 @@ def _result_output(nb: Any) -> dict[str, Any] | None:
     return found
 
 
+def _run_counts(provenance: dict[str, Any], built: set[str]) -> dict[str, int]:
+    """How many runs a report shows (its provenance's run keys, a list or lists by study) and how many of them
+    this build trained (`built`, the keys the training pass before the notebooks trained)."""
+    keys = provenance.get("run_keys") or []
+    flat = {k for ks in keys.values() for k in ks} if isinstance(keys, dict) else set(keys)
+    return {"total": len(flat), "trained_by_build": len(flat & built)}
+
+
 def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
-            reduced: list[str] | None = None) -> dict[str, Any]:
+            reduced: list[str] | None = None, built: set[str] | None = None) -> dict[str, Any]:
     """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
-    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner)."""
+    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
+    `built`: the run keys this build trained before the notebooks (counted per report)."""
     import base64
 
     import nbformat
@@ -104,6 +113,7 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
                                                                tracking=params.get("tracking"),
                                                                note="notebook failed before publishing"),
             "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
+            "runs": _run_counts(payload.get("provenance") or {}, built or set()),
             "seconds": round(seconds, 1),
             "error": error,
         }
@@ -196,7 +206,8 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     with _exclusive(out_dir):
         for stem, params in plan:
             print(f"[labcore] {profile}/{stem}: running", flush=True)
-            rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params))
+            rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params),
+                          {r.key for r in trained.trained})
             print(f"[labcore] {profile}/{stem}: {rec['status']} in {rec['seconds']} s"
                   + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
             records.append(rec)

@@ -324,12 +324,23 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
     return trained.result
 
 
+class RunsMissing(ConfigError):
+    """Runs a notebook of a real profile needs are not stored: train them with `make train`, not in the kernel."""
+
+
 def fetch(planned: list, store: RunStore | None = None, device: str | torch.device = "auto",
-          tracking: str = "offline", notebook: str | None = None, profile: str | None = None) -> list[RunResult]:
-    """Results for planned runs (labcore.exercise.Planned), each with the checkpoints its plan asks for:
-    from the store, or trained now in this process when `make train` has not trained it yet.
+          tracking: str = "offline", notebook: str | None = None, profile: str | None = None,
+          train_missing: bool | None = None) -> list[RunResult]:
+    """Results for planned runs (labcore.exercise.Planned), each with the checkpoints its plan asks for, from the
+    store. A run not stored yet is trained here when `train_missing` (default: only outside a profile, i.e. with a
+    notebook's own small defaults); otherwise RunsMissing names the runs and the `make train` command, so that a
+    notebook opened at `quick` or `full` never trains for hours inside its kernel.
     `notebook` and `profile` name the caller, for W&B's grouping (notebook/study) and tags."""
     store = store or RunStore()
+    if not (profile is None if train_missing is None else train_missing):
+        missing = [p for p in planned if store.state(p.cfg, p.checkpoints) not in ("stored", "failed")]
+        if missing:
+            raise RunsMissing(missing_message(missing, store, notebook, profile))
     return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, group=wandb_group(notebook, p.study),
                 profile=profile) for p in planned]
 
@@ -352,3 +363,18 @@ def caption(result: RunResult, what: str) -> str:
 def all_results(groups: dict) -> list[RunResult]:
     """Every RunResult in a dict of lists of them (e.g. 04's twins by depth and variant), in order."""
     return [r for rs in groups.values() for r in rs]
+
+
+def missing_message(missing: list, store: RunStore, notebook: str | None, profile: str | None) -> str:
+    """One line naming runs that are not stored, what they would cost here (when the calibration is cached) and
+    the command that trains them."""
+    from . import calibrate
+
+    costs = calibrate.calibrate([p.cfg for p in missing], "auto", progress=False, cached_only=True)
+    cost = (f" (about {calibrate.human_seconds(sum(calibrate.estimate_seconds(p.cfg, costs) for p in missing))} of compute "
+            "here, estimated)" if costs else "")
+    only = f" ONLY={notebook}" if notebook else ""
+    names = ", ".join(p.cfg.label() for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return (f"{len(missing)} run(s) this notebook needs are not in the run store {store.root} yet ({names}){cost}; "
+            f"train them first with `make train PROFILE={profile}{only}` (`make plan PROFILE={profile}{only}` lists "
+            "them), then run this cell again")

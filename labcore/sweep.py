@@ -101,6 +101,22 @@ def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] = ("train_loss", "val_a
     return out.reset_index()
 
 
+def overview(df: pd.DataFrame) -> pd.DataFrame:
+    """The aggregate table as a person reads it: one row per study, depth and variant, each metric as
+    'mean ± standard deviation' over seeds (the mean alone with one seed), parameters and seconds per run."""
+    agg = aggregate(df)
+
+    def spread(m: float, s: float) -> str:
+        return "failed" if pd.isna(m) else f"{m:.3f}" if pd.isna(s) else f"{m:.3f} ± {s:.3f}"
+
+    return pd.DataFrame({"study": agg["study"], "depth": agg["depth"],
+                         "variant": agg["residual"].map({True: "residual", False: "plain"}),
+                         **{name: [spread(m, s) for m, s in zip(agg[f"{k}_mean"], agg[f"{k}_std"])]
+                            for k, name in (("train_loss", "train loss"), ("val_acc", "val acc"), ("test_acc", "test acc"))},
+                         "seeds": agg["seeds"], "parameters": [f"{int(n):,}" for n in agg["n_params"]],
+                         "seconds per run": agg["seconds"].round(1)})
+
+
 def trainability(df: pd.DataFrame, num_classes: int = 10) -> pd.DataFrame:
     """Did each (study, depth, variant) train, seed by seed? A seed trained when its final validation accuracy
     beats chance beyond sampling noise (claims.seed_trained); a failed seed (NaN) is named, not averaged.

@@ -106,3 +106,9 @@ def test_property_agreement_never_claims_what_the_interval_does_not_show():
             assert n >= 2 and lo - tol <= lab <= hi + tol and (hi - lo) / 2 <= tol
         if verdict == "disagrees":
             assert (n >= 2 and not lo - tol <= lab <= hi + tol) or (n == 1 and abs(mean - lab) > 3 * tol)
+
+
+def test_an_order_reads_in_words_without_a_legend():
+    assert claims.order_words("VGG16 > VGG19 ≈ VGG24") == "VGG16 ahead of VGG19; VGG19 and VGG24 not distinguishable"
+    assert claims.order_words("A, B, C") == "A, B, C, in the order of their means (one seed: no order is claimed)"
+    assert claims.order_words("A") == "A"

@@ -87,8 +87,21 @@ def test_index_lists_headlines_in_order_with_figures_files_errors_and_previous(t
                _record(notebook="02_bad", title="Exercise 10", status="failed", error="ValueError: boom", headline=[])]
     page = render.index(tmp_path, "smoke", records)
     assert page.index("Test accuracy") < page.index("Did not train") and "2 of 12 configurations" in page
-    assert "data:image/png;base64," in page and "01_probe-summary.png" not in page, "figure embedded"
+    assert "data:image/png;base64," in page and "<a href='01_probe-summary.png'" in page, "embedded, full size a click away"
     assert all(f"href='01_probe.{e}'" in page for e in ("html", "json", "ipynb"))
     assert "ValueError: boom" in page and "href='previous/02_bad.html'" in page and "href='previous/'" in page
     assert "meaningless" in page and "(dirty" in page and "2026-11-25 05:30 UTC" in page
     assert "<title>labcore reports (smoke profile)</title>" in page
+    rebuilt = render.index(tmp_path, "smoke", [records[0], {**records[1], "status": "ok", "error": None}])
+    assert "previous/" not in rebuilt, "after a good rebuild the index no longer points at the previous report"
+
+
+def test_a_page_shows_the_parameters_that_ran_once():
+    import nbformat
+
+    params = nbformat.v4.new_code_cell("seeds = [0]\nprofile = None", metadata={"tags": ["parameters"]})
+    injected = nbformat.v4.new_code_cell("# Parameters\nseeds = [0, 1, 2]\nprofile = \"quick\"\n",
+                                         metadata={"tags": ["injected-parameters"]})
+    nb = render.parameters_once(nbformat.v4.new_notebook(cells=[params, injected, nbformat.v4.new_code_cell("x = 1")]))
+    assert len(nb.cells) == 2 and "seeds = [0, 1, 2]" in nb.cells[0].source and "seeds = [0]\n" not in nb.cells[0].source
+    assert nb.cells[0].source.startswith("# The parameters this report ran with")

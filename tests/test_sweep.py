@@ -109,3 +109,10 @@ def test_counts_and_model_orders_read_from_the_runs():
     assert sweep.model_order(df) == "VGG16 > VGG19"
     assert sweep.order_sentence(df, "val_acc", "validation accuracy").startswith("By validation accuracy")
     assert sweep.model_name("resnet", 34) == "ResNet34" and sweep.model_name("convnet", 3) == "convnet-3"
+
+
+def test_the_overview_reads_mean_and_spread_in_one_cell():
+    view = sweep.overview(_table())
+    assert list(view.columns) == ["study", "depth", "variant", "train loss", "val acc", "test acc", "seeds",
+                                  "parameters", "seconds per run"]
+    assert all("±" in v for v in view["val acc"]) and set(view["variant"]) == {"plain", "residual"}

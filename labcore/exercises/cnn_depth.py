@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import plots, provenance, runs, sweep
+from .. import claims, plots, provenance, runs, sweep
 from ..exercise import Planned
 from ..runs import RunResult
 
@@ -41,8 +41,7 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, train
         ("Configurations that did not train in any seed", f"{metrics['not_trained']} of {len(trained)}{partly}"),
         ("Lab CNN validation accuracy", f"{metrics['lab_cnn_val_acc']:.3f} (lab: {lab.loc['val_acc', 'lab']:.2f}; "
                                         f"{lab.loc['val_acc', 'verdict']})"),
-        ("VGG order by validation accuracy", f"{order} ({len(seeds)} seed(s); '≈': not distinguishable, ',': untested)"),
-        ("Runs", f"{metrics['runs']} ({metrics['trained_now']} trained by this build)"),
+        ("VGG order by validation accuracy", f"{claims.order_words(order)} ({len(seeds)} seed(s))"),
     ]
     return {"metrics": metrics, "headline": headline,
             "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds,

@@ -94,7 +94,7 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_t
         ("Their residual twins that did not train in any seed", f"{metrics['not_trained_residual']} of {n_twins}"),
         ("Lab ResNetCNN validation accuracy", f"{metrics['lab_resnet_val_acc']:.3f} (lab: {lab.loc['val_acc', 'lab']:.2f}; "
                                               f"{lab.loc['val_acc', 'verdict']})"),
-        ("Ranking by validation accuracy", f"{order} ({len(seeds)} seed(s); '≈': not distinguishable, ',': untested)"),
+        ("Ranking by validation accuracy", f"{claims.order_words(order)} ({len(seeds)} seed(s))"),
     ]
     return {"metrics": metrics, "headline": headline,
             "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds,
