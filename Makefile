@@ -34,7 +34,7 @@ GPU_CHECK_OUT ?= $(or $(OUT),reports/gpu-check)
 # The GPU machine has no .venv (its own python3 holds PyTorch); here the project's environment is used.
 CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: help venv plan train report check-report test lab clean distclean gpu-bundle gpu-check
+.PHONY: help venv plan train report check-report test lab clean distclean gpu-bundle gpu-check verify diff
 
 help: ## show this help
 	@echo "labcore: reproducible reports for the deep-learning lab"
@@ -81,6 +81,12 @@ lab: $(STAMP) ## JupyterLab on the project (notebooks/ open; reports/, parameter
 	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 		--port=$(LAB_PORT) --ServerApp.port_retries=0 --ServerApp.ip=127.0.0.1 \
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root --no-browser)
+
+verify: $(STAMP) ## re-train a sample of PROFILE's stored runs (SAMPLE=2 per notebook, or all) and compare them with the store
+	$(BIN)/python -m labcore.verify --profile '$(PROFILE)' --only '$(ONLY)' --sample '$(or $(SAMPLE),2)'
+
+diff: $(STAMP) ## compare two builds number by number: A=reports/smoke B=<other reports/smoke>; writes reports/diff-*.html
+	$(BIN)/python -m labcore.diff '$(A)' '$(B)'
 
 gpu-bundle: $(STAMP) ## write .gpu-bundle/ (< 60 MiB, git-ignored): the wheels and data the GPU machine lacks
 	$(BIN)/python -m labcore.gpucheck bundle

@@ -81,6 +81,26 @@ def order(groups: Mapping[str, Sequence[float]], higher_is_better: bool = True) 
     return "".join(chain), pairs
 
 
+def same_within_noise(mean_a: float, std_a: float | None, n_a: int | None, mean_b: float, std_b: float | None,
+                      n_b: int | None) -> str:
+    """Two builds' means of one metric over seeds, from their summaries: 'identical', 'within seed noise' (a Welch
+    t-test does not separate them at LEVEL), 'differs', or 'one seed: cannot tell' (no spread to test against)."""
+    if mean_a == mean_b or (_nan(mean_a) and _nan(mean_b)):
+        return "identical"
+    if _nan(mean_a) or _nan(mean_b):
+        return "differs"
+    if not (n_a and n_b and n_a >= 2 and n_b >= 2) or _nan(std_a) or _nan(std_b):
+        return "one seed: cannot tell"
+    if std_a == 0 and std_b == 0:
+        return "differs"
+    p = stats.ttest_ind_from_stats(mean_a, std_a, n_a, mean_b, std_b, n_b, equal_var=False).pvalue
+    return "within seed noise" if p >= 1 - LEVEL else "differs"
+
+
+def _nan(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def order_words(chain: str) -> str:
     """An order from `order` ('A > B ≈ C') in words: 'A ahead of B; B and C not distinguishable', for headlines that
     must read without a legend; with a single seed ('A, B'), only the means' order, saying that nothing is claimed."""

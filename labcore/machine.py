@@ -103,7 +103,7 @@ def deterministic_process() -> None:
 def numerics(device: torch.device) -> dict[str, object]:
     """The numeric settings a run on `device` trains with, as recorded with the run and its reports."""
     cuda = device.type == "cuda"
-    return {"device": device.type, "threads": torch.get_num_threads(),
+    return {"device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
             "tf32_matmul": bool(cuda and torch.backends.cuda.matmul.allow_tf32),

@@ -11,6 +11,7 @@ import base64
 import copy
 import datetime as dt
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -255,13 +256,18 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
     devices = sorted({p["device"] for p in provs if p.get("device")})
     dirty = any((p.get("git") or {}).get("dirty") for p in provs)
     git = {**(newest.get("git") or {}), "dirty": dirty}
+    verified = ""
+    if (out_dir / "verify.json").is_file():
+        v = json.loads((out_dir / "verify.json").read_text())
+        verified = (f"<p class='lc-{'ok' if v.get('ok') else 'failed'}'>make verify ({html.escape(utc(v.get('time')))}): "
+                    f"{html.escape(v.get('summary', ''))}</p>")
     previous = " The last good report of a notebook that failed is kept in <a href='previous/'>previous/</a>." \
         if any(r["status"] != "ok" for r in records) and (out_dir / "previous").is_dir() else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>labcore reports ({html.escape(profile)} profile)</title><style>{CSS}</style></head>
 <body class="lc-index"><h1>labcore reports: <code>{html.escape(profile)}</code></h1>
-{banner(profile, newest.get("time"), git, "; ".join(devices) or None)}
+{banner(profile, newest.get("time"), git, "; ".join(devices) or None)}{verified}
 <p>Do deeper networks train better, and why do residual connections help? One report per exercise; every number
 is computed by the notebook from runs it trained or loaded from the run store. Index written {utc()}.{previous}</p>
 <table><tr><th>exercise</th><th>headline</th><th>summary</th></tr>{''.join(rows)}</table></body></html>"""

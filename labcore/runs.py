@@ -26,7 +26,7 @@ from . import data as data_mod
 from .config import ConfigError, DataConfig, RunConfig
 from .datasets import CLASSES, SHAPES
 from .models import build_model, count_parameters
-from .files import locked, replacing
+from .files import locked, replacing, sha256
 from .paths import runs_dir
 from .faults import lost
 from .machine import configure, device_info, numerics, pick_device
@@ -170,7 +170,11 @@ class RunStore:
                 (tmp / "checkpoints").mkdir()
                 for epoch, state in checkpoints.items():
                     torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
-            (tmp / "result.json").write_text(json.dumps(record))  # last: its presence marks a complete folder
+            (tmp / "result.json.tmp").write_text(json.dumps(record))
+            # What was written, so that `make verify` can name a file changed afterwards (an edited number, new weights).
+            sums = {str(f.relative_to(tmp)).removesuffix(".tmp"): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+            (tmp / "checksums.json").write_text(json.dumps(sums, indent=1))
+            (tmp / "result.json.tmp").rename(tmp / "result.json")  # last: its presence marks a complete folder
 
     def put_or_lose(self, trained: "Trained") -> None:
         """`put` a trained run; a full disk or a folder without write permission makes it a RunLost (nothing of it

@@ -112,3 +112,14 @@ def test_an_order_reads_in_words_without_a_legend():
     assert claims.order_words("VGG16 > VGG19 ≈ VGG24") == "VGG16 ahead of VGG19; VGG19 and VGG24 not distinguishable"
     assert claims.order_words("A, B, C") == "A, B, C, in the order of their means (one seed: no order is claimed)"
     assert claims.order_words("A") == "A"
+
+
+@pytest.mark.parametrize("a, b, verdict", [
+    ((0.5, 0.01, 3), (0.5, 0.02, 3), "identical"),
+    ((0.50, 0.02, 3), (0.51, 0.02, 3), "within seed noise"),
+    ((0.50, 0.001, 3), (0.60, 0.001, 3), "differs"),
+    ((0.50, None, 1), (0.51, None, 1), "one seed: cannot tell"),
+    ((float("nan"), None, 1), (0.5, None, 1), "differs"),
+])
+def test_two_builds_means_are_compared_against_their_spread(a, b, verdict):
+    assert claims.same_within_noise(*a, *b) == verdict

@@ -1,0 +1,61 @@
+"""`make diff`: two builds of one profile compared number by number; settings first, seed noise respected."""
+import json
+import shutil
+
+import pytest
+
+from labcore import diff
+
+from .conftest import ROOT
+
+
+def test_a_build_compared_with_itself_has_no_differences(smoke_reports, tmp_path, capsys):
+    assert diff.main([str(smoke_reports), str(smoke_reports), "--out", str(tmp_path / "d.html")]) == 0
+    assert capsys.readouterr().out.startswith("diff: no differences: ")
+    assert "no differences" in (tmp_path / "d.html").read_text()
+
+
+@pytest.mark.slow
+def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_and_why(smoke_reports, tmp_path,
+                                                                                      monkeypatch, capsys):
+    from labcore import params as lp
+    from labcore import report
+
+    params = tmp_path / "parameters"
+    shutil.copytree(ROOT / "parameters", params)
+    text = (params / "smoke" / "01_mlp_baseline.yaml").read_text().replace("lr: 1e-3", "lr: 3e-3")
+    (params / "smoke" / "01_mlp_baseline.yaml").write_text(text)
+    monkeypatch.setattr(lp, "PARAMETERS", params)
+    monkeypatch.setenv("LABCORE_TRACKING", "disabled")
+    report.build("smoke", ["01_mlp_baseline"], out_root=tmp_path / "b", executor="local")
+    a = tmp_path / "a" / "smoke"
+    a.mkdir(parents=True)
+    shutil.copy(smoke_reports / "01_mlp_baseline.json", a)
+    assert diff.main([str(a), str(tmp_path / "b" / "smoke"), "--out", str(tmp_path / "d.html")]) == 1
+    line = capsys.readouterr().out
+    assert "1 report(s) with other settings" in line
+    result = diff.diff(a, tmp_path / "b" / "smoke")["01_mlp_baseline"]
+    assert result["settings"][0] == "train.lr: 0.001 (B: 0.003)"
+    differing = [m for m in result["metrics"] if m["verdict"] != "identical"]
+    assert differing and all(m["verdict"] == "not comparable: settings differ in train.lr" for m in differing)
+    assert {"val_acc", "test_acc"} <= {m["metric"] for m in differing}
+
+
+def test_builds_of_two_profiles_are_refused_in_one_line(tmp_path, capsys):
+    for name, profile in (("a", "smoke"), ("b", "quick")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "01_mlp_baseline.json").write_text(json.dumps({"profile": profile, "metrics": {}}))
+    assert diff.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "builds of different profiles (quick, smoke)" in err and err.count("\n") == 1
+
+
+def test_a_changed_headline_and_a_metric_beyond_seed_noise_are_named():
+    a = {"profile": "smoke", "parameters": {}, "headline": [["VGG order", "VGG16 ahead of VGG19"]],
+         "metrics": {"results": [{"study": "vgg", "family": "vgg", "depth": 16, "residual": False, "val_acc_mean": 0.5,
+                                  "val_acc_std": 0.001, "seeds": 3}]}}
+    b = {**a, "headline": [["VGG order", "VGG16 and VGG19 not distinguishable"]],
+         "metrics": {"results": [{**a["metrics"]["results"][0], "val_acc_mean": 0.6}]}}
+    assert diff.headlines(a, b) == [("VGG order", "VGG16 ahead of VGG19", "VGG16 and VGG19 not distinguishable")]
+    [row] = diff.metric_rows(a, b, [])
+    assert row["metric"] == "val_acc of vgg depth 16 plain" and row["verdict"] == "differs"

@@ -1,0 +1,72 @@
+"""`make verify`: stored runs re-derived from their configs alone repeat bit for bit on the same settings, and a
+record or weight file changed after training is named."""
+import json
+
+import pytest
+import torch
+
+from labcore import runs, verify
+
+from .conftest import synthetic_splits
+from .test_runs import _cfg
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits())
+    return runs.RunStore(tmp_path)
+
+
+def test_a_file_changed_after_training_is_named(store):
+    cfg = _cfg()
+    runs.run(cfg, store, device="cpu", tracking="disabled")
+    folder = store.path(cfg)
+    assert verify.changed_files(folder) == []
+    record = json.loads((folder / "result.json").read_text())
+    record["history"][-1]["val_acc"] = 0.99  # a number edited by hand
+    (folder / "result.json").write_text(json.dumps(record))
+    assert verify.changed_files(folder) == ["result.json"]
+    weights = torch.load(folder / "model.pt", weights_only=True)
+    torch.save({k: v + 1 for k, v in weights.items()}, folder / "model.pt")
+    assert verify.changed_files(folder) == ["model.pt", "result.json"]
+    (folder / "checksums.json").unlink()
+    assert verify.changed_files(folder) is None, "a record from before checksums: only re-training can tell"
+
+
+def test_a_rederived_run_repeats_bit_for_bit_on_the_same_settings(store):
+    cfg = _cfg()
+    first = runs.train_run(cfg, device="cpu", tracking="disabled")
+    again = runs.train_run(cfg, device="cpu", tracking="disabled")
+    diff = verify.differences(first.result, first.model_state, again.result, again.model_state)
+    assert set(diff.values()) == {0.0} and verify.settings_differ(first.result, again.result) == []
+    assert verify.verdict(diff, []) == ("identical (bit for bit)", True)
+
+
+@pytest.mark.parametrize("diff, why, expected, ok", [
+    ({"acc": 0.0, "loss": 1e-7, "weights": 0.0}, [], "differs with the same settings: loss by 1e-07", False),
+    ({"acc": 0.02, "loss": 0.05, "weights": 0.05}, ["threads: 1 then, 2 now"], "within tolerance", True),
+    ({"acc": 0.021, "loss": 0.0, "weights": 0.0}, ["threads: 1 then, 2 now"], "differs beyond tolerance: acc by 0.021",
+     False),
+])
+def test_the_verdict_at_its_boundaries(diff, why, expected, ok):
+    line, good = verify.verdict(diff, why)
+    assert line.startswith(expected) and good is ok
+
+
+def test_a_sample_takes_the_cheapest_half_of_each_notebook_with_a_fixed_seed():
+    from labcore.exercise import Planned
+
+    planned = [Planned(_cfg(lr=0.01 * (i + 1)), notebooks=("01" if i < 6 else "02",)) for i in range(10)]
+    seconds = {p.key: float(i) for i, p in enumerate(planned)}
+    chosen = verify.pick(planned, seconds, 2)
+    assert len(chosen) == 4 and chosen == verify.pick(planned, seconds, 2), "the same sample every time"
+    assert all(seconds[p.key] in (0, 1, 2, 6, 7) for p in chosen), "from each notebook's cheapest half"
+    assert len(verify.pick(planned, seconds, None)) == 10
+
+
+@pytest.mark.slow
+def test_make_verify_rederives_the_smoke_build_identically(smoke_build, tmp_path):
+    result = verify.verify("smoke", sample=1, out_root=tmp_path, log=lambda line: None)
+    assert result["ok"] and result["runs"] and all(r["verdict"] == "identical (bit for bit)" for r in result["runs"])
+    assert result["summary"].startswith(f"{len(result['runs'])} of 29 runs re-derived: {len(result['runs'])} identical")
+    assert json.loads((tmp_path / "smoke" / "verify.json").read_text())["summary"] == result["summary"]
