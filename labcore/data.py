@@ -289,10 +289,15 @@ def sizes(cfg: DataConfig) -> tuple[int, int, int]:
             cfg.test_subset if cfg.test_subset is not None else n_test)  # DataConfig keeps subsets within the sizes
 
 
+@functools.lru_cache(maxsize=16)
+def _constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The normalisation constants as [1, C, 1, 1] tensors on `device`, made once (not copied to a GPU per batch)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float32, scaled to [0, 1] then standardised per channel."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    m, s = _constants(tuple(mean), tuple(std), x.device)
     return (x.float().div_(255) - m) / s
 
 

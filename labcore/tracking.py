@@ -67,6 +67,7 @@ class Tracker:
                  tags: tuple[str, ...] = ()) -> None:
         self.mode = resolve_mode(mode)
         self.run = None
+        self._steps: list[tuple[int, Any]] = []  # (step, loss tensor) of this epoch, sent with the epoch's row
         if self.mode == "disabled":
             return
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -78,14 +79,27 @@ class Tracker:
                               reinit="finish_previous")
 
     def log(self, row: dict[str, Any], step: int | None = None) -> None:
-        """Log one epoch's metrics (at training step `step`, so epochs and batches share W&B's x-axis)."""
+        """Log one epoch's metrics (at training step `step`, so epochs and batches share W&B's x-axis), after the
+        epoch's per-step losses."""
         if self.run is not None:
+            self._flush_steps()
             self.run.log(row, step=step)
 
     def log_step(self, step: int, loss: Any) -> None:
-        """The training loss of one batch, the per-step curve the lab looked at."""
+        """The training loss of one batch, the per-step curve the lab looked at. Kept on its device until the epoch
+        ends: reading it now would make the host wait for the GPU at every logged step."""
         if self.run is not None:
-            self.run.log({"batch/train_loss": float(loss)}, step=step)
+            self._steps.append((step, loss))
+
+    def _flush_steps(self) -> None:
+        """Send the buffered per-step losses, read from the device in one transfer."""
+        if self._steps:
+            import torch
+
+            values = torch.stack([loss.float() for _, loss in self._steps]).tolist()
+            for (step, _), value in zip(self._steps, values):
+                self.run.log({"batch/train_loss": value}, step=step)
+            self._steps = []
 
     def watch(self, model: Any, every: int = WATCH_EVERY) -> None:
         """Gradient and parameter histograms of every layer, every `every` steps (what wandb.watch logs)."""
@@ -95,6 +109,7 @@ class Tracker:
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         """Store the summary and close the run."""
         if self.run is not None:
+            self._flush_steps()
             self.run.summary.update(summary or {})
             self.run.finish()
             self.run = None

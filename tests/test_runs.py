@@ -236,7 +236,7 @@ def test_wandb_run_names_find_the_run_and_groups_name_notebook_and_study(store, 
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw) or FakeRun())
     a, b = _cfg(batch_size=16), _cfg(batch_size=16, lr=0.5)  # same label, different runs; 32 steps per epoch
     runs.fetch([Planned(a, study="vgg"), Planned(b, study="vgg")], store, device="cpu", tracking="offline",
-               notebook="02_cnn_depth", profile="quick")
+               notebook="02_cnn_depth", profile="quick", train_missing=True)
     assert a.label() == b.label() and seen[0]["name"] != seen[1]["name"], "names are unique"
     assert seen[0]["name"] == f"{a.label()}-{a.key()[:8]}"
     assert seen[0]["group"] == "02_cnn_depth/vgg" and "quick" in seen[0]["tags"]
