@@ -141,7 +141,10 @@ def test_a_ray_task_without_a_gpu_trains_on_the_cpu_even_where_cuda_exists():
 def test_make_train_with_an_injected_oom_keeps_the_run_pending(tmp_path, monkeypatch):
     """The issue's measurement: an OOM at the first optimizer step of `make train PROFILE=smoke ONLY=01_mlp_baseline`
     once stored that run as failed, and a second `make train` did not retrain it."""
+    from labcore import plan
+
     store = runs.RunStore(tmp_path)
+    plan.describe("smoke", ["01_mlp_baseline"], store=store)  # the calibration's steps first: the fault is in training
     _fail_steps(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), times=2)
     out = executor.train("smoke", ["01_mlp_baseline"], executor="local", tracking="disabled", store=store, headless=True)
     assert len(out.lost) == 1 and not out.failed

@@ -178,33 +178,40 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
     assert len(stored_runs(tmp_path / "runs")) == n, "every run stored exactly once"
 
 
-def test_ray_gives_each_gpu_run_its_own_gpu_in_a_fresh_worker_and_a_cpu_run_none(monkeypatch):
+_GPU_MAPPING = """
+import json, os
+from labcore import executor
+
+def where():
+    import os
+    import ray
+    from labcore import executor
+    ids = [str(g) for g in ray.get_gpu_ids()]
+    return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), executor.task_device(ids)
+
+assert executor.connect(None, cpus=4, gpus=2)
+import ray  # only now: Ray reads its authentication settings, which connect() set, when first imported
+try:
+    gpu = ray.get([executor.remote_task(1, 1.0, fn=where).remote() for _ in range(4)])
+    cpu = ray.get(executor.remote_task(1, 0, fn=where).remote())
+finally:
+    ray.shutdown()
+print(json.dumps({"gpu": gpu, "cpu": cpu}))
+"""
+
+
+def test_ray_gives_each_gpu_run_its_own_gpu_in_a_fresh_worker_and_a_cpu_run_none(env):
     """With two (pretend) GPUs, each GPU task sees exactly the GPU Ray assigned it, as its only visible device, in
-    a worker of its own (a reused worker stays pinned to its first GPU); a task given no GPU trains on the CPU."""
-    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS"):  # connect() sets them; restore afterwards
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
-
-    def where():
-        import os
-
-        import ray
-
-        from labcore import executor
-
-        ids = [str(g) for g in ray.get_gpu_ids()]
-        return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), executor.task_device(ids)
-
-    assert executor.connect(None, cpus=4, gpus=2)
-    import ray  # only now: Ray reads its authentication settings, which connect() set, when first imported
-
-    try:
-        seen = ray.get([executor.remote_task(1, 1.0, fn=where).remote() for _ in range(4)])
-        assert all(len(ids) == 1 and visible == ids[0] and device == "cuda" for _, ids, visible, device in seen), seen
-        assert {ids[0] for _, ids, _, _ in seen} == {"0", "1"}, "both GPUs used"
-        assert len({pid for pid, *_ in seen}) == 4, "a fresh worker per GPU run"
-        _, ids, _, device = ray.get(executor.remote_task(1, 0, fn=where).remote())
-        assert ids == [] and device == "cpu"
-    finally:
-        ray.shutdown()
-    assert not wait_ray_gone()
+    a worker of its own (a reused worker stays pinned to its first GPU); a task given no GPU trains on the CPU.
+    In a process of its own: Ray keeps the token of the first cluster a process joined."""
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-c", _GPU_MAPPING], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    gpu, (_, ids, _, device) = seen["gpu"], seen["cpu"]
+    assert all(len(i) == 1 and visible == i[0] and dev == "cuda" for _, i, visible, dev in gpu), gpu
+    assert {i[0] for _, i, _, _ in gpu} == {"0", "1"}, "both GPUs used"
+    assert len({pid for pid, *_ in gpu}) == 4, "a fresh worker per GPU run"
+    assert ids == [] and device == "cpu"
