@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
+from .faults import classify
 from .data import sizes
 from .datasets import CLASSES, SHAPES
 from .models import build_model
@@ -161,13 +162,23 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     if todo and progress:
         print(f"[labcore] calibrating {len(todo)} architecture(s) on {device_name(device)} "
               f"(a few real training steps each; cached in {path})", flush=True)
+    untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):
-        cache[key] = {**measure(cfg, device), "busy": not idle,
-                      "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
+        try:
+            cache[key] = {**measure(cfg, device), "busy": not idle,
+                          "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
+        except Exception as exc:  # out of memory on the device: estimate it from the others, never crash the plan
+            kind = classify(exc)
+            if kind is None:
+                raise
+            untimed.append(key)
+            print(f"[labcore] could not time {cfg.label()} on {device_name(device)} ({kind[0]}); its cost is "
+                  "estimated from its FLOPs instead", flush=True)
     if todo:
         with replacing(path) as tmp:
             tmp.write_text(json.dumps(cache, indent=1))
-    return {arch_key(c): cache[arch_key(c)] for c in cfgs}
+    timed = {arch_key(c): cache[arch_key(c)] for c in cfgs if arch_key(c) in cache}
+    return from_flops(cfgs, timed) if untimed else timed
 
 
 def size(cfg: RunConfig) -> tuple[float, int]:
@@ -202,19 +213,32 @@ def coarse(cfgs: list[RunConfig], device: str = "auto", progress: bool = True) -
     m = min(COARSE_TIMED, len(cheap))  # spread over the cheap ones' FLOPs, the cheapest and the dearest of them included
     picks = {cheap[round(i * (len(cheap) - 1) / max(m - 1, 1))] for i in range(m)}
     measured = calibrate([archs[k] for k in picks], device, progress=progress)
-    costs = {**{k: v for k, v in known.items()}, **measured}
+    return from_flops(cfgs, {**known, **measured}, sizes_)
+
+
+def from_flops(cfgs: list[RunConfig], costs: dict[str, dict], sizes_: dict[str, tuple[float, int]] | None = None
+               ) -> dict[str, dict]:
+    """`costs` completed for every architecture among `cfgs` it lacks: an overhead plus a rate times its FLOPs,
+    fitted to the measured ones, marked 'coarse'."""
+    archs = {arch_key(c): c for c in cfgs}
+    sizes_ = sizes_ or {k: size(c) for k, c in archs.items()}
+    counted = {k: f for k, (f, _) in sizes_.items()}
     # Measured here: above about 0.1 GFLOP per batch every family costs 25-45 ms per forward GFLOP on a CPU, so a
     # step is an overhead plus a rate times the FLOPs; the rate comes from the larger timed architectures.
-    points = [(counted[k], v["step_s"]) for k, v in costs.items() if counted[k] > 0]
+    points = [(counted[k], v["step_s"]) for k, v in costs.items() if counted.get(k, 0) > 0]
+    if not points:
+        raise ConfigError("no architecture of the plan could be timed here, so nothing can be estimated; "
+                          "free the device (memory) and try again")
     large = [s / f for f, s in points if f >= 0.1 * max(f for f, _ in points)]
     rate = sorted(large)[len(large) // 2]
     overhead = sorted(max(s - rate * f, 0.0) for f, s in points)[len(points) // 2]
+    out = dict(costs)
     for k in archs:
-        if k not in costs:
+        if k not in out:
             step, n_params = overhead + rate * counted[k], sizes_[k][1]
-            costs[k] = {"step_s": step, "forward_s": step / 3, "n_params": n_params, "timed_steps": 0, "coarse": True,
-                        "peak_model_bytes": float(n_params * 16)}  # weights, gradients, Adam's moments; no activations
-    return costs
+            out[k] = {"step_s": step, "forward_s": step / 3, "n_params": n_params, "timed_steps": 0, "coarse": True,
+                      "peak_model_bytes": float(n_params * 16)}  # weights, gradients, Adam's moments; no activations
+    return out
 
 
 def learned(results: list, device: str) -> dict[str, dict]:

@@ -70,3 +70,21 @@ def test_make_plan_names_its_profile_first_and_the_others_cost_only_when_known(m
     assert "PROFILE=full for the lab's settings" in first and "estimate" not in first, "nothing measured before it"
     monkeypatch.setattr(calibrate, "calibrate", lambda cfgs, device="auto", progress=True, cached_only=False: {})
     assert plan.other_cost("quick") == "PROFILE=full: `make plan PROFILE=full` estimates what it would cost here"
+
+
+def test_an_architecture_that_runs_out_of_memory_while_timed_is_estimated_not_fatal(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibrate, "busy", lambda: False)
+    cfgs = _cfgs()[:3]
+
+    def measure(cfg, device="auto"):
+        if cfg.model.depth == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return {"step_s": 0.01 * cfg.model.depth, "forward_s": 0.001, "peak_model_bytes": 1.0, "n_params": 1}
+
+    monkeypatch.setattr(calibrate, "measure", measure)
+    costs = calibrate.calibrate(cfgs, "cpu")
+    assert costs[calibrate.arch_key(cfgs[2])]["coarse"] and costs[calibrate.arch_key(cfgs[2])]["step_s"] > 0
+    assert "could not time convnet-d3-w8-plain-s0" in capsys.readouterr().out
