@@ -168,6 +168,12 @@ def he_deviations(cfg: RunConfig, data_source: str, seeds: int) -> list[str]:
     return out
 
 
+def lab_headline(label: str, table: pd.DataFrame) -> tuple[str, str]:
+    """The index's line for a lab comparison (`compare`): our validation accuracy, the lab's, and the verdict."""
+    row = table[table["metric"] == "val_acc"].iloc[0]  # the lab's own claim comes first, before its replica's
+    return f"{label} validation accuracy", f"{row['measured (mean)']:.3f} (lab: {row['lab']:.2f}; {row['verdict']})"
+
+
 def compare_runs(experiment: str, results: Sequence[Any]) -> pd.DataFrame:
     """`compare` for runs (labcore.runs.RunResult) of `experiment`: their final training loss and validation accuracy
     and their test accuracy over seeds, against the lab's numbers, 'not comparable' if not at the lab's settings."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import claims, plots, reference, runs
+from . import claims, plots, provenance, reference, runs
 from .config import SECTIONS, ConfigError, RunConfig, _check_type
 from .exercise import Planned
 from .runs import RunResult
@@ -161,6 +161,13 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
     trained), how many this build trained, and the aggregate table."""
     return {"runs": len(df), "training_seconds": float(df["seconds"].sum()), "trained_now": int((~df["cached"]).sum()),
             "results": aggregate(df).to_dict(orient="records")}
+
+
+def provenance_of(results: dict[str, list[RunResult]], device: str, tracking: str) -> dict[str, Any]:
+    """The provenance of a depth-study report: its runs' (keys by study) with the seeds they cover."""
+    flat = runs.all_results(results)
+    return provenance.of_runs(flat, device, tracking, seeds=sorted({r.config.seed for r in flat}),
+                              run_keys={n: [r.key for r in rs] for n, rs in results.items()})
 
 
 def counts_sentence(results: dict[str, list[RunResult]]) -> str:

@@ -21,36 +21,17 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_make_lab_prints_a_url_that_opens_the_lab(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path)}
-    proc = subprocess.Popen(["make", "lab", f"LAB_PORT={port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc, base, token, url = _start_lab(tmp_path)
     try:
-        line = proc.stdout.readline()
-        while line and "JupyterLab: open" not in line:
-            line = proc.stdout.readline()
-        url = re.search(r"open (http://localhost:\d+/lab/tree/notebooks\?token=\w+)", line).group(1)
-        assert f":{port}/" in url
-        deadline, status = time.monotonic() + 120, None
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status = urllib.request.urlopen(url.replace("localhost", "127.0.0.1"), timeout=5).status
-            except OSError:
-                assert proc.poll() is None, "jupyter exited: " + proc.stdout.read()[-2000:]
-                time.sleep(1)
-        assert status == 200, "the printed URL opens JupyterLab"
+        assert f"{base.rsplit(':', 1)[1]}/lab/tree/notebooks?token={token}" in url
+        assert urllib.request.urlopen(url.replace("localhost", "127.0.0.1"), timeout=30).status == 200, \
+            "the printed URL opens JupyterLab"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
 
 
 def _start_lab(tmp_path, env_extra=None):
-    """`make lab` on a free loopback port (its own process group); returns (process, base URL, token)."""
+    """`make lab` on a free loopback port (its own process group); returns (process, base URL, token, printed URL)."""
     port = _free_port()
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path), **(env_extra or {})}
@@ -60,13 +41,14 @@ def _start_lab(tmp_path, env_extra=None):
     line = proc.stdout.readline()
     while line and "JupyterLab: open" not in line:
         line = proc.stdout.readline()
-    token = re.search(r"token=(\w+)", line).group(1)
+    url = re.search(r"open (http://localhost:\d+/lab/tree/notebooks\?token=\w+)", line).group(1)
+    token = re.search(r"token=(\w+)", url).group(1)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
-            return proc, base, token
+            return proc, base, token, url
         except OSError:
             assert proc.poll() is None, "jupyter exited"
             time.sleep(1)
@@ -119,7 +101,7 @@ def test_a_notebook_in_jupyterlab_at_a_real_profile_reads_the_stored_build_and_t
 
     store = Path(os.environ["LABCORE_RUNS"])
     before = stored_runs(store)
-    proc, base, token = _start_lab(tmp_path)
+    proc, base, token, _ = _start_lab(tmp_path)
     try:
         req = urllib.request.Request(f"{base}/api/kernels?token={token}", data=b"{}", method="POST",
                                      headers={"Content-Type": "application/json"})

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import claims, plots, provenance, runs, sweep
+from .. import claims, plots, reference, sweep
 from ..exercise import Planned
 from ..runs import RunResult
 
@@ -39,11 +39,9 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, train
     partly = f" ({metrics['partly_trained']} more in some seeds only)" if metrics["partly_trained"] else ""
     headline = [
         ("Configurations that did not train in any seed", f"{metrics['not_trained']} of {len(trained)}{partly}"),
-        ("Lab CNN validation accuracy", f"{metrics['lab_cnn_val_acc']:.3f} (lab: {lab.loc['val_acc', 'lab']:.2f}; "
-                                        f"{lab.loc['val_acc', 'verdict']})"),
+        reference.lab_headline("Lab CNN", lab_table),
         ("VGG order by validation accuracy", f"{claims.order_words(order)} ({len(seeds)} seed(s))"),
     ]
     return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds,
-                                             run_keys={n: [r.key for r in rs] for n, rs in results.items()}),
+            "provenance": sweep.provenance_of(results, device, tracking),
             "figure": plots.versus_depth(runs_table, "test_acc", title="Test accuracy against depth")}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import claims, plots, provenance, reference, runs, sweep
+from .. import claims, plots, reference, sweep
 from ..exercise import Planned
 from ..runs import RunResult
 
@@ -92,11 +92,9 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_t
     headline = [
         ("Plain configurations that did not train in any seed", f"{metrics['not_trained_plain']} of {n_twins}"),
         ("Their residual twins that did not train in any seed", f"{metrics['not_trained_residual']} of {n_twins}"),
-        ("Lab ResNetCNN validation accuracy", f"{metrics['lab_resnet_val_acc']:.3f} (lab: {lab.loc['val_acc', 'lab']:.2f}; "
-                                              f"{lab.loc['val_acc', 'verdict']})"),
+        reference.lab_headline("Lab ResNetCNN", lab_table),
         ("Ranking by validation accuracy", f"{claims.order_words(order)} ({len(seeds)} seed(s))"),
     ]
     return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs(runs.all_results(results), device, tracking, seeds=seeds,
-                                             run_keys={n: [r.key for r in rs] for n, rs in results.items()}),
+            "provenance": sweep.provenance_of(results, device, tracking),
             "figure": plots.versus_depth(twins, "test_acc", title="Test accuracy: plain (red), residual (blue)")}
