@@ -38,8 +38,7 @@ def load_build(folder: Path) -> dict[str, dict[str, Any]]:
 def settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What differs between two records of one notebook in what produced them: parameters, commit, packages,
     device, data (checksums of the decoded images)."""
-    out = render.differences(a.get("parameters") or {}, b.get("parameters") or {})
-    out = [re.sub(r"\(full: ", "(B: ", d) for d in out]
+    out = render.differences(a.get("parameters") or {}, b.get("parameters") or {}, other="B", none="not set")
     pa, pb = a.get("provenance") or {}, b.get("provenance") or {}
     ca, cb = (pa.get("git") or {}).get("commit"), (pb.get("git") or {}).get("commit")
     if ca != cb:

@@ -77,20 +77,22 @@ def utc(stamp: str | None = None) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str = "") -> list[str]:
-    """'key: value (full: value)' for every leaf where `params` differs from `reference` (dotted keys)."""
+def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str = "", other: str = "full",
+                none: str = "all") -> list[str]:
+    """'key: value (full: value)' for every leaf where `params` differs from `reference` (dotted keys); `other`
+    names the reference, `none` how a missing or None value reads (a None subset means all images)."""
     out = []
     for key in dict.fromkeys([*params, *reference]):
         a, b, name = params.get(key), reference.get(key), f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{name}.")
+            out += differences(a, b, f"{name}.", other, none)
         elif a != b:
-            out.append(f"{name}: {_short(a)} (full: {_short(b)})")
+            out.append(f"{name}: {_short(a, none)} ({other}: {_short(b, none)})")
     return out
 
 
-def _short(value: Any) -> str:
-    return "all" if value is None else yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+def _short(value: Any, none: str = "all") -> str:
+    return none if value is None else yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
 def _commit(git: dict[str, Any] | None) -> tuple[str, bool]:

@@ -112,9 +112,10 @@ def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
 
 
 def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, device: str = "auto",
-           out_root: Path | None = None, log=print) -> dict[str, Any]:
+           out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     """Re-derive a sample of the profile's stored runs and compare them (see the module); writes and returns the
-    summary, also saved as reports/<profile>/verify.json for the index."""
+    summary, also saved as reports/<profile>/verify.json for the index. `shard` (i, n): only every n-th sampled
+    run from the i-th, so that n processes share the work (each writes verify-<i>of<n>.json)."""
     import torch
 
     from . import machine, plan, runs
@@ -125,7 +126,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
     if not stored:
         raise ConfigError(f"no run of profile {profile} is stored yet: `make train PROFILE={profile}` first")
     records = {p.key: store.get(p.cfg) for p in stored}
-    chosen = pick(stored, {k: r.seconds for k, r in records.items()}, sample)
+    chosen = pick(stored, {k: r.seconds for k, r in records.items()}, sample)[shard[0]::shard[1]]
     lines, ok_count, start = [], 0, time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="labcore-verify-") as scratch:
         scratch_store = runs.RunStore(scratch)
@@ -153,7 +154,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
                + f" ({human_seconds(time.perf_counter() - start)})")
     result = {"profile": profile, "summary": summary, "ok": ok_count == len(chosen), "runs": lines,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = (out_root or reports_dir()) / profile / "verify.json"
+    out = (out_root or reports_dir()) / profile / ("verify.json" if shard[1] == 1 else f"verify-{shard[0]}of{shard[1]}.json")
     with replacing(out) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     log(f"verify {profile}: {summary}; written to {out}")
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated notebook stems")
     parser.add_argument("--sample", default="2", help="runs per notebook (of its cheapest half), or 'all'")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--shard", default="0/1", help="i/n: the i-th of n processes sharing the sample")
     args = parser.parse_args(argv)
     try:
         if args.sample != "all" and not args.sample.isdigit():
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             print(first, flush=True)
         only = parse_only(args.only)
         check_selection(profile, only)
-        result = verify(profile, only, None if args.sample == "all" else int(args.sample), args.device)
+        i, n = (int(x) for x in args.shard.split("/"))
+        result = verify(profile, only, None if args.sample == "all" else int(args.sample), args.device, shard=(i, n))
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
