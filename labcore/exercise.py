@@ -178,9 +178,11 @@ def parameters(stem: str, profile: str) -> dict[str, Any]:
     return params
 
 
-def profile_parameters(stem: str, profile: str | None) -> dict[str, Any]:
+def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) -> dict[str, Any]:
     """For a notebook opened in JupyterLab with its `profile` parameter set: that profile's parameters, exactly as
-    `make report` gives them (validated); {} when `profile` is None (the parameters cell's own values stand)."""
+    `make report` gives them (validated), for every parameter whose `current` value is still the parameters cell's
+    default. A value set otherwise wins: one the user edited, or one `make report` injected (the build resolved the
+    parameters already, so nothing is read twice). {} when `profile` is None."""
     if profile is None:
         return {}
     from .params import PROFILES
@@ -188,4 +190,5 @@ def profile_parameters(stem: str, profile: str | None) -> dict[str, Any]:
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r}: choose one of {', '.join(PROFILES)}, or None for this notebook's "
                           "own small defaults")
-    return parameters(stem, profile)
+    defaults = notebook_defaults(stem)
+    return {k: v for k, v in parameters(stem, profile).items() if k != "profile" and current.get(k) == defaults.get(k)}

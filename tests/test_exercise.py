@@ -212,3 +212,15 @@ def test_a_new_exercise_is_its_notebook_its_parameter_files_and_its_module(tmp_p
     record = json.loads((tmp_path / "reports" / "smoke" / "05_toy.json").read_text())
     assert record["status"] == "ok" and record["headline"][0][0] == "Validation accuracy"
     assert 0 <= record["metrics"]["val_acc"] <= 1 and (tmp_path / "reports" / "smoke" / "05_toy.html").is_file()
+
+
+def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default():
+    defaults = lp.notebook_defaults("01_mlp_baseline")
+    quick = exercise.parameters("01_mlp_baseline", "quick")
+    assert exercise.profile_parameters("01_mlp_baseline", None, defaults) == {}
+    loaded = exercise.profile_parameters("01_mlp_baseline", "quick", defaults)
+    assert loaded["train"] == quick["train"] and loaded["seeds"] == quick["seeds"] and "profile" not in loaded
+    edited = {**defaults, "seeds": [7]}  # edited above, or injected by `make report`: it wins
+    assert "seeds" not in exercise.profile_parameters("01_mlp_baseline", "quick", edited)
+    with pytest.raises(ConfigError, match="profile='qiuck': choose one of smoke, quick, full"):
+        exercise.profile_parameters("01_mlp_baseline", "qiuck", defaults)

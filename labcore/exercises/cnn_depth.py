@@ -40,7 +40,7 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, train
     headline = [
         ("Configurations that did not train in any seed", f"{metrics['not_trained']} of {len(trained)}{partly}"),
         reference.lab_headline("Lab CNN", lab_table),
-        ("VGG order by validation accuracy", f"{claims.order_words(order)} ({len(seeds)} seed(s))"),
+        ("VGG order by validation accuracy", claims.order_words(order) + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")),
     ]
     return {"metrics": metrics, "headline": headline,
             "provenance": sweep.provenance_of(results, device, tracking),

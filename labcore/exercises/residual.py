@@ -93,7 +93,7 @@ def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_t
         ("Plain configurations that did not train in any seed", f"{metrics['not_trained_plain']} of {n_twins}"),
         ("Their residual twins that did not train in any seed", f"{metrics['not_trained_residual']} of {n_twins}"),
         reference.lab_headline("Lab ResNetCNN", lab_table),
-        ("Ranking by validation accuracy", f"{claims.order_words(order)} ({len(seeds)} seed(s))"),
+        ("Ranking by validation accuracy", claims.order_words(order) + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")),
     ]
     return {"metrics": metrics, "headline": headline,
             "provenance": sweep.provenance_of(results, device, tracking),
