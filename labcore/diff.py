@@ -57,12 +57,20 @@ def settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A record's metrics as flat name -> value: scalars as they are, each per-configuration row of an aggregate
-    table (02, 03) as '<metric> of <study> depth <d> <variant>' with its spread over seeds."""
+    """A record's metrics as flat name -> value: scalars as they are, each run of a runs list (01) as '<metric> of
+    run <label>', each per-configuration row of an aggregate table (02, 03) as '<metric> of <study> depth <d>
+    <variant>' with its spread over seeds."""
     out: dict[str, Any] = {}
     for name, value in metrics.items():
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             out[name] = value
+        elif name == "runs" and isinstance(value, list):  # 01: one summary per run
+            for run in value:
+                where = (f"{run.get('family')}-d{run.get('depth')}-w{run.get('width')}-"
+                         f"{'res' if run.get('residual') else 'plain'}-s{run.get('seed')}")
+                for key in ("train_loss", "val_acc", "test_acc"):
+                    if key in run:
+                        out[f"{key} of run {where}"] = run[key]
         elif name == "results" and isinstance(value, list):
             for row in value:
                 where = f"{row['study']} depth {row['depth']} {'residual' if row['residual'] else 'plain'}"

@@ -59,3 +59,11 @@ def test_a_changed_headline_and_a_metric_beyond_seed_noise_are_named():
     assert diff.headlines(a, b) == [("VGG order", "VGG16 ahead of VGG19", "VGG16 and VGG19 not distinguishable")]
     [row] = diff.metric_rows(a, b, [])
     assert row["metric"] == "val_acc of vgg depth 16 plain" and row["verdict"] == "differs"
+
+
+def test_every_run_of_a_runs_list_is_compared_on_its_own():
+    run = {"family": "mlp", "depth": 2, "width": 16, "residual": False, "seed": 1, "val_acc": 0.9, "test_acc": 0.89}
+    a = {"metrics": {"runs": [run]}, "parameters": {}}
+    b = {"metrics": {"runs": [{**run, "val_acc": 0.91}]}, "parameters": {}}
+    rows = {r["metric"]: r["verdict"] for r in diff.metric_rows(a, b, [])}
+    assert rows == {"val_acc of run mlp-d2-w16-plain-s1": "differs", "test_acc of run mlp-d2-w16-plain-s1": "identical"}
