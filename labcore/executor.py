@@ -35,7 +35,7 @@ from .files import Busy, locked
 from .exercise import Planned
 from .calibrate import human_seconds
 from .plan import choose_profile, describe
-from .machine import deterministic_process, pick_device, show_progress
+from .machine import deterministic_process, pick_device, share_gpu, show_progress
 
 EXECUTORS = ("local", "ray")
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
@@ -203,6 +203,7 @@ def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threa
     if deterministic:
         deterministic_process()
     torch.set_num_threads(threads)
+    share_gpu(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))  # a fractional GPU: its memory too
     trained = runs.train_run(cfg, task_device(ray.get_gpu_ids()), tracking, checkpoints, estimate, compile, group,
                              profile or None, deterministic)
     node = f"{trained.result.node} (ray node {ray.get_runtime_context().get_node_id()[:8]})"

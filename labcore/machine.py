@@ -109,3 +109,13 @@ def numerics(device: torch.device) -> dict[str, object]:
             "tf32_matmul": bool(cuda and torch.backends.cuda.matmul.allow_tf32),
             "tf32_cudnn": bool(cuda and torch.backends.cudnn.allow_tf32),
             "flush_denormal": device.type == "cpu"}  # flush_denormals: subnormals are zero on CPUs
+
+
+def share_gpu(fraction: float) -> float | None:
+    """Cap this process's share of GPU memory at `fraction` (a Ray task given 0.25 of a GPU: at most a quarter of
+    its memory), so that one run cannot starve the runs beside it; going over raises out-of-memory in this run
+    alone, which is then retried with the GPU to itself. Returns the cap set, or None (a whole GPU, or none)."""
+    if not 0 < fraction < 1 or not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, 0)  # cuda:0: the task's only visible GPU under Ray
+    return fraction

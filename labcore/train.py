@@ -125,8 +125,11 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
         for xb, yb in batches(splits.x_train, splits.y_train, cfg.batch_size, splits.mean, splits.std,
                               generator=gen, augmentation=cfg.augment):
             xb, yb = xb.to(device, non_blocking=True).contiguous(memory_format=fmt), yb.to(device, non_blocking=True)
+            # The compiled step only ever sees full batches, so it never recompiles (nor records a second CUDA
+            # graph) for the epoch's shorter last batch, which runs eagerly on the same parameters.
+            net = step_model if len(yb) == cfg.batch_size else model
             with autocast:
-                logits = step_model(xb)
+                logits = net(xb)
                 loss = nn.functional.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

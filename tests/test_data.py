@@ -50,6 +50,21 @@ def test_augment_crops_and_flips_without_changing_content():
     assert all(torch.equal(o, xi) or torch.equal(o, xi.flip(-1)) for o, xi in zip(flips_only, x))
 
 
+def test_an_epoch_drawn_at_once_gives_the_batches_a_batch_by_batch_draw_gives():
+    """The epoch's order, crops and flips travel to the device in one copy each; the batches stay bit-identical
+    to drawing each batch's augmentation when it is made (what stored runs were trained with)."""
+    x = torch.randint(0, 255, (300, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(300) % 10
+    g = torch.Generator().manual_seed(5)
+    fast = [xb for _ in range(2) for xb, _ in data.batches(x, y, 128, (0.5,) * 3, (0.25,) * 3, g, augmentation=True)]
+    g, slow = torch.Generator().manual_seed(5), []
+    for _ in range(2):
+        order = torch.randperm(300, generator=g)
+        for start in range(0, 300, 128):
+            slow.append(data.normalize(data.augment(x[order[start:start + 128]], g), (0.5,) * 3, (0.25,) * 3))
+    assert len(fast) == len(slow) == 6 and all(torch.equal(a, b) for a, b in zip(fast, slow))
+
+
 def _fake_image_folder(root, name, n_per_class=3, channels=3):
     for split in ("train", "test"):
         for k, cls in enumerate(("airplane", "automobile")):

@@ -91,3 +91,13 @@ def test_make_gpu_check_runs_here_on_tiny_sizes(tmp_path):
     assert result["notebooks"] == {"01_mlp_baseline": "ok"}
     assert result["full_estimate_s"]["one_at_a_time"] > 0 and result["full_estimate_s"]["packed"] > 0
     assert result["timing"]["resnet8"]["alone_s_per_step"] > 0 and (tmp_path / "gpu-check.log").is_file()
+
+
+def test_a_fractional_gpu_caps_the_process_memory_and_a_whole_one_does_not(monkeypatch):
+    from labcore import machine
+
+    capped = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: capped.append((f, d)))
+    assert machine.share_gpu(0.25) == 0.25 and capped == [(0.25, 0)]
+    assert machine.share_gpu(1.0) is None and machine.share_gpu(0.0) is None and len(capped) == 1

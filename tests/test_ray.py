@@ -187,16 +187,18 @@ def where():
     import ray
     from labcore import executor
     ids = [str(g) for g in ray.get_gpu_ids()]
-    return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), executor.task_device(ids)
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), executor.task_device(ids), share
 
 assert executor.connect(None, cpus=4, gpus=2)
 import ray  # only now: Ray reads its authentication settings, which connect() set, when first imported
 try:
     gpu = ray.get([executor.remote_task(1, 1.0, fn=where).remote() for _ in range(4)])
     cpu = ray.get(executor.remote_task(1, 0, fn=where).remote())
+    quarter = ray.get([executor.remote_task(1, 0.25, fn=where).remote() for _ in range(8)])
 finally:
     ray.shutdown()
-print(json.dumps({"gpu": gpu, "cpu": cpu}))
+print(json.dumps({"gpu": gpu, "cpu": cpu, "quarter": quarter}))
 """
 
 
@@ -210,8 +212,57 @@ def test_ray_gives_each_gpu_run_its_own_gpu_in_a_fresh_worker_and_a_cpu_run_none
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    gpu, (_, ids, _, device) = seen["gpu"], seen["cpu"]
-    assert all(len(i) == 1 and visible == i[0] and dev == "cuda" for _, i, visible, dev in gpu), gpu
-    assert {i[0] for _, i, _, _ in gpu} == {"0", "1"}, "both GPUs used"
+    gpu, (_, ids, _, device, _) = seen["gpu"], seen["cpu"]
+    assert all(len(i) == 1 and visible == i[0] and dev == "cuda" for _, i, visible, dev, _ in gpu), gpu
+    assert {i[0] for _, i, *_ in gpu} == {"0", "1"}, "both GPUs used"
     assert len({pid for pid, *_ in gpu}) == 4, "a fresh worker per GPU run"
     assert ids == [] and device == "cpu"
+    # GPUS_PER_RUN=0.25: each task sees one GPU, told it has a quarter (what share_gpu caps its memory at).
+    assert all(len(i) == 1 and dev == "cuda" and share == 0.25 for _, i, _, dev, share in seen["quarter"]), seen
+    assert {i[0] for _, i, *_ in seen["quarter"]} == {"0", "1"}
+
+
+_OUT_OF_MEMORY_ONCE = """
+import json, os, sys
+from labcore import executor, runs
+
+marker = sys.argv[1]
+
+def flaky(*args):
+    # The first task anywhere in the cluster runs out of (pretend) device memory at its first optimizer step.
+    import os
+    import torch
+    from labcore import executor
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return executor._ray_task(*args)
+    real = torch.optim.Adam.step
+    def step(self, *a, **k):
+        torch.optim.Adam.step = real  # once: the worker may be reused for another run
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (injected by the test)")
+    torch.optim.Adam.step = step
+    return executor._ray_task(*args)
+
+real_remote_task = executor.remote_task
+executor.remote_task = lambda cpus, gpus, fn=None: real_remote_task(cpus, gpus, fn=flaky)
+out = executor.train("smoke", ["01_mlp_baseline"], executor="ray", cpus=2, tracking="disabled")
+print(json.dumps({"trained": len(out.trained), "failed": len(out.failed), "lost": len(out.lost)}))
+"""
+
+
+def test_a_run_lost_to_memory_in_a_ray_task_is_tried_again_and_stored_as_trained(env, tmp_path):
+    """Out of memory in a Ray task is the machine's fault, not the config's: the run is tried again at the end,
+    alone, and stored as trained; nothing is stored as failed. In a process of its own (Ray's token, see above)."""
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
+    marker = tmp_path / "injected"
+    proc = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY_ONCE, str(marker)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert marker.exists(), "the fault was injected"
+    n = len(profile_runs("smoke", ["01_mlp_baseline"]))
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"trained": n, "failed": 0, "lost": 0}
+    assert "lost to out of device memory" in proc.stdout and "tried again at the end, alone on its device" in proc.stdout
+    stored = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("v*/*/result.json")]
+    assert len(stored) == n and all(r["status"] == "ok" for r in stored)

@@ -261,3 +261,15 @@ def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsy
     assert "1 W&B offline run(s) never synced (offline-run-1-aaa)" in err and "make clean FORCE=1" in err
     (tmp_path / "wandb" / "offline-run-1-aaa" / "run-aaa.wandb.synced").write_text("")
     assert tracking.main(["--check-clean"]) == 0
+
+
+def test_wandb_histograms_are_rarer_for_a_model_on_a_gpu():
+    """Each histogram is read back to the host: on a GPU every 1000 steps (under 1 % of the step time), not 100."""
+    from labcore import tracking
+
+    watched = []
+    t = tracking.Tracker("disabled", name="x", config={})
+    t.run = type("FakeRun", (), {"watch": lambda self, model, log, log_freq: watched.append(log_freq)})()
+    t.watch(torch.nn.Linear(2, 2))
+    t.watch(torch.nn.Linear(2, 2, device="meta"))  # stands for a GPU: any device but the CPU
+    assert watched == [tracking.WATCH_EVERY, tracking.WATCH_EVERY_GPU] == [100, 1000]

@@ -146,3 +146,18 @@ def test_training_steps_never_wait_for_the_device(monkeypatch):
             on_step=tracker.log_step, on_epoch=lambda e, row, m: tracker.log(row, step=e))
         counts.append(len(reads))
     assert counts[0] == counts[1], f"host reads grew with the steps: {counts}"
+
+
+def test_the_compiled_step_sees_only_full_batches(toy, monkeypatch):
+    """A static batch shape: compiled code (and its CUDA graph) is never rebuilt for the epoch's shorter last batch,
+    which runs eagerly on the same parameters."""
+    seen = []
+
+    def fake_compile(model, mode=None):
+        return lambda x: seen.append(len(x)) or model(x)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    n = len(toy.y_train)
+    assert n % 48, "the toy split must leave a short last batch"
+    fit(_model(toy), toy, TrainConfig(epochs=2, lr=1e-2, batch_size=48), seed=0, compile=True)
+    assert seen and set(seen) == {48} and len(seen) == 2 * (n // 48)
