@@ -15,6 +15,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,18 +24,20 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig
 from .faults import classify
-from .data import sizes
-from .datasets import CLASSES, SHAPES
+from .data import batches, sizes
+from .datasets import CLASSES, DATASETS, SHAPES
 from .models import build_model
 from .files import replacing
 from .paths import cache_dir
 from .machine import device_info, flush_denormals, pick_device, show_progress
+from .machine import threads as machine_threads
 from .train import make_optimizer, memory_format
 
-CALIBRATION_VERSION = 1  # bump when what is measured changes
+CALIBRATION_VERSION = 2  # bump when what is measured changes (2: batch making timed, CPU time on one thread)
 WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
-MAX_STEPS = 3  # timed steps per architecture ...
-BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU)
+MAX_STEPS = 5  # timed steps per architecture (their median) ...
+BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU) ...
+MIN_S = 0.2  # ... or more (up to 100), until this many are: a millisecond step needs many for a stable median
 
 
 def device_name(device: str = "auto") -> str:
@@ -70,46 +73,81 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return total
 
 
-def measure(cfg: RunConfig, device: str = "auto") -> dict[str, float]:
-    """Time real training steps and forward passes of `cfg`'s model on `device`; count its peak memory."""
+def _feed(cfg: RunConfig, dev: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless training batches made as `fit` makes them (indexing uint8 images on the device, augmenting,
+    normalising) from random images of the dataset's shape: that work is part of a step's cost (for the MLPs,
+    as long as the step's arithmetic)."""
+    d, bs = DATASETS[cfg.data.name], cfg.train.batch_size
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4 * bs, *d.shape), dtype=torch.uint8, generator=g).to(dev)
+    y = torch.randint(0, len(d.classes), (4 * bs,), generator=g).to(dev)
+    while True:
+        yield from batches(x, y, bs, d.mean, d.std, generator=g, augmentation=cfg.train.augment)
+
+
+def _median_time(fn: Callable[[], None], clock: Callable[[], float], sync: Callable[[], None]) -> tuple[float, int]:
+    """(median seconds of `fn` by `clock`, how many timed): MAX_STEPS calls, fewer once BUDGET_S is spent, more
+    (up to 100) until MIN_S is."""
+    times, spent = [], 0.0
+    while (len(times) < MAX_STEPS or spent < MIN_S) and spent < BUDGET_S and len(times) < 100:
+        t0, w0 = clock(), time.perf_counter()
+        fn()
+        sync()
+        times.append(clock() - t0)
+        spent += time.perf_counter() - w0
+    return sorted(times)[len(times) // 2], len(times)
+
+
+def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False) -> dict[str, float]:
+    """Time real training steps (batch making included) and forward passes of `cfg`'s model on `device`; count
+    its peak memory.
+
+    On a CPU the timings resist other work on the machine (measured here with both cores kept busy: wall-clock
+    step times 1.5-2.3x high with one thread, 4-30x with two): a one-thread step is timed by the CPU time of
+    this thread (within 10 % of an idle machine's wall time; one family 1.4x), and when `loaded`, a step with
+    more threads is taken as no slower than one thread's (its wall-clock time is what load distorts most)."""
     dev = pick_device(device)
     flush_denormals(dev)
-    shape, bs = SHAPES[cfg.data.name], cfg.train.batch_size
+    shape = SHAPES[cfg.data.name]
     torch.manual_seed(0)
     model = build_model(cfg.model, shape, len(CLASSES[cfg.data.name])).to(dev)
     fmt = memory_format(model, cfg.train)
     model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg.train)
-    x = torch.randn(bs, *shape, device=dev).contiguous(memory_format=fmt)
-    y = torch.randint(0, len(CLASSES[cfg.data.name]), (bs,), device=dev)
+    feed = _feed(cfg, dev)
+    x, y = next(feed)
+    x = x.contiguous(memory_format=fmt)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
     def step() -> None:
+        xb, yb = next(feed)
         with autocast:
-            loss = nn.functional.cross_entropy(model(x).float(), y)
+            loss = nn.functional.cross_entropy(model(xb.contiguous(memory_format=fmt)).float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
+    def forward() -> None:
+        with torch.no_grad(), autocast:
+            model(x)
+
     for _ in range(WARMUP_STEPS):
         step()
     sync()
-    times, spent = [], 0.0
-    while len(times) < MAX_STEPS and spent < BUDGET_S:
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-        spent += times[-1]
+    one_thread = dev.type == "cpu" and torch.get_num_threads() == 1
+    clock = time.thread_time if one_thread else time.perf_counter  # a thread's CPU time: what load cannot stretch
+    step_s, n = _median_time(step, clock, sync)
     model.eval()
-    with torch.no_grad(), autocast:
-        t0 = time.perf_counter()
-        model(x)
-        sync()
-        forward = time.perf_counter() - t0
+    forward_s, _ = _median_time(forward, clock, sync)
+    out = {"step_s": step_s, "forward_s": forward_s, "timed_steps": n}
+    if loaded and dev.type == "cpu" and not one_thread:
+        with machine_threads(1):
+            alone, _ = _median_time(step, time.thread_time, sync)
+            alone_fwd, _ = _median_time(forward, time.thread_time, sync)
+        out.update(step_s=min(step_s, alone), forward_s=min(forward_s, alone_fwd), one_thread_step_s=alone)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     state_copies = 4 if cfg.train.optimizer == "adam" else 3  # weights, gradients, Adam's 2 moments / momentum
@@ -117,8 +155,7 @@ def measure(cfg: RunConfig, device: str = "auto") -> dict[str, float]:
         peak = float(torch.cuda.max_memory_allocated(dev))
     else:
         peak = float(n_params * 4 * state_copies + _saved_bytes(model, x, y))
-    return {"step_s": sorted(times)[len(times) // 2], "forward_s": forward, "peak_model_bytes": peak,
-            "n_params": n_params, "timed_steps": len(times)}
+    return {**out, "peak_model_bytes": peak, "n_params": n_params}
 
 
 def other_load() -> float:
@@ -157,15 +194,15 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
         return {} if any(arch_key(c) not in cache for c in cfgs) else {arch_key(c): cache[arch_key(c)] for c in cfgs}
     if todo and not idle and progress:
         print(f"[labcore] this machine is busy ({other_load():.0f} other threads ready to run on {os.cpu_count()} "
-              "cores): step timings taken now run high; "
-              "they are timed again once it is idle, and finished runs correct them", flush=True)
+              "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
+              "once it is idle, and finished runs correct them", flush=True)
     if todo and progress:
         print(f"[labcore] calibrating {len(todo)} architecture(s) on {device_name(device)} "
               f"(a few real training steps each; cached in {path})", flush=True)
     untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):
         try:
-            cache[key] = {**measure(cfg, device), "busy": not idle,
+            cache[key] = {**measure(cfg, device, loaded=not idle), "busy": not idle,
                           "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
         except Exception as exc:  # out of memory on the device: estimate it from the others, never crash the plan
             kind = classify(exc)

@@ -174,7 +174,8 @@ def counts_sentence(results: dict[str, list[RunResult]]) -> str:
     """How many runs in how many studies, how many were trained now and how many came from the run store."""
     flat = runs.all_results(results)
     reused = sum(r.cached for r in flat)
-    return (f"{len(flat)} runs in {len(results)} studies ("
+    studies = f"{len(results)} stud{'y' if len(results) == 1 else 'ies'}"
+    return (f"{len(flat)} run{'' if len(flat) == 1 else 's'} in {studies} ("
             + ", ".join(f"{name}: {len(rs)}" for name, rs in results.items())
             + f"); {len(flat) - reused} trained now, {reused} loaded from the run store.")
 

@@ -3,7 +3,7 @@ yet, timings taken under load never kept for good, and finished runs correcting 
 import pytest
 
 from labcore import calibrate, plan, runs
-from labcore.config import RunConfig
+from labcore.config import ModelConfig, RunConfig, TrainConfig
 
 
 def _cfgs():
@@ -17,7 +17,7 @@ def test_a_coarse_estimate_times_a_few_architectures_and_scales_the_rest_by_thei
     rate, overhead = 30e-3 / 1e9, 0.002  # 30 ms per forward GFLOP, 2 ms per step
     timed = []
 
-    def measure(cfg, device="auto"):
+    def measure(cfg, device="auto", **kw):
         timed.append(cfg.model.depth)
         return {"step_s": overhead + rate * calibrate.size(cfg)[0], "forward_s": 0.001, "peak_model_bytes": 1.0,
                 "n_params": 1, "timed_steps": 3}
@@ -35,7 +35,7 @@ def test_a_coarse_estimate_times_a_few_architectures_and_scales_the_rest_by_thei
 def test_a_timing_taken_on_a_busy_machine_is_taken_again_once_it_is_idle(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
     cfg = _cfgs()[0]
-    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto": {"step_s": 2.0, "forward_s": 1.0,
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto", **kw: {"step_s": 2.0, "forward_s": 1.0,
                                                                    "peak_model_bytes": 1.0, "n_params": 1})
     monkeypatch.setattr(calibrate, "busy", lambda: True)
     monkeypatch.setattr(calibrate, "other_load", lambda: 2.0)
@@ -43,7 +43,7 @@ def test_a_timing_taken_on_a_busy_machine_is_taken_again_once_it_is_idle(tmp_pat
     assert "this machine is busy (2 other threads ready to run" in capsys.readouterr().out
     assert calibrate.calibrate([cfg], "cpu")[calibrate.arch_key(cfg)]["step_s"] == 2.0, "still busy: kept for now"
     monkeypatch.setattr(calibrate, "busy", lambda: False)
-    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto": {"step_s": 0.1, "forward_s": 0.05,
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto", **kw: {"step_s": 0.1, "forward_s": 0.05,
                                                                    "peak_model_bytes": 1.0, "n_params": 1})
     again = calibrate.calibrate([cfg], "cpu")[calibrate.arch_key(cfg)]
     assert again["step_s"] == 0.1 and not again["busy"], "the outlier did not stay for good"
@@ -79,7 +79,7 @@ def test_an_architecture_that_runs_out_of_memory_while_timed_is_estimated_not_fa
     monkeypatch.setattr(calibrate, "busy", lambda: False)
     cfgs = _cfgs()[:3]
 
-    def measure(cfg, device="auto"):
+    def measure(cfg, device="auto", **kw):
         if cfg.model.depth == 3:
             raise torch.OutOfMemoryError("CUDA out of memory")
         return {"step_s": 0.01 * cfg.model.depth, "forward_s": 0.001, "peak_model_bytes": 1.0, "n_params": 1}
@@ -88,3 +88,24 @@ def test_an_architecture_that_runs_out_of_memory_while_timed_is_estimated_not_fa
     costs = calibrate.calibrate(cfgs, "cpu")
     assert costs[calibrate.arch_key(cfgs[2])]["coarse"] and costs[calibrate.arch_key(cfgs[2])]["step_s"] > 0
     assert "could not time convnet-d3-w8-plain-s0" in capsys.readouterr().out
+
+
+def test_steps_are_timed_with_batch_making_and_by_cpu_time_on_one_thread(monkeypatch):
+    """A one-thread step is timed by its thread's CPU time, which other work on the machine cannot stretch, and
+    includes making the batch as `fit` does (for the MLPs, as long as the arithmetic)."""
+    import itertools
+
+    from labcore import machine
+
+    cfg = RunConfig(model=ModelConfig("mlp", 1, 8), train=TrainConfig(batch_size=16))
+    made, real_batches = [], calibrate.batches
+    monkeypatch.setattr(calibrate, "batches", lambda *a, **k: made.append(1) or real_batches(*a, **k))
+    ticks = itertools.count()
+    monkeypatch.setattr(calibrate.time, "thread_time", lambda: 0.5 * next(ticks))
+    with machine.threads(1):
+        m = calibrate.measure(cfg, "cpu")
+    assert made and m["step_s"] == m["forward_s"] == 0.5 and m["timed_steps"] >= calibrate.MAX_STEPS
+    # More threads on a loaded machine: no slower than one thread (their wall-clock time is what load distorts).
+    with machine.threads(2):
+        loaded = calibrate.measure(cfg, "cpu", loaded=True)
+    assert loaded["one_thread_step_s"] == 0.5 and loaded["step_s"] <= 0.5

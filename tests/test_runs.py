@@ -209,10 +209,17 @@ def test_wandb_writes_only_inside_the_project(tmp_path):
     code = ("from labcore.tracking import Tracker\n"
             "t = Tracker('offline', 'mlp-d1-w8-plain-s0-12345678', {'a': 1}, group='01_x/runs', tags=('smoke',))\n"
             "t.log({'loss': 1.0}); t.finish({'acc': 0.5})\n")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, cwd=tmp_path)
-    assert list((wb / "wandb").glob("offline-run-*")), "the offline run is in the project"
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, cwd=tmp_path)
+    assert len(list((wb / "wandb").glob("offline-run-*"))) == 2, "the offline runs are in the project"
     outside = [p for p in home.rglob("*") if "wandb" in str(p.relative_to(home))]
     assert not outside, f"W&B wrote outside the project: {outside[:3]}"
+    # README's line, as written, from the project root: both runs, once each (not the latest-run link again).
+    wandb_cli = str(Path(sys.executable).parent / "wandb")
+    sync = subprocess.run(f"{wandb_cli} sync --dry-run .cache/wandb/wandb/offline-run-*", shell=True, env=env,
+                          cwd=tmp_path / "project", capture_output=True, text=True, timeout=120)
+    assert "Would sync 2 run(s)" in sync.stdout + sync.stderr and "latest-run" not in sync.stdout + sync.stderr
+    assert "wandb sync .cache/wandb/wandb/offline-run-*" in (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def test_wandb_run_names_find_the_run_and_groups_name_notebook_and_study(store, monkeypatch):

@@ -104,7 +104,10 @@ def test_counts_and_model_orders_read_from_the_runs():
 
     results = {"vgg": [result(16, 0, 0.50, True), result(16, 1, 0.51, True), result(19, 0, 0.30, False),
                        result(19, 1, 0.31, False)]}
-    assert sweep.counts_sentence(results) == "4 runs in 1 studies (vgg: 4); 2 trained now, 2 loaded from the run store."
+    assert sweep.counts_sentence(results) == "4 runs in 1 study (vgg: 4); 2 trained now, 2 loaded from the run store."
+    two = {"vgg": results["vgg"][:1], "resnet": results["vgg"][1:]}
+    assert sweep.counts_sentence(two).startswith("4 runs in 2 studies (vgg: 1, resnet: 3)")
+    assert sweep.counts_sentence({"vgg": results["vgg"][:1]}).startswith("1 run in 1 study")
     df = pd.DataFrame([{"study": "vgg", **r.summary()} for r in results["vgg"]])
     assert sweep.model_order(df) == "VGG16 > VGG19"
     assert sweep.order_sentence(df, "val_acc", "validation accuracy").startswith("By validation accuracy")
