@@ -12,6 +12,8 @@ GPUS_PER_RUN ?=
 RETRY_FAILED ?=
 # DETERMINISTIC=1: deterministic algorithms, no cuDNN benchmark, no TF32 (bit-for-bit repeatable on one GPU; slower).
 DETERMINISTIC ?=
+# FUSE=auto|on|off: train a config's seeds as one batched model (auto: where measured to pay; README "Fused seeds").
+FUSE ?=
 # EXACT=1: make plan times every architecture now instead of estimating the untimed ones from their FLOPs.
 EXACT ?=
 LAB_PORT ?= 8888
@@ -42,7 +44,7 @@ help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: PROFILE=smoke|quick|full  ONLY=01_mlp_baseline,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
-	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  (Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token)"
+	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  FUSE=auto|on|off  (Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token)"
 	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)."
 
 $(STAMP): pyproject.toml
@@ -58,12 +60,12 @@ plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compu
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
 	$(BIN)/python -m labcore.executor --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-		$(if $(RETRY_FAILED),--retry-failed) $(if $(DETERMINISTIC),--deterministic)
+		$(if $(RETRY_FAILED),--retry-failed) $(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE))
 
 report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
 	$(BIN)/python -m labcore.report --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-		$(if $(DETERMINISTIC),--deterministic)
+		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE))
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
 	$(BIN)/python -m labcore.browse --profile '$(or $(PROFILE),smoke)'

@@ -2,45 +2,38 @@
 
     python -m labcore.executor --profile quick --executor ray        # make train EXECUTOR=ray
 
-Each run is a pure function of its config, so it can be trained anywhere. With Ray, every run is one
-task that asks for its resources (CPU threads, a GPU or a fraction of one); the worker reads its own
-node's LABCORE_DATA and sends the finished run (result, weights, checkpoints) back to this process,
-which alone writes the run store. Runs start longest first (by the plan's estimates), so the long
-ones do not end up alone at the tail. A worker that dies is retried a bounded number of times; a run
-that fails on its own (NaN loss, out of memory, a shape error) is stored as failed and not retried.
+Each run is a pure function of its config, so it can be trained anywhere. The pending runs become jobs
+(labcore.jobs): a run alone, or a config's seeds fused into one batched model where that pays on the device
+(labcore.fused). Jobs start longest first (by the plan's estimates), so the long ones do not end up alone at the
+tail; on Ray (labcore.raypass) each job is a task. A run that fails on its own (a NaN loss) is stored as failed
+and not retried; one the machine stops (out of memory, a CUDA error, a full disk) stays pending with its reason.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-import heapq
 import os
-import secrets
-import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
-from tqdm.auto import tqdm
+import torch
 
 from . import runs
-from .config import ConfigError, RunConfig
+from .config import ConfigError
 from .data import DataNotFoundError
 from .data import check as check_data
 from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
 from .calibrate import human_seconds
+from .jobs import FUSE_MODES, Outcome, Progress, describe_job, group_jobs, train_job
 from .plan import choose_profile, describe
-from .machine import deterministic_process, pick_device, share_gpu, show_progress
+from .machine import deterministic_process, pick_device
 
 EXECUTORS = ("local", "ray")
-MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
 MAX_LOST_RETRIES = 1  # a run the machine stopped (out of memory, a CUDA error) is tried this many more times
-COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
 RAY_AFTER_S = 600.0  # with no EXECUTOR given, Ray once this much training is pending: its start-up (about 10 s) pays off
 
 
@@ -62,6 +55,14 @@ def choose_executor(given: str, pending_seconds: float | None, address: str | No
     return "local", None
 
 
+def job_device(executor: str, device: str, gpus_per_run: float | None) -> torch.device:
+    """The kind of device the jobs will train on (what decides where fusing pays): this process's for local; for
+    Ray a GPU when runs are given one (by default where this machine has one), else the CPU."""
+    if executor == "local":
+        return pick_device(device)
+    return torch.device("cuda" if (gpus_per_run if gpus_per_run is not None else torch.cuda.is_available()) else "cpu")
+
+
 def local_slots(device: str = "auto") -> int:
     """Runs an embedded Ray trains at once here: one per GPU where there is CUDA, else one per CPU core."""
     import torch
@@ -71,276 +72,70 @@ def local_slots(device: str = "auto") -> int:
     return os.cpu_count() or 1
 
 
-def makespan(costs: Sequence[float], slots: int) -> float:
-    """Wall time to finish `costs` on `slots` parallel workers, longest first (each to the least-loaded slot)."""
-    assert slots >= 1, f"need at least one slot, got {slots}"
-    loads = [0.0] * slots
-    for c in sorted(costs, reverse=True):
-        heapq.heapreplace(loads, loads[0] + c)
-    return max(loads)
-
-
-class Progress:
-    """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless."""
-
-    def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None) -> None:
-        self.remaining = dict(estimates)
-        self.total, self.done, self.slots = len(estimates), 0, slots
-        self.headless = (not show_progress()) if headless is None else headless
-        self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
-
-    def eta(self) -> float:
-        """Seconds until every remaining run is done, if the estimates hold."""
-        return makespan(list(self.remaining.values()), self.slots) if self.remaining else 0.0
-
-    def finished(self, result: runs.RunResult, where: str) -> str:
-        """Record one finished run; returns (and shows) its line."""
-        self.remaining.pop(result.key, None)
-        self.done += 1
-        est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
-        state = "ok" if result.ok else f"FAILED ({result.error})"
-        line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
-                f"{est} on {where}; ETA {human_seconds(self.eta())}")
-        if self.bar is None:
-            print(line, flush=True)
-        else:
-            self.bar.set_postfix_str(f"ETA {human_seconds(self.eta())}, last on {where}")
-            self.bar.update(1)
-        return line
-
-    def lost(self, key: str, label: str, why: str) -> None:
-        """Record a run that was not trained (it stays pending) and say why, in one line."""
-        self.remaining.pop(key, None)
-        line = f"[labcore] run {label} not trained (still pending): {why}"
-        if self.bar is None:
-            print(line, flush=True)
-        else:
-            self.bar.write(line)
-
-    def close(self) -> None:
-        """Close the bar (if any)."""
-        if self.bar is not None:
-            self.bar.close()
-
-
-@dataclass
-class Outcome:
-    """What a training pass did: runs trained (ok or failed), and runs lost to crashes (still pending)."""
-
-    trained: list[runs.RunResult] = dataclasses.field(default_factory=list)
-    lost: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (label, why)
-    seconds: float = 0.0
-    executor: str = "local"  # the one that trained them
-
-    @property
-    def failed(self) -> list[runs.RunResult]:
-        """Runs that failed on their own (stored as failed)."""
-        return [r for r in self.trained if not r.ok]
-
-
 # ---------------------------------------------------------------- in this process
 
-def _train_local(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, device: str,
+def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], store: runs.RunStore, device: str,
                  tracking: str, retry_failed: bool, progress: Progress, profile: str, deterministic: bool) -> Outcome:
-    """Train one run after another here. A run the machine stops (RunLost) is tried once more, with the device's
-    cached memory released; lost again, it stays pending with its reason. After a CUDA error this process cannot
-    use its GPU any more, so the pass stops there and the remaining runs stay pending."""
-    import torch
-
+    """Train one job after another here. A job the machine stops (RunLost) is tried once more (fused seeds: each
+    run alone), with the device's cached memory released; lost again, a run stays pending with its reason. After
+    a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay pending."""
     import gc
 
+    import torch
+
     out = Outcome()
-    for i, p in enumerate(todo):
-        est = estimates.get(p.key)
-        for attempt in range(1 + MAX_LOST_RETRIES):
-            fault = None
-            try:
-                r = runs.run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, retry_failed=retry_failed,
-                             estimate_seconds=est, compile=(est or 0) > COMPILE_AFTER_S, group=_group(p),
-                             profile=profile, deterministic=deterministic)
-            except RunLost as exc:
-                fault = exc
-            if fault is None:
-                out.trained.append(r)
-                progress.finished(r, r.node or "this process")
-                break
-            fault.__traceback__ = None  # outside the handler, with no traceback holding the failed run's tensors
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if not fault.fresh_process and attempt < MAX_LOST_RETRIES:
-                print(f"[labcore] run {p.cfg.label()} lost to {fault.resource}; trying it once more", flush=True)
-                continue
+    queue = [(job, 0) for job in jobs]  # (job, its attempt)
+    while queue:
+        job, attempt = queue.pop(0)
+        try:
+            with contextlib.ExitStack() as held:
+                for p in job:
+                    held.enter_context(store.lock(p.cfg))
+                job = _still_pending(job, store, retry_failed)
+                for t in train_job(job, device, tracking, estimates, profile, deterministic) if job else []:
+                    store.put_or_lose(t)
+                    out.trained.append(t.result)
+                    progress.finished(t.result, t.result.node or "this process")
+            continue
+        except RunLost as exc:
+            fault = exc
+        fault.__traceback__ = None  # outside the handler, with no traceback holding the job's tensors
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        done = {r.key for r in out.trained}
+        job = [p for p in job if p.key not in done]  # a full disk may stop a job after some of its runs were stored
+        if fault.fresh_process:
+            why = f"{fault.resource} ({fault.reason}); {advice(fault)}"
+            for p in job + [q for j, _ in queue for q in j]:
+                progress.lost(p.key, p.cfg.label(), why if p in job else "not started: the GPU context was lost")
+                out.lost.append((p.cfg.label(), f"{fault.resource}: {fault.reason}" if p in job else
+                                 "not started: the GPU context was lost"))
+            return out
+        if len(job) > 1 or attempt < MAX_LOST_RETRIES:
+            again = "its runs alone" if len(job) > 1 else "it once more"
+            print(f"[labcore] {describe_job(job)} lost to {fault.resource}; trying {again}", flush=True)
+            queue[0:0] = [([p], attempt + 1) for p in job]
+            continue
+        for p in job:
             progress.lost(p.key, p.cfg.label(), f"{fault.resource} ({fault.reason}); {advice(fault)}")
             out.lost.append((p.cfg.label(), f"{fault.resource}: {fault.reason}"))
-            if fault.fresh_process:
-                out.lost += [(q.cfg.label(), "not started: the GPU context was lost") for q in todo[i + 1:]]
-                return out
-            break
     return out
 
 
-# ---------------------------------------------------------------- on Ray
-
-def _group(p: Planned) -> str:
-    """W&B group: the first notebook that needs the run, and its study there."""
-    return runs.wandb_group(p.notebooks[0] if p.notebooks else None, p.study)
-
-
-def task_device(gpu_ids: Sequence) -> str:
-    """The device a Ray task trains on: the GPU Ray assigned it (Ray makes it the task's only visible one, so it is
-    cuda:0 inside the task), or the CPU when it was given none, even on a node that has GPUs."""
-    return "cuda" if gpu_ids else "cpu"
-
-
-def _ray_task(cfg: RunConfig, checkpoints: tuple[int, ...], tracking: str, threads: int,
-              estimate: float | None, compile: bool, group: str | None = None, profile: str = "",
-              deterministic: bool = False) -> runs.Trained:
-    """One run on a Ray worker: train it with `threads` CPU threads, on the GPU Ray assigned (if any)."""
-    import ray
-    import torch
-
-    if deterministic:
-        deterministic_process()
-    torch.set_num_threads(threads)
-    share_gpu(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))  # a fractional GPU: its memory too
-    trained = runs.train_run(cfg, task_device(ray.get_gpu_ids()), tracking, checkpoints, estimate, compile, group,
-                             profile or None, deterministic)
-    node = f"{trained.result.node} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
-    return dataclasses.replace(trained, result=dataclasses.replace(trained.result, node=node))
-
-
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail at once, naming the address, when no Ray cluster answers there (never hang)."""
-    if address == "auto":
-        return
-    hostport = address.removeprefix("ray://").rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"RAY_ADDRESS {address!r} is not host:port (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001)")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
-                          "`ray start --head` (README: Scale out) or unset RAY_ADDRESS for a local Ray") from None
-
-
-def check_cluster(address: str) -> None:
-    """Fail at once unless a Ray cluster answers at `address` and this driver would use token authentication."""
-    check_address(address)
-    if os.environ.get("RAY_AUTH_MODE") != "token":
-        raise ConfigError("refusing to send code to a Ray cluster without token authentication: set "
-                          "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the cluster's token; README: Scale out)")
-
-
-def connect(address: str | None, cpus: int | None, gpus: float | None = None) -> bool:
-    """Join the Ray cluster at `address`, or start an embedded one on this machine; True if we started it.
-
-    Token authentication is required (RAY_AUTH_MODE=token): a Ray cluster runs whatever code it is sent.
-    The dashboard and its job server stay off. Ray reads these settings when it is first imported, so
-    they are set before that.
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        check_cluster(address)
-    elif os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
-        # The embedded instance gets a fresh random token that lives only in this process's environment
-        # (inherited by the Ray processes it starts), never in a file.
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    import ray
-
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level="warning")
-        return False
-    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    return True
-
-
-def remote_task(cpus_per_run: int, gpus_per_run: float, fn=None):
-    """`_ray_task` (or `fn`) as a Ray remote function with its resources set on the function itself: a GPU task gets a fresh
-    worker each time (max_calls=1; `.options()` cannot set that), so a worker pinned to one GPU is never reused
-    for a run that Ray assigned another, and a CUDA error cannot outlive its run."""
-    import ray
-
-    return ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1 if gpus_per_run else 0,
-                      max_retries=MAX_RETRIES, retry_exceptions=False)(fn or _ray_task)
-
-
-def _train_ray(todo: list[Planned], estimates: dict[str, float], store: runs.RunStore, tracking: str,
-               address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
-               progress: Progress, profile: str, deterministic: bool = False) -> Outcome:
-    """Train the runs as Ray tasks. A run the machine stops (RunLost, e.g. out of GPU memory beside other runs) is
-    tried again at the end, one at a time, with a whole GPU to itself (in a fresh worker); a worker or node that
-    dies is retried by Ray; lost after that, a run stays pending with its reason. Any other error is a bug: it
-    stops the pass and propagates."""
-    started = connect(address, cpus)
-    import ray
-    from ray.exceptions import RayError, RayTaskError
-
-    out = Outcome()
-    inflight: dict[Any, Planned] = {}
-    try:
-        res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
-        if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
-            gpus_per_run = 1.0 if res.get("GPU", 0) else 0.0
-        print(f"[labcore] Ray cluster: {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
-              f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per run", flush=True)
-        progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
-        task = remote_task(cpus_per_run, gpus_per_run)
-        alone = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
-
-        def submit(p: Planned, fn) -> None:
-            est = estimates.get(p.key)
-            inflight[fn.remote(p.cfg, p.checkpoints, tracking, cpus_per_run, est, (est or 0) > COMPILE_AFTER_S,
-                               _group(p), profile, deterministic)] = p
-
-        for p in todo:  # already longest first; Ray starts them in submission order as resources free up
-            submit(p, task)
-        retry: list[Planned] = []
-        tried: set[str] = set()
-        while inflight or retry:
-            if not inflight:  # the main pass is done: lost runs once more, one at a time, each alone on its device
-                p = retry.pop(0)
-                tried.add(p.key)
-                submit(p, alone)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                p = inflight.pop(ref)
-                try:
-                    trained = ray.get(ref)
-                except RayTaskError as exc:
-                    if not isinstance(exc.cause, RunLost):
-                        raise  # a bug in labcore: stop here (the handler below cancels the rest)
-                    if p.key not in tried:
-                        print(f"[labcore] run {p.cfg.label()} lost to {exc.cause.resource}; it is tried again at the "
-                              "end, alone on its device", flush=True)
-                        retry.append(p)
-                    else:
-                        c = exc.cause
-                        progress.lost(p.key, p.cfg.label(), f"{c.resource} ({c.reason}); {advice(c)}")
-                        out.lost.append((p.cfg.label(), f"{c.resource}: {c.reason}"))
-                    continue
-                except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
-                    why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-                    out.lost.append((p.cfg.label(), f"{type(exc).__name__}: {why}"))
-                    progress.lost(p.key, p.cfg.label(), f"{type(exc).__name__}: {why}")
-                    continue
-                try:
-                    with store.lock(p.cfg):
-                        store.put_or_lose(trained)
-                except RunLost as exc:  # this machine cannot write the store (disk full): the run stays pending
-                    progress.lost(p.key, p.cfg.label(), f"{exc.resource} ({exc.reason}); {advice(exc)}")
-                    out.lost.append((p.cfg.label(), f"{exc.resource}: {exc.reason}"))
-                    continue
-                out.trained.append(trained.result)
-                progress.finished(trained.result, trained.result.node or "ray")
-    except BaseException:  # Ctrl-C included: stop what still runs, keep what finished
-        for ref in inflight:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        if started:
-            ray.shutdown()
+def _still_pending(job: list[Planned], store: runs.RunStore, retry_failed: bool) -> list[Planned]:
+    """The job's runs still to train (another process may have stored some meanwhile), each keeping every
+    checkpoint its stored record had (the same config and seed reproduce them); a damaged one is named."""
+    out = []
+    for p in job:
+        state = store.state(p.cfg, p.checkpoints)
+        if state == "stored" or (state == "failed" and not retry_failed):
+            continue
+        if state == "damaged":
+            print(f"[labcore] run {p.cfg.label()} ({p.key}) is damaged ({store.damage(p.cfg)}); retraining it",
+                  flush=True)
+        keep = tuple(sorted(set(p.checkpoints) | store.checkpoint_epochs(p.cfg)))
+        out.append(dataclasses.replace(p, checkpoints=keep))
     return out
 
 
@@ -361,13 +156,19 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
           device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
           gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
           store: runs.RunStore | None = None, headless: bool | None = None,
-          resolved: dict[str, dict] | None = None, deterministic: bool = False) -> Outcome:
+          resolved: dict[str, dict] | None = None, deterministic: bool = False, fuse: str = "auto") -> Outcome:
     """Train every pending run of the profile's plan (failed ones too with `retry_failed`); `executor` ''
     picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them.
-    `deterministic`: bit-for-bit repeatable numerics on the same device and software (machine.configure)."""
+    `deterministic`: bit-for-bit repeatable numerics on the same device and software (machine.configure).
+    `fuse`: train a config's seeds as one batched model where that pays on the device ('auto'; labcore.fused),
+    always ('on') or never ('off')."""
     if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
+    if fuse not in FUSE_MODES:
+        raise ConfigError(f"FUSE={fuse!r} is unknown; choose one of: {', '.join(FUSE_MODES)}")
     if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
+        from .raypass import check_cluster
+
         check_cluster(address)
     store = store or runs.RunStore()
     start = time.perf_counter()
@@ -397,31 +198,28 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
         else:
             cpus_per_run = cpus_per_run or 1
             slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
-        progress = Progress(estimates, slots, headless)
+        jobs = group_jobs(todo, job_device(executor, device, gpus_per_run), fuse)
+        progress = Progress(estimates, slots, headless, jobs)
         if todo:
-            print(f"[labcore] training {len(todo)} run(s) with the {executor} executor; "
+            n_fused = sum(len(j) for j in jobs if len(j) > 1)
+            fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
+            print(f"[labcore] training {len(todo)} run(s){fusing} with the {executor} executor; "
                   f"estimated {human_seconds(progress.eta())} of wall time", flush=True)
         try:
             if not todo:
                 out = Outcome()
             elif executor == "local":
-                out = _train_local(todo, estimates, store, device, tracking, retry_failed, progress, profile,
+                out = _train_local(jobs, estimates, store, device, tracking, retry_failed, progress, profile,
                                    deterministic)
             else:
-                out = _train_ray(todo, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
+                from .raypass import train_ray
+
+                out = train_ray(jobs, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
                                 profile, deterministic)
         finally:
             progress.close()
     out.seconds, out.executor = time.perf_counter() - start, executor
     return out
-
-
-def concurrent_runs(resources: dict[str, float], cpus_per_run: int, gpus_per_run: float) -> int:
-    """How many runs a cluster with `resources` trains at once (for the ETA)."""
-    fit = resources.get("CPU", 0) // cpus_per_run
-    if gpus_per_run:
-        fit = min(fit, resources.get("GPU", 0) // gpus_per_run)
-    return max(1, int(fit))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs an embedded Ray may use (default: all)")
     parser.add_argument("--retry-failed", action="store_true", help="train runs stored as failed again")
+    parser.add_argument("--fuse", default="auto", help="train a config's seeds as one "
+                        "batched model: auto (where measured to pay: the MLPs on a CPU, everything on a GPU), on, off")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no cuDNN benchmark, "
                         "no TF32: runs repeat bit for bit on the same device and software, more slowly on a GPU")
     parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
@@ -457,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             print(first, flush=True)
         out = train(profile, only, args.executor, args.address, tracking=args.tracking, cpus_per_run=args.cpus_per_run,
                     gpus_per_run=args.gpus_per_run, cpus=args.cpus, retry_failed=args.retry_failed,
-                    deterministic=args.deterministic)
+                    deterministic=args.deterministic, fuse=args.fuse)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -175,7 +175,7 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
 
 def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
           address: str | None = None, cpus_per_run: int | None = None, gpus_per_run: float | None = None,
-          deterministic: bool = False) -> list[dict[str, Any]]:
+          deterministic: bool = False, fuse: str = "auto") -> list[dict[str, Any]]:
     """Validate all parameters and data first, train the runs the notebooks need that are not stored yet
     (labcore.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
     needs, and longest first), then execute each notebook, which reads its runs; returns the JSON records."""
@@ -195,7 +195,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
         os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
     tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
     trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved, cpus_per_run=cpus_per_run,
-                    gpus_per_run=gpus_per_run, deterministic=deterministic)
+                    gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
     if trained.trained or trained.lost:
         print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-run", type=int, default=None, help="as for `make train`: CPU threads per Ray run")
     parser.add_argument("--gpus-per-run", type=float, default=None, help="as for `make train`: GPUs per Ray run")
     parser.add_argument("--deterministic", action="store_true", help="as for `make train`: repeatable GPU numerics")
+    parser.add_argument("--fuse", default="auto", help="as for `make train`: fuse seeds (auto, on, off)")
     args = parser.parse_args(argv)
     if args.deterministic:
         from .machine import deterministic_process
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         if first:
             print(first, flush=True)
         records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None,
-                        args.cpus_per_run, args.gpus_per_run, args.deterministic)
+                        args.cpus_per_run, args.gpus_per_run, args.deterministic, args.fuse)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,7 @@ class RunResult:
     estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
     node: str | None = None  # the machine that trained it
     compiled: bool = False  # trained through torch.compile
+    fused: int = 1  # members of the fused group it trained in (labcore.fused; `seconds` is its share); 1: alone
     numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
     cached: bool = False  # True when loaded from the store instead of trained now
 
@@ -219,7 +220,8 @@ def load_splits(cfg: DataConfig) -> data_mod.Splits:
     return data_mod.load(cfg)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights and statistics on the CPU (for the store and checkpoints)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
@@ -233,6 +235,14 @@ def init_model(cfg: RunConfig, device: str | torch.device = "cpu", in_shape: tup
     """The untrained model a run of `cfg` starts from (same seed, same weights as its epoch-0 checkpoint)."""
     seed_everything(cfg.seed)
     return build_model(cfg.model, *_shape(cfg, in_shape, num_classes)).to(device)
+
+
+def new_tracker(cfg: RunConfig, tracking: str, group: str | None, profile: str | None) -> Tracker:
+    """The run's W&B run: a name that finds it again, grouped by notebook and study, tagged with the profile."""
+    return Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
+                   group=group or f"{cfg.data.name}-{cfg.model.family}",
+                   tags=(profile or "interactive", cfg.data.name, cfg.model.family,
+                         "residual" if cfg.model.residual else "plain"))
 
 
 @dataclass
@@ -269,7 +279,7 @@ def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkp
     configure(device, deterministic)
     splits = load_splits(cfg.data).to(device)
     model = init_model(cfg, device, splits.input_shape, len(splits.classes))
-    states = {0: _cpu_state(model)} if 0 in checkpoints else {}
+    states = {0: cpu_state(model)} if 0 in checkpoints else {}
     history: list[dict] = []
 
     steps_per_epoch = -(-len(splits.y_train) // cfg.train.batch_size)
@@ -278,12 +288,9 @@ def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkp
         history.append(row)
         tracker.log(row, step=epoch * steps_per_epoch)
         if epoch in checkpoints:
-            states[epoch] = _cpu_state(m)
+            states[epoch] = cpu_state(m)
 
-    # W&B: a name that finds the run again, grouped by notebook and study, tagged with the profile.
-    tracker = Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
-                      group=group or f"{cfg.data.name}-{cfg.model.family}",
-                      tags=(profile or "interactive", cfg.data.name, cfg.model.family, "residual" if cfg.model.residual else "plain"))
+    tracker = new_tracker(cfg, tracking, group, profile)
     start = time.perf_counter()
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
@@ -301,7 +308,7 @@ def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkp
         return Trained(result, None, {})
     finally:
         tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
-    return Trained(RunResult(cfg, history, test, seconds=seconds, **info), _cpu_state(model), states)
+    return Trained(RunResult(cfg, history, test, seconds=seconds, **info), cpu_state(model), states)
 
 
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",

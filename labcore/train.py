@@ -32,13 +32,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD with momentum, with the config's weight decay."""
-    fused = next(model.parameters()).device.type == "cuda"  # one kernel for all parameters on a GPU; CPUs unchanged
+def make_optimizer(model: nn.Module | list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD with momentum, with the config's weight decay, over a model's parameters (or these tensors)."""
+    params = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
+    fused = params[0].device.type == "cuda"  # one kernel for all parameters on a GPU; CPUs unchanged
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                fused=fused or None)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -5,7 +5,7 @@ import errno
 import pytest
 import torch
 
-from labcore import executor, faults, runs
+from labcore import executor, faults, jobs, raypass, runs
 from labcore.exercise import Planned
 
 from .conftest import needs_mnist, synthetic_splits
@@ -33,8 +33,8 @@ def _fail_steps(monkeypatch, exc: BaseException, times: int) -> list:
 
 
 def _train(todo, store):
-    progress = executor.Progress({p.key: 1.0 for p in todo}, 1, headless=True)
-    return executor._train_local(todo, {}, store, "cpu", "disabled", False, progress, None, False)
+    progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True)
+    return executor._train_local([[p] for p in todo], {}, store, "cpu", "disabled", False, progress, None, False)
 
 
 @pytest.mark.parametrize("exc, resource, fresh", [
@@ -134,7 +134,7 @@ def test_every_run_records_its_numeric_settings(store):
 
 
 def test_a_ray_task_without_a_gpu_trains_on_the_cpu_even_where_cuda_exists():
-    assert executor.task_device([]) == "cpu" and executor.task_device(["0"]) == "cuda"
+    assert raypass.task_device([]) == "cpu" and raypass.task_device(["0"]) == "cuda"
 
 
 @needs_mnist
@@ -152,3 +152,30 @@ def test_make_train_with_an_injected_oom_keeps_the_run_pending(tmp_path, monkeyp
     again = executor.train("smoke", ["01_mlp_baseline"], executor="local", tracking="disabled", store=store,
                            headless=True)
     assert len(again.trained) == 1 and again.trained[0].ok and not again.lost
+
+
+def test_fused_seeds_lost_to_memory_train_again_each_alone(store, monkeypatch, capsys):
+    """A fused job the machine stops is retried as its runs, each alone; none is stored as failed."""
+    cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
+    todo = [Planned(c) for c in cfgs]
+    calls = _fail_steps(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), times=1)
+    fused_jobs = jobs.group_jobs(todo, torch.device("cpu"), fuse="on")
+    assert [len(j) for j in fused_jobs] == [3]
+    progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=fused_jobs)
+    out = executor._train_local(fused_jobs, {}, store, "cpu", "disabled", False, progress, None, False)
+    assert len(calls) > 1 and not out.lost and not out.failed and len(out.trained) == 3
+    assert "and 2 more seed(s), fused lost to out of device memory; trying its runs alone" in capsys.readouterr().out
+    assert all(store.get(c).ok and store.get(c).fused == 1 for c in cfgs), "each trained alone in the end"
+
+
+def test_fused_seeds_are_stored_each_under_its_own_key(store):
+    cfgs = [_cfg().replace(seed=s) for s in (0, 1)]
+    todo = [Planned(c) for c in cfgs] + [Planned(_cfg(lr=0.5))]
+    grouped = jobs.group_jobs(todo, torch.device("cpu"), fuse="on")
+    assert [len(j) for j in grouped] == [2, 1], "only runs that differ in their seed alone are fused"
+    assert [len(j) for j in jobs.group_jobs(todo, torch.device("cpu"), fuse="off")] == [1, 1, 1]
+    assert jobs.Progress({p.key: 1.0 for p in todo}, 3, headless=True, jobs=grouped).eta() == 2.0, \
+        "a fused job takes one slot: its members' shares add up"
+    progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=grouped)
+    out = executor._train_local(grouped, {}, store, "cpu", "disabled", False, progress, None, False)
+    assert len(out.trained) == 3 and [store.get(c).fused for c in cfgs] == [2, 2]

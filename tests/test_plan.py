@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from labcore import calibrate, exercise, executor, machine, plan, runs
+from labcore import calibrate, exercise, executor, machine, plan, raypass, runs
 from labcore.exercise import Planned
 from labcore.config import ConfigError, RunConfig
-from labcore.executor import Progress, makespan
+from labcore.jobs import Progress, makespan
 
 # Runs per notebook and profile, each counted from the parameter files by hand:
 #   01: 2 x seeds (a run and a long run per seed);
@@ -99,9 +99,9 @@ def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
     with pytest.raises(ConfigError, match="executor 'slurm' is unknown; choose one of: local, ray"):
         executor.train("smoke", executor="slurm")
     with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1:1"):
-        executor.check_address("127.0.0.1:1", timeout=2)
+        raypass.check_address("127.0.0.1:1", timeout=2)
     with pytest.raises(ConfigError, match="is not host:port"):
-        executor.check_address("my-cluster")
+        raypass.check_address("my-cluster")
     assert executor.main(["--profile", "smoke", "--executor", "dask"]) == 2
 
 
@@ -185,7 +185,7 @@ def test_default_profile_is_quick_without_a_gpu_or_cluster(monkeypatch):
     ({}, 1, 0.0, 1),  # never zero
 ])
 def test_concurrent_runs_of_a_cluster(resources, cpus, gpus, expected):
-    assert executor.concurrent_runs(resources, cpus, gpus) == expected
+    assert raypass.concurrent_runs(resources, cpus, gpus) == expected
 
 
 @pytest.mark.parametrize("given, pending, address, slots, ray_installed, expected", [

@@ -77,7 +77,7 @@ def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_pat
         deadline = time.time() + 120
         while not killed and time.time() < deadline:
             for p in psutil.process_iter(["cmdline"]):
-                if "ray::_ray_task" in " ".join(p.info["cmdline"] or []):
+                if "ray::ray_task" in " ".join(p.info["cmdline"] or []):
                     time.sleep(0.3)  # mid-run: it has started training
                     p.send_signal(signal.SIGKILL)
                     killed.append(p.pid)
@@ -164,7 +164,7 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
         proc = subprocess.Popen(cmd, cwd=ROOT, env=driver, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed, deadline = [], time.time() + 240
         while not killed and time.time() < deadline and proc.poll() is None:
-            busy = [c for c in second.children(recursive=True) if "ray::_ray_task" in _cmdline(c)]
+            busy = [c for c in second.children(recursive=True) if "ray::ray_task" in _cmdline(c)]
             if busy:  # the node is training a run: it leaves now, workers and all
                 for victim in [second, *second.children(recursive=True)]:
                     with contextlib.suppress(psutil.NoSuchProcess):
@@ -180,22 +180,22 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
 
 _GPU_MAPPING = """
 import json, os
-from labcore import executor
+from labcore import raypass
 
 def where():
     import os
     import ray
-    from labcore import executor
+    from labcore import raypass
     ids = [str(g) for g in ray.get_gpu_ids()]
     share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
-    return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), executor.task_device(ids), share
+    return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), raypass.task_device(ids), share
 
-assert executor.connect(None, cpus=4, gpus=2)
+assert raypass.connect(None, cpus=4, gpus=2)
 import ray  # only now: Ray reads its authentication settings, which connect() set, when first imported
 try:
-    gpu = ray.get([executor.remote_task(1, 1.0, fn=where).remote() for _ in range(4)])
-    cpu = ray.get(executor.remote_task(1, 0, fn=where).remote())
-    quarter = ray.get([executor.remote_task(1, 0.25, fn=where).remote() for _ in range(8)])
+    gpu = ray.get([raypass.remote_task(1, 1.0, fn=where).remote() for _ in range(4)])
+    cpu = ray.get(raypass.remote_task(1, 0, fn=where).remote())
+    quarter = ray.get([raypass.remote_task(1, 0.25, fn=where).remote() for _ in range(8)])
 finally:
     ray.shutdown()
 print(json.dumps({"gpu": gpu, "cpu": cpu, "quarter": quarter}))
@@ -224,7 +224,7 @@ def test_ray_gives_each_gpu_run_its_own_gpu_in_a_fresh_worker_and_a_cpu_run_none
 
 _OUT_OF_MEMORY_ONCE = """
 import json, os, sys
-from labcore import executor, runs
+from labcore import executor, raypass
 
 marker = sys.argv[1]
 
@@ -232,20 +232,20 @@ def flaky(*args):
     # The first task anywhere in the cluster runs out of (pretend) device memory at its first optimizer step.
     import os
     import torch
-    from labcore import executor
+    from labcore import raypass
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
-        return executor._ray_task(*args)
+        return raypass.ray_task(*args)
     real = torch.optim.Adam.step
     def step(self, *a, **k):
         torch.optim.Adam.step = real  # once: the worker may be reused for another run
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (injected by the test)")
     torch.optim.Adam.step = step
-    return executor._ray_task(*args)
+    return raypass.ray_task(*args)
 
-real_remote_task = executor.remote_task
-executor.remote_task = lambda cpus, gpus, fn=None: real_remote_task(cpus, gpus, fn=flaky)
+real_remote_task = raypass.remote_task
+raypass.remote_task = lambda cpus, gpus, fn=None: real_remote_task(cpus, gpus, fn=flaky)
 out = executor.train("smoke", ["01_mlp_baseline"], executor="ray", cpus=2, tracking="disabled")
 print(json.dumps({"trained": len(out.trained), "failed": len(out.failed), "lost": len(out.lost)}))
 """

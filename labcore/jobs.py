@@ -1,0 +1,135 @@
+"""The units both executors train: a job is one run alone, or the seeds of one config fused into one batched
+model (labcore.fused) where that pays on the device; plus a pass's progress (runs done, ETA) and outcome."""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from . import fused, runs
+from .calibrate import human_seconds
+from .exercise import Planned
+from .machine import show_progress
+
+COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
+FUSE_MODES = ("auto", "on", "off")  # fuse seeds where measured to pay on the device, always, never
+
+
+def group_jobs(todo: list[Planned], device: torch.device, fuse: str = "auto") -> list[list[Planned]]:
+    """`todo` (longest first) as jobs in the same order: runs that differ only in their seed together where fusing
+    pays on `device` (fuse 'auto', labcore.fused.pays), always ('on') or never ('off'); every other run alone."""
+    assert fuse in FUSE_MODES, f"fuse must be one of {FUSE_MODES}, not {fuse!r}"
+    groups: dict[str, list[Planned]] = {}
+    out: list[list[Planned]] = []
+    for p in todo:
+        if fuse == "on" or (fuse == "auto" and fused.pays(p.cfg, device)):
+            key = fused.group_key(p.cfg)
+            if key in groups:
+                groups[key].append(p)
+                continue
+            groups[key] = [p]
+            out.append(groups[key])
+        else:
+            out.append([p])
+    return out
+
+
+def wandb_group(p: Planned) -> str:
+    """W&B group: the first notebook that needs the run, and its study there."""
+    return runs.wandb_group(p.notebooks[0] if p.notebooks else None, p.study)
+
+
+def train_job(job: list[Planned], device: str | torch.device, tracking: str, estimates: dict[str, float],
+              profile: str = "", deterministic: bool = False) -> list[runs.Trained]:
+    """Train a job: one run alone (compiled when estimated long), or several seeds fused; one Trained per run, in
+    order. The machine's faults raise RunLost, as runs.train_run and fused.train_fused do."""
+    if len(job) == 1:
+        p, est = job[0], estimates.get(job[0].key)
+        return [runs.train_run(p.cfg, device, tracking, p.checkpoints, est, (est or 0) > COMPILE_AFTER_S,
+                               wandb_group(p), profile or None, deterministic)]
+    return fused.train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job],
+                             estimates.get(job[0].key), wandb_group(job[0]), profile or None, deterministic)
+
+
+def describe_job(job: list[Planned]) -> str:
+    """'<label>' for a run alone, '<label> and 2 more seeds (fused)' for a fused job."""
+    return job[0].cfg.label() + (f" and {len(job) - 1} more seed(s), fused" if len(job) > 1 else "")
+
+
+def makespan(costs: Sequence[float], slots: int) -> float:
+    """Wall time to finish `costs` on `slots` parallel workers, longest first (each to the least-loaded slot)."""
+    assert slots >= 1, f"need at least one slot, got {slots}"
+    loads = [0.0] * slots
+    for c in sorted(costs, reverse=True):
+        heapq.heapreplace(loads, loads[0] + c)
+    return max(loads)
+
+
+class Progress:
+    """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless.
+    `estimates` are per run; a fused job's runs share a slot (its members' estimates are their shares)."""
+
+    def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None,
+                 jobs: list[list[Planned]] | None = None) -> None:
+        self.remaining = dict(estimates)
+        self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
+        self.total, self.done, self.slots = len(estimates), 0, slots
+        self.headless = (not show_progress()) if headless is None else headless
+        self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
+
+    def eta(self) -> float:
+        """Seconds until every remaining run is done, if the estimates hold (a fused job takes one slot)."""
+        per_job: dict[tuple, float] = {}
+        for key, s in self.remaining.items():
+            job = self.job_of.get(key, (key,))
+            per_job[job] = per_job.get(job, 0.0) + s
+        return makespan(list(per_job.values()), self.slots) if per_job else 0.0
+
+    def finished(self, result: runs.RunResult, where: str) -> str:
+        """Record one finished run; returns (and shows) its line."""
+        self.remaining.pop(result.key, None)
+        self.done += 1
+        est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
+        state = "ok" if result.ok else f"FAILED ({result.error})"
+        share = f" (its share of {result.fused} fused seeds)" if result.fused > 1 else ""
+        line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
+                f"{share}{est} on {where}; ETA {human_seconds(self.eta())}")
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.set_postfix_str(f"ETA {human_seconds(self.eta())}, last on {where}")
+            self.bar.update(1)
+        return line
+
+    def lost(self, key: str, label: str, why: str) -> None:
+        """Record a run that was not trained (it stays pending) and say why, in one line."""
+        self.remaining.pop(key, None)
+        line = f"[labcore] run {label} not trained (still pending): {why}"
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        """Close the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class Outcome:
+    """What a training pass did: runs trained (ok or failed), and runs lost to crashes (still pending)."""
+
+    trained: list[runs.RunResult] = dataclasses.field(default_factory=list)
+    lost: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (label, why)
+    seconds: float = 0.0
+    executor: str = "local"  # the one that trained them
+
+    @property
+    def failed(self) -> list[runs.RunResult]:
+        """Runs that failed on their own (stored as failed)."""
+        return [r for r in self.trained if not r.ok]
