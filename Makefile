@@ -55,7 +55,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
 plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing)
-	$(BIN)/python -m labcore.plan --profile '$(PROFILE)' --only '$(ONLY)' $(if $(EXACT),--exact)
+	$(BIN)/python -m labcore.plan --profile '$(PROFILE)' --only '$(ONLY)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE))
 
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
 	$(BIN)/python -m labcore.executor --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \

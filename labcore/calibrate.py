@@ -31,6 +31,7 @@ from .files import replacing
 from .paths import cache_dir
 from .machine import device_info, flush_denormals, pick_device, show_progress
 from .machine import threads as machine_threads
+from .fused import Fused
 from .train import make_optimizer, memory_format
 
 CALIBRATION_VERSION = 2  # bump when what is measured changes (2: batch making timed, CPU time on one thread)
@@ -50,12 +51,13 @@ def _cache_path(device: str) -> Any:
     return cache_dir() / f"calibration-v{CALIBRATION_VERSION}-{slug}.json"
 
 
-def arch_key(cfg: RunConfig) -> str:
-    """What a step's cost depends on: the model, the image shape, the batch and the step's settings."""
+def arch_key(cfg: RunConfig, members: int = 1) -> str:
+    """What a step's cost depends on: the model, the image shape, the batch and the step's settings (and how many
+    seeds train fused, when more than one: then the cost is the whole group's)."""
     t = cfg.train
     blob = json.dumps([cfg.model.__dict__, cfg.data.name, t.batch_size, t.optimizer, t.augment, t.precision,
                        t.channels_last], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashlib.sha256(blob.encode()).hexdigest()[:16] + (f"x{members}" if members > 1 else "")
 
 
 def _saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -98,31 +100,37 @@ def _median_time(fn: Callable[[], None], clock: Callable[[], float], sync: Calla
     return sorted(times)[len(times) // 2], len(times)
 
 
-def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False) -> dict[str, float]:
-    """Time real training steps (batch making included) and forward passes of `cfg`'s model on `device`; count
-    its peak memory.
-
-    On a CPU the timings resist other work on the machine (measured here with both cores kept busy: wall-clock
-    step times 1.5-2.3x high with one thread, 4-30x with two): a one-thread step is timed by the CPU time of
-    this thread (within 10 % of an idle machine's wall time; one family 1.4x), and when `loaded`, a step with
-    more threads is taken as no slower than one thread's (its wall-clock time is what load distorts most)."""
-    dev = pick_device(device)
-    flush_denormals(dev)
-    shape = SHAPES[cfg.data.name]
+def _step_fns(cfg: RunConfig, dev: torch.device, members: int) -> tuple[Callable, Callable, nn.Module, torch.Tensor,
+                                                                       torch.Tensor]:
+    """(a training step, a forward pass, the model, a batch x, y) of `cfg` on `dev`, as `fit` runs them, or as
+    `fused.fit_fused` runs `members` seeds at once (each on its own batch)."""
+    shape, n_classes = SHAPES[cfg.data.name], len(CLASSES[cfg.data.name])
     torch.manual_seed(0)
-    model = build_model(cfg.model, shape, len(CLASSES[cfg.data.name])).to(dev)
+    feed = _feed(cfg, dev)
+    x, y = next(feed)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+    if members > 1:
+        models = [build_model(cfg.model, shape, n_classes).to(dev) for _ in range(members)]
+        group = Fused(models, cfg.train, total_steps=10**6)
+        alive = torch.ones(members, dtype=torch.bool, device=dev)
+
+        def fused_step() -> None:
+            parts = [next(feed) for _ in range(members)]
+            group.step(torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), alive)
+
+        def fused_forward() -> None:
+            with torch.no_grad(), autocast:
+                group.base.eval()
+                group._all_same_batch(group.params, group.buffers, x)
+
+        return fused_step, fused_forward, models[0], x, y
+    model = build_model(cfg.model, shape, n_classes).to(dev)
     fmt = memory_format(model, cfg.train)
     model.to(memory_format=fmt)
     opt = make_optimizer(model, cfg.train)
-    feed = _feed(cfg, dev)
-    x, y = next(feed)
-    x = x.contiguous(memory_format=fmt)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
 
     def step() -> None:
+        model.train()
         xb, yb = next(feed)
         with autocast:
             loss = nn.functional.cross_entropy(model(xb.contiguous(memory_format=fmt)).float(), yb)
@@ -131,16 +139,33 @@ def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False) -> dict[
         opt.step()
 
     def forward() -> None:
+        model.eval()
         with torch.no_grad(), autocast:
-            model(x)
+            model(x.contiguous(memory_format=fmt))
 
+    return step, forward, model, x.contiguous(memory_format=fmt), y
+
+
+def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False, members: int = 1) -> dict[str, float]:
+    """Time real training steps (batch making included) and forward passes of `cfg`'s model on `device` (of
+    `members` seeds fused, when more than 1: the whole group's step); count its peak memory.
+
+    On a CPU the timings resist other work on the machine (measured here with both cores kept busy: wall-clock
+    step times 1.5-2.3x high with one thread, 4-30x with two): a one-thread step is timed by the CPU time of
+    this thread (within 10 % of an idle machine's wall time; one family 1.4x), and when `loaded`, a step with
+    more threads is taken as no slower than one thread's (its wall-clock time is what load distorts most)."""
+    dev = pick_device(device)
+    flush_denormals(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    step, forward, model, x, y = _step_fns(cfg, dev, members)
     for _ in range(WARMUP_STEPS):
         step()
     sync()
     one_thread = dev.type == "cpu" and torch.get_num_threads() == 1
     clock = time.thread_time if one_thread else time.perf_counter  # a thread's CPU time: what load cannot stretch
     step_s, n = _median_time(step, clock, sync)
-    model.eval()
     forward_s, _ = _median_time(forward, clock, sync)
     out = {"step_s": step_s, "forward_s": forward_s, "timed_steps": n}
     if loaded and dev.type == "cpu" and not one_thread:
@@ -154,7 +179,7 @@ def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False) -> dict[
     if dev.type == "cuda":
         peak = float(torch.cuda.max_memory_allocated(dev))
     else:
-        peak = float(n_params * 4 * state_copies + _saved_bytes(model, x, y))
+        peak = float(n_params * 4 * state_copies + _saved_bytes(model, x, y)) * members
     return {**out, "peak_model_bytes": peak, "n_params": n_params}
 
 
@@ -179,9 +204,10 @@ def busy() -> bool:
 
 
 def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True,
-              cached_only: bool = False) -> dict[str, dict]:
-    """Measurements for every distinct architecture among `cfgs`, from the per-device cache or measured now;
-    `cached_only`: measure nothing, and return {} unless the cache has them all."""
+              cached_only: bool = False, members: int = 1) -> dict[str, dict]:
+    """Measurements for every distinct architecture among `cfgs` (trained `members` seeds fused, when more than
+    1), from the per-device cache or measured now; `cached_only`: measure nothing, and return {} unless the cache
+    has them all."""
     path = _cache_path(device)
     try:
         cache = json.loads(path.read_text())
@@ -189,9 +215,9 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
         cache = {}
     idle = not busy()
     # A timing taken while the machine was busy is kept only until it can be taken again on an idle machine.
-    todo = {arch_key(c): c for c in cfgs if arch_key(c) not in cache or (idle and cache[arch_key(c)].get("busy"))}
+    todo = {arch_key(c, members): c for c in cfgs if arch_key(c, members) not in cache or (idle and cache[arch_key(c, members)].get("busy"))}
     if todo and cached_only:
-        return {} if any(arch_key(c) not in cache for c in cfgs) else {arch_key(c): cache[arch_key(c)] for c in cfgs}
+        return {} if any(arch_key(c, members) not in cache for c in cfgs) else {arch_key(c, members): cache[arch_key(c, members)] for c in cfgs}
     if todo and not idle and progress:
         print(f"[labcore] this machine is busy ({other_load():.0f} other threads ready to run on {os.cpu_count()} "
               "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
@@ -202,8 +228,9 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):
         try:
-            cache[key] = {**measure(cfg, device, loaded=not idle), "busy": not idle,
-                          "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"}
+            cache[key] = {**measure(cfg, device, loaded=not idle, members=members), "busy": not idle,
+                          "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"
+                                   + (f" x{members} fused" if members > 1 else "")}
         except Exception as exc:  # out of memory on the device: estimate it from the others, never crash the plan
             kind = classify(exc)
             if kind is None:
@@ -214,8 +241,8 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     if todo:
         with replacing(path) as tmp:
             tmp.write_text(json.dumps(cache, indent=1))
-    timed = {arch_key(c): cache[arch_key(c)] for c in cfgs if arch_key(c) in cache}
-    return from_flops(cfgs, timed) if untimed else timed
+    timed = {arch_key(c, members): cache[arch_key(c, members)] for c in cfgs if arch_key(c, members) in cache}
+    return from_flops(cfgs, timed, members=members) if untimed else timed
 
 
 def size(cfg: RunConfig) -> tuple[float, int]:
@@ -234,13 +261,13 @@ def size(cfg: RunConfig) -> tuple[float, int]:
 COARSE_TIMED = 4  # architectures a coarse estimate times for real, to fit its cost model
 
 
-def coarse(cfgs: list[RunConfig], device: str = "auto", progress: bool = True) -> dict[str, dict]:
+def coarse(cfgs: list[RunConfig], device: str = "auto", progress: bool = True, members: int = 1) -> dict[str, dict]:
     """Costs for every architecture among `cfgs` in seconds rather than minutes: the cached measurements, plus a
     few cheap architectures timed now (COARSE_TIMED, cached as usual), and for the rest an overhead plus a rate
     times their FLOPs, fitted to every measured one, marked 'coarse' (on 2 CPU cores the rate varied 25-45 ms per
     forward GFLOP across families: expect about +-30 %). `calibrate` replaces them with measurements."""
-    archs = {arch_key(c): c for c in cfgs}
-    known = calibrate(cfgs, device, progress=False, cached_only=True) or {}
+    archs = {arch_key(c, members): c for c in cfgs}
+    known = calibrate(cfgs, device, progress=False, cached_only=True, members=members) or {}
     missing = [k for k in archs if k not in known]
     if not missing:
         return known
@@ -249,15 +276,15 @@ def coarse(cfgs: list[RunConfig], device: str = "auto", progress: bool = True) -
     cheap = sorted(missing, key=counted.get)[: max(1, (3 * len(missing)) // 4)]  # the costliest quarter is never timed
     m = min(COARSE_TIMED, len(cheap))  # spread over the cheap ones' FLOPs, the cheapest and the dearest of them included
     picks = {cheap[round(i * (len(cheap) - 1) / max(m - 1, 1))] for i in range(m)}
-    measured = calibrate([archs[k] for k in picks], device, progress=progress)
-    return from_flops(cfgs, {**known, **measured}, sizes_)
+    measured = calibrate([archs[k] for k in picks], device, progress=progress, members=members)
+    return from_flops(cfgs, {**known, **measured}, sizes_, members)
 
 
-def from_flops(cfgs: list[RunConfig], costs: dict[str, dict], sizes_: dict[str, tuple[float, int]] | None = None
-               ) -> dict[str, dict]:
+def from_flops(cfgs: list[RunConfig], costs: dict[str, dict], sizes_: dict[str, tuple[float, int]] | None = None,
+               members: int = 1) -> dict[str, dict]:
     """`costs` completed for every architecture among `cfgs` it lacks: an overhead plus a rate times its FLOPs,
     fitted to the measured ones, marked 'coarse'."""
-    archs = {arch_key(c): c for c in cfgs}
+    archs = {arch_key(c, members): c for c in cfgs}
     sizes_ = sizes_ or {k: size(c) for k, c in archs.items()}
     counted = {k: f for k, (f, _) in sizes_.items()}
     # Measured here: above about 0.1 GFLOP per batch every family costs 25-45 ms per forward GFLOP on a CPU, so a
@@ -288,25 +315,28 @@ def learned(results: list, device: str) -> dict[str, dict]:
             n_train, n_val, _ = sizes(r.config.data)
             t = r.config.train
             steps = t.epochs * (math.ceil(n_train / t.batch_size) + math.ceil(n_val / t.batch_size) / 3)
-            per_arch.setdefault(arch_key(r.config), []).append(r.seconds / steps)
+            fused = getattr(r, "fused", 1)  # a fused run's seconds are its share: the group's step is fused times that
+            per_arch.setdefault(arch_key(r.config, fused), []).append(r.seconds * fused / steps)
     return {k: {"step_s": sorted(v)[len(v) // 2], "forward_s": sorted(v)[len(v) // 2] / 3, "learned_from": len(v)}
             for k, v in per_arch.items()}
 
 
-def estimate_seconds(cfg: RunConfig, costs: dict[str, dict]) -> float:
+def estimate_seconds(cfg: RunConfig, costs: dict[str, dict], members: int = 1) -> float:
     """Estimated training time of `cfg` (what the run store records as `seconds`: training steps plus the
-    validation pass after every epoch), from its architecture's measured costs."""
-    c = costs[arch_key(cfg)]
+    validation pass after every epoch), from its architecture's measured costs; trained with `members` seeds
+    fused, its share of the group's time."""
+    c = costs[arch_key(cfg, members)]
     n_train, n_val, _ = sizes(cfg.data)
     steps = cfg.train.epochs * math.ceil(n_train / cfg.train.batch_size)
     forwards = cfg.train.epochs * math.ceil(n_val / cfg.train.batch_size)
-    return steps * c["step_s"] + forwards * c["forward_s"]
+    return (steps * c["step_s"] + forwards * c["forward_s"]) / members
 
 
-def peak_bytes(cfg: RunConfig, costs: dict[str, dict]) -> float:
-    """Peak memory of training `cfg`: the model's share (measured or counted) plus its dataset as uint8."""
+def peak_bytes(cfg: RunConfig, costs: dict[str, dict], members: int = 1) -> float:
+    """Peak memory of training `cfg` (with `members` seeds fused: the group's): the model's share (measured or
+    counted) plus its dataset as uint8."""
     n_train, n_val, n_test = sizes(cfg.data)
-    return costs[arch_key(cfg)]["peak_model_bytes"] + (n_train + n_val + n_test) * math.prod(SHAPES[cfg.data.name])
+    return costs[arch_key(cfg, members)]["peak_model_bytes"] + (n_train + n_val + n_test) * math.prod(SHAPES[cfg.data.name])
 
 
 def human_seconds(s: float) -> str:

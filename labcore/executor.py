@@ -28,7 +28,7 @@ from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
 from .calibrate import human_seconds
-from .jobs import FUSE_MODES, Outcome, Progress, describe_job, group_jobs, train_job
+from .jobs import Outcome, Progress, describe_job, group_jobs, train_job
 from .plan import choose_profile, describe
 from .machine import deterministic_process, pick_device
 
@@ -164,8 +164,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     always ('on') or never ('off')."""
     if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
-    if fuse not in FUSE_MODES:
-        raise ConfigError(f"FUSE={fuse!r} is unknown; choose one of: {', '.join(FUSE_MODES)}")
+    group_jobs([], torch.device("cpu"), fuse)  # an unknown FUSE fails now, in one line, before any planning
     if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
         from .raypass import check_cluster
 
@@ -177,7 +176,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
         # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
         on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
         planned_for = per_run if executor == "ray" and on_cpu else None
-        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for)
+        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse)
         print(d["summary"], flush=True)
         import importlib.util
 
@@ -186,7 +185,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
         if why:
             print(why, flush=True)
         if executor == "ray" and on_cpu and planned_for is None and d["pending_seconds"]:
-            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run)
+            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run, fuse=fuse)
         wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
         for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run

@@ -4,7 +4,7 @@ and vmap), each stored as its own run under its own key.
 Each member starts from the weights it would start from alone, draws its own batch order and augmentation from
 its own generator, keeps its own BatchNorm statistics and takes its own optimizer steps (Adam and SGD act element
 by element, so stacking the parameters changes only how the arithmetic is grouped): members agree with runs
-trained alone to float rounding (tests/test_fused.py states the tolerance per family). What fusion saves is the
+trained alone to float rounding (tests/test_fused.py states the tolerance per family; labcore.jobs stores them). What fusion saves is the
 per-step overhead (Python, the dispatcher, kernel launches, the optimizer), paid once for all members: it is what
 bounds the small networks here on a GPU, and the MLPs on a CPU. A member whose loss becomes non-finite fails alone.
 Not fused: W&B's gradient histograms (its hooks need each member's own forward pass) and torch.compile.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
 import time
 
 import torch
@@ -23,11 +22,8 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig, TrainConfig
 from .data import Splits, batches
-from .faults import lost
-from .machine import configure, device_info, flush_denormals, numerics, pick_device, show_progress
-from .models import count_parameters
-from .train import EpochCallback, evaluate, make_optimizer, make_schedule
-from . import runs
+from .machine import flush_denormals, show_progress
+from .train import EpochCallback, make_optimizer, make_schedule
 
 # Where fusing pays, by device type and family, measured back to back (README "Fused seeds"): on the CPU only the
 # MLPs gain (their steps are overhead); convolutions there run as fast or slower fused. On a GPU every family here
@@ -147,65 +143,3 @@ def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: 
         if len(failed) == n:
             break
     return histories, failed
-
-
-def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", tracking: str = "offline",
-                checkpoints: list[tuple[int, ...]] | None = None, estimate_seconds: float | None = None,
-                group: str | None = None, profile: str | None = None, deterministic: bool = False
-                ) -> list[runs.Trained]:
-    """Train runs that differ only in their seed as one fused model; one `runs.Trained` per config, in order, each
-    recording that it trained fused (with how many). `estimate_seconds`: each member's share. The machine's
-    faults raise RunLost for the whole group (labcore.faults), whose members can then train alone."""
-    assert len({group_key(c) for c in cfgs}) == 1, "fused runs must differ in their seed only"
-    try:
-        return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds, group,
-                            profile, deterministic)
-    except Exception as exc:
-        fault = lost(f"{cfgs[0].label()} and {len(cfgs) - 1} fused seed(s)", exc)
-        if fault is None:
-            raise
-        raise fault from exc
-
-
-def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: str, checkpoints: list[tuple[int, ...]],
-                 estimate_seconds: float | None, group: str | None, profile: str | None, deterministic: bool
-                 ) -> list[runs.Trained]:
-    device = pick_device(str(device))
-    configure(device, deterministic)
-    splits = runs.load_splits(cfgs[0].data).to(device)
-    models = [runs.init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
-    states: list[dict[int, dict]] = [{0: runs.cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
-    steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
-    trackers = [runs.new_tracker(c, tracking, group, profile) for c in cfgs]
-
-    def saver(i: int) -> EpochCallback:
-        def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
-            trackers[i].log(row, step=epoch * steps_per_epoch)
-            if epoch in checkpoints[i]:
-                states[i][epoch] = runs.cpu_state(m)
-        return on_epoch
-
-    info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
-            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
-            "numerics": numerics(device), "fused": len(cfgs)}
-    start = time.perf_counter()
-    try:
-        histories, failed = fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
-                                      on_epoch=[saver(i) for i in range(len(cfgs))],
-                                      on_step=lambda step, losses: [t.log_step(step, losses[i]) for i, t in enumerate(trackers)])
-        seconds = (time.perf_counter() - start) / len(cfgs)  # each member's share of the group's wall time
-        out = []
-        for i, (cfg, model) in enumerate(zip(cfgs, models)):
-            if i in failed:
-                trackers[i].finish()
-                result = runs.RunResult(cfg, histories[i], {}, seconds=seconds, status="failed", error=failed[i], **info)
-                out.append(runs.Trained(result, None, {}))
-                continue
-            test = evaluate(model, splits.x_test, splits.y_test, splits)
-            trackers[i].finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
-            out.append(runs.Trained(runs.RunResult(cfg, histories[i], test, seconds=seconds, **info),
-                                    runs.cpu_state(model), states[i]))
-        return out
-    finally:
-        for t in trackers:
-            t.finish()  # no-op after a normal finish; closes the W&B runs if training raised

@@ -164,12 +164,13 @@ def software(device: str) -> dict[str, Any]:
 
 
 def run_tests(out: Path, device: str) -> dict[str, Any]:
-    """The `gpu`-marked tests (tests/test_gpu.py) on `device`: passed, failed and skipped counts."""
+    """The `gpu`-marked tests (tests/test_gpu.py, tests/test_fused.py) on `device`: passed, failed, skipped."""
     import xml.etree.ElementTree as ET
 
     xml = out / "gpu-tests.xml"
     env = {**os.environ, "LABCORE_TEST_DEVICE": device}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu and not slow", "tests/test_gpu.py", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu and not slow", "tests/test_gpu.py",
+                           "tests/test_fused.py", "-q", "-p", "no:cacheprovider",
                            "-o", "addopts=", f"--junitxml={xml}"], cwd=PROJECT_ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     suite = ET.parse(xml).getroot()
@@ -200,65 +201,100 @@ def notebooks(device: str, tiny: bool, work: Path) -> dict[str, str]:
 
 
 def estimate(device: str, tiny: bool, work: Path) -> dict[str, Any]:
-    """The calibration of the full profile's architectures on `device` (smoke's 01 when `tiny`), and the plan's
-    compute: one run at a time (the sum of the estimates)."""
+    """The calibration of the full profile's architectures on `device` (quick's 01 when `tiny`), and the plan's
+    compute: one run at a time (FUSE=off, the sum of the estimates) and with seeds fused where that pays there."""
     from . import plan, runs
 
     os.environ["LABCORE_CACHE"] = str(work / "cache")  # a fresh calibration, measured here and now
-    profile, only = ("smoke", ["01_mlp_baseline"]) if tiny else ("full", None)
-    d = plan.describe(profile, only, device=device, store=runs.RunStore(work / "empty-store"))
-    return {"profile": profile, "runs": len(d["planned"]), "one_at_a_time_s": d["pending_seconds"],
-            "device": d["device"]}
+    profile, only = ("quick", ["01_mlp_baseline"]) if tiny else ("full", None)  # tiny: 3 MLP seeds, fused on a CPU
+    store = runs.RunStore(work / "empty-store")
+    alone = plan.describe(profile, only, device=device, store=store, fuse="off")
+    fused = plan.describe(profile, only, device=device, store=store, fuse="auto")
+    return {"profile": profile, "runs": len(alone["planned"]), "one_at_a_time_s": alone["pending_seconds"],
+            "fused_s": fused["pending_seconds"], "fused_runs": sum(n > 1 for n in fused["members"].values()),
+            "device": alone["device"]}
 
 
 def timing(device: str, tiny: bool) -> dict[str, Any]:
     """He et al.'s ResNet-20 and -56 (width 16, batch 128, CIFAR-sized inputs on the device) for a few hundred
-    steps: one run alone, and 4 runs at once in separate processes sharing the device (fractional; 2 when `tiny`).
-    Fused training of several seeds in one model is not built yet (issue 16, part 3)."""
-    out = {"fused": "not built yet"}
+    steps: one run alone; 4 seeds fused into one model (labcore.fused); and 4 runs at once in separate processes
+    sharing the device (fractional). Sizes are 2 and a depth-8 width-4 net when `tiny`."""
+    out: dict[str, Any] = {}
     steps, runs_at_once = (5, 2) if tiny else (300, 4)
     for depth in ((8,) if tiny else (20, 56)):
         cmd = [sys.executable, "-m", "labcore.gpucheck", "steps", "--device", device, "--depth", str(depth),
                "--steps", str(steps), "--width", "4" if tiny else "16"]
         start = time.perf_counter()
         alone = float(subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
+        fused = float(subprocess.run(cmd + ["--members", str(runs_at_once)], cwd=PROJECT_ROOT, capture_output=True,
+                                     text=True, check=True).stdout.split()[-1])
         procs = [subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(runs_at_once)]
         shared = [float(p.communicate()[0].split()[-1]) for p in procs]
         wall = time.perf_counter() - start
-        out[f"resnet{depth}"] = {"steps": steps, "alone_s_per_step": alone / steps,
-                                 "shared_s_per_step": max(shared) / steps, "runs_at_once": runs_at_once,
-                                 "throughput_gain": round(runs_at_once * alone / max(shared), 2), "wall_s": round(wall, 1)}
+        gains = {"fused": round(runs_at_once * alone / fused, 2), "fractional": round(runs_at_once * alone / max(shared), 2)}
+        out[f"resnet{depth}"] = {"steps": steps, "runs": runs_at_once, "alone_s_per_step": alone / steps,
+                                 "fused_s_per_step": fused / steps, "shared_s_per_step": max(shared) / steps,
+                                 "throughput_gain": gains, "fastest": max(gains, key=gains.get) if max(gains.values()) > 1
+                                 else "one at a time", "wall_s": round(wall, 1)}
     return out
 
 
-def steps(device: str, depth: int, n: int, width: int) -> float:
-    """Seconds for `n` training steps of He et al.'s CIFAR ResNet (after 5 warm-up steps), on random data."""
+def steps(device: str, depth: int, n: int, width: int, members: int = 1) -> float:
+    """Seconds for `n` training steps of He et al.'s CIFAR ResNet (after 5 warm-up steps), on random data; of
+    `members` seeds fused into one model when more than 1 (labcore.fused: the whole group's steps)."""
     import torch
     from torch import nn
 
     from .config import ModelConfig, TrainConfig
+    from .fused import Fused
     from .machine import configure, pick_device
     from .models import build_model
     from .train import make_optimizer
 
     dev = pick_device(device)
     configure(dev)
-    model = build_model(ModelConfig("cifar_resnet", depth, width, True, "batch"), (3, 32, 32)).to(dev)
-    model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, TrainConfig(optimizer="sgd", lr=0.1))
-    x = torch.randn(128, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (128,), device=dev)
+    cfg, train = ModelConfig("cifar_resnet", depth, width, True, "batch"), TrainConfig(optimizer="sgd", lr=0.1)
+    x = torch.randn(members, 128, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (members, 128), device=dev)
+    if members > 1:
+        group = Fused([build_model(cfg, (3, 32, 32)).to(dev) for _ in range(members)], train, total_steps=10**6)
+        alive = torch.ones(members, dtype=torch.bool, device=dev)
+
+        def step() -> None:
+            group.step(x, y, alive)
+    else:
+        model = build_model(cfg, (3, 32, 32)).to(dev).to(memory_format=torch.channels_last)
+        opt = make_optimizer(model, train)
+        x1 = x[0].contiguous(memory_format=torch.channels_last)
+
+        def step() -> None:
+            loss = nn.functional.cross_entropy(model(x1), y[0])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for i in range(5 + n):
         if i == 5:
             sync()
             start = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step()
     sync()
     return time.perf_counter() - start
+
+
+def packed(est: Any, tim: Any) -> dict[str, Any]:
+    """The plan's compute one run at a time, and packed: with seeds fused as calibrated, or one at a time divided
+    by the measured gain of runs sharing the device (fractional), whichever is less."""
+    one = est.get("one_at_a_time_s") if isinstance(est, dict) else None
+    fused = est.get("fused_s") if isinstance(est, dict) else None
+    share = max((v["throughput_gain"]["fractional"] for v in tim.values() if isinstance(v, dict)), default=0) \
+        if isinstance(tim, dict) else 0
+    options = {"fused seeds (calibrated per architecture)": fused,
+               "runs sharing the device (one at a time / the measured fractional gain)": one / share if one and share > 1
+               else None}
+    options = {k: v for k, v in options.items() if v}
+    how = min(options, key=options.get) if options else "one at a time"
+    return {"one_at_a_time": one, "packed": options.get(how, one), "packed_how": how}
 
 
 def check(device: str, out: Path) -> Path:
@@ -282,12 +318,7 @@ def check(device: str, out: Path) -> Path:
     _part(result, "notebooks", lambda: notebooks(device, tiny, work), log)
     _part(result, "estimate", lambda: estimate(device, tiny, work), log)
     _part(result, "timing", lambda: timing(device, tiny), log)
-    one = result["estimate"].get("one_at_a_time_s") if isinstance(result["estimate"], dict) else None
-    gain = max((v.get("throughput_gain", 0) for v in result["timing"].values() if isinstance(v, dict)), default=0) \
-        if isinstance(result["timing"], dict) else 0
-    result["full_estimate_s"] = {"one_at_a_time": one, "packed": one / gain if one and gain > 1 else one,
-                                 "packed_how": "one-at-a-time divided by the measured throughput gain of runs sharing "
-                                               "the device (fractional)"}
+    result["full_estimate_s"] = packed(result["estimate"], result["timing"])
     path = out / "gpu-check.json"
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(result, indent=1, default=str))
@@ -311,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--depth", type=int, default=20)
     s.add_argument("--steps", type=int, default=300)
     s.add_argument("--width", type=int, default=16)
+    s.add_argument("--members", type=int, default=1, help="seeds fused into one model")
     args = parser.parse_args(argv)
     if args.command == "bundle":
         print(f"gpu-bundle: {bundle(args.out)}")
@@ -324,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         check(args.device, args.out)
     else:
-        print(f"{steps(args.device, args.depth, args.steps, args.width):.6f}")
+        print(f"{steps(args.device, args.depth, args.steps, args.width, args.members):.6f}")
     return 0
 
 

@@ -127,14 +127,17 @@ def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) ->
 
 
 def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
-             store=None, resolved: dict[str, dict] | None = None, threads: int | None = None) -> dict[str, Any]:
+             store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
+             fuse: str = "auto") -> dict[str, Any]:
     """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
     too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
     ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
     that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
     not timed yet (cached), "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache
-    covers every architecture), False none at all (counts only)."""
+    covers every architecture), False none at all (counts only). `fuse`: as `make train` will (labcore.jobs):
+    a fused run's estimate is its share of its group's, and `alone_seconds` is what training each alone would take."""
     from . import calibrate as cal
+    from .jobs import group_jobs
     from .runs import RunStore
 
     store = store or RunStore()
@@ -142,28 +145,44 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
+    members = {p.key: len(job) for job in group_jobs(unstored, machine.pick_device(device), fuse) for p in job}
+    sizes = sorted({n for n in members.values() if n > 1})
     with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
-        estimates, peak, total, dev = {}, None, None, cal.device_name(device)
-        cfgs = [p.cfg for p in unstored]
-        costs = {} if not (calibrate and unstored) else cal.coarse(cfgs, device) if calibrate == "coarse" else \
-            cal.calibrate(cfgs, device, cached_only=calibrate == "cached")
+        estimates, peak, total, alone, dev = {}, None, None, None, cal.device_name(device)
+        costs: dict[str, dict] = {}
+        for n in [1] + sizes:  # each run alone, and the fused groups of each size
+            cfgs = [p.cfg for p in unstored] if n == 1 else [p.cfg for p in unstored if members[p.key] == n]
+            if not (calibrate and cfgs):
+                continue
+            got = cal.coarse(cfgs, device, members=n) if calibrate == "coarse" else \
+                cal.calibrate(cfgs, device, cached_only=calibrate == "cached", members=n)
+            if not got:  # "cached" and not all of them are: no estimate at all
+                costs = {}
+                break
+            costs.update(got)
     if costs:  # what finished runs of the same architectures took here beats a few timed steps
         done = [store.get(p.cfg) for p, s in zip(planned, table.state) if s == "stored"]
         for key, seen in cal.learned([r for r in done if r is not None], dev).items():
             if key in costs:
                 costs[key] = {**costs[key], **seen, "coarse": False}
-        estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
+        estimates = {p.key: cal.estimate_seconds(p.cfg, costs, members[p.key]) for p in unstored}
         total = sum(estimates[p.key] for p in pending) if pending else None
+        alone = sum(cal.estimate_seconds(p.cfg, costs) for p in pending) if pending else None
         if pending:
-            largest = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs))
-            peak = (largest.cfg.label(), cal.peak_bytes(largest.cfg, costs))
+            largest = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs, members[p.key]))
+            peak = (largest.cfg.label() + (f" with {members[largest.key]} seeds fused" if members[largest.key] > 1
+                                           else ""), cal.peak_bytes(largest.cfg, costs, members[largest.key]))
     n_coarse = sum(bool(c.get("coarse")) for c in costs.values())
     summary = summary_line(profile, table, total, dev)
+    n_fused = sum(members[p.key] > 1 for p in pending)
+    if n_fused and total is not None:
+        summary += f", {n_fused} of them fused with their other seeds ({human_seconds(alone)} one by one: FUSE=off)"
     if n_coarse and total is not None:
         summary += (f"; coarse: {n_coarse} of {len(costs)} architectures estimated from their FLOPs, not timed "
                     "(`make train` times each first; `make plan EXACT=1` now)")
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
-            "pending_seconds": total, "peak": peak, "device": dev, "store": store, "summary": summary}
+            "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,
+            "summary": summary, "members": members}
 
 
 def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
@@ -188,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated notebook stems")
     parser.add_argument("--device", default="auto", help="device to estimate for: cpu, cuda, ... (default: auto)")
     parser.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
+    parser.add_argument("--fuse", default="auto", help="as `make train` will: auto, on or off (labcore.fused)")
     parser.add_argument("--exact", action="store_true", help="time every architecture now (minutes on a CPU for "
                         "full) instead of a coarse FLOP-based estimate for those not timed yet")
     args = parser.parse_args(argv)
@@ -198,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if first:
             print(first, flush=True)
         print_plan(describe(profile, only, args.device,
-                            calibrate=False if args.no_calibrate else True if args.exact else "coarse"))
+                            calibrate=False if args.no_calibrate else True if args.exact else "coarse", fuse=args.fuse))
         if first:
             print(other_cost(profile, args.device))
         print(f"run store: {runs_dir()}")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from labcore import fused, runs
+from labcore import fused, jobs, runs
 from labcore.config import FAMILIES, ModelConfig, RunConfig, TrainConfig
 from labcore.models import build_model
 from labcore.train import fit
@@ -15,6 +15,7 @@ from labcore.train import fit
 from .synthetic import synthetic_splits
 
 DEVICE = torch.device(os.environ.get("LABCORE_TEST_DEVICE") or "cpu")
+pytestmark = pytest.mark.gpu  # `make gpu-check` runs these on CUDA too
 # Every family at its smallest sensible size, with batch norm where the family has it, and SGD for one of them:
 # both optimizers and BatchNorm's per-member statistics are what fusing must keep apart.
 SIZES = {"mlp": (2, 16), "convnet": (2, 8), "fullyconv": (2, 8), "lab_cnn": (1, 8), "lab_resnet": (2, 8),
@@ -90,7 +91,7 @@ def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatc
             for s in (0, 1, 2)]
     assert len({fused.group_key(c) for c in cfgs}) == 1 and len({c.key() for c in cfgs}) == 3
     store = runs.RunStore(tmp_path)
-    trained = fused.train_fused(cfgs, "cpu", "disabled", checkpoints=[(0, 1), (), ()], estimate_seconds=1.0)
+    trained = jobs.train_fused(cfgs, "cpu", "disabled", checkpoints=[(0, 1), (), ()], estimate_seconds=1.0)
     for t in trained:
         store.put_or_lose(t)
     for i, c in enumerate(cfgs):
@@ -102,7 +103,7 @@ def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatc
     assert all(torch.equal(a, b) for a, b in zip(init.state_dict().values(),
                                                   store.load_model(cfgs[0], (1, 28, 28), 4, epoch=0).state_dict().values()))
     with pytest.raises(AssertionError, match="seed only"):
-        fused.train_fused([cfgs[0], cfgs[0].replace(train={"lr": 0.5})], "cpu", "disabled")
+        jobs.train_fused([cfgs[0], cfgs[0].replace(train={"lr": 0.5})], "cpu", "disabled")
 
 
 def test_where_fusing_pays():

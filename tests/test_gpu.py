@@ -90,7 +90,10 @@ def test_make_gpu_check_runs_here_on_tiny_sizes(tmp_path):
     assert result["device"] == "cpu" and result["tests"]["failed"] == 0 and result["tests"]["passed"] >= 3
     assert result["notebooks"] == {"01_mlp_baseline": "ok"}
     assert result["full_estimate_s"]["one_at_a_time"] > 0 and result["full_estimate_s"]["packed"] > 0
-    assert result["timing"]["resnet8"]["alone_s_per_step"] > 0 and (tmp_path / "gpu-check.log").is_file()
+    resnet = result["timing"]["resnet8"]
+    assert resnet["alone_s_per_step"] > 0 and resnet["fused_s_per_step"] > 0 and resnet["shared_s_per_step"] > 0
+    assert set(resnet["throughput_gain"]) == {"fused", "fractional"} and (tmp_path / "gpu-check.log").is_file()
+    assert result["estimate"]["fused_runs"] > 0 and result["estimate"]["fused_s"] > 0, "the MLP's seeds fuse on a CPU"
 
 
 def test_a_fractional_gpu_caps_the_process_memory_and_a_whole_one_does_not(monkeypatch):
