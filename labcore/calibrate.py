@@ -315,7 +315,7 @@ def learned(results: list, device: str) -> dict[str, dict]:
             n_train, n_val, _ = sizes(r.config.data)
             t = r.config.train
             steps = t.epochs * (math.ceil(n_train / t.batch_size) + math.ceil(n_val / t.batch_size) / 3)
-            fused = getattr(r, "fused", 1)  # a fused run's seconds are its share: the group's step is fused times that
+            fused = max(len(r.fused), 1)  # a fused run's seconds are its share: the group's step is `fused` times that
             per_arch.setdefault(arch_key(r.config, fused), []).append(r.seconds * fused / steps)
     return {k: {"step_s": sorted(v)[len(v) // 2], "forward_s": sorted(v)[len(v) // 2] / 3, "learned_from": len(v)}
             for k, v in per_arch.items()}

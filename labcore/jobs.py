@@ -106,7 +106,7 @@ def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: st
 
     info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
-            "numerics": numerics(device), "fused": len(cfgs)}
+            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs)}
     start = time.perf_counter()
     try:
         histories, failed = fused.fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
@@ -165,7 +165,7 @@ class Progress:
         self.done += 1
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"
-        share = f" (its share of {result.fused} fused seeds)" if result.fused > 1 else ""
+        share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""
         line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
                 f"{share}{est} on {where}; ETA {human_seconds(self.eta())}")
         if self.bar is None:

@@ -77,4 +77,5 @@ def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: 
     return collect(pick_device(str(device)), data_source=", ".join(sorted({r.data_source for r in results})),
                    datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
                    **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),
-                   numerics=[json.loads(n) for n in sorted(numerics)])
+                   numerics=[json.loads(n) for n in sorted(numerics)],
+                   fused_runs=sum(len(getattr(r, "fused", ())) > 1 for r in results))

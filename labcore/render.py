@@ -133,7 +133,9 @@ def provenance_section(record: dict[str, Any]) -> str:
            "run at": utc(prov["time"]) if prov.get("time") else None, "wall time": f"{record.get('seconds', '?')} s",
            "commit": commit, "device": prov.get("device"), "trained on": ", ".join(prov.get("trained_on") or []),
            "platform": prov.get("platform"), "run store version": prov.get("run_store_version"),
-           "W&B tracking": prov.get("tracking"), "seeds": prov.get("seeds")}
+           "W&B tracking": prov.get("tracking"), "seeds": prov.get("seeds"),
+           "trained with their seeds fused": (f"{prov['fused_runs']} of the runs (one batched model per config; each "
+                                              "stored as its own run)") if prov.get("fused_runs") else None}
     data = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(d.get('source')))}</td>"
                    f"<td>{d.get('train', '?'):,} train + {d.get('test', '?'):,} test</td>"
                    f"<td><code>sha256 {html.escape(str(d.get('sha256', ''))[:16])}…</code></td></tr>"

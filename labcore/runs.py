@@ -57,7 +57,7 @@ class RunResult:
     estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
     node: str | None = None  # the machine that trained it
     compiled: bool = False  # trained through torch.compile
-    fused: int = 1  # members of the fused group it trained in (labcore.fused; `seconds` is its share); 1: alone
+    fused: tuple[int, ...] = ()  # the seeds of the fused group it trained in (labcore.fused; `seconds` is its share)
     numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
     cached: bool = False  # True when loaded from the store instead of trained now
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .calibrate import human_seconds
-from .config import ConfigError
+from .config import ConfigError, RunConfig
 from .data import DataNotFoundError
 from .exercise import Planned
 from .files import replacing, sha256
@@ -111,6 +111,19 @@ def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
             f"{diff.get('weights', 0):.2g}) because {'; '.join(why)}"), True
 
 
+def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: tuple[int, ...]) -> Any:
+    """Train the run again as it was trained: alone, or fused with the same seeds (its record names them; the
+    group's other members are trained too, and dropped)."""
+    from . import runs
+    from .jobs import train_fused
+
+    if len(rec.fused) <= 1:
+        return runs.train_run(cfg, device, "disabled", checkpoints)
+    group = [cfg.replace(seed=s) for s in rec.fused]
+    me = list(rec.fused).index(cfg.seed)
+    return train_fused(group, device, "disabled", [checkpoints if i == me else () for i in range(len(group))])[me]
+
+
 def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, device: str = "auto",
            out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     """Re-derive a sample of the profile's stored runs and compare them (see the module); writes and returns the
@@ -137,7 +150,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
                 line, ok = f"changed after training: {', '.join(changed)} (its checksum no longer matches)", False
             else:
                 with machine.threads((rec.numerics or {}).get("threads")):  # as it trained: same thread count
-                    again = runs.train_run(p.cfg, device, "disabled", tuple(sorted(store.checkpoint_epochs(p.cfg))))
+                    again = rederive(p.cfg, rec, device, tuple(sorted(store.checkpoint_epochs(p.cfg))))
                 scratch_store.put(again.result, again.model_state, again.checkpoints)
                 weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
                 diff = differences(rec, weights, again.result, again.model_state or {})

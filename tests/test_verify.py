@@ -42,6 +42,20 @@ def test_a_rederived_run_repeats_bit_for_bit_on_the_same_settings(store):
     assert verify.verdict(diff, []) == ("identical (bit for bit)", True)
 
 
+def test_a_fused_run_is_rederived_fused_with_the_same_seeds_and_repeats_bit_for_bit(store):
+    from labcore import jobs
+
+    cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
+    first = jobs.train_fused(cfgs, "cpu", "disabled")[1]
+    assert list(first.result.fused) == [0, 1, 2]
+    again = verify.rederive(cfgs[1], first.result, "cpu", ())
+    assert again.result.config == cfgs[1] and list(again.result.fused) == [0, 1, 2]
+    diff = verify.differences(first.result, first.model_state, again.result, again.model_state)
+    assert set(diff.values()) == {0.0}, "the same group, the same settings: bit for bit"
+    alone = verify.rederive(cfgs[1], runs.train_run(cfgs[1], "cpu", "disabled").result, "cpu", ())
+    assert not alone.result.fused, "a run trained alone is re-derived alone"
+
+
 @pytest.mark.parametrize("diff, why, expected, ok", [
     ({"acc": 0.0, "loss": 1e-7, "weights": 0.0}, [], "differs with the same settings: loss by 1e-07", False),
     ({"acc": 0.02, "loss": 0.05, "weights": 0.05}, ["threads: 1 then, 2 now"], "within tolerance", True),
