@@ -104,3 +104,40 @@ def test_a_fractional_gpu_caps_the_process_memory_and_a_whole_one_does_not(monke
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: capped.append((f, d)))
     assert machine.share_gpu(0.25) == 0.25 and capped == [(0.25, 0)]
     assert machine.share_gpu(1.0) is None and machine.share_gpu(0.0) is None and len(capped) == 1
+
+
+def _host_reads(train_one_epoch) -> int:
+    """How many times a tensor's value was read back to the host (what .item(), float() and .tolist() do, and what
+    makes the host wait for a GPU), counted in the profiler's trace of one epoch on the CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_one_epoch()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_no_host_sync_in_the_training_step(optimizer):
+    """The step never reads a value back: the host reads per epoch (the epoch's sums, validation), never per step,
+    so an epoch of 4x as many steps reads exactly as often; the same for fused seeds (labcore.fused). With Adam
+    only on a GPU: on the CPU PyTorch's Adam reads its step count per parameter (labcore's GPU path uses the
+    fused CUDA Adam, which keeps it on the device)."""
+    from labcore import fused
+
+    if optimizer == "adam" and DEVICE.type == "cpu":
+        pytest.skip("on the CPU, PyTorch's Adam reads its step count back (fused or not); `make gpu-check` runs this")
+    images = synthetic_splits(n=512, shape=(3, 16, 16)).to(DEVICE)
+    configure(DEVICE)
+
+    def epoch(batch_size: int, together: bool) -> int:
+        cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=batch_size, augment=True, optimizer=optimizer)
+        make = lambda: build_model(ModelConfig("convnet", 1, 8, norm="batch"), (3, 16, 16), len(images.classes)).to(DEVICE)  # noqa: E731
+        if together:
+            return _host_reads(lambda: fused.fit_fused([make(), make()], images, cfg, [0, 1], progress=False,
+                                                       on_step=lambda step, loss: None, step_every=1))
+        return _host_reads(lambda: fit(make(), images, cfg, 0, progress=False, on_step=lambda step, loss: None,
+                                       step_every=1))
+
+    for together in (False, True):
+        few, many = epoch(128, together), epoch(32, together)  # 4 and 16 steps
+        assert few == many, f"{'fused: ' if together else ''}{many - few} more host reads for 12 more steps"

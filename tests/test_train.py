@@ -161,3 +161,4 @@ def test_the_compiled_step_sees_only_full_batches(toy, monkeypatch):
     assert n % 48, "the toy split must leave a short last batch"
     fit(_model(toy), toy, TrainConfig(epochs=2, lr=1e-2, batch_size=48), seed=0, compile=True)
     assert seen and set(seen) == {48} and len(seen) == 2 * (n // 48)
+
