@@ -218,12 +218,13 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     todo = {arch_key(c, members): c for c in cfgs if arch_key(c, members) not in cache or (idle and cache[arch_key(c, members)].get("busy"))}
     if todo and cached_only:
         return {} if any(arch_key(c, members) not in cache for c in cfgs) else {arch_key(c, members): cache[arch_key(c, members)] for c in cfgs}
-    if todo and not idle and progress:
+    if todo and not idle and progress and members == 1:  # said once: fused groups are calibrated right after
         print(f"[labcore] this machine is busy ({other_load():.0f} other threads ready to run on {os.cpu_count()} "
               "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
               "once it is idle, and finished runs correct them", flush=True)
     if todo and progress:
-        print(f"[labcore] calibrating {len(todo)} architecture(s) on {device_name(device)} "
+        print(f"[labcore] calibrating {len(todo)} architecture(s){f' with {members} seeds fused' if members > 1 else ''}"
+              f" on {device_name(device)} "
               f"(a few real training steps each; cached in {path})", flush=True)
     untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):

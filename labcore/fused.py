@@ -12,8 +12,11 @@ Not fused: W&B's gradient histograms (its hooks need each member's own forward p
 from __future__ import annotations
 
 import copy
+import json
 import math
+import re
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,17 +25,46 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig, TrainConfig
 from .data import Splits, batches
-from .machine import flush_denormals, show_progress
+from .files import replacing
+from .machine import device_info, flush_denormals, show_progress
+from .paths import cache_dir
 from .train import EpochCallback, make_optimizer, make_schedule
 
-# Where fusing pays, by device type and family, measured back to back (README "Fused seeds"): on the CPU only the
-# MLPs gain (their steps are overhead); convolutions there run as fast or slower fused. On a GPU every family here
-# is launch-bound, so all are fused (to be confirmed by `make gpu-check`, which times both).
+# Where fusing pays, by device type and family, measured back to back (README "Packing"): on the CPU only the
+# MLPs gain (their steps are overhead); convolutions there run slower fused. On a GPU every family here is
+# launch-bound, so all are fused until `make gpu-check` has measured the card (`measured_packing`).
 FUSE_ON = {"cpu": ("mlp",), "cuda": "all"}
 
 
-def pays(cfg: RunConfig, device: torch.device) -> bool:
-    """Whether runs of `cfg`'s family train faster fused than one after another on `device`'s type."""
+def packing_path(device: torch.device) -> Path:
+    """Where `make gpu-check` keeps what packs runs best on this card: .cache/labcore/packing-<card>.json."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", device_info(device)).strip("-")
+    return cache_dir() / f"packing-{slug}.json"
+
+
+def measured_packing(device: torch.device) -> str | None:
+    """'fused', 'fractional' or 'one at a time': what `make gpu-check` measured fastest on this GPU, or None (also
+    for a driver without the GPU itself, e.g. one sending runs to a Ray cluster's GPUs)."""
+    try:
+        return json.loads(packing_path(device).read_text())["fastest"]
+    except (OSError, ValueError, KeyError, RuntimeError, AssertionError):  # no such card here: never measured
+        return None
+
+
+def record_packing(device: torch.device, fastest: str, figures: dict) -> Path:
+    """Keep what packs runs best on this GPU (`make gpu-check`'s timing), for FUSE=auto to follow."""
+    path = packing_path(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps({"fastest": fastest, "device": device_info(device), "figures": figures}, indent=1))
+    return path
+
+
+def pays(cfg: RunConfig, device: torch.device, measured: str | None = None) -> bool:
+    """Whether runs of `cfg`'s family train faster fused than one after another on `device`: on a GPU what
+    `make gpu-check` measured there (`measured`, when given), else FUSE_ON."""
+    if device.type == "cuda" and measured is not None:
+        return measured == "fused"
     families = FUSE_ON.get(device.type, ())
     return families == "all" or cfg.model.family in families
 

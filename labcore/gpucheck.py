@@ -205,11 +205,18 @@ def estimate(device: str, tiny: bool, work: Path) -> dict[str, Any]:
     compute: one run at a time (FUSE=off, the sum of the estimates) and with seeds fused where that pays there."""
     from . import plan, runs
 
+    before = os.environ.get("LABCORE_CACHE")
     os.environ["LABCORE_CACHE"] = str(work / "cache")  # a fresh calibration, measured here and now
     profile, only = ("quick", ["01_mlp_baseline"]) if tiny else ("full", None)  # tiny: 3 MLP seeds, fused on a CPU
     store = runs.RunStore(work / "empty-store")
-    alone = plan.describe(profile, only, device=device, store=store, fuse="off")
-    fused = plan.describe(profile, only, device=device, store=store, fuse="auto")
+    try:
+        alone = plan.describe(profile, only, device=device, store=store, fuse="off")
+        fused = plan.describe(profile, only, device=device, store=store, fuse="auto")
+    finally:  # the project's own cache again (where the timing part records what packs best on this card)
+        if before is None:
+            os.environ.pop("LABCORE_CACHE")
+        else:
+            os.environ["LABCORE_CACHE"] = before
     return {"profile": profile, "runs": len(alone["planned"]), "one_at_a_time_s": alone["pending_seconds"],
             "fused_s": fused["pending_seconds"], "fused_runs": sum(n > 1 for n in fused["members"].values()),
             "device": alone["device"]}
@@ -236,6 +243,12 @@ def timing(device: str, tiny: bool) -> dict[str, Any]:
                                  "fused_s_per_step": fused / steps, "shared_s_per_step": max(shared) / steps,
                                  "throughput_gain": gains, "fastest": max(gains, key=gains.get) if max(gains.values()) > 1
                                  else "one at a time", "wall_s": round(wall, 1)}
+    if device == "cuda":  # FUSE=auto follows what packed the deepest net best on this card (He et al.'s dominate)
+        from .fused import record_packing
+        from .machine import pick_device
+
+        deepest = out[f"resnet{max(int(k.removeprefix('resnet')) for k in out)}"]
+        out["recorded"] = str(record_packing(pick_device("cuda"), deepest["fastest"], out))
     return out
 
 

@@ -28,13 +28,15 @@ FUSE_MODES = ("auto", "on", "off")  # fuse seeds where measured to pay on the de
 
 def group_jobs(todo: list[Planned], device: torch.device, fuse: str = "auto") -> list[list[Planned]]:
     """`todo` (longest first) as jobs in the same order: runs that differ only in their seed together where fusing
-    pays on `device` (fuse 'auto', labcore.fused.pays), always ('on') or never ('off'); every other run alone."""
+    pays on `device` (fuse 'auto': labcore.fused.pays, on a GPU as `make gpu-check` measured it there), always
+    ('on') or never ('off'); every other run alone."""
     if fuse not in FUSE_MODES:
         raise ConfigError(f"FUSE={fuse!r} is unknown; choose one of: {', '.join(FUSE_MODES)}")
     groups: dict[str, list[Planned]] = {}
     out: list[list[Planned]] = []
+    measured = fused.measured_packing(device) if device.type == "cuda" and todo else None
     for p in todo:
-        if fuse == "on" or (fuse == "auto" and fused.pays(p.cfg, device)):
+        if fuse == "on" or (fuse == "auto" and fused.pays(p.cfg, device, measured)):
             key = fused.group_key(p.cfg)
             if key in groups:
                 groups[key].append(p)

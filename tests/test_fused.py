@@ -111,3 +111,19 @@ def test_where_fusing_pays():
     cnn = RunConfig.build({"name": "cifar10"}, {"family": "cifar_resnet", "depth": 20}, {})
     assert fused.pays(mlp, torch.device("cpu")) and not fused.pays(cnn, torch.device("cpu"))
     assert fused.pays(cnn, torch.device("cuda"))
+
+
+def test_on_a_gpu_auto_follows_what_gpu_check_measured_there(tmp_path, monkeypatch):
+    """FUSE=auto on a GPU: fused until `make gpu-check` has timed the card, then whatever packed best there."""
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused, "device_info", lambda device: "cuda: NVIDIA H100 80GB HBM3")
+    gpu = torch.device("cuda")
+    cnn = RunConfig.build({"name": "cifar10"}, {"family": "cifar_resnet", "depth": 20}, {})
+    planned = [jobs.Planned(cnn.replace(seed=s)) for s in (0, 1, 2)]
+    assert fused.measured_packing(gpu) is None and [len(j) for j in jobs.group_jobs(planned, gpu)] == [3]
+    path = fused.record_packing(gpu, "fractional", {"resnet56": {}})
+    assert path.name == "packing-cuda-NVIDIA-H100-80GB-HBM3.json" and fused.measured_packing(gpu) == "fractional"
+    assert [len(j) for j in jobs.group_jobs(planned, gpu)] == [1, 1, 1], "sharing won: each run alone"
+    fused.record_packing(gpu, "fused", {})
+    assert [len(j) for j in jobs.group_jobs(planned, gpu)] == [3]
+    assert [len(j) for j in jobs.group_jobs(planned, torch.device("cpu"))] == [1, 1, 1], "the CPU keeps its table"
