@@ -68,7 +68,7 @@ def test_make_plan_names_its_profile_first_and_the_others_cost_only_when_known(m
     profile, first = plan.choose_profile("")
     assert profile == "quick" and first.startswith("profile quick: picked because no CUDA GPU and no RAY_ADDRESS here")
     assert "PROFILE=full for the lab's settings" in first and "estimate" not in first, "nothing measured before it"
-    monkeypatch.setattr(calibrate, "calibrate", lambda cfgs, device="auto", progress=True, cached_only=False: {})
+    monkeypatch.setattr(calibrate, "calibrate", lambda cfgs, device="auto", progress=True, cached_only=False, members=1: {})
     assert plan.other_cost("quick") == "PROFILE=full: `make plan PROFILE=full` estimates what it would cost here"
 
 
