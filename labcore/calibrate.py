@@ -218,7 +218,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     todo = {arch_key(c, members): c for c in cfgs if arch_key(c, members) not in cache or (idle and cache[arch_key(c, members)].get("busy"))}
     if todo and cached_only:
         return {} if any(arch_key(c, members) not in cache for c in cfgs) else {arch_key(c, members): cache[arch_key(c, members)] for c in cfgs}
-    if todo and not idle and progress and members == 1:  # said once: fused groups are calibrated right after
+    if todo and not idle and progress and members == 1:  # said with the runs' own timings, not again for groups
         print(f"[labcore] this machine is busy ({other_load():.0f} other threads ready to run on {os.cpu_count()} "
               "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
               "once it is idle, and finished runs correct them", flush=True)
@@ -302,7 +302,7 @@ def from_flops(cfgs: list[RunConfig], costs: dict[str, dict], sizes_: dict[str, 
         if k not in out:
             step, n_params = overhead + rate * counted[k], sizes_[k][1]
             out[k] = {"step_s": step, "forward_s": step / 3, "n_params": n_params, "timed_steps": 0, "coarse": True,
-                      "peak_model_bytes": float(n_params * 16)}  # weights, gradients, Adam's moments; no activations
+                      "peak_model_bytes": float(n_params * 16 * members)}  # weights, gradients, Adam's moments
     return out
 
 

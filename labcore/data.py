@@ -309,11 +309,14 @@ def draw_augmentation(b: int, generator: torch.Generator, pad: int = 4) -> torch
     return torch.stack([dy, dx, flip.long()])
 
 
-def augment(x: torch.Tensor, generator: torch.Generator | torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Random crop from a zero-padded image and random horizontal flip, on a whole uint8 batch; `generator` may
-    instead be the batch's `draw_augmentation` (already on x's device)."""
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop from a zero-padded image and random horizontal flip, on a whole uint8 batch."""
+    return apply_augmentation(x, draw_augmentation(len(x), generator, pad).to(x.device), pad)
+
+
+def apply_augmentation(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """The crops and flips `draws` ([3, B] from `draw_augmentation`, on x's device) applied to uint8 images x."""
     b, c, h, w = x.shape
-    draws = draw_augmentation(b, generator, pad).to(x.device) if isinstance(generator, torch.Generator) else generator
     dy, dx, flip = draws[0], draws[1], draws[2].bool()
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # [B, C, H+2p, W+2p]
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B, 1, H, 1]
@@ -349,5 +352,5 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: tuple[float
         idx = order[start:start + batch_size]
         xb = x[idx]
         if draws is not None:
-            xb = augment(xb, draws[:, start:start + batch_size])
+            xb = apply_augmentation(xb, draws[:, start:start + batch_size])
         yield normalize(xb, mean, std), y[idx]

@@ -28,7 +28,7 @@ from .faults import RunLost, advice, refused
 from .files import Busy, locked
 from .exercise import Planned
 from .calibrate import human_seconds
-from .jobs import Outcome, Progress, describe_job, group_jobs, train_job
+from .jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
 from .plan import choose_profile, describe
 from .machine import deterministic_process, pick_device
 
@@ -74,11 +74,13 @@ def local_slots(device: str = "auto") -> int:
 
 # ---------------------------------------------------------------- in this process
 
-def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], store: runs.RunStore, device: str,
-                 tracking: str, retry_failed: bool, progress: Progress, profile: str, deterministic: bool) -> Outcome:
+def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
+                 store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
+                 deterministic: bool) -> Outcome:
     """Train one job after another here. A job the machine stops (RunLost) is tried once more (fused seeds: each
     run alone), with the device's cached memory released; lost again, a run stays pending with its reason. After
-    a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay pending."""
+    a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay pending.
+    `estimates`: each run's share of its fused job; `alone`: each run's estimate trained alone."""
     import gc
 
     import torch
@@ -89,10 +91,11 @@ def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], store: 
         job, attempt = queue.pop(0)
         try:
             with contextlib.ExitStack() as held:
-                for p in job:
+                for p in sorted(job, key=lambda p: p.key):  # one order for every process: no deadlock
                     held.enter_context(store.lock(p.cfg))
                 job = _still_pending(job, store, retry_failed)
-                for t in train_job(job, device, tracking, estimates, profile, deterministic) if job else []:
+                for t in train_job(job, device, tracking, estimates if len(job) > 1 else alone, profile,
+                                   deterministic) if job else []:
                     store.put_or_lose(t)
                     out.trained.append(t.result)
                     progress.finished(t.result, t.result.node or "this process")
@@ -116,6 +119,7 @@ def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], store: 
             again = "its runs alone" if len(job) > 1 else "it once more"
             print(f"[labcore] {describe_job(job)} lost to {fault.resource}; trying {again}", flush=True)
             queue[0:0] = [([p], attempt + 1) for p in job]
+            progress.alone(job, alone)
             continue
         for p in job:
             progress.lost(p.key, p.cfg.label(), f"{fault.resource} ({fault.reason}); {advice(fault)}")
@@ -164,7 +168,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     always ('on') or never ('off')."""
     if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
-    group_jobs([], torch.device("cpu"), fuse)  # an unknown FUSE fails now, in one line, before any planning
+    check_fuse(fuse)  # an unknown FUSE fails now, in one line, before any planning
     if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
         from .raypass import check_cluster
 
@@ -176,7 +180,9 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
         # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
         on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
         planned_for = per_run if executor == "ray" and on_cpu else None
-        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse)
+        runs_on = job_device(executor or "local", device, gpus_per_run)  # what decides fusing, as planned
+        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse,
+                     fuse_device=runs_on, retry_failed=retry_failed)
         print(d["summary"], flush=True)
         import importlib.util
 
@@ -184,20 +190,25 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
                                         importlib.util.find_spec("ray") is not None)
         if why:
             print(why, flush=True)
-        if executor == "ray" and on_cpu and planned_for is None and d["pending_seconds"]:
-            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run, fuse=fuse)
+        cpu_ray = executor == "ray" and on_cpu and planned_for is None
+        if d["pending_seconds"] and (cpu_ray or job_device(executor, device, gpus_per_run) != runs_on):
+            runs_on = job_device(executor, device, gpus_per_run)
+            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run if cpu_ray else planned_for,
+                         fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed)
         wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
         for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
             check_data(name)
+        # Per run: its share when its job is fused, and what it takes alone (if that job is retried run by run).
         estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
-        todo.sort(key=lambda p: -estimates[p.key])  # longest first
+        alone = {p.key: d["alone_estimates"].get(p.key, 0.0) for p in todo}
         if executor == "local":
             slots = 1
         else:
             cpus_per_run = cpus_per_run or 1
             slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
-        jobs = group_jobs(todo, job_device(executor, device, gpus_per_run), fuse)
+        jobs = group_jobs(todo, runs_on, fuse)
+        jobs.sort(key=lambda job: -sum(estimates[p.key] for p in job))  # longest job first
         progress = Progress(estimates, slots, headless, jobs)
         if todo:
             n_fused = sum(len(j) for j in jobs if len(j) > 1)
@@ -208,12 +219,12 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
             if not todo:
                 out = Outcome()
             elif executor == "local":
-                out = _train_local(jobs, estimates, store, device, tracking, retry_failed, progress, profile,
+                out = _train_local(jobs, estimates, alone, store, device, tracking, retry_failed, progress, profile,
                                    deterministic)
             else:
                 from .raypass import train_ray
 
-                out = train_ray(jobs, estimates, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
+                out = train_ray(jobs, estimates, alone, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
                                 profile, deterministic)
         finally:
             progress.close()

@@ -3,8 +3,9 @@ and vmap), each stored as its own run under its own key.
 
 Each member starts from the weights it would start from alone, draws its own batch order and augmentation from
 its own generator, keeps its own BatchNorm statistics and takes its own optimizer steps (Adam and SGD act element
-by element, so stacking the parameters changes only how the arithmetic is grouped): members agree with runs
-trained alone to float rounding (tests/test_fused.py states the tolerance per family; labcore.jobs stores them). What fusion saves is the
+by element, so stacking the parameters changes only how the arithmetic is grouped). The first step agrees with a
+run trained alone to float rounding; training then amplifies rounding, as between two GPUs (tests/test_fused.py
+states the tolerance: 3 % in the losses, 5 % in the weights). labcore.jobs stores the members. What fusion saves is the
 per-step overhead (Python, the dispatcher, kernel launches, the optimizer), paid once for all members: it is what
 bounds the small networks here on a GPU, and the MLPs on a CPU. A member whose loss becomes non-finite fails alone.
 Not fused: W&B's gradient histograms (its hooks need each member's own forward pass) and torch.compile.
@@ -127,8 +128,10 @@ def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: 
               on_epoch: list[EpochCallback | None] | None = None, progress: bool | None = None,
               on_step=None, step_every: int = 20) -> tuple[list[list[dict]], dict[int, str]]:
     """Train `models` (one architecture, already on their device) as one, member i with seed `seeds[i]`, as
-    `train.fit` trains each alone; returns (each member's per-epoch rows, {member: why it failed}). A member's
-    `seconds` per epoch is its share of the epoch's wall time. `on_step(step, losses [N])` every `step_every`."""
+    `train.fit` trains each alone (but in the default memory layout, never channels-last, and never compiled);
+    returns (each member's per-epoch rows, {member: why it failed}). A member's `seconds` per epoch is its share of
+    the epoch's wall time. `on_step(step, losses [N])` every `step_every`. A failed member keeps being computed
+    (its loss masked out) until the group ends: it costs its share, and it cannot disturb the others."""
     device = next(models[0].parameters()).device
     flush_denormals(device)
     n = len(models)

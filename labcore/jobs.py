@@ -26,12 +26,17 @@ COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (comp
 FUSE_MODES = ("auto", "on", "off")  # fuse seeds where measured to pay on the device, always, never
 
 
+def check_fuse(fuse: str) -> None:
+    """One line for an unknown FUSE, before any planning."""
+    if fuse not in FUSE_MODES:
+        raise ConfigError(f"FUSE={fuse!r} is unknown; choose one of: {', '.join(FUSE_MODES)}")
+
+
 def group_jobs(todo: list[Planned], device: torch.device, fuse: str = "auto") -> list[list[Planned]]:
     """`todo` (longest first) as jobs in the same order: runs that differ only in their seed together where fusing
     pays on `device` (fuse 'auto': labcore.fused.pays, on a GPU as `make gpu-check` measured it there), always
     ('on') or never ('off'); every other run alone."""
-    if fuse not in FUSE_MODES:
-        raise ConfigError(f"FUSE={fuse!r} is unknown; choose one of: {', '.join(FUSE_MODES)}")
+    check_fuse(fuse)
     groups: dict[str, list[Planned]] = {}
     out: list[list[Planned]] = []
     measured = fused.measured_packing(device) if device.type == "cuda" and todo else None
@@ -61,26 +66,27 @@ def train_job(job: list[Planned], device: str | torch.device, tracking: str, est
         p, est = job[0], estimates.get(job[0].key)
         return [runs.train_run(p.cfg, device, tracking, p.checkpoints, est, (est or 0) > COMPILE_AFTER_S,
                                wandb_group(p), profile or None, deterministic)]
-    return train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job],
-                             estimates.get(job[0].key), wandb_group(job[0]), profile or None, deterministic)
+    return train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], estimates.get(job[0].key),
+                       [wandb_group(p) for p in job], profile or None, deterministic)
 
 
 def describe_job(job: list[Planned]) -> str:
-    """'<label>' for a run alone, '<label> and 2 more seeds (fused)' for a fused job."""
+    """'<label>' for a run alone, '<label> and 2 more seed(s), fused' for a fused job."""
     return job[0].cfg.label() + (f" and {len(job) - 1} more seed(s), fused" if len(job) > 1 else "")
 
 
 def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", tracking: str = "offline",
                 checkpoints: list[tuple[int, ...]] | None = None, estimate_seconds: float | None = None,
-                group: str | None = None, profile: str | None = None, deterministic: bool = False
+                groups: list[str | None] | None = None, profile: str | None = None, deterministic: bool = False
                 ) -> list[runs.Trained]:
-    """Train runs that differ only in their seed as one fused model; one `runs.Trained` per config, in order, each
-    recording that it trained fused (with how many). `estimate_seconds`: each member's share. The machine's
-    faults raise RunLost for the whole group (labcore.faults), whose members can then train alone."""
+    """Train runs that differ only in their seed as one fused model (labcore.fused); one `runs.Trained` per config,
+    in order, each recording its group's seeds. `estimate_seconds`: each member's share. A member whose loss
+    becomes non-finite is failed alone; the machine's faults raise RunLost for the whole group (labcore.faults),
+    whose members can then train alone. `groups`: each member's W&B group."""
     assert len({fused.group_key(c) for c in cfgs}) == 1, "fused runs must differ in their seed only"
     try:
-        return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds, group,
-                            profile, deterministic)
+        return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds,
+                            groups or [None for _ in cfgs], profile, deterministic)
     except Exception as exc:
         fault = lost(f"{cfgs[0].label()} and {len(cfgs) - 1} fused seed(s)", exc)
         if fault is None:
@@ -89,7 +95,7 @@ def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", trac
 
 
 def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: str, checkpoints: list[tuple[int, ...]],
-                 estimate_seconds: float | None, group: str | None, profile: str | None, deterministic: bool
+                 estimate_seconds: float | None, groups: list[str | None], profile: str | None, deterministic: bool
                  ) -> list[runs.Trained]:
     device = pick_device(str(device))
     configure(device, deterministic)
@@ -97,7 +103,7 @@ def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: st
     models = [runs.init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
     states: list[dict[int, dict]] = [{0: runs.cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
     steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
-    trackers = [runs.new_tracker(c, tracking, group, profile) for c in cfgs]
+    trackers = [runs.new_tracker(c, tracking, g, profile) for c, g in zip(cfgs, groups)]
 
     def saver(i: int) -> EpochCallback:
         def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
@@ -106,14 +112,17 @@ def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: st
                 states[i][epoch] = runs.cpu_state(m)
         return on_epoch
 
+    def on_step(step: int, losses: torch.Tensor) -> None:  # losses [N], still on the device
+        for i, t in enumerate(trackers):
+            t.log_step(step, losses[i])
+
     info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
             "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs)}
     start = time.perf_counter()
     try:
         histories, failed = fused.fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
-                                      on_epoch=[saver(i) for i in range(len(cfgs))],
-                                      on_step=lambda step, losses: [t.log_step(step, losses[i]) for i, t in enumerate(trackers)])
+                                            on_epoch=[saver(i) for i in range(len(cfgs))], on_step=on_step)
         seconds = (time.perf_counter() - start) / len(cfgs)  # each member's share of the group's wall time
         out = []
         for i, (cfg, model) in enumerate(zip(cfgs, models)):
@@ -160,6 +169,13 @@ class Progress:
             job = self.job_of.get(key, (key,))
             per_job[job] = per_job.get(job, 0.0) + s
         return makespan(list(per_job.values()), self.slots) if per_job else 0.0
+
+    def alone(self, job: list[Planned], alone: dict[str, float]) -> None:
+        """A fused job's runs now train one by one: each its own slot and its own (alone) estimate."""
+        for p in job:
+            self.job_of[p.key] = (p.key,)
+            if p.key in self.remaining:
+                self.remaining[p.key] = alone.get(p.key, self.remaining[p.key])
 
     def finished(self, result: runs.RunResult, where: str) -> str:
         """Record one finished run; returns (and shows) its line."""

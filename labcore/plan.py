@@ -128,14 +128,15 @@ def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) ->
 
 def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
              store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
-             fuse: str = "auto") -> dict[str, Any]:
+             fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False) -> dict[str, Any]:
     """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
     too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
     ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
     that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
     not timed yet (cached), "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache
-    covers every architecture), False none at all (counts only). `fuse`: as `make train` will (labcore.jobs):
-    a fused run's estimate is its share of its group's, and `alone_seconds` is what training each alone would take."""
+    covers every architecture), False none at all (counts only). `fuse`, `fuse_device` (default: `device`'s) and
+    `retry_failed`: the runs are grouped as `make train` will (labcore.jobs): a fused run's estimate is its share
+    of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take."""
     from . import calibrate as cal
     from .jobs import group_jobs
     from .runs import RunStore
@@ -145,10 +146,15 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
-    members = {p.key: len(job) for job in group_jobs(unstored, machine.pick_device(device), fuse) for p in job}
+    wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
+    todo = [p for p, s in zip(planned, table.state) if s in wanted]
+    members = {p.key: 1 for p in unstored}
+    members.update({p.key: len(job) for job in group_jobs(todo, fuse_device or machine.pick_device(device), fuse)
+                    for p in job})
     sizes = sorted({n for n in members.values() if n > 1})
     with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
-        estimates, peak, total, alone, dev = {}, None, None, None, cal.device_name(device)
+        estimates, alone_estimates, peak, total, alone = {}, {}, None, None, None
+        dev = cal.device_name(device)
         costs: dict[str, dict] = {}
         for n in [1] + sizes:  # each run alone, and the fused groups of each size
             cfgs = [p.cfg for p in unstored] if n == 1 else [p.cfg for p in unstored if members[p.key] == n]
@@ -166,8 +172,9 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
             if key in costs:
                 costs[key] = {**costs[key], **seen, "coarse": False}
         estimates = {p.key: cal.estimate_seconds(p.cfg, costs, members[p.key]) for p in unstored}
+        alone_estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
         total = sum(estimates[p.key] for p in pending) if pending else None
-        alone = sum(cal.estimate_seconds(p.cfg, costs) for p in pending) if pending else None
+        alone = sum(alone_estimates[p.key] for p in pending) if pending else None
         if pending:
             largest = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs, members[p.key]))
             peak = (largest.cfg.label() + (f" with {members[largest.key]} seeds fused" if members[largest.key] > 1
@@ -181,6 +188,7 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
         summary += (f"; coarse: {n_coarse} of {len(costs)} architectures estimated from their FLOPs, not timed "
                     "(`make train` times each first; `make plan EXACT=1` now)")
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
+            "alone_estimates": alone_estimates,
             "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,
             "summary": summary, "members": members}
 

@@ -102,13 +102,15 @@ def remote_task(cpus_per_run: int, gpus_per_run: float, fn=None):
                       max_retries=MAX_RETRIES, retry_exceptions=False)(fn or ray_task)
 
 
-def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], store: runs.RunStore, tracking: str,
+def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
+              store: runs.RunStore, tracking: str,
               address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
               progress: Progress, profile: str, deterministic: bool = False) -> Outcome:
     """Train the jobs as Ray tasks. A job the machine stops (RunLost, e.g. out of GPU memory beside other runs) is
     tried again at the end, each of its runs alone, one at a time, with a whole GPU to itself (in a fresh worker);
     a worker or node that dies is retried by Ray; lost after that, its runs stay pending with the reason. Any
-    other error is a bug: it stops the pass and propagates."""
+    other error is a bug: it stops the pass and propagates. `estimates`: each run's share of its fused job;
+    `alone`: each run's estimate trained alone."""
     started = connect(address, cpus)
     import ray
     from ray.exceptions import RayError, RayTaskError
@@ -132,7 +134,8 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], store: run
         alone = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
 
         def submit(job: list[Planned], fn) -> None:
-            inflight[fn.remote(job, tracking, cpus_per_run, {p.key: estimates.get(p.key) for p in job}, profile,
+            per_run = estimates if len(job) > 1 else alone
+            inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
                                deterministic)] = job
 
         for job in jobs:  # already longest first; Ray starts them in submission order as resources free up
@@ -157,12 +160,19 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], store: run
                         print(f"[labcore] {describe_job(job)} lost to {c.resource}; tried again at the end, alone "
                               "on its device", flush=True)
                         retry += job
+                        progress.alone(job, alone)
                     else:
                         lose(job, f"{c.resource} ({c.reason}); {advice(c)}")
                     continue
                 except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
                     why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-                    lose(job, f"{type(exc).__name__}: {why}")
+                    if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
+                        print(f"[labcore] {describe_job(job)} lost ({type(exc).__name__}: {why}); its runs are tried "
+                              "again at the end, each alone", flush=True)
+                        retry += job
+                        progress.alone(job, alone)
+                    else:
+                        lose(job, f"{type(exc).__name__}: {why}")
                     continue
                 for p, t in zip(job, trained):
                     try:

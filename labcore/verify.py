@@ -117,7 +117,7 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: tuple[int, ...]
     from . import runs
     from .jobs import train_fused
 
-    if len(rec.fused) <= 1:
+    if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
         return runs.train_run(cfg, device, "disabled", checkpoints)
     group = [cfg.replace(seed=s) for s in rec.fused]
     me = list(rec.fused).index(cfg.seed)

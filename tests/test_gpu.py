@@ -67,7 +67,7 @@ def test_a_run_out_of_device_memory_is_retried_not_stored_as_failed(tmp_path, mo
     cfg = RunConfig.build(model={"family": "mlp", "width": 8, "depth": 1}, train={"epochs": 1, "lr": 1e-2})
     store = runs.RunStore(tmp_path)
     progress = jobs.Progress({cfg.key(): 1.0}, 1, headless=True)
-    out = executor._train_local([[Planned(cfg)]], {}, store, DEVICE.type, "disabled", False, progress, None, False)
+    out = executor._train_local([[Planned(cfg)]], {}, {}, store, DEVICE.type, "disabled", False, progress, None, False)
     assert out.trained and out.trained[0].ok and not out.lost and store.state(cfg) == "stored"
     assert out.trained[0].numerics["device"] == DEVICE.type
 
