@@ -131,7 +131,7 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
               f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per job", flush=True)
         progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
         task = remote_task(cpus_per_run, gpus_per_run)
-        alone = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
+        alone_task = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
 
         def submit(job: list[Planned], fn) -> None:
             per_run = estimates if len(job) > 1 else alone
@@ -146,7 +146,7 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
             if not inflight:  # the main pass is done: lost runs once more, one at a time, each alone on its device
                 p = retry.pop(0)
                 tried.add(p.key)
-                submit([p], alone)
+                submit([p], alone_task)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 job = inflight.pop(ref)

@@ -266,3 +266,39 @@ def test_a_run_lost_to_memory_in_a_ray_task_is_tried_again_and_stored_as_trained
     assert "lost to out of device memory" in proc.stdout and "tried again at the end, alone on its device" in proc.stdout
     stored = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("v*/*/result.json")]
     assert len(stored) == n and all(r["status"] == "ok" for r in stored)
+
+
+_FUSED_OUT_OF_MEMORY = _OUT_OF_MEMORY_ONCE.split("real_remote_task")[0] + """
+from labcore import jobs, runs
+from labcore.config import RunConfig
+from labcore.exercise import Planned
+
+real_remote_task = raypass.remote_task
+raypass.remote_task = lambda cpus, gpus, fn=None: real_remote_task(cpus, gpus, fn=flaky)
+cfg = RunConfig.build({"name": "mnist", "val_size": 100, "subset": 256, "test_subset": 100},
+                      {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 1})
+group = [Planned(cfg.replace(seed=s)) for s in (0, 1, 2)]
+todo = jobs.group_jobs(group, __import__("torch").device("cpu"), "on")
+assert [len(j) for j in todo] == [3]
+keys = {p.key: 1.0 for p in group}
+store = runs.RunStore()
+progress = jobs.Progress(keys, 2, headless=True, jobs=todo)
+out = raypass.train_ray(todo, keys, keys, store, "disabled", None, 1, 0.0, 2, progress, "test")
+print(json.dumps({"trained": len(out.trained), "failed": len(out.failed), "lost": len(out.lost),
+                  "fused": [list(store.get(p.cfg).fused) for p in group]}))
+"""
+
+
+def test_fused_seeds_lost_in_a_ray_task_train_again_each_alone(env, tmp_path):
+    """A fused job that runs out of memory on a Ray worker: its runs are tried again at the end, each alone, and
+    all stored as trained (none failed)."""
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
+    marker = tmp_path / "injected"
+    proc = subprocess.run([sys.executable, "-c", _FUSED_OUT_OF_MEMORY, str(marker)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert marker.exists(), "the fault was injected"
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"trained": 3, "failed": 0, "lost": 0,
+                                                                "fused": [[], [], []]}
+    assert "and 2 more seed(s), fused lost to out of device memory; tried again at the end" in proc.stdout
