@@ -103,7 +103,7 @@ def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: st
     models = [runs.init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
     states: list[dict[int, dict]] = [{0: runs.cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
     steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
-    trackers = [runs.new_tracker(c, tracking, g, profile) for c, g in zip(cfgs, groups)]
+    trackers = [runs.new_tracker(c, tracking, g, profile, alongside=True) for c, g in zip(cfgs, groups)]
 
     def saver(i: int) -> EpochCallback:
         def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:

@@ -237,12 +237,14 @@ def init_model(cfg: RunConfig, device: str | torch.device = "cpu", in_shape: tup
     return build_model(cfg.model, *_shape(cfg, in_shape, num_classes)).to(device)
 
 
-def new_tracker(cfg: RunConfig, tracking: str, group: str | None, profile: str | None) -> Tracker:
-    """The run's W&B run: a name that finds it again, grouped by notebook and study, tagged with the profile."""
+def new_tracker(cfg: RunConfig, tracking: str, group: str | None, profile: str | None,
+                alongside: bool = False) -> Tracker:
+    """The run's W&B run: a name that finds it again, grouped by notebook and study, tagged with the profile;
+    `alongside` other open runs (fused seeds)."""
     return Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
                    group=group or f"{cfg.data.name}-{cfg.model.family}",
                    tags=(profile or "interactive", cfg.data.name, cfg.model.family,
-                         "residual" if cfg.model.residual else "plain"))
+                         "residual" if cfg.model.residual else "plain"), alongside=alongside)
 
 
 @dataclass

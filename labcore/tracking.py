@@ -64,10 +64,12 @@ def run_name(label: str, key: str) -> str:
 
 
 class Tracker:
-    """One W&B run (or nothing, when disabled): `log` per epoch, `finish` with a summary."""
+    """One W&B run (or nothing, when disabled): `log` per epoch, `finish` with a summary. A new one finishes any
+    run this process left open (a notebook cell interrupted mid-training), unless it is opened `alongside` others
+    (the members of fused seeds, each its own W&B run, all open at once)."""
 
     def __init__(self, mode: str, name: str, config: dict[str, Any], group: str | None = None,
-                 tags: tuple[str, ...] = ()) -> None:
+                 tags: tuple[str, ...] = (), alongside: bool = False) -> None:
         self.mode = resolve_mode(mode)
         self.run = None
         self._steps: list[tuple[int, Any]] = []  # (step, loss tensor) of this epoch, sent with the epoch's row
@@ -79,7 +81,7 @@ class Tracker:
 
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "labcore"), name=name, group=group,
                               tags=list(tags), config=config, mode=self.mode, dir=str(wandb_dir),
-                              reinit="finish_previous")
+                              reinit="create_new" if alongside else "finish_previous")
 
     def log(self, row: dict[str, Any], step: int | None = None) -> None:
         """Log one epoch's metrics (at training step `step`, so epochs and batches share W&B's x-axis), after the

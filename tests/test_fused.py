@@ -127,3 +127,15 @@ def test_on_a_gpu_auto_follows_what_gpu_check_measured_there(tmp_path, monkeypat
     fused.record_packing(gpu, "fused", {})
     assert [len(j) for j in jobs.group_jobs(planned, gpu)] == [3]
     assert [len(j) for j in jobs.group_jobs(planned, torch.device("cpu"))] == [1, 1, 1], "the CPU keeps its table"
+
+
+def test_each_fused_member_is_its_own_offline_wandb_run(tmp_path, monkeypatch):
+    """W&B finishes an open run when a new one starts, unless told otherwise: fused members' runs are all open at
+    once, each logs its own epochs and per-step losses, and each is finished."""
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
+    cfgs = [RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 2}, seed=s)
+            for s in (0, 1)]
+    trained = jobs.train_fused(cfgs, "cpu", "offline", groups=["01_mlp_baseline/runs", "04_gradient_flow/mlp"])
+    assert all(t.result.ok for t in trained)
+    assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
