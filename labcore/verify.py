@@ -18,6 +18,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +112,23 @@ def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
             f"{diff.get('weights', 0):.2g}) because {'; '.join(why)}"), True
 
 
-def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: tuple[int, ...]) -> Any:
-    """Train the run again as it was trained: alone, or fused with the same seeds (its record names them; the
-    group's other members are trained too, and dropped)."""
+def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunConfig], tuple[int, ...]],
+             groups: dict | None = None) -> Any:
+    """Train the run again as it was trained: alone, or fused with the same seeds (its record names them), each
+    with the checkpoints `checkpoints(cfg)` gives. A fused group is trained once per `groups` (a cache shared by
+    the calls of one verification), and serves every sampled member."""
     from . import runs
+    from .fused import group_key
     from .jobs import train_fused
 
     if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
-        return runs.train_run(cfg, device, "disabled", checkpoints)
-    group = [cfg.replace(seed=s) for s in rec.fused]
-    me = list(rec.fused).index(cfg.seed)
-    return train_fused(group, device, "disabled", [checkpoints if i == me else () for i in range(len(group))])[me]
+        return runs.train_run(cfg, device, "disabled", checkpoints(cfg))
+    groups = {} if groups is None else groups
+    key = (group_key(cfg), tuple(rec.fused))
+    if key not in groups:
+        members = [cfg.replace(seed=s) for s in rec.fused]
+        groups[key] = train_fused(members, device, "disabled", [checkpoints(c) for c in members])
+    return groups[key][list(rec.fused).index(cfg.seed)]
 
 
 def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, device: str = "auto",
@@ -141,6 +148,11 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
     records = {p.key: store.get(p.cfg) for p in stored}
     chosen = pick(stored, {k: r.seconds for k, r in records.items()}, sample)[shard[0]::shard[1]]
     lines, ok_count, start = [], 0, time.perf_counter()
+    groups: dict = {}  # fused groups re-derived so far (one training serves every sampled member)
+
+    def kept(cfg: RunConfig) -> tuple[int, ...]:
+        return tuple(sorted(store.checkpoint_epochs(cfg)))
+
     with tempfile.TemporaryDirectory(prefix="labcore-verify-") as scratch:
         scratch_store = runs.RunStore(scratch)
         for p in chosen:
@@ -150,7 +162,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
                 line, ok = f"changed after training: {', '.join(changed)} (its checksum no longer matches)", False
             else:
                 with machine.threads((rec.numerics or {}).get("threads")):  # as it trained: same thread count
-                    again = rederive(p.cfg, rec, device, tuple(sorted(store.checkpoint_epochs(p.cfg))))
+                    again = rederive(p.cfg, rec, device, kept, groups)
                 scratch_store.put(again.result, again.model_state, again.checkpoints)
                 weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
                 diff = differences(rec, weights, again.result, again.model_state or {})

@@ -48,11 +48,14 @@ def test_a_fused_run_is_rederived_fused_with_the_same_seeds_and_repeats_bit_for_
     cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
     first = jobs.train_fused(cfgs, "cpu", "disabled")[1]
     assert list(first.result.fused) == [0, 1, 2]
-    again = verify.rederive(cfgs[1], first.result, "cpu", ())
+    groups: dict = {}
+    again = verify.rederive(cfgs[1], first.result, "cpu", lambda c: (), groups)
     assert again.result.config == cfgs[1] and list(again.result.fused) == [0, 1, 2]
     diff = verify.differences(first.result, first.model_state, again.result, again.model_state)
     assert set(diff.values()) == {0.0}, "the same group, the same settings: bit for bit"
-    alone = verify.rederive(cfgs[1], runs.train_run(cfgs[1], "cpu", "disabled").result, "cpu", ())
+    assert verify.rederive(cfgs[2], first.result, "cpu", lambda c: (), groups).result.config == cfgs[2]
+    assert len(groups) == 1, "one training of the group serves every member"
+    alone = verify.rederive(cfgs[1], runs.train_run(cfgs[1], "cpu", "disabled").result, "cpu", lambda c: ())
     assert not alone.result.fused, "a run trained alone is re-derived alone"
 
 
