@@ -142,6 +142,13 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
             submit(job, task)
         retry: list[Planned] = []
         tried: set[str] = set()
+
+        def again_alone(job: list[Planned], what: str) -> None:
+            print(f"[labcore] {describe_job(job)} lost to {what}; tried again at the end, each run alone on its "
+                  "device", flush=True)
+            retry.extend(job)
+            progress.alone(job, alone)
+
         while inflight or retry:
             if not inflight:  # the main pass is done: lost runs once more, one at a time, each alone on its device
                 p = retry.pop(0)
@@ -157,20 +164,14 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
                         raise  # a bug in labcore: stop here (the handler below cancels the rest)
                     c = exc.cause
                     if len(job) > 1 or job[0].key not in tried:
-                        print(f"[labcore] {describe_job(job)} lost to {c.resource}; tried again at the end, alone "
-                              "on its device", flush=True)
-                        retry += job
-                        progress.alone(job, alone)
+                        again_alone(job, c.resource)
                     else:
                         lose(job, f"{c.resource} ({c.reason}); {advice(c)}")
                     continue
                 except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
                     why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                     if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
-                        print(f"[labcore] {describe_job(job)} lost ({type(exc).__name__}: {why}); its runs are tried "
-                              "again at the end, each alone", flush=True)
-                        retry += job
-                        progress.alone(job, alone)
+                        again_alone(job, f"{type(exc).__name__}: {why}")
                     else:
                         lose(job, f"{type(exc).__name__}: {why}")
                     continue

@@ -251,19 +251,26 @@ print(json.dumps({"trained": len(out.trained), "failed": len(out.failed), "lost"
 """
 
 
-def test_a_run_lost_to_memory_in_a_ray_task_is_tried_again_and_stored_as_trained(env, tmp_path):
-    """Out of memory in a Ray task is the machine's fault, not the config's: the run is tried again at the end,
-    alone, and stored as trained; nothing is stored as failed. In a process of its own (Ray's token, see above)."""
+def _with_one_fault(script: str, env: dict, tmp_path: Path) -> tuple[dict, str]:
+    """Run `script` (which injects one out-of-memory error in the first Ray task) in a process of its own (Ray keeps
+    the token of the first cluster a process joined); returns its last line as JSON, and its output."""
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         env.pop(name, None)
     marker = tmp_path / "injected"
-    proc = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY_ONCE, str(marker)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script, str(marker)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert marker.exists(), "the fault was injected"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
+
+
+def test_a_run_lost_to_memory_in_a_ray_task_is_tried_again_and_stored_as_trained(env, tmp_path):
+    """Out of memory in a Ray task is the machine's fault, not the config's: the run is tried again at the end,
+    alone, and stored as trained; nothing is stored as failed."""
+    last, out = _with_one_fault(_OUT_OF_MEMORY_ONCE, env, tmp_path)
     n = len(profile_runs("smoke", ["01_mlp_baseline"]))
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"trained": n, "failed": 0, "lost": 0}
-    assert "lost to out of device memory" in proc.stdout and "tried again at the end, alone on its device" in proc.stdout
+    assert last == {"trained": n, "failed": 0, "lost": 0}
+    assert "lost to out of device memory; tried again at the end, each run alone on its device" in out
     stored = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("v*/*/result.json")]
     assert len(stored) == n and all(r["status"] == "ok" for r in stored)
 
@@ -292,13 +299,6 @@ print(json.dumps({"trained": len(out.trained), "failed": len(out.failed), "lost"
 def test_fused_seeds_lost_in_a_ray_task_train_again_each_alone(env, tmp_path):
     """A fused job that runs out of memory on a Ray worker: its runs are tried again at the end, each alone, and
     all stored as trained (none failed)."""
-    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-        env.pop(name, None)
-    marker = tmp_path / "injected"
-    proc = subprocess.run([sys.executable, "-c", _FUSED_OUT_OF_MEMORY, str(marker)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert marker.exists(), "the fault was injected"
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"trained": 3, "failed": 0, "lost": 0,
-                                                                "fused": [[], [], []]}
-    assert "and 2 more seed(s), fused lost to out of device memory; tried again at the end" in proc.stdout
+    last, out = _with_one_fault(_FUSED_OUT_OF_MEMORY, env, tmp_path)
+    assert last == {"trained": 3, "failed": 0, "lost": 0, "fused": [[], [], []]}
+    assert "and 2 more seed(s), fused lost to out of device memory; tried again at the end" in out
