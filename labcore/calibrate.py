@@ -119,9 +119,7 @@ def _step_fns(cfg: RunConfig, dev: torch.device, members: int) -> tuple[Callable
             group.step(torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), alive)
 
         def fused_forward() -> None:
-            with torch.no_grad(), autocast:
-                group.base.eval()
-                group._all_same_batch(group.params, group.buffers, x)
+            group.forward(x)
 
         return fused_step, fused_forward, models[0], x, y
     model = build_model(cfg.model, shape, n_classes).to(dev)
@@ -215,9 +213,10 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
         cache = {}
     idle = not busy()
     # A timing taken while the machine was busy is kept only until it can be taken again on an idle machine.
-    todo = {arch_key(c, members): c for c in cfgs if arch_key(c, members) not in cache or (idle and cache[arch_key(c, members)].get("busy"))}
+    archs = {arch_key(c, members): c for c in cfgs}
+    todo = {k: c for k, c in archs.items() if k not in cache or (idle and cache[k].get("busy"))}
     if todo and cached_only:
-        return {} if any(arch_key(c, members) not in cache for c in cfgs) else {arch_key(c, members): cache[arch_key(c, members)] for c in cfgs}
+        return {} if any(k not in cache for k in archs) else {k: cache[k] for k in archs}
     if todo and not idle and progress and members == 1:  # said with the runs' own timings, not again for groups
         print(f"[labcore] this machine is busy ({other_load():.0f} other threads ready to run on {os.cpu_count()} "
               "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
@@ -242,7 +241,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     if todo:
         with replacing(path) as tmp:
             tmp.write_text(json.dumps(cache, indent=1))
-    timed = {arch_key(c, members): cache[arch_key(c, members)] for c in cfgs if arch_key(c, members) in cache}
+    timed = {k: cache[k] for k in archs if k in cache}
     return from_flops(cfgs, timed, members=members) if untimed else timed
 
 

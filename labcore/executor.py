@@ -109,11 +109,10 @@ def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: 
         done = {r.key for r in out.trained}
         job = [p for p in job if p.key not in done]  # a full disk may stop a job after some of its runs were stored
         if fault.fresh_process:
-            why = f"{fault.resource} ({fault.reason}); {advice(fault)}"
-            for p in job + [q for j, _ in queue for q in j]:
-                progress.lost(p.key, p.cfg.label(), why if p in job else "not started: the GPU context was lost")
-                out.lost.append((p.cfg.label(), f"{fault.resource}: {fault.reason}" if p in job else
-                                 "not started: the GPU context was lost"))
+            for p in job:
+                out.lose(p, progress, fault.resource, fault.reason, advice(fault))
+            for p in (q for j, _ in queue for q in j):
+                out.lose(p, progress, "not started", "the GPU context was lost")
             return out
         if len(job) > 1 or attempt < MAX_LOST_RETRIES:
             again = "its runs alone" if len(job) > 1 else "it once more"
@@ -122,25 +121,15 @@ def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: 
             progress.alone(job, alone)
             continue
         for p in job:
-            progress.lost(p.key, p.cfg.label(), f"{fault.resource} ({fault.reason}); {advice(fault)}")
-            out.lost.append((p.cfg.label(), f"{fault.resource}: {fault.reason}"))
+            out.lose(p, progress, fault.resource, fault.reason, advice(fault))
     return out
 
 
 def _still_pending(job: list[Planned], store: runs.RunStore, retry_failed: bool) -> list[Planned]:
-    """The job's runs still to train (another process may have stored some meanwhile), each keeping every
-    checkpoint its stored record had (the same config and seed reproduce them); a damaged one is named."""
-    out = []
-    for p in job:
-        state = store.state(p.cfg, p.checkpoints)
-        if state == "stored" or (state == "failed" and not retry_failed):
-            continue
-        if state == "damaged":
-            print(f"[labcore] run {p.cfg.label()} ({p.key}) is damaged ({store.damage(p.cfg)}); retraining it",
-                  flush=True)
-        keep = tuple(sorted(set(p.checkpoints) | store.checkpoint_epochs(p.cfg)))
-        out.append(dataclasses.replace(p, checkpoints=keep))
-    return out
+    """The job's runs still to train (another process may have stored some meanwhile), each with the checkpoints
+    `runs.to_train` gives it."""
+    keep = {p.key: runs.to_train(store, p.cfg, p.checkpoints, retry_failed) for p in job}
+    return [dataclasses.replace(p, checkpoints=keep[p.key]) for p in job if keep[p.key] is not None]
 
 
 # ---------------------------------------------------------------- the pass

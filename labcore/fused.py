@@ -29,7 +29,7 @@ from .data import Splits, batches
 from .files import replacing
 from .machine import device_info, flush_denormals, show_progress
 from .paths import cache_dir
-from .train import EpochCallback, make_optimizer, make_schedule
+from .train import EpochCallback, epoch_row, make_optimizer, make_schedule
 
 # Where fusing pays, by device type and family, measured back to back (README "Packing"): on the CPU only the
 # MLPs gain (their steps are overhead); convolutions there run slower fused. On a GPU every family here is
@@ -109,10 +109,15 @@ class Fused:
         return loss.detach(), (logits.argmax(-1) == yb).sum(1)
 
     @torch.no_grad()
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        """Every member's logits for one normalised batch xb [B, ...], in eval mode and full precision (as
+        `train.predict` validates a run alone): [N, B, K] on the device."""
+        self.base.eval()
+        return self._all_same_batch(self.params, self.buffers, xb)
+
     def predict(self, x: torch.Tensor, splits: Splits, batch_size: int = 1000) -> torch.Tensor:
         """Every member's logits for uint8 images `x`, in eval mode: [N, len(x), K] on the CPU."""
-        self.base.eval()
-        out = [self._all_same_batch(self.params, self.buffers, xb) for xb, _ in
+        out = [self.forward(xb) for xb, _ in
                batches(x, torch.zeros(len(x), device=x.device), batch_size, splits.mean, splits.std)]
         return torch.cat(out, dim=1).float().cpu()
 
@@ -165,10 +170,8 @@ def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: 
         for i in range(n):
             if i in failed:
                 continue
-            row = {"epoch": epoch, "train_loss": losses[i] / n_train, "train_acc": rights[i] / n_train,
-                   "val_loss": nn.functional.cross_entropy(val_logits[i], y_val).item(),
-                   "val_acc": (val_logits[i].argmax(1) == y_val).float().mean().item(),
-                   "lr": fused.opt.param_groups[0]["lr"], "seconds": seconds}
+            row = epoch_row(epoch, losses[i], rights[i], n_train, val_logits[i], y_val, fused.opt.param_groups[0]["lr"],
+                            seconds)
             histories[i].append(row)
             if on_epoch is not None and on_epoch[i] is not None:
                 on_epoch[i](epoch, row, models[i])

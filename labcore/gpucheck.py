@@ -208,18 +208,16 @@ def estimate(device: str, tiny: bool, work: Path) -> dict[str, Any]:
     before = os.environ.get("LABCORE_CACHE")
     os.environ["LABCORE_CACHE"] = str(work / "cache")  # a fresh calibration, measured here and now
     profile, only = ("quick", ["01_mlp_baseline"]) if tiny else ("full", None)  # tiny: 3 MLP seeds, fused on a CPU
-    store = runs.RunStore(work / "empty-store")
     try:
-        alone = plan.describe(profile, only, device=device, store=store, fuse="off")
-        fused = plan.describe(profile, only, device=device, store=store, fuse="auto")
+        d = plan.describe(profile, only, device=device, store=runs.RunStore(work / "empty-store"), fuse="auto")
     finally:  # the project's own cache again (where the timing part records what packs best on this card)
         if before is None:
             os.environ.pop("LABCORE_CACHE")
         else:
             os.environ["LABCORE_CACHE"] = before
-    return {"profile": profile, "runs": len(alone["planned"]), "one_at_a_time_s": alone["pending_seconds"],
-            "fused_s": fused["pending_seconds"], "fused_runs": sum(n > 1 for n in fused["members"].values()),
-            "device": alone["device"]}
+    return {"profile": profile, "runs": len(d["planned"]), "one_at_a_time_s": d["alone_seconds"],
+            "fused_s": d["pending_seconds"], "fused_runs": sum(n > 1 for n in d["members"].values()),
+            "device": d["device"]}
 
 
 def timing(device: str, tiny: bool) -> dict[str, Any]:

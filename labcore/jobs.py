@@ -217,6 +217,11 @@ class Outcome:
     seconds: float = 0.0
     executor: str = "local"  # the one that trained them
 
+    def lose(self, p: Planned, progress: Progress, resource: str, reason: str, advice: str = "") -> None:
+        """Record a run not trained (it stays pending): 'resource: reason' here, and on screen with what to do."""
+        progress.lost(p.key, p.cfg.label(), f"{resource} ({reason})" + (f"; {advice}" if advice else ""))
+        self.lost.append((p.cfg.label(), f"{resource}: {reason}"))
+
     @property
     def failed(self) -> list[runs.RunResult]:
         """Runs that failed on their own (stored as failed)."""

@@ -78,4 +78,4 @@ def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: 
                    datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
                    **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),
                    numerics=[json.loads(n) for n in sorted(numerics)],
-                   fused_runs=sum(len(getattr(r, "fused", ())) > 1 for r in results))
+                   fused_runs=sum(len(r.fused) > 1 for r in results))

@@ -118,11 +118,6 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
     out = Outcome()
     inflight: dict[Any, list[Planned]] = {}
 
-    def lose(job: list[Planned], why: str) -> None:
-        for p in job:
-            progress.lost(p.key, p.cfg.label(), why)
-            out.lost.append((p.cfg.label(), why))
-
     try:
         res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
         if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
@@ -166,21 +161,21 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
                     if len(job) > 1 or job[0].key not in tried:
                         again_alone(job, c.resource)
                     else:
-                        lose(job, f"{c.resource} ({c.reason}); {advice(c)}")
+                        out.lose(job[0], progress, c.resource, c.reason, advice(c))
                     continue
                 except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
                     why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                     if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
                         again_alone(job, f"{type(exc).__name__}: {why}")
                     else:
-                        lose(job, f"{type(exc).__name__}: {why}")
+                        out.lose(job[0], progress, type(exc).__name__, why)
                     continue
                 for p, t in zip(job, trained):
                     try:
                         with store.lock(p.cfg):
                             store.put_or_lose(t)
                     except RunLost as exc:  # this machine cannot write the store (disk full): the run stays pending
-                        lose([p], f"{exc.resource} ({exc.reason}); {advice(exc)}")
+                        out.lose(p, progress, exc.resource, exc.reason, advice(exc))
                         continue
                     out.trained.append(t.result)
                     progress.finished(t.result, t.result.node or "ray")

@@ -313,6 +313,19 @@ def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkp
     return Trained(RunResult(cfg, history, test, seconds=seconds, **info), cpu_state(model), states)
 
 
+def to_train(store: RunStore, cfg: RunConfig, checkpoints: tuple[int, ...], retry_failed: bool = False,
+             refresh: bool = False) -> tuple[int, ...] | None:
+    """The checkpoints to train `cfg` with (those asked for and every one its stored record had: retraining must
+    not lose any), or None when the store's record serves (stored, or failed and not `retry_failed`). A damaged
+    record is named. Hold the run's lock."""
+    state = store.state(cfg, checkpoints)
+    if not refresh and (state == "stored" or (state == "failed" and not retry_failed)):
+        return None
+    if state == "damaged":
+        print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
+    return tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))
+
+
 def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
         tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = (),
         retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False,
@@ -326,12 +339,9 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
     store = store or RunStore()
     checkpoints = tuple(sorted({e for e in checkpoints if e <= cfg.train.epochs}))
     with store.lock(cfg):
-        state = store.state(cfg, checkpoints)
-        if not refresh and (state == "stored" or (state == "failed" and not retry_failed)):
+        keep = to_train(store, cfg, checkpoints, retry_failed, refresh)
+        if keep is None:
             return store.get(cfg)
-        if state == "damaged":
-            print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
-        keep = tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))  # retraining must not lose any
         trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile, deterministic)
         store.put_or_lose(trained)
     return trained.result

@@ -81,6 +81,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: Splits)
     }
 
 
+def epoch_row(epoch: int, loss_sum: float, correct: int, n_train: int, val_logits: torch.Tensor, y_val: torch.Tensor,
+              lr: float, seconds: float) -> dict:
+    """One epoch of a run's history (what `fit` returns per epoch): training loss and accuracy averaged over the
+    epoch's `n_train` images, validation loss and accuracy from `val_logits` [V, K] (CPU), the learning rate."""
+    return {"epoch": epoch, "train_loss": loss_sum / n_train, "train_acc": correct / n_train,
+            "val_loss": nn.functional.cross_entropy(val_logits, y_val).item(),
+            "val_acc": (val_logits.argmax(1) == y_val).float().mean().item(), "lr": lr, "seconds": seconds}
+
+
 def memory_format(model: nn.Module, cfg: TrainConfig) -> torch.memory_format:
     """channels_last for convolutional models when `cfg.channels_last`, else the default layout.
 
@@ -143,17 +152,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
         n = len(splits.y_train)
-        val_logits = predict(model, splits.x_val, splits)
-        y_val = splits.y_val.cpu()
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_acc": correct.item() / n,
-            "val_loss": nn.functional.cross_entropy(val_logits, y_val).item(),
-            "val_acc": (val_logits.argmax(1) == y_val).float().mean().item(),
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
+        row = epoch_row(epoch, loss_sum.item(), correct.item(), n, predict(model, splits.x_val, splits),
+                        splits.y_val.cpu(), opt.param_groups[0]["lr"], time.perf_counter() - start)
         history.append(row)
         if on_epoch is not None:
             on_epoch(epoch, row, model)
