@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from labcore.data import Splits
-from labcore.datasets import CLASSES
+from labcore.core.data import Splits
+from labcore.core.datasets import CLASSES
 
 
 def synthetic_splits(n: int = 512, shape: tuple[int, int, int] = (1, 8, 8), classes: int = 4, seed: int = 0) -> Splits:

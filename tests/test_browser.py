@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from labcore import browse
-from labcore.config import ConfigError
+from labcore.report import browse
+from labcore.core.config import ConfigError
 
 
 def _chromium():

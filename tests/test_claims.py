@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from labcore import claims
+from labcore.analysis import claims
 
 
 def test_an_order_needs_a_test_over_seeds():

@@ -1,7 +1,7 @@
 """Configs are strict: unknown keys, wrong types and bad values fail with one-line messages."""
 import pytest
 
-from labcore.config import ConfigError, ModelConfig, RunConfig, TrainConfig, from_dict, load_yaml, validate_params
+from labcore.core.config import ConfigError, ModelConfig, RunConfig, TrainConfig, from_dict, load_yaml, validate_params
 
 
 def test_unknown_key_names_the_key_and_the_valid_ones():

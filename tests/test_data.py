@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from labcore import data
-from labcore.config import DataConfig
+from labcore.core import data
+from labcore.core.config import DataConfig
 
 from .conftest import needs_cifar, needs_mnist
 
@@ -138,8 +138,8 @@ def test_the_compact_arrays_layout_round_trips_and_a_subset_says_so(tmp_path, mo
     import pytest
     import torch
 
-    from labcore import data
-    from labcore.config import DataConfig
+    from labcore.core import data
+    from labcore.core.config import DataConfig
 
     g = torch.Generator().manual_seed(0)
     raw = data.Raw(torch.randint(0, 255, (300, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(300) % 10,

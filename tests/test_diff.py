@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from labcore import diff
+from labcore.report import diff
 
 from .conftest import ROOT
 
@@ -18,8 +18,8 @@ def test_a_build_compared_with_itself_has_no_differences(smoke_reports, tmp_path
 @pytest.mark.slow
 def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_and_why(smoke_reports, tmp_path,
                                                                                       monkeypatch, capsys):
-    from labcore import params as lp
-    from labcore import report
+    from labcore.exercises import params as lp
+    from labcore.report import build as report
 
     params = tmp_path / "parameters"
     shutil.copytree(ROOT / "parameters", params)

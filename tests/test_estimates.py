@@ -2,8 +2,9 @@
 yet, timings taken under load never kept for good, and finished runs correcting the rest."""
 import pytest
 
-from labcore import calibrate, plan, runs
-from labcore.config import ModelConfig, RunConfig, TrainConfig
+from labcore.engine import calibrate, plan
+from labcore.store import runs
+from labcore.core.config import ModelConfig, RunConfig, TrainConfig
 
 
 def _cfgs():

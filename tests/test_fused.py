@@ -1,4 +1,4 @@
-"""Fused seeds (labcore.fused): members trained as one batched model agree with runs trained alone, for every
+"""Fused seeds (labcore.engine.fused): members trained as one batched model agree with runs trained alone, for every
 family; a member that fails fails alone; each member is stored as its own run. Synthetic data, CPU (and CUDA in
 `make gpu-check`, through LABCORE_TEST_DEVICE)."""
 import dataclasses
@@ -7,10 +7,11 @@ import os
 import pytest
 import torch
 
-from labcore import fused, jobs, runs
-from labcore.config import FAMILIES, ModelConfig, RunConfig, TrainConfig
-from labcore.models import build_model
-from labcore.train import fit
+from labcore.engine import fused, jobs
+from labcore.store import runs
+from labcore.core.config import FAMILIES, ModelConfig, RunConfig, TrainConfig
+from labcore.core.models import build_model
+from labcore.core.train import fit
 
 from .synthetic import synthetic_splits
 

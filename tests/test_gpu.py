@@ -5,12 +5,13 @@ import os
 import pytest
 import torch
 
-from labcore import executor, jobs, runs
-from labcore.config import ModelConfig, RunConfig, TrainConfig
-from labcore.exercise import Planned
+from labcore.engine import executor, jobs
+from labcore.store import runs
+from labcore.core.config import ModelConfig, RunConfig, TrainConfig
+from labcore.store.planned import Planned
 from labcore.machine import configure
-from labcore.models import build_model
-from labcore.train import fit
+from labcore.core.models import build_model
+from labcore.core.train import fit
 
 from .synthetic import synthetic_splits
 
@@ -119,10 +120,10 @@ def _host_reads(train_one_epoch) -> int:
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_no_host_sync_in_the_training_step(optimizer):
     """The step never reads a value back: the host reads per epoch (the epoch's sums, validation), never per step,
-    so an epoch of 4x as many steps reads exactly as often; the same for fused seeds (labcore.fused). With Adam
+    so an epoch of 4x as many steps reads exactly as often; the same for fused seeds (labcore.engine.fused). With Adam
     only on a GPU: on the CPU PyTorch's Adam reads its step count per parameter (labcore's GPU path uses the
     fused CUDA Adam, which keeps it on the device)."""
-    from labcore import fused
+    from labcore.engine import fused
 
     if optimizer == "adam" and DEVICE.type == "cpu":
         pytest.skip("on the CPU, PyTorch's Adam reads its step count back (fused or not); `make gpu-check` runs this")

@@ -52,7 +52,7 @@ def test_first_conv_ratios_pair_each_plain_twin_with_its_residual_twin():
 
 def test_the_gradient_sentences_read_their_numbers_from_the_measurements():
     from labcore.exercises.gradient_flow import first_conv_norms, first_conv_table, lab_ratio_sentence, shrinkage_sentence
-    from labcore import reference
+    from labcore.analysis import reference
 
     stats = pd.DataFrame({"mean": [0.01, 0.1]}, index=["lab CNN (plain)", "lab ResNetCNN"])
     lab = reference.lab_value("grad_lab_resnet", "mean") / reference.lab_value("grad_lab_cnn", "mean")

@@ -1,7 +1,7 @@
 """Exercise 1.1's own rules: the convergence verdict and its sentence, the most frequent confusions."""
 from labcore.exercises.mlp_baseline import convergence, convergence_sentence, mean_history, mistakes_sentence, top_confusions
-from labcore.runs import RunResult
-from labcore.config import RunConfig
+from labcore.store.runs import RunResult
+from labcore.core.config import RunConfig
 
 
 def test_convergence_verdicts():
@@ -40,7 +40,7 @@ def test_the_mistakes_sentence_counts_against_all_mistakes():
 
 
 def test_the_runs_sentences_read_their_numbers_from_the_runs():
-    from labcore import runs
+    from labcore.store import runs
     from labcore.exercises.mlp_baseline import curves_title, data_sentence, long_title, settings_sentence
 
     cfg = RunConfig.build({"name": "mnist"}, {"family": "mlp", "width": 16, "depth": 2}, {"epochs": 15, "lr": 1e-4})

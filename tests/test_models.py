@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from labcore.config import ConfigError, ModelConfig
-from labcore.models import MLP, build_model, count_parameters
+from labcore.core.config import ConfigError, ModelConfig
+from labcore.core.models import MLP, build_model, count_parameters
 
 
 @pytest.mark.parametrize("depth", [0, 2, 5])
@@ -90,7 +90,7 @@ def test_lab_cnn_matches_the_labs_shapes_and_size():
 
 
 def test_count_layers_counts_weight_layers():
-    from labcore.models import count_layers
+    from labcore.core.models import count_layers
 
     assert count_layers(build_model(ModelConfig(family="convnet", depth=12, width=4), (3, 32, 32))) == 40
     assert count_layers(build_model(ModelConfig(family="cifar_resnet", depth=56, width=4), (3, 32, 32))) == 56
@@ -104,7 +104,7 @@ def test_lab_resnet_matches_the_labs_size():
 
 
 def test_residual_block_is_identity_plus_the_plain_block():
-    from labcore.models import BasicBlock, ConvNet
+    from labcore.core.models import BasicBlock, ConvNet
 
     torch.manual_seed(0)
     block = BasicBlock(4, 4, 1, "none", residual=True)
@@ -137,7 +137,7 @@ def test_impossible_models_fail_clearly(cfg, message):
     ("vgg", 16, 3, (1, 28, 28)), ("vgg", 16, 3, (3, 32, 32)), ("convnet", 3, 3, (1, 28, 28))])
 def test_meta_check_agrees_with_a_real_forward_pass(family, depth, kernel, shape):
     """check_buildable (a forward pass on the meta device) accepts exactly what a real forward pass accepts."""
-    from labcore.models import check_buildable
+    from labcore.core.models import check_buildable
 
     cfg = ModelConfig(family=family, depth=depth, width=4, kernel_size=kernel)
     try:

@@ -4,10 +4,14 @@ import os
 
 import pytest
 
-from labcore import calibrate, exercise, executor, machine, plan, raypass, runs
-from labcore.exercise import Planned
-from labcore.config import ConfigError, RunConfig
-from labcore.jobs import Progress, makespan
+from labcore.engine import calibrate, executor, plan, raypass
+from labcore.exercises import exercise
+from labcore import machine
+from labcore.store import runs
+from labcore.store.planned import Planned
+from labcore.core.config import ConfigError, RunConfig
+from labcore.engine.jobs import Progress, makespan
+from labcore.text import human_seconds
 
 # Runs per notebook and profile, each counted from the parameter files by hand:
 #   01: 2 x seeds (a run and a long run per seed);
@@ -92,7 +96,7 @@ def test_summary_line_and_human_times():
     line = plan.summary_line("quick", table, 7200.0, "cpu")
     assert line == ("plan quick: 4 runs, 1 stored, 2 pending, 1 failed (retry with RETRY_FAILED=1); "
                     "about 2.0 h of compute on cpu (estimate)")
-    assert [calibrate.human_seconds(s) for s in (12, 600, 7200, 4 * 86400)] == ["12 s", "10.0 min", "2.0 h", "4.0 days"]
+    assert [human_seconds(s) for s in (12, 600, 7200, 4 * 86400)] == ["12 s", "10.0 min", "2.0 h", "4.0 days"]
 
 
 def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
@@ -150,7 +154,7 @@ def test_make_plan_into_a_closed_pipe_exits_quietly(tmp_path):
     import sys
 
     env = {**os.environ, "LABCORE_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, "-m", "labcore.plan", "--profile", "smoke", "--no-calibrate"],
+    proc = subprocess.Popen([sys.executable, "-m", "labcore.engine.plan", "--profile", "smoke", "--no-calibrate"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # before the plan is printed: every write to the pipe fails
     err = proc.stderr.read()

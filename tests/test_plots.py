@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from labcore import plots
-from labcore.config import RunConfig
-from labcore.runs import RunResult
+from labcore.analysis import plots
+from labcore.core.config import RunConfig
+from labcore.store.runs import RunResult
 
 BODY_PT = 10.5  # 14 px of body text at the 100 dpi figures are shown at (1 pt = 100/72 px)
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from labcore import probes
-from labcore.config import ModelConfig
-from labcore.models import build_model
+from labcore.core import probes
+from labcore.core.config import ModelConfig
+from labcore.core.models import build_model
 
 from .conftest import synthetic_splits
 
@@ -113,9 +113,9 @@ def test_layer_norms_keep_seeds_and_epochs_apart():
 
 
 def test_before_after_probes_the_initial_and_the_trained_weights(tmp_path, monkeypatch):
-    from labcore import runs
-    from labcore.config import RunConfig
-    from labcore.probes import before_after, probe_batches
+    from labcore.store import runs
+    from labcore.core.config import RunConfig
+    from labcore.core.probes import before_after, probe_batches
 
     from .synthetic import synthetic_splits
 
@@ -129,6 +129,6 @@ def test_before_after_probes_the_initial_and_the_trained_weights(tmp_path, monke
     assert set(table.state) == {"initialisation", "after training"}
     assert table.position.min() == 0 and table.position.max() == 1
     at_init = table[table.state == "initialisation"].sort_values(["depth", "batch"]).norm.to_numpy()
-    from labcore.probes import gradient_norms, layer_norms
+    from labcore.core.probes import gradient_norms, layer_norms
     ckpt = layer_norms(gradient_norms(store.load_model(cfg, epoch=0), batches)).sort_values(["depth", "batch"])
     assert abs(at_init - ckpt.norm.to_numpy()).max() < 1e-6, "init is rebuilt exactly from config and seed"

@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from labcore import executor, runs
-from labcore.params import notebook_stems
-from labcore.plan import profile_runs
+from labcore.engine import executor
+from labcore.store import runs
+from labcore.exercises.params import notebook_stems
+from labcore.engine.plan import profile_runs
 
 from .conftest import needs_cifar, needs_isolated_ray, needs_mnist, ray_processes, stored_runs, wait_ray_gone
 
@@ -98,7 +99,7 @@ def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_pat
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_path):
-    cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "04_gradient_flow",
+    cmd = [sys.executable, "-m", "labcore.engine.executor", "--profile", "smoke", "--only", "04_gradient_flow",
            "--executor", "ray", "--cpus", "2"]
     n = len(profile_runs("smoke", ["04_gradient_flow"]))  # 10 runs: one stored before Ctrl-C, the rest after
     # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and Python
@@ -153,7 +154,7 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
     n = len(profile_runs("smoke", ["04_gradient_flow"]))  # 10 runs
     with _two_node_cluster(env, "6398") as driver:
         unauthenticated = {k: v for k, v in driver.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        cmd = [sys.executable, "-m", "labcore.executor", "--profile", "smoke", "--only", "04_gradient_flow",
+        cmd = [sys.executable, "-m", "labcore.engine.executor", "--profile", "smoke", "--only", "04_gradient_flow",
                "--executor", "ray"]
         refused = subprocess.run(cmd, cwd=ROOT, env=unauthenticated, capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2 and "without token authentication" in refused.stderr
@@ -180,12 +181,12 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
 
 _GPU_MAPPING = """
 import json, os
-from labcore import raypass
+from labcore.engine import raypass
 
 def where():
     import os
     import ray
-    from labcore import raypass
+    from labcore.engine import raypass
     ids = [str(g) for g in ray.get_gpu_ids()]
     share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
     return os.getpid(), ids, os.environ.get("CUDA_VISIBLE_DEVICES"), raypass.task_device(ids), share
@@ -224,7 +225,7 @@ def test_ray_gives_each_gpu_run_its_own_gpu_in_a_fresh_worker_and_a_cpu_run_none
 
 _OUT_OF_MEMORY_ONCE = """
 import json, os, sys
-from labcore import executor, raypass
+from labcore.engine import executor, raypass
 
 marker = sys.argv[1]
 
@@ -232,7 +233,7 @@ def flaky(*args):
     # The first task anywhere in the cluster runs out of (pretend) device memory at its first optimizer step.
     import os
     import torch
-    from labcore import raypass
+    from labcore.engine import raypass
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
@@ -276,9 +277,10 @@ def test_a_run_lost_to_memory_in_a_ray_task_is_tried_again_and_stored_as_trained
 
 
 _FUSED_OUT_OF_MEMORY = _OUT_OF_MEMORY_ONCE.split("real_remote_task")[0] + """
-from labcore import jobs, runs
-from labcore.config import RunConfig
-from labcore.exercise import Planned
+from labcore.engine import jobs
+from labcore.store import runs
+from labcore.core.config import RunConfig
+from labcore.store.planned import Planned
 
 real_remote_task = raypass.remote_task
 raypass.remote_task = lambda cpus, gpus, fn=None: real_remote_task(cpus, gpus, fn=flaky)

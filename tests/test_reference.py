@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from labcore import claims, reference
-from labcore.config import RunConfig
+from labcore.analysis import claims, reference
+from labcore.core.config import RunConfig
 
 
 def test_compare_uses_the_interval_over_seeds_and_the_tolerance():
@@ -94,7 +94,7 @@ def test_gradient_comparisons_know_the_lab_gradient_runs_models():
 
 
 def test_he_sentences_name_the_depths_and_the_deviations_computed_from_the_runs():
-    from labcore import runs
+    from labcore.store import runs
 
     cfg = RunConfig.build({"name": "cifar10", "val_size": 5000},
                           {"family": "cifar_resnet", "depth": 20, "width": 8, "norm": "batch"},

@@ -5,7 +5,7 @@ import re
 import nbformat
 import pytest
 
-from labcore import render
+from labcore.report import render
 
 
 def _record(**over):

@@ -8,9 +8,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labcore import exercise, report
-from labcore import params as lp
-from labcore.config import ConfigError
+from labcore.exercises import exercise
+from labcore.report import build as report
+from labcore.exercises import params as lp
+from labcore.core.config import ConfigError
 
 from .conftest import HAVE_CIFAR, HAVE_MNIST, NO_DATA
 
@@ -191,7 +192,7 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
     params_cell = nbformat.v4.new_code_cell("fail = False")
     params_cell.metadata["tags"] = ["parameters"]
     nb.cells = [params_cell, nbformat.v4.new_code_cell(
-        "from labcore.publish import publish\n"
+        "from labcore.report.publish import publish\n"
         "if fail:\n    raise ValueError('boom')\n"
         "publish({'answer': 42}, {'time': 'now'})")]
     nbformat.write(nb, nb_dir / "09_probe.ipynb")
@@ -241,7 +242,7 @@ def test_the_profile_is_not_a_parameter_file_setting(params_dir):
 
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_exercise_03_reuses_exercise_02s_plain_runs(profile):
-    from labcore.sweep import expand
+    from labcore.analysis.sweep import expand
 
     def keys(stem):
         p = exercise.parameters(stem, profile)
@@ -280,7 +281,8 @@ def test_bad_input_stops_the_build_before_anything_runs_and_leaves_reports_alone
 def test_report_trains_the_plan_first_so_a_shared_run_is_trained_once_with_every_checkpoint(tmp_path, monkeypatch):
     """03 and 04 share 03's ConvNet twins; 04 needs their weights after every epoch. The build trains the merged
     plan before any notebook runs, so every notebook finds its runs stored, with the checkpoints it asks for."""
-    from labcore import plan, runs
+    from labcore.engine import plan
+    from labcore.store import runs
 
     monkeypatch.setenv("LABCORE_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LABCORE_TRACKING", "disabled")
@@ -306,7 +308,8 @@ def test_missing_data_stops_a_build_with_runs_stored_before_any_notebook_and_lea
     and creates no data folder (it once failed inside the kernel, cut the advice off and hid the good report)."""
     from urllib.error import URLError
 
-    from labcore import data, paths
+    from labcore.core import data
+    from labcore import paths
 
     monkeypatch.delenv("LABCORE_DATA", raising=False)
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from labcore import claims, runs
-from labcore.config import RunConfig
-from labcore.exercise import Planned
+from labcore.analysis import claims
+from labcore.store import runs
+from labcore.core.config import RunConfig
+from labcore.store.planned import Planned
 
 from .conftest import synthetic_splits
 
@@ -105,7 +106,7 @@ def test_a_run_whose_loss_becomes_nan_is_stored_as_failed_and_not_retried(store,
 
 
 def test_only_the_configs_own_failure_is_stored_and_a_bug_in_labcore_propagates(store, monkeypatch):
-    from labcore.train import RunFailed
+    from labcore.core.train import RunFailed
 
     def nan_loss(*a, **k):
         raise RunFailed("training loss became nan in epoch 1")
@@ -156,8 +157,9 @@ def test_a_second_process_asking_for_a_run_in_training_waits_and_reuses_it(store
     cfg = _cfg()
     with store.lock(cfg):
         script = textwrap.dedent(f"""
-            from labcore import claims, runs
-            from labcore.config import RunConfig
+            from labcore.analysis import claims
+            from labcore.store import runs
+            from labcore.core.config import RunConfig
             from tests.synthetic import synthetic_splits  # not conftest: importing it makes a temporary folder
             runs.load_splits = lambda cfg: synthetic_splits()
             runs.train_run = lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
@@ -185,7 +187,7 @@ def test_failure_note_names_each_failed_run_and_counts_against_all():
 
 
 def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mean_nan():
-    from labcore import plots, sweep
+    from labcore.analysis import plots, sweep
 
     cfg = _cfg()
     row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
@@ -206,7 +208,7 @@ def test_wandb_writes_only_inside_the_project(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "XDG_"))}
     env.update(HOME=str(home), WANDB_DIR=str(wb), LABCORE_TRACKING="offline")
-    code = ("from labcore.tracking import Tracker\n"
+    code = ("from labcore.store.tracking import Tracker\n"
             "t = Tracker('offline', 'mlp-d1-w8-plain-s0-12345678', {'a': 1}, group='01_x/runs', tags=('smoke',))\n"
             "t.log({'loss': 1.0}); t.finish({'acc': 0.5})\n")
     for _ in range(2):
@@ -256,7 +258,7 @@ def test_wandb_run_names_find_the_run_and_groups_name_notebook_and_study(store, 
 
 
 def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsys):
-    from labcore import tracking
+    from labcore.store import tracking
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     (tmp_path / "wandb" / "offline-run-1-aaa").mkdir(parents=True)
@@ -272,7 +274,7 @@ def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsy
 
 def test_wandb_histograms_are_rarer_for_a_model_on_a_gpu():
     """Each histogram is read back to the host: on a GPU every 1000 steps (under 1 % of the step time), not 100."""
-    from labcore import tracking
+    from labcore.store import tracking
 
     watched = []
     t = tracking.Tracker("disabled", name="x", config={})

@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
-from labcore import claims, sweep
-from labcore.config import ConfigError
+from labcore.analysis import claims, sweep
+from labcore.core.config import ConfigError
 
 DATA = {"name": "cifar10", "subset": 100}
 TRAIN = {"epochs": 1}
@@ -93,8 +93,8 @@ def test_ranking_orders_by_mean_validation_accuracy():
 
 
 def test_counts_and_model_orders_read_from_the_runs():
-    from labcore import runs
-    from labcore.config import RunConfig
+    from labcore.store import runs
+    from labcore.core.config import RunConfig
 
     def result(depth, seed, val_acc, cached):
         cfg = RunConfig.build({"name": "cifar10"}, {"family": "vgg", "depth": depth, "width": 8, "norm": "batch"},

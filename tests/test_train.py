@@ -3,9 +3,9 @@ import math
 
 import torch
 
-from labcore.config import ModelConfig, TrainConfig
-from labcore.models import build_model
-from labcore.train import evaluate, fit, seed_everything
+from labcore.core.config import ModelConfig, TrainConfig
+from labcore.core.models import build_model
+from labcore.core.train import evaluate, fit, seed_everything
 
 KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
 
@@ -58,7 +58,7 @@ def _conv_run(toy3, **train):
 
 
 def test_channels_last_and_bf16_agree_with_fp32_on_a_tiny_run():
-    from labcore.train import memory_format
+    from labcore.core.train import memory_format
 
     from .conftest import synthetic_splits
 
@@ -75,7 +75,7 @@ def test_channels_last_and_bf16_agree_with_fp32_on_a_tiny_run():
 
 
 def test_channels_last_is_not_used_for_narrow_convolutions_or_mlps(toy):
-    from labcore.train import memory_format
+    from labcore.core.train import memory_format
 
     narrow = build_model(ModelConfig(family="resnet", depth=34, width=4), (3, 32, 32))
     assert memory_format(narrow, TrainConfig(channels_last=True)) == torch.contiguous_format
@@ -117,7 +117,7 @@ def test_training_steps_never_wait_for_the_device(monkeypatch):
 
     import torch
 
-    from labcore.tracking import Tracker
+    from labcore.store.tracking import Tracker
 
     from .synthetic import synthetic_splits
 

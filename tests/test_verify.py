@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from labcore import runs, verify
+from labcore.store import runs
+from labcore.report import verify
 
 from .conftest import synthetic_splits
 from .test_runs import _cfg
@@ -43,7 +44,7 @@ def test_a_rederived_run_repeats_bit_for_bit_on_the_same_settings(store):
 
 
 def test_a_fused_run_is_rederived_fused_with_the_same_seeds_and_repeats_bit_for_bit(store):
-    from labcore import jobs
+    from labcore.engine import jobs
 
     cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
     first = jobs.train_fused(cfgs, "cpu", "disabled")[1]
@@ -71,7 +72,7 @@ def test_the_verdict_at_its_boundaries(diff, why, expected, ok):
 
 
 def test_a_sample_takes_the_cheapest_half_of_each_notebook_with_a_fixed_seed():
-    from labcore.exercise import Planned
+    from labcore.store.planned import Planned
 
     planned = [Planned(_cfg(lr=0.01 * (i + 1)), notebooks=("01" if i < 6 else "02",)) for i in range(10)]
     seconds = {p.key: float(i) for i, p in enumerate(planned)}

@@ -6,15 +6,15 @@ from typing import Any
 
 import pandas as pd
 
-from .. import claims, plots, reference, sweep
-from ..exercise import Planned
-from ..runs import RunResult
+from labcore.analysis import claims, plots, reference, sweep
+from labcore.store.planned import Planned
+from labcore.store.runs import RunResult
 
 NOTEBOOK = "02_cnn_depth"
 
 
 def plan(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
-    """Every study x sweep x residual flag x seed (labcore.sweep); 03 plans the same studies with residual twins."""
+    """Every study x sweep x residual flag x seed (labcore.analysis.sweep); 03 plans the same studies with residual twins."""
     return sweep.plan_studies(studies, data, train, seeds, residual)
 
 
@@ -26,7 +26,7 @@ def vgg_table(runs_table: pd.DataFrame) -> pd.DataFrame:
 
 def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, trained: pd.DataFrame,
             lab_table: pd.DataFrame, device: str, tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
     lab = lab_table.drop_duplicates("metric").set_index("metric")  # the lab's own claim first, then the replica's
     seeds = sorted(set(runs_table["seed"]))
     order = sweep.model_order(sweep.study(runs_table, "vgg"))

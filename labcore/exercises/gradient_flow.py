@@ -1,6 +1,6 @@
 """Exercise 2 (notebook 04_gradient_flow): why residual networks train better, measured. It trains nothing of its
 own: it probes the gradients of runs that 01 and 03 train (its UPSTREAM), and of the lab's two models at
-initialisation, through labcore.probes."""
+initialisation, through labcore.core.probes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,14 +9,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import plots, probes, provenance, reference, runs
-from ..config import ConfigError, ModelConfig, RunConfig, from_dict
-from ..data import Splits
-from ..exercise import Planned, every_epoch
-from ..models import count_layers
-from ..params import check_probe
-from ..runs import RunResult, RunStore
-from ..sweep import model_name
+from labcore.analysis import plots, reference
+from labcore.core import probes
+from labcore.store import provenance, runs
+from labcore.core.config import ConfigError, ModelConfig, RunConfig, from_dict
+from labcore.core.data import Splits
+from labcore.store.planned import Planned, every_epoch
+from labcore.core.models import count_layers
+from labcore.exercises.params import check_probe
+from labcore.store.runs import RunResult, RunStore
+from labcore.analysis.sweep import model_name
 
 NOTEBOOK = "04_gradient_flow"
 UPSTREAM = ("01_mlp_baseline", "03_residual")  # 01's MLP; 03's ConvNet twins and the ranking's VGG/ResNet runs
@@ -328,7 +330,7 @@ def attenuation_sentence(table: pd.DataFrame, family: str = "VGG") -> str:
 def summary(stats: pd.DataFrame, grad_compare: pd.DataFrame, tw: Twins, curves: dict[str, pd.DataFrame],
             first_conv: pd.DataFrame, mlp_layers: pd.DataFrame, trained: dict[tuple[int, bool], list[RunResult]],
             mlp_run: RunResult, init_seeds: list[int], probe: dict, device: str, tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
     atten = {k: probes.attenuation(t) for k, t in curves.items()}
     after = f"after {tw.epochs} epochs"
     deepest = tw.layers[tw.deepest]

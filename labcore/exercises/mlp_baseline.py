@@ -6,10 +6,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import plots, provenance, runs
-from ..config import ConfigError, RunConfig
-from ..exercise import Planned, every_epoch
-from ..runs import RunResult
+from labcore.analysis import plots
+from labcore.store import provenance, runs
+from labcore.core.config import ConfigError, RunConfig
+from labcore.store.planned import Planned, every_epoch
+from labcore.store.runs import RunResult
 
 NOTEBOOK = "01_mlp_baseline"
 
@@ -143,7 +144,7 @@ def mistakes_sentence(result: RunResult, classes: tuple[str, ...], k: int = 5) -
 
 def summary(results: list[RunResult], long_results: list[RunResult], conv: dict, long_conv: dict,
             table: pd.DataFrame, device: str, tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
     measured = table.set_index("metric")["measured (mean)"]
     measured = measured[~measured.index.duplicated()]  # the lab's and the replica's rows carry the same measurement
     c = results[0].config

@@ -6,16 +6,16 @@ from typing import Any
 
 import pandas as pd
 
-from .. import claims, plots, reference, sweep
-from ..exercise import Planned
-from ..runs import RunResult
+from labcore.analysis import claims, plots, reference, sweep
+from labcore.store.planned import Planned
+from labcore.store.runs import RunResult
 
 NOTEBOOK = "03_residual"
 LAB_RANKING = "ResNet34 > ResNet18 > VGG19 > VGG16 > VGG24"  # the ranking write-up's order (lab-reference.md)
 
 
 def plan(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
-    """Every study x sweep x residual flag x seed (labcore.sweep): 02's plain runs (same keys) and their twins."""
+    """Every study x sweep x residual flag x seed (labcore.analysis.sweep): 02's plain runs (same keys) and their twins."""
     return sweep.plan_studies(studies, data, train, seeds, residual)
 
 
@@ -76,7 +76,7 @@ def ranking_sentence(runs_table: pd.DataFrame) -> str:
 
 def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_table: pd.DataFrame, device: str,
             tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
     twins = sweep.with_twins(runs_table)
     trained = sweep.trainability(twins)
     lab = lab_table.drop_duplicates("metric").set_index("metric")

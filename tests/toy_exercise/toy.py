@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from labcore import plots, provenance, runs
-from labcore.config import RunConfig
-from labcore.exercise import Planned
+from labcore.analysis import plots
+from labcore.store import provenance, runs
+from labcore.core.config import RunConfig
+from labcore.store.planned import Planned
 
 NOTEBOOK = "05_toy"
 

@@ -1,0 +1,356 @@
+"""Datasets as in-memory uint8 tensors: find, decode once, cache, split, and iterate batches.
+
+Images are decoded once into uint8 tensors of shape [N, C, H, W] and cached outside the data
+root. Batches are sliced from those tensors with a seeded permutation and normalised per batch,
+so there are no per-sample PIL transforms and no worker processes on the hot path.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from labcore.core.config import DataConfig
+from labcore.files import replacing
+from labcore.core.datasets import CLASSES, DATASETS, SIZES
+from labcore.paths import cache_dir, data_root
+
+_CACHE_VERSION = 1  # bump when the decoded format changes
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset is in none of the places labcore looks; the message says where and how to provide it."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A whole dataset, decoded: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str  # where the images came from (provenance)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train/validation/test tensors plus what is needed to normalise and label them."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> "Splits":
+        """A copy with every tensor on `device` (still uint8, so a GPU holds all of CIFAR-10 in 180 MB)."""
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return Splits(**{**self.__dict__, **moved})
+
+
+def _image_folder(split_dir: Path, gray: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode <split_dir>/<class>/* (classes in sorted order, as ImageFolder does) to uint8 [N, C, H, W]."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted(p for p in (split_dir / cls).iterdir() if p.is_file()):
+            images.append(decode_image(read_file(str(f)), mode=mode))
+            labels.append(label)
+    if not images:
+        raise DataNotFoundError(f"no images under {split_dir}/<class>/: the image folder is empty; "
+                                "put the decoded images there or point LABCORE_DATA at a complete copy")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _torchvision(name: str, root: Path, download: bool) -> Raw:
+    """Load through torchvision's own classes (which download into `root` when asked)."""
+    from torchvision import datasets
+
+    if name == "mnist":
+        parts = [datasets.MNIST(str(root), train=t, download=download) for t in (True, False)]
+        xs = [p.data.unsqueeze(1) for p in parts]  # [N, 28, 28] -> [N, 1, 28, 28]
+        ys = [p.targets.long() for p in parts]
+    else:
+        parts = [datasets.CIFAR10(str(root), train=t, download=download) for t in (True, False)]
+        xs = [torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous() for p in parts]  # NHWC -> NCHW
+        ys = [torch.tensor(p.targets, dtype=torch.int64) for p in parts]
+    return Raw(xs[0], ys[0], xs[1], ys[1], source=f"torchvision:{root / DATASETS[name].torchvision_dir}")
+
+
+def _arrays(name: str, path: Path) -> Raw:
+    """Load labcore's compact layout: <root>/<name>.npz with uint8 images [N, C, H, W] and int64 labels, written by
+    `save_arrays` (the GPU check's bundle carries its data this way). A file marked partial holds a subset."""
+    import numpy as np
+
+    with np.load(path) as f:
+        parts = [torch.from_numpy(f[k].copy()) for k in ("x_train", "y_train", "x_test", "y_test")]
+        partial = bool(f["partial"]) if "partial" in f else False
+    source = f"arrays{'-subset' if partial else ''}:{path} ({len(parts[1]):,} training, {len(parts[3]):,} test images)"
+    return Raw(*parts, source=source)
+
+
+def save_arrays(raw: Raw, path: Path, partial: bool) -> None:
+    """Write `raw` in the compact layout `_arrays` reads (compressed); `partial` marks a subset of the dataset."""
+    import numpy as np
+
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, x_train=raw.x_train.numpy(), y_train=raw.y_train.numpy(), x_test=raw.x_test.numpy(),
+                            y_test=raw.y_test.numpy(), partial=np.array(partial))
+
+
+_FILES = {"mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                    "t10k-labels-idx1-ubyte"),
+          "cifar10": ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                      "batches.meta")}
+FIX = "point LABCORE_DATA at a folder holding MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)"
+
+
+def _not_found(name: str, root: Path, given: bool, download_error: str | None = None) -> DataNotFoundError:
+    """One line for a dataset that is nowhere, phrased for the case: LABCORE_DATA set to a folder that does not
+    exist or lacks it, or unset with nothing in ./data and no download."""
+    places = (f"{root / DATASETS[name].torchvision_dir} (torchvision layout), {root / name}/{{train,test}}/<class>/ "
+              f"(image folder) and {root / name}.npz (arrays)")
+    if given and not root.is_dir():
+        return DataNotFoundError(f"{name} not found: LABCORE_DATA={root} does not exist; {FIX}")
+    if given:
+        held = sorted(p.name for p in root.iterdir())
+        holds = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+        return DataNotFoundError(f"{name} not found: LABCORE_DATA={root} holds {holds}; looked for {places}; {FIX}")
+    return DataNotFoundError(f"{name} not found: LABCORE_DATA is not set, {root} has no copy and downloading it "
+                             f"failed ({download_error}); {FIX}, or connect to the internet and try again")
+
+
+def _incomplete(name: str, folder: Path) -> DataNotFoundError | None:
+    """A torchvision-layout folder that lacks some of its files, named; None when it has them all."""
+    missing = [f for f in _FILES[name] if not (folder / f).is_file()]
+    if not missing:
+        return None
+    return DataNotFoundError(f"{name} at {folder} is incomplete: it lacks {', '.join(missing)}; copy the missing "
+                             f"files there, or {FIX}")
+
+
+def _locate(name: str, root: Path) -> str | None:
+    """'torchvision', 'image-folder' or 'arrays' for the layout `name` has under `root`, else None."""
+    tv_dir = root / DATASETS[name].torchvision_dir
+    if tv_dir.is_dir() and any(tv_dir.iterdir()):
+        return "torchvision"
+    if (root / name / "train").is_dir() and (root / name / "test").is_dir():
+        return "image-folder"
+    if (root / f"{name}.npz").is_file():
+        return "arrays"
+    return None
+
+
+def _cache_file(name: str, root: Path) -> Path:
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]  # one cache per data root
+    return cache_dir() / f"{name}-v{_CACHE_VERSION}-{tag}.pt"
+
+
+def check_available(name: str) -> None:
+    """Raise DataNotFoundError now (before any training) if `name` can be neither found nor downloaded."""
+    root, may_download = data_root()
+    if not (_cache_file(name, root).is_file() or _locate(name, root) or may_download):
+        raise _not_found(name, root, given=True)
+
+
+def _decode(name: str, root: Path, may_download: bool) -> Raw:
+    """Find `name` under `root` in torchvision's layout or as an image folder; download only if allowed."""
+    layout = _locate(name, root)
+    if layout == "torchvision":
+        problem = _incomplete(name, root / DATASETS[name].torchvision_dir)
+        if problem:
+            raise problem
+        return _torchvision(name, root, download=False)
+    if layout == "arrays":
+        return _arrays(name, root / f"{name}.npz")
+    if layout == "image-folder":
+        gray = name == "mnist"
+        x_tr, y_tr = _image_folder(root / name / "train", gray)
+        x_te, y_te = _image_folder(root / name / "test", gray)
+        return Raw(x_tr, y_tr, x_te, y_te, source=f"image-folder:{root / name}")
+    if not may_download:
+        raise _not_found(name, root, given=True)
+    # Downloaded into a private folder and moved into place once complete: an offline attempt leaves nothing behind.
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=root.parent) as tmp:
+        try:
+            _torchvision(name, Path(tmp), download=True)
+        except Exception as exc:  # offline: URLError, RuntimeError from torchvision's checks
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise _not_found(name, root, given=False, download_error=f"{type(exc).__name__}: {first}") from None
+        root.mkdir(exist_ok=True)
+        for part in Path(tmp).iterdir():
+            part.rename(root / part.name)
+    return _torchvision(name, root, download=False)
+
+
+def load_raw(name: str, root: Path | None = None) -> Raw:
+    """Decoded dataset `name`, from the tensor cache when possible (the cache is never in the data root)."""
+    if root is None:
+        root, may_download = data_root()
+    else:
+        root, may_download = Path(root).resolve(), False
+    cache = _cache_file(name, root)
+    if cache.is_file():
+        return Raw(**torch.load(cache, weights_only=True))
+    raw = _decode(name, root, may_download)
+    assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
+    with replacing(cache) as tmp:  # a concurrent reader never sees half a file
+        torch.save(raw.__dict__, tmp)
+    return raw
+
+
+@functools.lru_cache(maxsize=None)
+def fingerprint(name: str) -> dict[str, str | int]:
+    """Where dataset `name` came from and a SHA-256 of its decoded tensors (images and labels, train then test),
+    so two reports can tell whether they saw the same pixels, whatever the file format on disk."""
+    raw = load_raw(name)
+    digest = hashlib.sha256()
+    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+        digest.update(t.contiguous().numpy().tobytes())
+    return {"source": raw.source, "sha256": digest.hexdigest(), "train": len(raw.y_train), "test": len(raw.y_test)}
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (train, validation) index split of range(n); disjoint and deterministic."""
+    if val_size >= n:
+        raise ValueError(f"data.val_size={val_size} leaves no training images out of {n}; lower it")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[val_size:], perm[:val_size]
+
+
+def load(cfg: DataConfig, root: Path | None = None) -> Splits:
+    """The train/validation/test splits that `cfg` describes."""
+    raw = load_raw(cfg.name, root)
+    if raw.source.startswith("arrays-subset:"):  # a declared subset (the GPU check's bundle): it must hold the splits
+        need = (cfg.val_size + (cfg.subset or 0) if cfg.subset is not None else None, cfg.test_subset)
+        if need[0] is None or need[1] is None or len(raw.y_train) < need[0] or len(raw.y_test) < need[1]:
+            raise DataNotFoundError(f"{cfg.name} at {raw.source} is a subset, too small for data.val_size="
+                                    f"{cfg.val_size}, subset={cfg.subset}, test_subset={cfg.test_subset}; point "
+                                    "LABCORE_DATA at the complete dataset")
+    else:
+        check_complete(cfg.name, raw)
+    train_idx, val_idx = split_indices(len(raw.y_train), cfg.val_size, cfg.split_seed)
+    if cfg.subset is not None:
+        train_idx = train_idx[: cfg.subset]  # already shuffled, so this is a random subset
+    # A random (seeded) test subset: image-folder test sets are sorted by class, so "the first N" would be one class.
+    test_idx = torch.randperm(len(raw.y_test), generator=torch.Generator().manual_seed(cfg.split_seed))
+    test_idx = test_idx[: cfg.test_subset] if cfg.test_subset is not None else torch.arange(len(raw.y_test))
+    mean, std = DATASETS[cfg.name].mean, DATASETS[cfg.name].std
+    return Splits(
+        name=cfg.name,
+        x_train=raw.x_train[train_idx], y_train=raw.y_train[train_idx],
+        x_val=raw.x_train[val_idx], y_val=raw.y_train[val_idx],
+        x_test=raw.x_test[test_idx], y_test=raw.y_test[test_idx],
+        classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
+    )
+
+
+def check_complete(name: str, raw: Raw) -> None:
+    """A copy with fewer images than the dataset has would silently shrink every split: one line naming it."""
+    if not raw.source.startswith("arrays-subset:") and (len(raw.y_train), len(raw.y_test)) != SIZES[name]:
+        raise DataNotFoundError(f"{name} at {raw.source} has {len(raw.y_train):,} training and {len(raw.y_test):,} test "
+                                f"images, not {SIZES[name][0]:,} and {SIZES[name][1]:,}: the copy is incomplete; "
+                                f"replace it with a complete one, or {FIX}")
+
+
+def check(name: str) -> str:
+    """Find (or download, where allowed) and decode dataset `name` now, and check that it is complete, so that a
+    build stops before any notebook runs; returns where it came from. Decoded once, then read from the cache."""
+    raw = load_raw(name)
+    check_complete(name, raw)
+    return raw.source
+
+
+def sizes(cfg: DataConfig) -> tuple[int, int, int]:
+    """(train, validation, test) image counts that `cfg` gives, without loading anything."""
+    n_train, n_test = SIZES[cfg.name]
+    train = n_train - cfg.val_size
+    return (cfg.subset if cfg.subset is not None else train, cfg.val_size,
+            cfg.test_subset if cfg.test_subset is not None else n_test)  # DataConfig keeps subsets within the sizes
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The normalisation constants as [1, C, 1, 1] tensors on `device`, made once (not copied to a GPU per batch)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32, scaled to [0, 1] then standardised per channel."""
+    m, s = _constants(tuple(mean), tuple(std), x.device)
+    return (x.float().div_(255) - m) / s
+
+
+def draw_augmentation(b: int, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Crop offsets and flips for `b` images, drawn from `generator` on the CPU: int64 [3, b] (dy, dx, flip)."""
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    return torch.stack([dy, dx, flip.long()])
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop from a zero-padded image and random horizontal flip, on a whole uint8 batch."""
+    return apply_augmentation(x, draw_augmentation(len(x), generator, pad).to(x.device), pad)
+
+
+def apply_augmentation(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """The crops and flips `draws` ([3, B] from `draw_augmentation`, on x's device) applied to uint8 images x."""
+    b, c, h, w = x.shape
+    dy, dx, flip = draws[0], draws[1], draws[2].bool()
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # [B, C, H+2p, W+2p]
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B, 1, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B, 1, 1, W]
+    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]  # [B, C, H, W]
+
+
+def epoch_draws(n: int, batch_size: int, generator: torch.Generator | None, augmentation: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One epoch's randomness, drawn at once on the CPU in the order a batch-by-batch draw takes it (so batches are
+    bit-identical to drawing per batch): the sample order [n], and each batch's crops and flips [3, n] or None."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if not augmentation:
+        return order, None
+    assert generator is not None, "augmentation needs the training generator"
+    draws = [draw_augmentation(min(batch_size, n - start), generator) for start in range(0, n, batch_size)]
+    return order, torch.cat(draws, dim=1)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+            generator: torch.Generator | None = None, augmentation: bool = False
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised float batches from uint8 tensors; shuffled (seeded) when a generator is given. The epoch's
+    order and augmentation reach the device in one copy each, not one per batch (a copy from pageable host
+    memory waits for the GPU: a sync per step)."""
+    order, draws = epoch_draws(len(y), batch_size, generator, augmentation)
+    order = order.to(x.device)
+    draws = draws.to(x.device) if draws is not None else None
+    for start in range(0, len(y), batch_size):
+        idx = order[start:start + batch_size]
+        xb = x[idx]
+        if draws is not None:
+            xb = apply_augmentation(xb, draws[:, start:start + batch_size])
+        yield normalize(xb, mean, std), y[idx]

@@ -1,0 +1,278 @@
+"""Train every pending run of a plan: in this process ('local') or as Ray tasks ('ray').
+
+    python -m labcore.engine.executor --profile quick --executor ray        # make train EXECUTOR=ray
+
+Each run is a pure function of its config, so it can be trained anywhere. The pending runs become jobs
+(labcore.engine.jobs): a run alone, or a config's seeds fused into one batched model where that pays on the device
+(labcore.engine.fused). Jobs start longest first (by the plan's estimates), so the long ones do not end up alone at the
+tail; on Ray (labcore.engine.raypass) each job is a task. A run that fails on its own (a NaN loss) is stored as failed
+and not retried; one the machine stops (out of memory, a CUDA error, a full disk) stays pending with its reason.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import torch
+
+from labcore.store import runs
+from labcore.core.config import ConfigError
+from labcore.core.data import DataNotFoundError
+from labcore.core.data import check as check_data
+from labcore.faults import RunLost, advice, refused
+from labcore.files import Busy, locked
+from labcore.store.planned import Planned
+from labcore.text import human_seconds
+from labcore.engine.jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
+from labcore.engine.plan import choose_profile, describe
+from labcore.machine import deterministic_process, pick_device
+
+EXECUTORS = ("local", "ray")
+MAX_LOST_RETRIES = 1  # a run the machine stopped (out of memory, a CUDA error) is tried this many more times
+RAY_AFTER_S = 600.0  # with no EXECUTOR given, Ray once this much training is pending: its start-up (about 10 s) pays off
+
+
+def choose_executor(given: str, pending_seconds: float | None, address: str | None, slots: int,
+                    ray_installed: bool = True) -> tuple[str, str | None]:
+    """EXECUTOR as given; when not given: ray for a cluster (`address`), or where this machine trains `slots` >= 2
+    runs at once and enough is pending, else local. Returns the executor and, when it was picked, why."""
+    if given in EXECUTORS:
+        return given, None
+    if given not in ("", "auto"):
+        raise ConfigError(f"executor {given!r} is unknown; choose one of: {', '.join(EXECUTORS)} (or leave it unset)")
+    if address:
+        return "ray", (f"executor ray: picked because RAY_ADDRESS is set ({address}); EXECUTOR=local trains in this "
+                       "process instead")
+    if ray_installed and slots >= 2 and (pending_seconds or 0) >= RAY_AFTER_S:
+        return "ray", (f"executor ray: picked because about {human_seconds(pending_seconds)} of training is pending and "
+                       f"this machine trains {slots} runs at a time that way (an embedded Ray, one CPU thread or GPU per "
+                       "run); EXECUTOR=local trains them one after another in this process")
+    return "local", None
+
+
+def job_device(executor: str, device: str, gpus_per_run: float | None) -> torch.device:
+    """The kind of device the jobs will train on (what decides where fusing pays): this process's for local; for
+    Ray a GPU when runs are given one (by default where this machine has one), else the CPU."""
+    if executor == "local":
+        return pick_device(device)
+    return torch.device("cuda" if (gpus_per_run if gpus_per_run is not None else torch.cuda.is_available()) else "cpu")
+
+
+def local_slots(device: str = "auto") -> int:
+    """Runs an embedded Ray trains at once here: one per GPU where there is CUDA, else one per CPU core."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- in this process
+
+def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
+                 store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
+                 deterministic: bool) -> Outcome:
+    """Train one job after another here. A job the machine stops (RunLost) is tried once more (fused seeds: each
+    run alone), with the device's cached memory released; lost again, a run stays pending with its reason. After
+    a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay pending.
+    `estimates`: each run's share of its fused job; `alone`: each run's estimate trained alone."""
+    import gc
+
+    import torch
+
+    out = Outcome()
+    queue = [(job, 0) for job in jobs]  # (job, its attempt)
+    while queue:
+        job, attempt = queue.pop(0)
+        try:
+            with contextlib.ExitStack() as held:
+                for p in sorted(job, key=lambda p: p.key):  # one order for every process: no deadlock
+                    held.enter_context(store.lock(p.cfg))
+                job = _still_pending(job, store, retry_failed)
+                for t in train_job(job, device, tracking, estimates if len(job) > 1 else alone, profile,
+                                   deterministic) if job else []:
+                    store.put_or_lose(t)
+                    out.trained.append(t.result)
+                    progress.finished(t.result, t.result.node or "this process")
+            continue
+        except RunLost as exc:
+            fault = exc
+        fault.__traceback__ = None  # outside the handler, with no traceback holding the job's tensors
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        done = {r.key for r in out.trained}
+        job = [p for p in job if p.key not in done]  # a full disk may stop a job after some of its runs were stored
+        if fault.fresh_process:
+            for p in job:
+                out.lose(p, progress, fault.resource, fault.reason, advice(fault))
+            for p in (q for j, _ in queue for q in j):
+                out.lose(p, progress, "not started", "the GPU context was lost")
+            return out
+        if len(job) > 1 or attempt < MAX_LOST_RETRIES:
+            again = "its runs alone" if len(job) > 1 else "it once more"
+            print(f"[labcore] {describe_job(job)} lost to {fault.resource}; trying {again}", flush=True)
+            queue[0:0] = [([p], attempt + 1) for p in job]
+            progress.alone(job, alone)
+            continue
+        for p in job:
+            out.lose(p, progress, fault.resource, fault.reason, advice(fault))
+    return out
+
+
+def _still_pending(job: list[Planned], store: runs.RunStore, retry_failed: bool) -> list[Planned]:
+    """The job's runs still to train (another process may have stored some meanwhile), each with the checkpoints
+    `runs.to_train` gives it."""
+    keep = {p.key: runs.to_train(store, p.cfg, p.checkpoints, retry_failed) for p in job}
+    return [dataclasses.replace(p, checkpoints=keep[p.key]) for p in job if keep[p.key] is not None]
+
+
+# ---------------------------------------------------------------- the pass
+
+@contextlib.contextmanager
+def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
+    """One `make train` per profile and store at a time; a second one is refused, naming the first."""
+    try:
+        with locked(store.root / ".locks" / f"train-{profile}.lock", wait=False):
+            yield
+    except Busy as busy:
+        raise ConfigError(f"another `make train` or `make report` of profile {profile} is training (pid "
+                          f"{busy.holder}) on this run store; wait for it to finish") from None
+
+
+def train(profile: str, only: list[str] | None = None, executor: str = "", address: str | None = None,
+          device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
+          gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
+          store: runs.RunStore | None = None, headless: bool | None = None,
+          resolved: dict[str, dict] | None = None, deterministic: bool = False, fuse: str = "auto") -> Outcome:
+    """Train every pending run of the profile's plan (failed ones too with `retry_failed`); `executor` ''
+    picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them.
+    `deterministic`: bit-for-bit repeatable numerics on the same device and software (machine.configure).
+    `fuse`: train a config's seeds as one batched model where that pays on the device ('auto'; labcore.engine.fused),
+    always ('on') or never ('off')."""
+    if executor not in EXECUTORS + ("", "auto"):
+        raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
+    check_fuse(fuse)  # an unknown FUSE fails now, in one line, before any planning
+    if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
+        from labcore.engine.raypass import check_cluster
+
+        check_cluster(address)
+    store = store or runs.RunStore()
+    start = time.perf_counter()
+    with exclusive(store, profile):
+        # A Ray run on a CPU trains with cpus_per_run threads, not all of them: estimate (and order) for that.
+        # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
+        on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
+        planned_for = per_run if executor == "ray" and on_cpu else None
+        runs_on = job_device(executor or "local", device, gpus_per_run)  # what decides fusing, as planned
+        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse,
+                     fuse_device=runs_on, retry_failed=retry_failed)
+        print(d["summary"], flush=True)
+        import importlib.util
+
+        executor, why = choose_executor(executor, d["pending_seconds"], address, local_slots(device),
+                                        importlib.util.find_spec("ray") is not None)
+        if why:
+            print(why, flush=True)
+        cpu_ray = executor == "ray" and on_cpu and planned_for is None
+        if d["pending_seconds"] and (cpu_ray or job_device(executor, device, gpus_per_run) != runs_on):
+            runs_on = job_device(executor, device, gpus_per_run)
+            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run if cpu_ray else planned_for,
+                         fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed)
+        wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
+        todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
+        for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
+            check_data(name)
+        # Per run: its share when its job is fused, and what it takes alone (if that job is retried run by run).
+        estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
+        alone = {p.key: d["alone_estimates"].get(p.key, 0.0) for p in todo}
+        if executor == "local":
+            slots = 1
+        else:
+            cpus_per_run = cpus_per_run or 1
+            slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
+        jobs = group_jobs(todo, runs_on, fuse)
+        jobs.sort(key=lambda job: -sum(estimates[p.key] for p in job))  # longest job first
+        progress = Progress(estimates, slots, headless, jobs)
+        if todo:
+            n_fused = sum(len(j) for j in jobs if len(j) > 1)
+            fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
+            print(f"[labcore] training {len(todo)} run(s){fusing} with the {executor} executor; "
+                  f"estimated {human_seconds(progress.eta())} of wall time", flush=True)
+        try:
+            if not todo:
+                out = Outcome()
+            elif executor == "local":
+                out = _train_local(jobs, estimates, alone, store, device, tracking, retry_failed, progress, profile,
+                                   deterministic)
+            else:
+                from labcore.engine.raypass import train_ray
+
+                out = train_ray(jobs, estimates, alone, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
+                                profile, deterministic)
+        finally:
+            progress.close()
+    out.seconds, out.executor = time.perf_counter() - start, executor
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make train`: train what the plan still needs; exit 0 when nothing failed or was lost."""
+    parser = argparse.ArgumentParser(description="Train every pending run of a profile's plan.")
+    parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
+    parser.add_argument("--only", default="", help="comma-separated notebook stems")
+    parser.add_argument("--executor", default="", help="local (this process) or ray (default: ray for a cluster, or "
+                        "where this machine trains several runs at once and 10 minutes or more are pending; else local)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                        help="a Ray cluster's address (default: $RAY_ADDRESS; none: an embedded local Ray)")
+    parser.add_argument("--cpus-per-run", type=int, default=None, help="CPU threads per run with Ray (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=None,
+                        help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
+    parser.add_argument("--cpus", type=int, default=None, help="CPUs an embedded Ray may use (default: all)")
+    parser.add_argument("--retry-failed", action="store_true", help="train runs stored as failed again")
+    parser.add_argument("--fuse", default="auto", help="train a config's seeds as one "
+                        "batched model: auto (where measured to pay: the MLPs on a CPU, everything on a GPU), on, off")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no cuDNN benchmark, "
+                        "no TF32: runs repeat bit for bit on the same device and software, more slowly on a GPU")
+    parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
+                        help="W&B mode for the runs: offline, online or disabled")
+    args = parser.parse_args(argv)
+    if args.deterministic:
+        deterministic_process()
+    try:
+        from labcore.exercises.params import check_selection, parse_only
+        from labcore.store.tracking import check_mode
+
+        check_mode(args.tracking, "--tracking")
+        profile, first = choose_profile(args.profile)
+        only = parse_only(args.only)
+        check_selection(profile, only)
+        if first:
+            print(first, flush=True)
+        out = train(profile, only, args.executor, args.address, tracking=args.tracking, cpus_per_run=args.cpus_per_run,
+                    gpus_per_run=args.gpus_per_run, cpus=args.cpus, retry_failed=args.retry_failed,
+                    deterministic=args.deterministic, fuse=args.fuse)
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
+        return refused(exc)
+    except RunLost as exc:
+        print(f"error: {exc}; {advice(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\n[labcore] interrupted: finished runs are stored; `make train` again trains only the rest",
+              file=sys.stderr, flush=True)
+        return 130
+    print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}; "
+          f"{len(out.failed)} failed, {len(out.lost)} lost (still pending: `make train` again retries them)", flush=True)
+    return 0 if not out.failed and not out.lost else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The units both executors train: a job is one run alone, or the seeds of one config fused into one batched
+model (labcore.engine.fused) where that pays on the device; plus a pass's progress (runs done, ETA) and outcome."""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from labcore.engine import fused
+from labcore.store import runs
+from labcore.text import human_seconds
+from labcore.core.config import ConfigError, RunConfig
+from labcore.store.planned import Planned
+from labcore.faults import lost
+from labcore.machine import configure, device_info, numerics, pick_device, show_progress
+from labcore.core.models import count_parameters
+from labcore.core.train import EpochCallback, evaluate
+
+COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
+FUSE_MODES = ("auto", "on", "off")  # fuse seeds where measured to pay on the device, always, never
+
+
+def check_fuse(fuse: str) -> None:
+    """One line for an unknown FUSE, before any planning."""
+    if fuse not in FUSE_MODES:
+        raise ConfigError(f"FUSE={fuse!r} is unknown; choose one of: {', '.join(FUSE_MODES)}")
+
+
+def group_jobs(todo: list[Planned], device: torch.device, fuse: str = "auto") -> list[list[Planned]]:
+    """`todo` (longest first) as jobs in the same order: runs that differ only in their seed together where fusing
+    pays on `device` (fuse 'auto': labcore.engine.fused.pays, on a GPU as `make gpu-check` measured it there), always
+    ('on') or never ('off'); every other run alone."""
+    check_fuse(fuse)
+    groups: dict[str, list[Planned]] = {}
+    out: list[list[Planned]] = []
+    measured = fused.measured_packing(device) if device.type == "cuda" and todo else None
+    for p in todo:
+        if fuse == "on" or (fuse == "auto" and fused.pays(p.cfg, device, measured)):
+            key = fused.group_key(p.cfg)
+            if key in groups:
+                groups[key].append(p)
+                continue
+            groups[key] = [p]
+            out.append(groups[key])
+        else:
+            out.append([p])
+    return out
+
+
+def wandb_group(p: Planned) -> str:
+    """W&B group: the first notebook that needs the run, and its study there."""
+    return runs.wandb_group(p.notebooks[0] if p.notebooks else None, p.study)
+
+
+def train_job(job: list[Planned], device: str | torch.device, tracking: str, estimates: dict[str, float],
+              profile: str = "", deterministic: bool = False) -> list[runs.Trained]:
+    """Train a job: one run alone (compiled when estimated long), or several seeds fused; one Trained per run, in
+    order. The machine's faults raise RunLost, as runs.train_run and train_fused do."""
+    if len(job) == 1:
+        p, est = job[0], estimates.get(job[0].key)
+        return [runs.train_run(p.cfg, device, tracking, p.checkpoints, est, (est or 0) > COMPILE_AFTER_S,
+                               wandb_group(p), profile or None, deterministic)]
+    return train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], estimates.get(job[0].key),
+                       [wandb_group(p) for p in job], profile or None, deterministic)
+
+
+def describe_job(job: list[Planned]) -> str:
+    """'<label>' for a run alone, '<label> and 2 more seed(s), fused' for a fused job."""
+    return job[0].cfg.label() + (f" and {len(job) - 1} more seed(s), fused" if len(job) > 1 else "")
+
+
+def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", tracking: str = "offline",
+                checkpoints: list[tuple[int, ...]] | None = None, estimate_seconds: float | None = None,
+                groups: list[str | None] | None = None, profile: str | None = None, deterministic: bool = False
+                ) -> list[runs.Trained]:
+    """Train runs that differ only in their seed as one fused model (labcore.engine.fused); one `runs.Trained` per config,
+    in order, each recording its group's seeds. `estimate_seconds`: each member's share. A member whose loss
+    becomes non-finite is failed alone; the machine's faults raise RunLost for the whole group (labcore.faults),
+    whose members can then train alone. `groups`: each member's W&B group."""
+    assert len({fused.group_key(c) for c in cfgs}) == 1, "fused runs must differ in their seed only"
+    try:
+        return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds,
+                            groups or [None for _ in cfgs], profile, deterministic)
+    except Exception as exc:
+        fault = lost(f"{cfgs[0].label()} and {len(cfgs) - 1} fused seed(s)", exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: str, checkpoints: list[tuple[int, ...]],
+                 estimate_seconds: float | None, groups: list[str | None], profile: str | None, deterministic: bool
+                 ) -> list[runs.Trained]:
+    device = pick_device(str(device))
+    configure(device, deterministic)
+    splits = runs.load_splits(cfgs[0].data).to(device)
+    models = [runs.init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
+    states: list[dict[int, dict]] = [{0: runs.cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
+    steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
+    trackers = [runs.new_tracker(c, tracking, g, profile, alongside=True) for c, g in zip(cfgs, groups)]
+
+    def saver(i: int) -> EpochCallback:
+        def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
+            trackers[i].log(row, step=epoch * steps_per_epoch)
+            if epoch in checkpoints[i]:
+                states[i][epoch] = runs.cpu_state(m)
+        return on_epoch
+
+    def on_step(step: int, losses: torch.Tensor) -> None:  # losses [N], still on the device
+        for i, t in enumerate(trackers):
+            t.log_step(step, losses[i])
+
+    info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
+            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
+            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs)}
+    start = time.perf_counter()
+    try:
+        histories, failed = fused.fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
+                                            on_epoch=[saver(i) for i in range(len(cfgs))], on_step=on_step)
+        seconds = (time.perf_counter() - start) / len(cfgs)  # each member's share of the group's wall time
+        out = []
+        for i, (cfg, model) in enumerate(zip(cfgs, models)):
+            if i in failed:
+                trackers[i].finish()
+                result = runs.RunResult(cfg, histories[i], {}, seconds=seconds, status="failed", error=failed[i], **info)
+                out.append(runs.Trained(result, None, {}))
+                continue
+            test = evaluate(model, splits.x_test, splits.y_test, splits)
+            trackers[i].finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
+            out.append(runs.Trained(runs.RunResult(cfg, histories[i], test, seconds=seconds, **info),
+                                    runs.cpu_state(model), states[i]))
+        return out
+    finally:
+        for t in trackers:
+            t.finish()  # no-op after a normal finish; closes the W&B runs if training raised
+
+
+def makespan(costs: Sequence[float], slots: int) -> float:
+    """Wall time to finish `costs` on `slots` parallel workers, longest first (each to the least-loaded slot)."""
+    assert slots >= 1, f"need at least one slot, got {slots}"
+    loads = [0.0] * slots
+    for c in sorted(costs, reverse=True):
+        heapq.heapreplace(loads, loads[0] + c)
+    return max(loads)
+
+
+class Progress:
+    """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless.
+    `estimates` are per run; a fused job's runs share a slot (its members' estimates are their shares)."""
+
+    def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None,
+                 jobs: list[list[Planned]] | None = None) -> None:
+        self.remaining = dict(estimates)
+        self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
+        self.total, self.done, self.slots = len(estimates), 0, slots
+        self.headless = (not show_progress()) if headless is None else headless
+        self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
+
+    def eta(self) -> float:
+        """Seconds until every remaining run is done, if the estimates hold (a fused job takes one slot)."""
+        per_job: dict[tuple, float] = {}
+        for key, s in self.remaining.items():
+            job = self.job_of.get(key, (key,))
+            per_job[job] = per_job.get(job, 0.0) + s
+        return makespan(list(per_job.values()), self.slots) if per_job else 0.0
+
+    def alone(self, job: list[Planned], alone: dict[str, float]) -> None:
+        """A fused job's runs now train one by one: each its own slot and its own (alone) estimate."""
+        for p in job:
+            self.job_of[p.key] = (p.key,)
+            if p.key in self.remaining:
+                self.remaining[p.key] = alone.get(p.key, self.remaining[p.key])
+
+    def finished(self, result: runs.RunResult, where: str) -> str:
+        """Record one finished run; returns (and shows) its line."""
+        self.remaining.pop(result.key, None)
+        self.done += 1
+        est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
+        state = "ok" if result.ok else f"FAILED ({result.error})"
+        share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""
+        line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
+                f"{share}{est} on {where}; ETA {human_seconds(self.eta())}")
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.set_postfix_str(f"ETA {human_seconds(self.eta())}, last on {where}")
+            self.bar.update(1)
+        return line
+
+    def lost(self, key: str, label: str, why: str) -> None:
+        """Record a run that was not trained (it stays pending) and say why, in one line."""
+        self.remaining.pop(key, None)
+        line = f"[labcore] run {label} not trained (still pending): {why}"
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        """Close the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class Outcome:
+    """What a training pass did: runs trained (ok or failed), and runs lost to crashes (still pending)."""
+
+    trained: list[runs.RunResult] = dataclasses.field(default_factory=list)
+    lost: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (label, why)
+    seconds: float = 0.0
+    executor: str = "local"  # the one that trained them
+
+    def lose(self, p: Planned, progress: Progress, resource: str, reason: str, advice: str = "") -> None:
+        """Record a run not trained (it stays pending): 'resource: reason' here, and on screen with what to do."""
+        progress.lost(p.key, p.cfg.label(), f"{resource} ({reason})" + (f"; {advice}" if advice else ""))
+        self.lost.append((p.cfg.label(), f"{resource}: {reason}"))
+
+    @property
+    def failed(self) -> list[runs.RunResult]:
+        """Runs that failed on their own (stored as failed)."""
+        return [r for r in self.trained if not r.ok]

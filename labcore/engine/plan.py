@@ -1,0 +1,244 @@
+"""Plans of whole profiles: every run a profile's notebooks need, merged, with its state in the run store and the
+estimated cost of what is pending; which profile to use when none is named; `make plan`.
+
+    python -m labcore.engine.plan --profile quick [--only 02_cnn_depth]
+
+Each exercise's own plan lives in its module (labcore.exercises.exercise, labcore/exercises/); the notebook calls it too,
+so what is planned here is exactly what the notebook will ask for. Runs several notebooks share are planned
+once (`merge`): 03 contains all of 02's runs (03's parameter files include 02's), and 04 trains nothing of its
+own: it reads 01's and 03's runs, declared as its UPSTREAM.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from labcore.exercises import exercise
+from labcore import machine
+from labcore.text import human_seconds
+from labcore.core.config import ConfigError
+from labcore.core.data import DataNotFoundError
+from labcore.store.planned import Planned
+from labcore.exercises.params import check_selection, notebook_stems, parse_only
+from labcore.paths import runs_dir
+
+
+def merge(planned: Iterable[Planned]) -> list[Planned]:
+    """One entry per run key, in first-seen order: checkpoints and notebooks are united."""
+    out: dict[str, Planned] = {}
+    for p in planned:
+        if p.key in out:
+            q = out[p.key]
+            p = Planned(q.cfg, tuple(sorted(set(q.checkpoints) | set(p.checkpoints))),
+                        tuple(dict.fromkeys(q.notebooks + p.notebooks)), q.study)
+        out[p.key] = p
+    return list(out.values())
+
+
+def profile_runs(profile: str, only: list[str] | None = None,
+                 resolved: dict[str, dict] | None = None) -> list[Planned]:
+    """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps
+    stems to parameters already resolved (so a caller that has them does not resolve them again)."""
+    resolved = resolved or {stem: exercise.parameters(stem, profile) for stem in only or notebook_stems()}
+    return merge(p for stem, params in resolved.items() for p in exercise.planned_runs(stem, params, profile))
+
+
+def default_profile() -> tuple[str, str]:
+    """(profile, why) for a user who named none: `full` with a CUDA GPU or a Ray cluster, else `quick`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "full", f"a CUDA GPU is available ({torch.cuda.get_device_name(0)})"
+    if os.environ.get("RAY_ADDRESS"):
+        return "full", f"RAY_ADDRESS names a Ray cluster ({os.environ['RAY_ADDRESS']})"
+    return "quick", "no CUDA GPU and no RAY_ADDRESS here"
+
+
+def choose_profile(given: str) -> tuple[str, str | None]:
+    """The profile to use and, when the user named none, the first line to print (at once, before any planning):
+    which one was picked, why, and how to ask for the others."""
+    if given:
+        return given, None
+    profile, why = default_profile()
+    other = "quick" if profile == "full" else "full"
+    return profile, (f"profile {profile}: picked because {why}; PROFILE={other} for "
+                     f"{'the lab' + chr(39) + 's settings' if other == 'full' else 'a laptop-sized run'}, "
+                     "PROFILE=smoke to check the pipeline in seconds")
+
+
+def other_cost(profile: str, device: str = "auto") -> str:
+    """One line on what the profile not picked would cost here: from the cached calibration if it covers every
+    architecture (measuring nothing), else how to ask for it."""
+    other = "quick" if profile == "full" else "full"
+    d = describe(other, device=device, calibrate="cached")
+    if d["pending_seconds"] is None and any(d["table"]["state"].isin(["pending", "damaged"])):
+        return f"PROFILE={other}: `make plan PROFILE={other}` estimates what it would cost here"
+    if d["pending_seconds"] is None:
+        return f"PROFILE={other}: every run is stored already"
+    return f"PROFILE={other} would need about {human_seconds(d['pending_seconds'])} of compute here (estimate)"
+
+
+# ---------------------------------------------------------------- status and estimates
+
+STATUS_COLUMNS = ("key", "label", "dataset", "family", "depth", "residual", "seed", "epochs", "notebooks", "state")
+
+
+def status_table(planned: list[Planned], store=None) -> pd.DataFrame:
+    """One row per planned run: family, depth, variant, seed, notebooks, and its state in the store
+    ('stored', 'pending', 'failed' or 'damaged')."""
+    from labcore.store.runs import RunStore
+
+    store = store or RunStore()
+    rows = []
+    for p in planned:
+        m = p.cfg.model
+        rows.append({"key": p.key, "label": p.cfg.label(), "dataset": p.cfg.data.name, "family": m.family,
+                     "depth": m.depth, "residual": m.residual, "seed": p.cfg.seed, "epochs": p.cfg.train.epochs,
+                     "notebooks": ",".join(p.notebooks), "state": store.state(p.cfg, p.checkpoints)})
+    return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+
+
+def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | None, device: str) -> str:
+    """The plan in one line: runs in total, stored, pending (and failed), and the estimated compute."""
+    counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
+    pending = int(counts.get("pending", 0) + counts.get("damaged", 0))
+    line = f"plan {profile}: {len(table)} runs, {int(counts.get('stored', 0))} stored, {pending} pending"
+    if counts.get("failed", 0):
+        line += f", {int(counts['failed'])} failed (retry with RETRY_FAILED=1)"
+    if pending and pending_seconds is not None:
+        line += f"; about {human_seconds(pending_seconds)} of compute on {device} (estimate)"
+    return line
+
+
+def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) -> pd.DataFrame:
+    """Counts per dataset, family, depth and variant: runs, stored, pending, and pending compute (estimate)."""
+    t = table.assign(variant=table.residual.map({True: "residual", False: "plain"}),
+                     stored=table.state.eq("stored"), pending=table.state.isin(["pending", "damaged"]),
+                     failed=table.state.eq("failed"))
+    t["pending_s"] = [estimates.get(k, float("nan")) if (estimates and p) else 0.0 for k, p in zip(t.key, t.pending)]
+    out = t.groupby(["dataset", "family", "depth", "variant"]).agg(
+        runs=("key", "size"), stored=("stored", "sum"), pending=("pending", "sum"), failed=("failed", "sum"),
+        pending_min=("pending_s", lambda s: s.sum() / 60)).reset_index()
+    return out
+
+
+def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
+             store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
+             fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False) -> dict[str, Any]:
+    """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
+    too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
+    ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
+    that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
+    not timed yet (cached), "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache
+    covers every architecture), False none at all (counts only). `fuse`, `fuse_device` (default: `device`'s) and
+    `retry_failed`: the runs are grouped as `make train` will (labcore.engine.jobs): a fused run's estimate is its share
+    of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take."""
+    from labcore.engine import calibrate as cal
+    from labcore.engine.jobs import group_jobs
+    from labcore.store.runs import RunStore
+
+    store = store or RunStore()
+    planned = profile_runs(profile, only, resolved)
+    table = status_table(planned, store)
+    unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
+    pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
+    wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
+    todo = [p for p, s in zip(planned, table.state) if s in wanted]
+    members = {p.key: 1 for p in unstored}
+    members.update({p.key: len(job) for job in group_jobs(todo, fuse_device or machine.pick_device(device), fuse)
+                    for p in job})
+    sizes = sorted({n for n in members.values() if n > 1})
+    with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
+        estimates, alone_estimates, peak, total, alone = {}, {}, None, None, None
+        dev = cal.device_name(device)
+        costs: dict[str, dict] = {}
+        for n in [1] + sizes:  # each run alone, and the fused groups of each size
+            cfgs = [p.cfg for p in unstored] if n == 1 else [p.cfg for p in unstored if members[p.key] == n]
+            if not (calibrate and cfgs):
+                continue
+            got = cal.coarse(cfgs, device, members=n) if calibrate == "coarse" else \
+                cal.calibrate(cfgs, device, cached_only=calibrate == "cached", members=n)
+            if not got:  # "cached" and not all of them are: no estimate at all
+                costs = {}
+                break
+            costs.update(got)
+    if costs:  # what finished runs of the same architectures took here beats a few timed steps
+        done = [store.get(p.cfg) for p, s in zip(planned, table.state) if s == "stored"]
+        for key, seen in cal.learned([r for r in done if r is not None], dev).items():
+            if key in costs:
+                costs[key] = {**costs[key], **seen, "coarse": False}
+        estimates = {p.key: cal.estimate_seconds(p.cfg, costs, members[p.key]) for p in unstored}
+        alone_estimates = {p.key: cal.estimate_seconds(p.cfg, costs) for p in unstored}
+        total = sum(estimates[p.key] for p in pending) if pending else None
+        alone = sum(alone_estimates[p.key] for p in pending) if pending else None
+        if pending:
+            largest = max(pending, key=lambda p: cal.peak_bytes(p.cfg, costs, members[p.key]))
+            peak = (largest.cfg.label() + (f" with {members[largest.key]} seeds fused" if members[largest.key] > 1
+                                           else ""), cal.peak_bytes(largest.cfg, costs, members[largest.key]))
+    n_coarse = sum(bool(c.get("coarse")) for c in costs.values())
+    summary = summary_line(profile, table, total, dev)
+    n_fused = sum(members[p.key] > 1 for p in pending)
+    if n_fused and total is not None:
+        summary += f", {n_fused} of them fused with their other seeds ({human_seconds(alone)} one by one: FUSE=off)"
+    if n_coarse and total is not None:
+        summary += (f"; coarse: {n_coarse} of {len(costs)} architectures estimated from their FLOPs, not timed "
+                    "(`make train` times each first; `make plan EXACT=1` now)")
+    return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
+            "alone_estimates": alone_estimates,
+            "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,
+            "summary": summary, "members": members}
+
+
+def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
+    """The plan as `make plan` prints it: the summary line, the table by family, the largest run."""
+    print(d["summary"], file=file)
+    if len(d["table"]):
+        fam = by_family(d["table"], d["estimates"])
+        print(fam.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=file)
+    if d["peak"]:
+        label, nbytes = d["peak"]
+        print(f"largest pending run: {label}, peak memory about {nbytes / 2**20:.0f} MiB (estimate)", file=file)
+    acc = d["store"].estimate_accuracy([p.cfg for p in d["planned"]])
+    if acc is not None:
+        print(f"calibration so far: {acc['runs']} finished runs took {acc['median_ratio']:.2f}x their estimate "
+              f"(median; range {acc['min_ratio']:.2f}-{acc['max_ratio']:.2f}x)", file=file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make plan`: print what a profile would train, without training."""
+    parser = argparse.ArgumentParser(description="Print the runs a profile needs, what is stored, and what the rest would cost.")
+    parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
+    parser.add_argument("--only", default="", help="comma-separated notebook stems")
+    parser.add_argument("--device", default="auto", help="device to estimate for: cpu, cuda, ... (default: auto)")
+    parser.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
+    parser.add_argument("--fuse", default="auto", help="as `make train` will: auto, on or off (labcore.engine.fused)")
+    parser.add_argument("--exact", action="store_true", help="time every architecture now (minutes on a CPU for "
+                        "full) instead of a coarse FLOP-based estimate for those not timed yet")
+    args = parser.parse_args(argv)
+    try:
+        profile, first = choose_profile(args.profile)
+        only = parse_only(args.only)
+        check_selection(profile, only)
+        if first:
+            print(first, flush=True)
+        print_plan(describe(profile, only, args.device,
+                            calibrate=False if args.no_calibrate else True if args.exact else "coarse", fuse=args.fuse))
+        if first:
+            print(other_cost(profile, args.device))
+        print(f"run store: {runs_dir()}")
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, rather than at exit
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

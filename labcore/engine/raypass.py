@@ -1,0 +1,197 @@
+"""Training a plan's jobs as Ray tasks, on an embedded Ray or a cluster (`make train EXECUTOR=ray`).
+
+Every job (one run, or fused seeds: labcore.engine.jobs) is one task that asks for its resources (CPU threads, a GPU or
+a fraction of one); the worker reads its own node's LABCORE_DATA and sends the finished runs (results, weights,
+checkpoints) back to the driver, which alone writes the run store. A worker or node that dies is retried by Ray a
+bounded number of times; a job the machine stops (RunLost) is tried again at the end, each run alone on its device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from labcore.store import runs
+from labcore.core.config import ConfigError
+from labcore.store.planned import Planned
+from labcore.faults import RunLost, advice
+from labcore.engine.jobs import Outcome, Progress, describe_job, train_job
+from labcore.machine import deterministic_process, share_gpu
+
+MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
+
+
+def task_device(gpu_ids: Sequence) -> str:
+    """The device a Ray task trains on: the GPU Ray assigned it (Ray makes it the task's only visible one, so it is
+    cuda:0 inside the task), or the CPU when it was given none, even on a node that has GPUs."""
+    return "cuda" if gpu_ids else "cpu"
+
+
+def ray_task(job: list[Planned], tracking: str, threads: int, estimates: dict[str, float], profile: str = "",
+             deterministic: bool = False) -> list[runs.Trained]:
+    """One job on a Ray worker: train it with `threads` CPU threads, on the GPU Ray assigned (if any)."""
+    import ray
+    import torch
+
+    if deterministic:
+        deterministic_process()
+    torch.set_num_threads(threads)
+    share_gpu(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))  # a fractional GPU: its memory too
+    trained = train_job(job, task_device(ray.get_gpu_ids()), tracking, estimates, profile, deterministic)
+    node_id = ray.get_runtime_context().get_node_id()[:8]
+    return [dataclasses.replace(t, result=dataclasses.replace(t.result, node=f"{t.result.node} (ray node {node_id})"))
+            for t in trained]
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the address, when no Ray cluster answers there (never hang)."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"RAY_ADDRESS {address!r} is not host:port (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                          "`ray start --head` (README: Scale out) or unset RAY_ADDRESS for a local Ray") from None
+
+
+def check_cluster(address: str) -> None:
+    """Fail at once unless a Ray cluster answers at `address` and this driver would use token authentication."""
+    check_address(address)
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        raise ConfigError("refusing to send code to a Ray cluster without token authentication: set "
+                          "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (the cluster's token; README: Scale out)")
+
+
+def connect(address: str | None, cpus: int | None, gpus: float | None = None) -> bool:
+    """Join the Ray cluster at `address`, or start an embedded one on this machine; True if we started it.
+
+    Token authentication is required (RAY_AUTH_MODE=token): a Ray cluster runs whatever code it is sent.
+    The dashboard and its job server stay off. Ray reads these settings when it is first imported, so
+    they are set before that.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        check_cluster(address)
+    elif os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
+        # The embedded instance gets a fresh random token that lives only in this process's environment
+        # (inherited by the Ray processes it starts), never in a file.
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="warning")
+        return False
+    ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    return True
+
+
+def remote_task(cpus_per_run: int, gpus_per_run: float, fn=None):
+    """`ray_task` (or `fn`) as a Ray remote function with its resources set on the function itself: a GPU task gets a fresh
+    worker each time (max_calls=1; `.options()` cannot set that), so a worker pinned to one GPU is never reused
+    for a run that Ray assigned another, and a CUDA error cannot outlive its run."""
+    import ray
+
+    return ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1 if gpus_per_run else 0,
+                      max_retries=MAX_RETRIES, retry_exceptions=False)(fn or ray_task)
+
+
+def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
+              store: runs.RunStore, tracking: str,
+              address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
+              progress: Progress, profile: str, deterministic: bool = False) -> Outcome:
+    """Train the jobs as Ray tasks. A job the machine stops (RunLost, e.g. out of GPU memory beside other runs) is
+    tried again at the end, each of its runs alone, one at a time, with a whole GPU to itself (in a fresh worker);
+    a worker or node that dies is retried by Ray; lost after that, its runs stay pending with the reason. Any
+    other error is a bug: it stops the pass and propagates. `estimates`: each run's share of its fused job;
+    `alone`: each run's estimate trained alone."""
+    started = connect(address, cpus)
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
+    out = Outcome()
+    inflight: dict[Any, list[Planned]] = {}
+
+    try:
+        res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
+        if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
+            gpus_per_run = 1.0 if res.get("GPU", 0) else 0.0
+        print(f"[labcore] Ray cluster: {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
+              f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per job", flush=True)
+        progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
+        task = remote_task(cpus_per_run, gpus_per_run)
+        alone_task = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
+
+        def submit(job: list[Planned], fn) -> None:
+            per_run = estimates if len(job) > 1 else alone
+            inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
+                               deterministic)] = job
+
+        for job in jobs:  # already longest first; Ray starts them in submission order as resources free up
+            submit(job, task)
+        retry: list[Planned] = []
+        tried: set[str] = set()
+
+        def again_alone(job: list[Planned], what: str) -> None:
+            print(f"[labcore] {describe_job(job)} lost to {what}; tried again at the end, each run alone on its "
+                  "device", flush=True)
+            retry.extend(job)
+            progress.alone(job, alone)
+
+        while inflight or retry:
+            if not inflight:  # the main pass is done: lost runs once more, one at a time, each alone on its device
+                p = retry.pop(0)
+                tried.add(p.key)
+                submit([p], alone_task)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                job = inflight.pop(ref)
+                try:
+                    trained = ray.get(ref)
+                except RayTaskError as exc:
+                    if not isinstance(exc.cause, RunLost):
+                        raise  # a bug in labcore: stop here (the handler below cancels the rest)
+                    c = exc.cause
+                    if len(job) > 1 or job[0].key not in tried:
+                        again_alone(job, c.resource)
+                    else:
+                        out.lose(job[0], progress, c.resource, c.reason, advice(c))
+                    continue
+                except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
+                    why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                    if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
+                        again_alone(job, f"{type(exc).__name__}: {why}")
+                    else:
+                        out.lose(job[0], progress, type(exc).__name__, why)
+                    continue
+                for p, t in zip(job, trained):
+                    try:
+                        with store.lock(p.cfg):
+                            store.put_or_lose(t)
+                    except RunLost as exc:  # this machine cannot write the store (disk full): the run stays pending
+                        out.lose(p, progress, exc.resource, exc.reason, advice(exc))
+                        continue
+                    out.trained.append(t.result)
+                    progress.finished(t.result, t.result.node or "ray")
+    except BaseException:  # Ctrl-C included: stop what still runs, keep what finished
+        for ref in inflight:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return out
+
+
+def concurrent_runs(resources: dict[str, float], cpus_per_run: int, gpus_per_run: float) -> int:
+    """How many runs a cluster with `resources` trains at once (for the ETA)."""
+    fit = resources.get("CPU", 0) // cpus_per_run
+    if gpus_per_run:
+        fit = min(fit, resources.get("GPU", 0) // gpus_per_run)
+    return max(1, int(fit))

@@ -1,0 +1,171 @@
+"""Exercises: a notebook `notebooks/NN_name.ipynb` and the module `labcore/exercises/name.py` that owns what is
+particular to it. Adding an exercise touches those two files and its parameter files, nothing else.
+
+The module defines:
+
+- `plan(...)`: the runs the exercise needs, as {group: [Planned]}. Its arguments are bound by name to the
+  notebook's parameters: every argument must be a name that the notebook's `parameters` cell defines (checked
+  when the exercise is loaded, with a one-line error naming the missing one), except `upstream`.
+- `UPSTREAM` (optional): the notebooks whose runs it reads, e.g. ("01_mlp_baseline", "03_residual"). `plan`
+  then takes `upstream`, {stem: that notebook's plan}, each planned from that notebook's own parameters in the
+  same profile (and from its parameters cell outside a profile). Upstream exercises may have upstream of their own.
+- the analyses and sentences only that exercise uses, which its notebook calls.
+
+Exercises are discovered from the notebooks: a notebook without a module, or a module that does not fit its
+notebook, fails loudly before anything runs.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from labcore.core.config import ConfigError, RunConfig
+from labcore.store.planned import Planned, flatten
+from labcore.core.datasets import CLASSES, SHAPES
+from labcore.core.models import check_buildable
+from labcore.exercises import params as _params
+from labcore.exercises.params import check_probe, merged_parameters, notebook_defaults, parameter_file
+
+
+def _configs(groups: Any, where: str = "") -> list[tuple[str, RunConfig]]:
+    """(where, config) for every RunConfig in a plan, whether planned for training (Planned) or only built (04's
+    untrained models); `where` is its group in the plan, e.g. 'vgg' or 'lab_pair.plain'."""
+    if isinstance(groups, Planned):
+        return [(where, groups.cfg)]
+    if isinstance(groups, RunConfig):
+        return [(where, groups)]
+    if isinstance(groups, dict):
+        return [c for k, v in groups.items() for c in _configs(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(groups, (list, tuple)):
+        return [c for v in groups for c in _configs(v, where)]
+    return []
+
+
+# Modules of labcore/exercises/ that are machinery, not a notebook's exercise.
+RESERVED = ("exercise", "params")
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """A notebook and its module, checked to fit each other."""
+
+    stem: str  # the notebook's name, e.g. "01_mlp_baseline"
+    module: ModuleType  # labcore.exercises.<name>
+    arguments: tuple[str, ...]  # the notebook parameters its plan reads, in the plan's order
+    upstream: tuple[str, ...]  # the notebooks whose runs it reads
+
+
+def module_name(stem: str) -> str:
+    """'01_mlp_baseline' -> 'labcore.exercises.mlp_baseline' (a module name cannot start with a digit)."""
+    prefix, _, name = stem.partition("_")
+    if not (prefix.isdigit() and name.isidentifier()):
+        raise ConfigError(f"notebook {stem!r} is not named NN_name (two digits, an underscore, a Python name); rename it")
+    if name in RESERVED:
+        raise ConfigError(f"notebook {stem!r} would share labcore/exercises/{name}.py with the exercise machinery; "
+                          "rename the notebook")
+    return f"labcore.exercises.{name}"
+
+
+@functools.lru_cache(maxsize=None)
+def load(stem: str) -> Exercise:
+    """The exercise of notebook `stem`, with its plan's arguments checked against the notebook's parameters."""
+    name = module_name(stem)
+    path = f"labcore/exercises/{name.rsplit('.', 1)[1]}.py"
+    if not (_params.NOTEBOOKS / f"{stem}.ipynb").is_file():
+        raise ConfigError(f"no notebook notebooks/{stem}.ipynb for exercise module {path}")
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        raise ConfigError(f"notebooks/{stem}.ipynb has no exercise module: create {path} with a plan(...) function "
+                          "(README: Adding an exercise)") from None
+    plan = getattr(module, "plan", None)
+    if not callable(plan):
+        raise ConfigError(f"{path} has no plan(...) function; define one returning {{group: [Planned, ...]}}")
+    upstream = tuple(getattr(module, "UPSTREAM", ()))
+    arguments = tuple(inspect.signature(plan).parameters)
+    if upstream and "upstream" not in arguments:
+        raise ConfigError(f"{path} declares UPSTREAM {list(upstream)} but its plan(...) takes no `upstream` argument")
+    if "upstream" in arguments and not upstream:
+        raise ConfigError(f"{path}: plan(...) takes `upstream`, but the module declares no UPSTREAM notebooks")
+    defaults = notebook_defaults(stem)
+    for arg in arguments:
+        if arg != "upstream" and arg not in defaults:
+            raise ConfigError(f"{path}: plan(...) takes {arg!r}, which the parameters cell of notebooks/{stem}.ipynb "
+                              f"does not define; add `{arg} = ...` there or rename the argument")
+    for u in upstream:
+        if not (_params.NOTEBOOKS / f"{u}.ipynb").is_file():
+            raise ConfigError(f"{path}: UPSTREAM names {u!r}, which is not a notebook in notebooks/")
+    return Exercise(stem, module, tuple(a for a in arguments if a != "upstream"), upstream)
+
+
+def upstream_plans(stem: str, profile: str | None, _seen: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """{stem: plan} of every notebook exercise `stem` declares in UPSTREAM, each planned from its own parameters in
+    `profile` (from its parameters cell when `profile` is None)."""
+    out = {}
+    for u in load(stem).upstream:
+        if u in (*_seen, stem):
+            raise ConfigError(f"upstream cycle: {' -> '.join((*_seen, stem, u))}; an exercise cannot read its own runs")
+        params = merged_parameters(u, profile) if profile else notebook_defaults(u)
+        out[u] = plan(u, params, profile, (*_seen, stem))
+    return out
+
+
+def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plan of exercise `stem` with `params` (and, where it declares any, its upstream in `profile`)."""
+    ex = load(stem)
+    missing = [a for a in ex.arguments if a not in params]
+    if missing:
+        raise ConfigError(f"{stem} needs parameter {missing[0]!r} to plan its runs")
+    kwargs = {a: params[a] for a in ex.arguments}
+    if ex.upstream:
+        kwargs["upstream"] = upstream_plans(stem, profile, _seen)
+    return ex.module.plan(**kwargs)
+
+
+def checked(groups: Any) -> Any:
+    """A plan, returned as it is once every model in it is built on the meta device (here, the one place that
+    checks), so an impossible one fails now, as a ConfigError, not mid-training. Notebooks wrap their plan in it."""
+    for where, cfg in _configs(groups):
+        check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), f"{where} ({cfg.label()})")
+    return groups
+
+
+def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) -> list[Planned]:
+    """Every run notebook `stem` trains or reads with `params`, every model checked (`checked`)."""
+    groups = checked(plan(stem, params, profile))
+    return [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in flatten(groups)]
+
+
+def parameters(stem: str, profile: str) -> dict[str, Any]:
+    """Notebook `stem`'s parameters in `profile`, validated: merged and type-checked (labcore.exercises.params), and its
+    plan made with them, every model in it built on the meta device; errors name the parameter file."""
+    params = merged_parameters(stem, profile)
+    try:
+        planned_runs(stem, params, profile)
+        if isinstance(params.get("probe"), dict) and isinstance(params.get("data"), dict):
+            check_probe(params["probe"], params["data"])
+    except ConfigError as exc:
+        raise ConfigError(f"{parameter_file(stem, profile)}: {exc}") from None
+    return params
+
+
+def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) -> dict[str, Any]:
+    """For a notebook opened in JupyterLab with its `profile` parameter set: that profile's parameters, exactly as
+    `make report` gives them (validated), for every parameter whose `current` value is still the parameters cell's
+    default. A value set otherwise wins: one the user edited, or one `make report` injected (the build resolved the
+    parameters already, so nothing is read twice). {} when `profile` is None."""
+    if profile is None:
+        return {}
+    from labcore.exercises.params import PROFILES
+
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r}: choose one of {', '.join(PROFILES)}, or None for this notebook's "
+                          "own small defaults")
+    defaults = notebook_defaults(stem)
+    return {k: v for k, v in parameters(stem, profile).items() if k != "profile" and current.get(k) == defaults.get(k)}

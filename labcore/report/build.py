@@ -1,0 +1,259 @@
+"""Build the reports: papermill over each notebook with a profile's parameters, nbconvert to HTML,
+a JSON record per notebook, and an index page.
+
+    python -m labcore.report.build --profile smoke --only 01_mlp_baseline
+
+Every parameter file is read, merged over the notebook's own defaults and validated before any
+notebook runs, so a typo fails in a second with a one-line error and no report is touched.
+Metrics come from the executed notebook itself: it calls `publish`, which leaves a JSON output
+(MIME type `application/vnd.labcore.result+json`) that this module reads back.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import CaselessStrEnum
+
+from labcore.core.config import ConfigError
+from labcore.core.data import DataNotFoundError, check
+from labcore.exercises.exercise import parameters
+from labcore.exercises.params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
+from labcore.faults import refused
+from labcore.files import Busy, locked, replacing
+from labcore.paths import reports_dir
+from labcore.text import human_seconds
+from labcore.report import render
+from labcore.report.publish import MIME, jsonable
+
+
+# ---------------------------------------------------------------- execution
+
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels that talk over Unix sockets: no TCP port is opened, so no other process or host can reach
+    the kernel, and its 'running over TCP without encryption' warning never reaches the terminal."""
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+
+def _result_output(nb: Any) -> dict[str, Any] | None:
+    """The payload that `publish` left in an executed notebook (the last one wins)."""
+    found = None
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if MIME in out.get("data", {}):
+                found = out["data"][MIME]
+    return found
+
+
+def _run_counts(provenance: dict[str, Any], built: set[str]) -> dict[str, int]:
+    """How many runs a report shows (its provenance's run keys, a list or lists by study) and how many of them
+    this build trained (`built`, the keys the training pass before the notebooks trained)."""
+    keys = provenance.get("run_keys") or []
+    flat = {k for ks in keys.values() for k in ks} if isinstance(keys, dict) else set(keys)
+    return {"total": len(flat), "trained_by_build": len(flat & built)}
+
+
+def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
+            reduced: list[str] | None = None, built: set[str] | None = None) -> dict[str, Any]:
+    """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
+    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
+    `built`: the run keys this build trained before the notebooks (counted per report)."""
+    import base64
+
+    import nbformat
+    import papermill
+
+    from labcore.store.provenance import collect
+    from labcore.machine import pick_device
+
+    work = out_dir / f".work-{stem}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:  # a full disk or Ctrl-C here leaves no half-written staging folder behind
+        executed = work / f"{stem}.ipynb"
+        start = time.perf_counter()
+        error = None
+        try:
+            papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
+                                       cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                                       report_mode=False, request_save_on_cell_execute=True,
+                                       kernel_manager_class=IPCKernelManager)
+        except Exception as exc:  # papermill's execution error, a dead kernel, ...
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        seconds = time.perf_counter() - start
+        if not executed.is_file():  # the kernel never started: nothing executed, keep the source for the record
+            shutil.copy(NOTEBOOKS / f"{stem}.ipynb", executed)
+        nb = nbformat.read(executed, as_version=4)
+        payload = _result_output(nb)
+        if error is None and payload is None:
+            error = "the notebook finished without calling labcore.report.build.publish(...)"
+        payload = payload or {}
+        if payload.get("figure_png"):
+            (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
+        record = {
+            "notebook": stem,
+            "title": render.exercise_title(nb),
+            "profile": profile,
+            "status": "ok" if error is None else "failed",
+            "headline": payload.get("headline", []),
+            "metrics": payload.get("metrics", {}),
+            "parameters": params,
+            # A notebook that failed before publishing: this environment, the device it would have used.
+            "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
+                                                               tracking=params.get("tracking"),
+                                                               note="notebook failed before publishing"),
+            "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
+            "runs": _run_counts(payload.get("provenance") or {}, built or set()),
+            "seconds": round(seconds, 1),
+            "error": error,
+        }
+        (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
+        (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
+        _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
+        return record
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _install(work: Path, out_dir: Path, stem: str, keep_previous: bool) -> None:
+    """Move the new report files into place; a failed run first moves a previous good report to previous/."""
+    old = out_dir / f"{stem}.json"
+    if keep_previous and old.is_file() and json.loads(old.read_text()).get("status") == "ok":
+        backup = out_dir / "previous"
+        backup.mkdir(exist_ok=True)
+        for ext in ("ipynb", "html", "json", "png"):
+            name = f"{stem}-summary.png" if ext == "png" else f"{stem}.{ext}"
+            if (out_dir / name).is_file():
+                (out_dir / name).replace(backup / name)
+    for f in work.iterdir():
+        f.replace(out_dir / f.name)
+    work.rmdir()
+
+
+def write_index(out_dir: Path, profile: str) -> Path:
+    """index.html for every report in `out_dir`, in notebook order (see labcore.report.render.index)."""
+    records = [json.loads(f.read_text()) for f in sorted(out_dir.glob("[0-9][0-9]_*.json"))]
+    index = out_dir / "index.html"
+    with replacing(index) as tmp:
+        tmp.write_text(render.index(out_dir, profile, records), encoding="utf-8")
+    return index
+
+
+def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | None:
+    """How `params` differ from the full profile's (None for full itself, or without a full parameter file)."""
+    if profile == "full":
+        return None
+    try:
+        full = merged_parameters(stem, "full")  # only compared, never planned: no need to plan it
+        return render.differences({k: v for k, v in params.items() if k != "profile"},  # set by the build: always differs
+                                  {k: v for k, v in full.items() if k != "profile"})
+    except ConfigError:
+        return None
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """One build per reports folder at a time; a second one is refused at once, before touching anything."""
+    try:
+        with locked(out_dir / ".build.lock", wait=False):
+            yield
+    except Busy as busy:
+        raise ConfigError(f"another build (pid {busy.holder}) is writing {out_dir}; wait for it, or build elsewhere "
+                          "with LABCORE_REPORTS=<folder>") from None
+
+
+def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
+          address: str | None = None, cpus_per_run: int | None = None, gpus_per_run: float | None = None,
+          deterministic: bool = False, fuse: str = "auto") -> list[dict[str, Any]]:
+    """Validate all parameters and data first, train the runs the notebooks need that are not stored yet
+    (labcore.engine.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
+    needs, and longest first), then execute each notebook, which reads its runs; returns the JSON records."""
+    check_selection(profile, only)
+    plan = [(stem, parameters(stem, profile)) for stem in (only or notebook_stems())]
+    from labcore.engine.executor import train
+    from labcore.engine.plan import profile_runs
+
+    resolved = dict(plan)
+    needed = set().union(*(datasets_needed(p) for _, p in plan)) | {p.cfg.data.name for p in profile_runs(profile, only, resolved)}
+    for name in sorted(needed):
+        check(name)
+    # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
+    # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if os.environ.get("LABCORE_DATA"):
+        os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
+    tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
+    trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved, cpus_per_run=cpus_per_run,
+                    gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
+    if trained.trained or trained.lost:
+        print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
+              f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
+              "show failed runs; lost ones are trained in their kernel)", flush=True)
+    os.environ["LABCORE_HEADLESS"] = "1"
+    out_dir = (out_root or reports_dir()) / profile
+    records = []
+    with _exclusive(out_dir):
+        for stem, params in plan:
+            print(f"[labcore] {profile}/{stem}: running", flush=True)
+            rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params),
+                          {r.key for r in trained.trained})
+            print(f"[labcore] {profile}/{stem}: {rec['status']} in {rec['seconds']} s"
+                  + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
+            records.append(rec)
+        index = write_index(out_dir, profile)
+    print(f"[labcore] index: {index}", flush=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (`make report` calls this)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="", help=f"one of {', '.join(PROFILES)} (default: full with a CUDA GPU "
+                        "or a Ray cluster, quick otherwise)")
+    parser.add_argument("--only", default="", help="comma-separated notebook stems, e.g. 01_mlp_baseline")
+    parser.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
+    parser.add_argument("--executor", default="", help="how runs not stored yet are trained first: local or ray "
+                        "(default: picked as by `make train`)")
+    parser.add_argument("--cpus-per-run", type=int, default=None, help="as for `make train`: CPU threads per Ray run")
+    parser.add_argument("--gpus-per-run", type=float, default=None, help="as for `make train`: GPUs per Ray run")
+    parser.add_argument("--deterministic", action="store_true", help="as for `make train`: repeatable GPU numerics")
+    parser.add_argument("--fuse", default="auto", help="as for `make train`: fuse seeds (auto, on, off)")
+    args = parser.parse_args(argv)
+    if args.deterministic:
+        from labcore.machine import deterministic_process
+
+        deterministic_process()
+    only = parse_only(args.only)
+    try:
+        from labcore.engine.plan import choose_profile
+
+        profile, first = choose_profile(args.profile)
+        if first:
+            print(first, flush=True)
+        records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None,
+                        args.cpus_per_run, args.gpus_per_run, args.deterministic, args.fuse)
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
+        return refused(exc)
+    except KeyboardInterrupt:
+        print("\n[labcore] interrupted: finished runs are stored; `make report` again trains only the rest",
+              file=sys.stderr, flush=True)
+        return 130
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`make diff A=<reports folder> B=<reports folder>`: two builds of one profile compared number by number.
+
+    python -m labcore.report.diff reports/smoke /elsewhere/reports/smoke
+
+Two commits of labcore, two machines, or a student's build against the course's reference: what differs in the
+settings, the code, the packages, the device and the data comes first, since it explains the rest; then every
+published metric with both values and a verdict that takes the spread over seeds into account (labcore.analysis.claims);
+then the headlines whose words changed. Writes reports/diff-<a>-<b>.html and prints one line; exits 0 when
+nothing differs beyond seed noise and nothing in the settings, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from labcore.analysis import claims
+from labcore.report import render
+from labcore.core.config import ConfigError
+from labcore.files import replacing
+from labcore.paths import reports_dir
+
+AGGREGATE_KEYS = ("study", "family", "depth", "residual")  # how 02's and 03's per-configuration rows are named
+
+
+def load_build(folder: Path) -> dict[str, dict[str, Any]]:
+    """The JSON records of a reports folder (reports/<profile>), by notebook."""
+    records = {f.stem: json.loads(f.read_text()) for f in sorted(Path(folder).glob("[0-9][0-9]_*.json"))}
+    if not records:
+        raise ConfigError(f"{folder} holds no report records (NN_name.json); give a reports/<profile> folder that "
+                          "`make report` wrote")
+    return records
+
+
+def settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What differs between two records of one notebook in what produced them: parameters, commit, packages,
+    device, data (checksums of the decoded images)."""
+    out = render.differences(a.get("parameters") or {}, b.get("parameters") or {}, other="B", none="not set")
+    pa, pb = a.get("provenance") or {}, b.get("provenance") or {}
+    ca, cb = (pa.get("git") or {}).get("commit"), (pb.get("git") or {}).get("commit")
+    if ca != cb:
+        out.append(f"commit: {str(ca)[:10]} (B: {str(cb)[:10]})")
+    for name in sorted(set(pa.get("packages") or {}) | set(pb.get("packages") or {})):
+        va, vb = (pa.get("packages") or {}).get(name), (pb.get("packages") or {}).get(name)
+        if va != vb:
+            out.append(f"package {name}: {va} (B: {vb})")
+    if pa.get("device") != pb.get("device"):
+        out.append(f"device: {pa.get('device')} (B: {pb.get('device')})")
+    for name in sorted(set(pa.get("data") or {}) | set(pb.get("data") or {})):
+        da, db = (pa.get("data") or {}).get(name) or {}, (pb.get("data") or {}).get(name) or {}
+        if da.get("sha256") != db.get("sha256"):
+            out.append(f"data {name}: {da.get('source')} (B: {db.get('source')}), other images or labels")
+    return out
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A record's metrics as flat name -> value: scalars as they are, each run of a runs list (01) as '<metric> of
+    run <label>', each per-configuration row of an aggregate table (02, 03) as '<metric> of <study> depth <d>
+    <variant>' with its spread over seeds."""
+    out: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[name] = value
+        elif name == "runs" and isinstance(value, list):  # 01: one summary per run
+            for run in value:
+                where = (f"{run.get('family')}-d{run.get('depth')}-w{run.get('width')}-"
+                         f"{'res' if run.get('residual') else 'plain'}-s{run.get('seed')}")
+                for key in ("train_loss", "val_acc", "test_acc"):
+                    if key in run:
+                        out[f"{key} of run {where}"] = run[key]
+        elif name == "results" and isinstance(value, list):
+            for row in value:
+                where = f"{row['study']} depth {row['depth']} {'residual' if row['residual'] else 'plain'}"
+                for key in row:
+                    if key.endswith("_mean"):
+                        base = key.removesuffix("_mean")
+                        out[f"{base} of {where}"] = (row[key], row.get(f"{base}_std"), row.get("seeds"))
+    return out
+
+
+def metric_rows(a: dict[str, Any], b: dict[str, Any], changed: list[str]) -> list[dict[str, Any]]:
+    """Every published metric of one notebook in both builds, with its verdict."""
+    sa, sb = _scalars(a.get("metrics") or {}), _scalars(b.get("metrics") or {})
+    rows = []
+    for name in [*sa, *(k for k in sb if k not in sa)]:
+        va, vb = sa.get(name), sb.get(name)
+        if isinstance(va, tuple) and isinstance(vb, tuple):
+            verdict = claims.same_within_noise(*va, *vb)
+            va, vb = va[0], vb[0]
+        else:
+            verdict = "identical" if va == vb else "only in one build" if va is None or vb is None else "differs"
+        if verdict not in ("identical",) and changed and verdict != "only in one build":
+            verdict = f"not comparable: settings differ in {changed[0].split(':')[0]}"
+        delta = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va is not None \
+            and vb is not None else None
+        rows.append({"metric": name, "A": va, "B": vb, "difference": delta, "verdict": verdict})
+    return rows
+
+
+def headlines(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, A's words, B's words) for every headline whose words changed (an order that flipped, a verdict)."""
+    ha, hb = dict(map(tuple, a.get("headline") or [])), dict(map(tuple, b.get("headline") or []))
+    return [(k, ha.get(k, "-"), hb.get(k, "-")) for k in dict.fromkeys([*ha, *hb]) if ha.get(k) != hb.get(k)]
+
+
+def diff(a: Path, b: Path) -> dict[str, Any]:
+    """Compare two builds (see the module); returns per notebook its settings, metric rows and headline changes."""
+    ra, rb = load_build(a), load_build(b)
+    pa = {r.get("profile") for r in ra.values()} | {r.get("profile") for r in rb.values()}
+    if len(pa) != 1:
+        raise ConfigError(f"{a} and {b} are builds of different profiles ({', '.join(sorted(map(str, pa)))}); "
+                          "compare two builds of one profile")
+    out = {}
+    for stem in dict.fromkeys([*ra, *rb]):
+        if stem not in ra or stem not in rb:
+            out[stem] = {"settings": [f"only in {'A' if stem in ra else 'B'}"], "metrics": [], "headlines": []}
+            continue
+        changed = settings(ra[stem], rb[stem])
+        out[stem] = {"settings": changed, "metrics": metric_rows(ra[stem], rb[stem], changed),
+                     "headlines": headlines(ra[stem], rb[stem])}
+    return out
+
+
+def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
+    """One line, and whether the builds agree (nothing beyond seed noise, nothing in the settings)."""
+    settings_n = sum(bool(r["settings"]) for r in result.values())
+    rows = [m for r in result.values() for m in r["metrics"]]
+    beyond = [m for m in rows if m["verdict"] not in ("identical", "within seed noise")]
+    words = sum(len(r["headlines"]) for r in result.values())
+    if not settings_n and not beyond and not words:
+        return f"no differences: {len(rows)} metrics in {len(result)} reports identical or within seed noise", True
+    return (f"{settings_n} report(s) with other settings; {len(beyond)} of {len(rows)} metrics differ beyond seed "
+            f"noise or cannot be compared; {words} headline(s) changed their words"), False
+
+
+def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
+    """The comparison as a self-contained page in the reports' style."""
+    def cell(v: Any) -> str:
+        return html.escape(f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v))
+
+    parts = []
+    for stem, r in result.items():
+        parts.append(f"<h2>{html.escape(stem)}</h2>")
+        parts.append("<p><strong>Settings that differ</strong>: " + (
+            "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in r["settings"]) + "</ul>" if r["settings"]
+            else "none.") + "</p>")
+        if r["headlines"]:
+            parts.append("<table><tr><th>headline</th><th>A</th><th>B</th></tr>" + "".join(
+                f"<tr><td>{html.escape(k)}</td><td>{html.escape(x)}</td><td>{html.escape(y)}</td></tr>"
+                for k, x, y in r["headlines"]) + "</table>")
+        shown = [m for m in r["metrics"] if m["verdict"] != "identical"]
+        parts.append(f"<p>{len(r['metrics']) - len(shown)} of {len(r['metrics'])} metrics identical"
+                     + ("." if not shown else "; the others:</p><table><tr><th>metric</th><th>A</th><th>B</th>"
+                        "<th>B - A</th><th>verdict</th></tr>" + "".join(
+                            f"<tr><td>{html.escape(m['metric'])}</td><td>{cell(m['A'])}</td><td>{cell(m['B'])}</td>"
+                            f"<td>{cell(m['difference'])}</td><td>{html.escape(m['verdict'])}</td></tr>"
+                            for m in shown) + "</table><p>") + "</p>")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>labcore diff</title>"
+            f"<style>{render.CSS}</style></head><body class='lc-index'><h1>labcore diff</h1>"
+            f"<div class='lc-banner'><p>A: <code>{html.escape(str(a))}</code></p><p>B: <code>{html.escape(str(b))}"
+            f"</code></p><p><strong>{html.escape(line)}</strong></p></div>{''.join(parts)}</body></html>")
+
+
+def _slug(folder: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(Path(folder).resolve().parts[-2:])).strip("-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make diff A=... B=...`: the page, one line, and exit 0 when the builds agree."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="the page (default: reports/diff-<a>-<b>.html)")
+    args = parser.parse_args(argv)
+    try:
+        result = diff(args.a, args.b)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    line, same = summary_line(result)
+    out = args.out or reports_dir() / f"diff-{_slug(args.a)}-{_slug(args.b)}.html"
+    with replacing(out) as tmp:
+        tmp.write_text(page(args.a, args.b, result, line), encoding="utf-8")
+    print(f"diff: {line}; {out}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The notebook side of a report: `publish` leaves the headline metrics and provenance in the executed
+notebook (as JSON with MIME type `application/vnd.labcore.result+json`), where the build reads them back.
+
+Notebooks import this module, never the build itself (labcore.report.build).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+MIME = "application/vnd.labcore.result+json"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: NaN/inf become None, tuples lists, numpy/torch scalars floats."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def publish(metrics: dict[str, Any], provenance: dict[str, Any], headline: list[tuple[str, str]] | None = None,
+            figure: Any = None) -> None:
+    """Show the headline as a table and leave metrics, provenance, headline and a summary figure
+    machine-readable for the report index.
+
+    `headline`: (human label, text) pairs in the order the index shows them, with denominators where they
+    matter ("did not train", "3 of 12 configurations"). `figure`: a small matplotlib Figure for the index.
+    """
+    from IPython.display import display
+
+    payload = jsonable({"metrics": metrics, "provenance": provenance,
+                        "headline": [[str(k), str(v)] for k, v in headline or []]})
+    if figure is not None:
+        payload["figure_png"] = figure_png(figure)
+    shown = payload["headline"] or [[k, format_metric(v)] for k, v in payload["metrics"].items()
+                                    if not isinstance(v, (dict, list))]
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in shown)
+    display({MIME: payload, "text/html": f"<table>{rows}</table>",
+             "text/plain": json.dumps(payload["metrics"], indent=1)[:2000]}, raw=True)
+
+
+def figure_png(figure: Any, width_inches: float = 5.0) -> str:
+    """A Figure as a base64 PNG about `width_inches` wide at 2x density (crisp on high-DPI screens)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    w, h = figure.get_size_inches()
+    figure.savefig(buf, format="png", dpi=2 * 100 * width_inches / w, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def format_metric(v: Any) -> str:
+    """A metric as plain text (callers escape it for HTML)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def table(df: Any, digits: int = 3) -> Any:
+    """A DataFrame as a person would format it on a page: numbers to `digits` decimals, long text (the lab's claims)
+    in full rather than cut at pandas' 50 characters, no row numbers."""
+    return df.style.format(precision=digits, na_rep="-").hide(axis="index")

@@ -1,0 +1,221 @@
+"""`make verify`: re-derive stored runs from their configs alone and compare them, number by number and weight by
+weight, with what the run store holds.
+
+    python -m labcore.report.verify --profile smoke [--only 01_mlp_baseline] [--sample 2|all]
+
+Each sampled run is trained again from its config in a scratch store (the run store is never written) and
+compared with its record: every epoch's metrics, the test metrics and predictions, and the final weights. With the
+same device, thread count, PyTorch version and numeric settings a run must repeat bit for bit; otherwise the
+tolerances below apply, and the line says why. A file changed after training (an edited number in result.json,
+other weights in model.pt) is named from the checksums the store wrote with the run, whatever re-training says.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labcore.text import human_seconds
+from labcore.core.config import ConfigError, RunConfig
+from labcore.core.data import DataNotFoundError
+from labcore.store.planned import Planned
+from labcore.files import replacing, sha256
+from labcore.paths import reports_dir
+
+# Where settings differ (another device, thread count, BLAS or PyTorch, TF32), floating-point sums run in another
+# order and training drifts: these bound that drift for the short runs verify picks by default.
+TOLERANCE = {"acc": 0.02, "loss": 0.05, "weights": 0.05}  # absolute for accuracies; relative for losses, weights
+SKIPPED = ("seconds", "epoch")  # wall time is not a result; the epoch number is the row
+
+
+def changed_files(folder: Path) -> list[str] | None:
+    """Files of a stored run whose bytes differ from the checksums written with it (None: a record from before
+    checksums, which only re-training can check)."""
+    sums_file = folder / "checksums.json"
+    if not sums_file.is_file():
+        return None
+    sums = json.loads(sums_file.read_text())
+    return [name for name, digest in sums.items() if not (folder / name).is_file() or sha256(folder / name) != digest]
+
+
+def pick(planned: list[Planned], seconds: dict[str, float], n: int | None, seed: int = 0) -> list[Planned]:
+    """Per notebook, `n` of its cheapest half of stored runs (by their recorded seconds), chosen with a fixed seed;
+    every run when `n` is None. A run several notebooks share counts for the first."""
+    if n is None:
+        return list(planned)
+    rng, chosen = random.Random(seed), {}
+    for stem in dict.fromkeys(p.notebooks[0] for p in planned if p.notebooks):
+        mine = sorted((p for p in planned if p.notebooks and p.notebooks[0] == stem), key=lambda p: seconds[p.key])
+        cheap = mine[: max(n, (len(mine) + 1) // 2)]
+        for p in rng.sample(cheap, min(n, len(cheap))):
+            chosen[p.key] = p
+    return list(chosen.values())
+
+
+def _largest(a: list[float], b: list[float], relative: bool) -> float:
+    """The largest difference between two sequences (relative to the stored value's size when `relative`)."""
+    diffs = [abs(x - y) / (max(abs(x), 1e-12) if relative else 1.0) for x, y in zip(a, b)
+             if not (math.isnan(x) and math.isnan(y))]
+    return max(diffs, default=0.0)
+
+
+def differences(stored: Any, stored_weights: dict, now: Any, now_weights: dict) -> dict[str, float]:
+    """The largest difference per kind of number between a stored run and its re-derivation: accuracies
+    (absolute), losses (relative), weights (relative L2 over all tensors), predictions (share that changed)."""
+    acc, loss = [], []
+    for a, b in zip(stored.history, now.history):
+        for key in a:
+            if key not in SKIPPED and key in b:
+                (acc if key.endswith("acc") else loss if key.endswith("loss") else acc).append((a[key], b[key]))
+    if len(stored.history) != len(now.history):
+        return {"epochs": float(abs(len(stored.history) - len(now.history)))}
+    out = {"acc": _largest([x for x, _ in acc], [y for _, y in acc], False),
+           "loss": _largest([x for x, _ in loss], [y for _, y in loss], True)}
+    out["acc"] = max(out["acc"], abs(stored.test.get("accuracy", 0) - now.test.get("accuracy", 0)))
+    out["loss"] = max(out["loss"], _largest([stored.test.get("loss", 0)], [now.test.get("loss", 0)], True))
+    pa, pb = stored.test.get("predictions", []), now.test.get("predictions", [])
+    out["predictions"] = sum(x != y for x, y in zip(pa, pb)) / max(len(pa), 1)
+    num = sum(float((stored_weights[k].float() - now_weights[k].float()).norm() ** 2) for k in stored_weights)
+    den = sum(float(stored_weights[k].float().norm() ** 2) for k in stored_weights)
+    out["weights"] = math.sqrt(num / max(den, 1e-30)) if stored_weights.keys() == now_weights.keys() else math.inf
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def settings_differ(stored: Any, now: Any) -> list[str]:
+    """What differs between the settings a run was trained with and those it was re-derived with."""
+    out = [] if stored.device == now.device else [f"device: {stored.device} then, {now.device} now"]
+    a, b = stored.numerics or {}, now.numerics or {}
+    if not a:
+        return out + ["its numeric settings were not recorded (a record from before they were)"]
+    return out + [f"{k}: {a.get(k)} then, {b.get(k)} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
+    """(line, ok) for one re-derived run: identical, within tolerance (with the reason), or what differs."""
+    if all(v == 0 for v in diff.values()):
+        return "identical" + (" (bit for bit)" if not why else f" despite {'; '.join(why)}"), True
+    if not why:
+        worst = max(diff, key=diff.get)
+        return f"differs with the same settings: {worst} by {diff[worst]:.3g} (expected bit for bit)", False
+    over = [k for k in ("acc", "loss", "weights") if diff.get(k, 0) > TOLERANCE[k]] + \
+        [k for k in ("epochs",) if k in diff]
+    if over:
+        return f"differs beyond tolerance: {', '.join(f'{k} by {diff[k]:.3g}' for k in over)} ({'; '.join(why)})", False
+    return (f"within tolerance (accuracies {diff.get('acc', 0):.2g}, losses {diff.get('loss', 0):.2g}, weights "
+            f"{diff.get('weights', 0):.2g}) because {'; '.join(why)}"), True
+
+
+def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunConfig], tuple[int, ...]],
+             groups: dict | None = None) -> Any:
+    """Train the run again as it was trained: alone, or fused with the same seeds (its record names them), each
+    with the checkpoints `checkpoints(cfg)` gives. A fused group is trained once per `groups` (a cache shared by
+    the calls of one verification), and serves every sampled member."""
+    from labcore.store import runs
+    from labcore.engine.fused import group_key
+    from labcore.engine.jobs import train_fused
+
+    if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
+        return runs.train_run(cfg, device, "disabled", checkpoints(cfg))
+    groups = {} if groups is None else groups
+    key = (group_key(cfg), tuple(rec.fused))
+    if key not in groups:
+        members = [cfg.replace(seed=s) for s in rec.fused]
+        groups[key] = train_fused(members, device, "disabled", [checkpoints(c) for c in members])
+    return groups[key][list(rec.fused).index(cfg.seed)]
+
+
+def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, device: str = "auto",
+           out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """Re-derive a sample of the profile's stored runs and compare them (see the module); writes and returns the
+    summary, also saved as reports/<profile>/verify.json for the index. `shard` (i, n): only every n-th sampled
+    run from the i-th, so that n processes share the work (each writes verify-<i>of<n>.json)."""
+    import torch
+
+    from labcore import machine
+    from labcore.engine import plan
+    from labcore.store import runs
+
+    store = runs.RunStore()
+    planned = plan.profile_runs(profile, only)
+    stored = [p for p in planned if store.state(p.cfg) == "stored"]
+    if not stored:
+        raise ConfigError(f"no run of profile {profile} is stored yet: `make train PROFILE={profile}` first")
+    records = {p.key: store.get(p.cfg) for p in stored}
+    chosen = pick(stored, {k: r.seconds for k, r in records.items()}, sample)[shard[0]::shard[1]]
+    lines, ok_count, start = [], 0, time.perf_counter()
+    groups: dict = {}  # fused groups re-derived so far (one training serves every sampled member)
+
+    def kept(cfg: RunConfig) -> tuple[int, ...]:
+        return tuple(sorted(store.checkpoint_epochs(cfg)))
+
+    with tempfile.TemporaryDirectory(prefix="labcore-verify-") as scratch:
+        scratch_store = runs.RunStore(scratch)
+        for p in chosen:
+            rec, folder = records[p.key], store.path(p.cfg)
+            changed = changed_files(folder)
+            if changed:
+                line, ok = f"changed after training: {', '.join(changed)} (its checksum no longer matches)", False
+            else:
+                with machine.threads((rec.numerics or {}).get("threads")):  # as it trained: same thread count
+                    again = rederive(p.cfg, rec, device, kept, groups)
+                scratch_store.put(again.result, again.model_state, again.checkpoints)
+                weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+                diff = differences(rec, weights, again.result, again.model_state or {})
+                line, ok = verdict(diff, settings_differ(rec, again.result))
+                if changed is None:
+                    line += " (a record from before checksums)"
+            ok_count += ok
+            lines.append({"run": p.cfg.label(), "key": p.key, "ok": ok, "verdict": line})
+            log(f"[labcore] verify {p.cfg.label()} ({p.key}): {line}")
+    identical = sum(r["verdict"].startswith("identical") for r in lines)
+    summary = (f"{len(chosen)} of {len(planned)} runs re-derived: {identical} identical"
+               + (f", {ok_count - identical} within tolerance" if ok_count > identical else "")
+               + (f", {len(chosen) - ok_count} differ" if ok_count < len(chosen) else "")
+               + f" ({human_seconds(time.perf_counter() - start)})")
+    result = {"profile": profile, "summary": summary, "ok": ok_count == len(chosen), "runs": lines,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out = (out_root or reports_dir()) / profile / ("verify.json" if shard[1] == 1 else f"verify-{shard[0]}of{shard[1]}.json")
+    with replacing(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    log(f"verify {profile}: {summary}; written to {out}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make verify`: exit 0 when every sampled run repeats (bit for bit, or within tolerance where settings differ)."""
+    from labcore.exercises.params import check_selection, parse_only
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="", help="the profile whose stored runs to re-derive (default: as make plan)")
+    parser.add_argument("--only", default="", help="comma-separated notebook stems")
+    parser.add_argument("--sample", default="2", help="runs per notebook (of its cheapest half), or 'all'")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--shard", default="0/1", help="i/n: the i-th of n processes sharing the sample")
+    args = parser.parse_args(argv)
+    try:
+        if args.sample != "all" and not args.sample.isdigit():
+            raise ConfigError(f"SAMPLE={args.sample!r}: give a number of runs per notebook, or all")
+        from labcore.engine.plan import choose_profile
+
+        profile, first = choose_profile(args.profile)
+        if first:
+            print(first, flush=True)
+        only = parse_only(args.only)
+        check_selection(profile, only)
+        i, n = (int(x) for x in args.shard.split("/"))
+        result = verify(profile, only, None if args.sample == "all" else int(args.sample), args.device, shard=(i, n))
+    except (ConfigError, DataNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

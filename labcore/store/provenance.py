@@ -1,0 +1,81 @@
+"""What produced a result: parameters, seed, git commit, package versions, device, data source."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+from importlib import metadata
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from labcore.core.data import fingerprint
+from labcore.machine import device_info, pick_device
+from labcore.store.runs import STORE_VERSION
+from labcore.store.tracking import resolve_mode, run_name, wandb_dirs
+from labcore.paths import PROJECT_ROOT
+
+PACKAGES = ("labcore", "torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "papermill", "wandb")
+
+
+def git_state() -> dict[str, Any]:
+    """Commit hash of the checkout and whether it has uncommitted changes (None outside git)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=normal")  # a new, uncommitted file changes results too
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape the numbers."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    # What torch was built with (a CUDA build runs on a CPU-only machine too; the device says what ran).
+    versions["torch CUDA build"] = torch.version.cuda
+    versions["cuDNN"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    return versions
+
+
+def collect(device: torch.device | str, data_source: str | None = None, datasets: tuple[str, ...] = (),
+            tracking: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Provenance record for a report; `datasets` adds each one's source and checksum (data.fingerprint),
+    `tracking` the effective W&B mode; `extra` takes seeds and anything run-specific."""
+    return {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_state(),
+        "packages": package_versions(),
+        "device": device_info(device),
+        "platform": platform.platform(),
+        "data_source": data_source,
+        "data": {name: fingerprint(name) for name in datasets},
+        "run_store_version": STORE_VERSION,
+        "tracking": resolve_mode(tracking) if tracking else None,
+        **extra,
+    }
+
+
+def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: Any) -> dict[str, Any]:
+    """`collect` for a report built from stored runs (labcore.store.runs.RunResult): their data sources, datasets,
+    keys (unless `extra` gives run_keys, e.g. by study), the devices that trained them and every distinct set of
+    numeric settings they trained with, plus `extra` (seeds, probe settings, ...)."""
+    numerics = {json.dumps(r.numerics, sort_keys=True) for r in results if getattr(r, "numerics", None)}
+    if tracking and resolve_mode(tracking) != "disabled":  # where to find the report's runs in W&B
+        extra = {"wandb_runs": [run_name(r.config.label(), r.key) for r in results],
+                 "wandb_folder": str(wandb_dirs()["WANDB_DIR"] / "wandb"), **extra}
+    return collect(pick_device(str(device)), data_source=", ".join(sorted({r.data_source for r in results})),
+                   datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
+                   **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),
+                   numerics=[json.loads(n) for n in sorted(numerics)],
+                   fused_runs=sum(len(r.fused) > 1 for r in results))

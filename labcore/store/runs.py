@@ -1,0 +1,385 @@
+"""The run store: train a `RunConfig` once, keep its result and weights under the config's key.
+
+A run is a pure function of its config (the seed included), so its result can be reused by any
+report that asks for the same config: re-rendering a report retrains nothing, and a changed
+config retrains only the runs it changes. Each run is independent and self-contained on disk
+(`<store>/v<N>/<key>/result.json`, `model.pt`, `checkpoints/`), so runs can be trained anywhere
+(labcore.engine.executor) and only the process that collects them writes here.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labcore.core import data as data_mod
+from labcore.core.config import ConfigError, DataConfig, RunConfig
+from labcore.core.models import build_model, count_parameters
+from labcore.files import locked, replacing, sha256
+from labcore.paths import runs_dir
+from labcore.faults import lost
+from labcore.machine import configure, device_info, numerics, pick_device
+from labcore.store.tracking import Tracker, run_name
+from labcore.core.train import RunFailed, evaluate, fit, init_model, model_shape
+
+# Bump when training or evaluation semantics or the record's format change, so older results are not reused.
+STORE_VERSION = 2
+# Errors that belong to the config (a loss that became NaN, a model that cannot be built): the run is stored as
+# failed with its error and not retried on its own. The machine's faults (memory, a CUDA error, disk space,
+# permissions) make it lost instead: nothing is stored (labcore.faults). Anything else is a bug and propagates.
+RUN_ERRORS = (RunFailed, ConfigError)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a report needs from one training run (or from its failure: status 'failed' and error)."""
+
+    config: RunConfig
+    history: list[dict]  # one dict per epoch, as returned by `fit` (partial for a failed run)
+    test: dict  # `evaluate` on the test split ({} for a failed run)
+    n_params: int
+    seconds: float  # training wall time (the run that produced it, not this process)
+    device: str
+    data_source: str
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None  # for a failed run: what went wrong, in one line
+    estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
+    node: str | None = None  # the machine that trained it
+    compiled: bool = False  # trained through torch.compile
+    fused: tuple[int, ...] = ()  # the seeds of the fused group it trained in (labcore.engine.fused; `seconds` is its share)
+    numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
+    cached: bool = False  # True when loaded from the store instead of trained now
+
+    @property
+    def key(self) -> str:
+        """The run store's key of this run."""
+        return self.config.key()
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run finished (a failed run keeps its partial history and its error)."""
+        return self.status == "ok"
+
+    def final(self, metric: str) -> float:
+        """The last epoch's value of a history metric, e.g. final('val_acc'); NaN when there is none."""
+        return self.history[-1][metric] if self.history else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
+        m = self.config.model
+        return {"family": m.family, "depth": m.depth, "width": m.width, "residual": m.residual,
+                "seed": self.config.seed, "dataset": self.config.data.name, "n_val": self.config.data.val_size,
+                "train_loss": self.final("train_loss"),
+                "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
+                "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
+                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
+                "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
+
+
+def _record(result: RunResult) -> dict[str, Any]:
+    record = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("config", "cached")}
+    record["config"] = result.config.to_dict()
+    return record
+
+
+class RunStore:
+    """Directory of finished (or failed) runs keyed by `RunConfig.key()`.
+
+    A run's folder appears only once it is complete (written elsewhere, then renamed), so a reader never
+    sees half a run; a folder damaged afterwards (a truncated file, a missing weights file) is detected,
+    named and retrained, never surfaced as a decoding error.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root or runs_dir()) / f"v{STORE_VERSION}"
+
+    def path(self, cfg: RunConfig) -> Path:
+        """Folder of the run for `cfg` (present only once the run finished)."""
+        return self.root / cfg.key()
+
+    def _read(self, cfg: RunConfig) -> tuple[str, dict | str | None]:
+        """('missing', None), ('damaged', why) or ('ok'|'failed', record)."""
+        folder = self.path(cfg)
+        if not folder.is_dir():
+            return "missing", None
+        try:
+            raw = json.loads((folder / "result.json").read_text())
+            for k in ("history", "test", "n_params", "seconds", "device", "data_source"):
+                raw[k]  # noqa: B018 - a missing field is damage
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return "damaged", f"result.json unreadable ({type(exc).__name__})"
+        status = raw.get("status", "ok")
+        if status == "ok":
+            wanted = ["model.pt"] + [f"checkpoints/epoch_{e}.pt" for e in raw.get("checkpoints", [])]
+            absent = [w for w in wanted if not (folder / w).is_file() or (folder / w).stat().st_size == 0]
+            if absent:
+                return "damaged", f"{absent[0]} is missing or empty"
+        return status, raw
+
+    def state(self, cfg: RunConfig, checkpoints: tuple[int, ...] = ()) -> str:
+        """'stored' (usable, with those checkpoints), 'failed', 'damaged' or 'pending'."""
+        status, raw = self._read(cfg)
+        if status == "ok":
+            return "stored" if set(checkpoints) <= self.checkpoint_epochs(cfg) else "pending"
+        return {"missing": "pending"}.get(status, status)
+
+    def get(self, cfg: RunConfig) -> RunResult | None:
+        """The stored result for `cfg` (ok or failed), or None when it is missing or damaged."""
+        status, raw = self._read(cfg)
+        if status not in ("ok", "failed"):
+            return None
+        fields = {f.name for f in dataclasses.fields(RunResult)} - {"config", "cached"}
+        return RunResult(config=cfg, **{k: v for k, v in raw.items() if k in fields}, cached=True)
+
+    def damage(self, cfg: RunConfig) -> str | None:
+        """Why the stored record of `cfg` is unusable, or None."""
+        status, why = self._read(cfg)
+        return why if status == "damaged" else None
+
+    def checkpoint_epochs(self, cfg: RunConfig) -> set[int]:
+        """Epochs for which the stored run of `cfg` has weights (empty when it has none or is not stored)."""
+        return {int(f.stem.removeprefix("epoch_")) for f in (self.path(cfg) / "checkpoints").glob("epoch_*.pt")}
+
+    @contextlib.contextmanager
+    def lock(self, cfg: RunConfig) -> Iterator[None]:
+        """Hold the run's lock: a second process asking for the same run waits, then finds it stored."""
+        with locked(self.root / ".locks" / f"{cfg.key()}.lock",
+                    on_wait=f"[labcore] waiting: another process is training {cfg.label()} ({cfg.key()})"):
+            yield
+
+    def put(self, result: RunResult, model_state: dict[str, torch.Tensor] | None = None,
+            checkpoints: dict[int, dict] | None = None) -> None:
+        """Store a run atomically: written to a private folder, then renamed into place (hold `lock`)."""
+        record = _record(result)
+        record["checkpoints"] = sorted(checkpoints or {})
+        with replacing(self.path(result.config)) as tmp:
+            tmp.mkdir()
+            if model_state is not None:
+                torch.save({k: v.cpu() for k, v in model_state.items()}, tmp / "model.pt")
+            if checkpoints:
+                (tmp / "checkpoints").mkdir()
+                for epoch, state in checkpoints.items():
+                    torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
+            (tmp / "result.json.tmp").write_text(json.dumps(record))
+            # What was written, so that `make verify` can name a file changed afterwards (an edited number, new weights).
+            sums = {str(f.relative_to(tmp)).removesuffix(".tmp"): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+            (tmp / "checksums.json").write_text(json.dumps(sums, indent=1))
+            (tmp / "result.json.tmp").rename(tmp / "result.json")  # last: its presence marks a complete folder
+
+    def put_or_lose(self, trained: "Trained") -> None:
+        """`put` a trained run; a full disk or a folder without write permission makes it a RunLost (nothing of it
+        is left behind: `put` writes into a private folder that is removed when writing fails)."""
+        try:
+            self.put(trained.result, trained.model_state, trained.checkpoints)
+        except OSError as exc:
+            fault = lost(trained.result.config.label(), exc)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def load_model(self, cfg: RunConfig, in_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
+                   epoch: int | None = None) -> nn.Module:
+        """The model of a stored run on the CPU, in eval mode: trained, or at checkpoint `epoch` (0 = init).
+        The input shape and class count default to those of the config's dataset."""
+        model = build_model(cfg.model, *model_shape(cfg, in_shape, num_classes))
+        f = self.path(cfg) / ("model.pt" if epoch is None else f"checkpoints/epoch_{epoch}.pt")
+        if not f.is_file():
+            raise FileNotFoundError(f"run {cfg.label()} ({cfg.key()}) has no {f.name}; run it with checkpoints=({epoch},)")
+        state = torch.load(f, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def estimate_accuracy(self, cfgs: list[RunConfig]) -> dict[str, float] | None:
+        """How long finished runs took against the plan's estimate: median, min and max of measured/estimated."""
+        ratios = []
+        for cfg in cfgs:
+            r = self.get(cfg)
+            if r is not None and r.ok and r.estimate_seconds:
+                ratios.append(r.seconds / r.estimate_seconds)
+        if not ratios:
+            return None
+        ratios.sort()
+        return {"runs": len(ratios), "median_ratio": ratios[len(ratios) // 2], "min_ratio": ratios[0],
+                "max_ratio": ratios[-1]}
+
+
+@functools.lru_cache(maxsize=4)
+def load_splits(cfg: DataConfig) -> data_mod.Splits:
+    """Splits for `cfg`, decoded once per process (many runs share one dataset)."""
+    return data_mod.load(cfg)
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights and statistics on the CPU (for the store and checkpoints)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def new_tracker(cfg: RunConfig, tracking: str, group: str | None, profile: str | None,
+                alongside: bool = False) -> Tracker:
+    """The run's W&B run: a name that finds it again, grouped by notebook and study, tagged with the profile;
+    `alongside` other open runs (fused seeds)."""
+    return Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
+                   group=group or f"{cfg.data.name}-{cfg.model.family}",
+                   tags=(profile or "interactive", cfg.data.name, cfg.model.family,
+                         "residual" if cfg.model.residual else "plain"), alongside=alongside)
+
+
+@dataclass
+class Trained:
+    """What training one run produces: its result, final weights and the requested checkpoints (CPU tensors)."""
+
+    result: RunResult
+    model_state: dict[str, torch.Tensor] | None
+    checkpoints: dict[int, dict]
+
+
+def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
+              checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
+              compile: bool = False, group: str | None = None, profile: str | None = None,
+              deterministic: bool = False) -> Trained:
+    """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the config itself
+    (RUN_ERRORS: a loss that became NaN) becomes a result with status 'failed', its error and the epochs it
+    finished; the machine's faults anywhere in it (moving the data to the device, building the model, training)
+    raise RunLost (labcore.faults); anything else propagates as the bug it is."""
+    try:
+        return _train_run(cfg, device, tracking, checkpoints, estimate_seconds, compile, group, profile, deterministic)
+    except Exception as exc:
+        fault = lost(cfg.label(), exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkpoints: tuple[int, ...],
+               estimate_seconds: float | None, compile: bool, group: str | None, profile: str | None,
+               deterministic: bool) -> Trained:
+    """`train_run` without the translation of the machine's faults."""
+    device = pick_device(str(device))
+    configure(device, deterministic)
+    splits = load_splits(cfg.data).to(device)
+    model = init_model(cfg, device, splits.input_shape, len(splits.classes))
+    states = {0: cpu_state(model)} if 0 in checkpoints else {}
+    history: list[dict] = []
+
+    steps_per_epoch = -(-len(splits.y_train) // cfg.train.batch_size)
+
+    def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
+        history.append(row)
+        tracker.log(row, step=epoch * steps_per_epoch)
+        if epoch in checkpoints:
+            states[epoch] = cpu_state(m)
+
+    tracker = new_tracker(cfg, tracking, group, profile)
+    start = time.perf_counter()
+    info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
+            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
+            "numerics": numerics(device)}
+    try:
+        if not compile:  # W&B's hooks on every parameter would break a compiled graph into pieces
+            tracker.watch(model)
+        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile, on_step=tracker.log_step)
+        seconds = time.perf_counter() - start
+        test = evaluate(model, splits.x_test, splits.y_test, splits)
+        tracker.finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
+    except RUN_ERRORS as exc:
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+        result = RunResult(cfg, history, {}, seconds=time.perf_counter() - start, status="failed", error=error, **info)
+        return Trained(result, None, {})
+    finally:
+        tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
+    return Trained(RunResult(cfg, history, test, seconds=seconds, **info), cpu_state(model), states)
+
+
+def to_train(store: RunStore, cfg: RunConfig, checkpoints: tuple[int, ...], retry_failed: bool = False,
+             refresh: bool = False) -> tuple[int, ...] | None:
+    """The checkpoints to train `cfg` with (those asked for and every one its stored record had: retraining must
+    not lose any), or None when the store's record serves (stored, or failed and not `retry_failed`). A damaged
+    record is named. Hold the run's lock."""
+    state = store.state(cfg, checkpoints)
+    if not refresh and (state == "stored" or (state == "failed" and not retry_failed)):
+        return None
+    if state == "damaged":
+        print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
+    return tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))
+
+
+def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.device = "auto",
+        tracking: str = "offline", refresh: bool = False, checkpoints: tuple[int, ...] = (),
+        retry_failed: bool = False, estimate_seconds: float | None = None, compile: bool = False,
+        group: str | None = None, profile: str | None = None, deterministic: bool = False) -> RunResult:
+    """The result for `cfg`: from the store when present (unless `refresh`), else trained and stored.
+
+    `checkpoints` asks for the weights at those epochs too (0 = initialisation). A stored run without
+    them is trained again with them: the same config and seed reproduce the same run. A failed run is
+    returned as failed (not retrained) unless `retry_failed`; a damaged one is named and retrained.
+    """
+    store = store or RunStore()
+    checkpoints = tuple(sorted({e for e in checkpoints if e <= cfg.train.epochs}))
+    with store.lock(cfg):
+        keep = to_train(store, cfg, checkpoints, retry_failed, refresh)
+        if keep is None:
+            return store.get(cfg)
+        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile, deterministic)
+        store.put_or_lose(trained)
+    return trained.result
+
+
+class RunsMissing(ConfigError):
+    """Runs a notebook of a real profile needs are not stored: train them with `make train`, not in the kernel."""
+
+
+def fetch(planned: list, store: RunStore | None = None, device: str | torch.device = "auto",
+          tracking: str = "offline", notebook: str | None = None, profile: str | None = None,
+          train_missing: bool | None = None) -> list[RunResult]:
+    """Results for planned runs (labcore.exercises.exercise.Planned), each with the checkpoints its plan asks for, from the
+    store. A run not stored yet is trained here when `train_missing` (default: only outside a profile, i.e. with a
+    notebook's own small defaults); otherwise RunsMissing names the runs and the `make train` command, so that a
+    notebook opened at `quick` or `full` never trains for hours inside its kernel.
+    `notebook` and `profile` name the caller, for W&B's grouping (notebook/study) and tags."""
+    store = store or RunStore()
+    if not (profile is None if train_missing is None else train_missing):
+        missing = [p for p in planned if store.state(p.cfg, p.checkpoints) not in ("stored", "failed")]
+        if missing:
+            raise RunsMissing(missing_message(missing, store, notebook, profile))
+    return [run(p.cfg, store, device, tracking, checkpoints=p.checkpoints, group=wandb_group(notebook, p.study),
+                profile=profile) for p in planned]
+
+
+def wandb_group(notebook: str | None, study: str) -> str:
+    """W&B group of a run: the notebook that needs it and its study, e.g. '02_cnn_depth/vgg'."""
+    return f"{notebook or 'labcore'}/{study}"
+
+
+def histories(results: list[RunResult]) -> list[list[dict]]:
+    """Each run's per-epoch history, in the runs' order (what the curve figures read)."""
+    return [r.history for r in results]
+
+
+def caption(result: RunResult, what: str) -> str:
+    """'<what> of <label> (seed <seed>):', to introduce a table that shows a single run."""
+    return f"{what} of {result.config.label()} (seed {result.config.seed}):"
+
+
+def all_results(groups: dict) -> list[RunResult]:
+    """Every RunResult in a dict of lists of them (e.g. 04's twins by depth and variant), in order."""
+    return [r for rs in groups.values() for r in rs]
+
+
+def missing_message(missing: list, store: RunStore, notebook: str | None, profile: str | None) -> str:
+    """One line naming runs that are not stored and the command that trains them (`make plan` says what they
+    would cost here)."""
+    only = f" ONLY={notebook}" if notebook else ""
+    names = ", ".join(p.cfg.label() for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return (f"{len(missing)} run(s) this notebook needs are not in the run store {store.root} yet ({names}); "
+            f"train them first with `make train PROFILE={profile}{only}` (`make plan PROFILE={profile}{only}` lists "
+            "them with their cost here), then run this cell again")

@@ -1,0 +1,13 @@
+"""Small formatting shared by every layer: durations as a person reads them."""
+from __future__ import annotations
+
+
+def human_seconds(s: float) -> str:
+    """12 s, 3.4 min, 2.1 h or 3.2 days."""
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"

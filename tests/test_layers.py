@@ -1,0 +1,109 @@
+"""The package's shape: its folders are layers, a lower layer never imports a higher one, no import cycles, few
+modules at the top level, and each shared helper has one home."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+# Lowest first. The package's base modules (paths, files, faults, machine, text) serve every layer; the command
+# line (labcore/__main__.py) sits on top of them all.
+LAYERS = ("base", "core", "store", "analysis", "exercises", "engine", "report", "cli")
+BASE = {"labcore.paths", "labcore.files", "labcore.faults", "labcore.machine", "labcore.text"}
+
+
+def layer_of(module: str) -> str:
+    """'labcore.core.data' -> 'core'; the base modules -> 'base'; labcore/__main__.py -> 'cli'."""
+    if module in BASE:
+        return "base"
+    if module in ("labcore.__main__", "labcore.cli"):
+        return "cli"
+    parts = module.split(".")
+    assert len(parts) >= 3 and parts[1] in LAYERS, f"{module} is in no layer: move it into one of {LAYERS[1:-1]}"
+    return parts[1]
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """labcore modules that `path` (module `module`) imports, at the top or inside functions."""
+    package = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("labcore")}
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            target = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module or ""
+            if not target.startswith("labcore"):
+                continue
+            for a in node.names:  # `from labcore.analysis import claims` imports the module labcore.analysis.claims
+                sub = f"{target}.{a.name}"
+                found.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).is_file() else target)
+    return found - {"labcore", module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the labcore modules it imports} for every module of the package."""
+    graph = {}
+    for path in sorted((ROOT / "labcore").rglob("*.py")):
+        package = ".".join(path.relative_to(ROOT).parent.parts)
+        name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        graph[name] = _imports(path, name)
+    return graph
+
+
+def _no_package_faces(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph without the package faces (`labcore`, `labcore.core`, ...): their docstrings hold no code paths."""
+    faces = {m for m in graph if (ROOT / m.replace(".", "/") / "__init__.py").is_file()}
+    return {m: {i for i in imps if i not in faces} for m, imps in graph.items() if m not in faces}
+
+
+def test_a_lower_layer_never_imports_a_higher_one():
+    wrong = []
+    for module, imported in _no_package_faces(import_graph()).items():
+        rank = LAYERS.index(layer_of(module))
+        wrong += [f"{module} ({layer_of(module)}) imports {i} ({layer_of(i)})" for i in sorted(imported)
+                  if LAYERS.index(layer_of(i)) > rank]
+    assert not wrong, "imports that run back up the layers:\n" + "\n".join(wrong)
+
+
+def test_the_lab_itself_imports_only_the_base_modules():
+    graph = _no_package_faces(import_graph())
+    outside = {m: sorted(i for i in imps if layer_of(i) not in ("base", "core"))
+               for m, imps in graph.items() if layer_of(m) == "core"}
+    assert not any(outside.values()), f"labcore/core/ must stay the lab alone: {outside}"
+    assert all(not imps for m, imps in graph.items() if m in BASE), "the base modules import nothing of labcore"
+
+
+def test_the_package_has_no_import_cycles():
+    graph = import_graph()
+    done, stack = set(), []
+
+    def visit(node):
+        if node in stack:
+            pytest.fail("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in done:
+            return
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt)
+        stack.pop()
+        done.add(node)
+
+    for name in graph:
+        visit(name)
+
+
+def test_at_most_eight_modules_at_the_top_level():
+    top = sorted(p.name for p in (ROOT / "labcore").glob("*.py"))
+    assert len(top) <= 8, f"labcore/ holds {len(top)} modules at its top level ({', '.join(top)}); move some into a layer"
+
+
+def test_each_shared_helper_has_one_home():
+    for name in ("human_seconds", "init_model", "build_model", "sha256"):
+        homes = [str(p.relative_to(ROOT)) for p in (ROOT / "labcore").rglob("*.py")
+                 if f"\ndef {name}(" in p.read_text()]
+        assert len(homes) == 1, f"{name} is defined in {homes}"
