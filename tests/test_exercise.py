@@ -2,12 +2,10 @@
 runs planned from the upstream notebook's own parameters; a new exercise touches only its own files."""
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -5,10 +5,13 @@ import dataclasses
 import os
 
 import pytest
+
+from labcore.core.train import init_model
 import torch
 
 from labcore.engine import fused, jobs
 from labcore.store import runs
+from labcore.store import training
 from labcore.core.config import FAMILIES, ModelConfig, RunConfig, TrainConfig
 from labcore.core.models import build_model
 from labcore.core.train import fit
@@ -87,12 +90,12 @@ def test_a_member_whose_loss_explodes_fails_alone():
 
 
 def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
+    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
     cfgs = [RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 2}, seed=s)
             for s in (0, 1, 2)]
     assert len({fused.group_key(c) for c in cfgs}) == 1 and len({c.key() for c in cfgs}) == 3
     store = runs.RunStore(tmp_path)
-    trained = jobs.train_fused(cfgs, "cpu", "disabled", checkpoints=[(0, 1), (), ()], estimate_seconds=1.0)
+    trained = fused.train_fused(cfgs, "cpu", "disabled", checkpoints=[(0, 1), (), ()], estimate_seconds=1.0)
     for t in trained:
         store.put_or_lose(t)
     for i, c in enumerate(cfgs):
@@ -100,11 +103,11 @@ def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatc
         assert r.ok and list(r.fused) == [0, 1, 2] and r.config.seed == c.seed and len(r.history) == 2
     assert store.checkpoint_epochs(cfgs[0]) == {0, 1} and store.checkpoint_epochs(cfgs[1]) == set()
     # The epoch-0 checkpoint is the member's own initialisation, the one a run alone starts from.
-    init = runs.init_model(cfgs[0], "cpu", (1, 28, 28), 4)
+    init = init_model(cfgs[0], "cpu", (1, 28, 28), 4)
     assert all(torch.equal(a, b) for a, b in zip(init.state_dict().values(),
                                                   store.load_model(cfgs[0], (1, 28, 28), 4, epoch=0).state_dict().values()))
     with pytest.raises(AssertionError, match="seed only"):
-        jobs.train_fused([cfgs[0], cfgs[0].replace(train={"lr": 0.5})], "cpu", "disabled")
+        fused.train_fused([cfgs[0], cfgs[0].replace(train={"lr": 0.5})], "cpu", "disabled")
 
 
 def test_where_fusing_pays():
@@ -135,9 +138,9 @@ def test_each_fused_member_is_its_own_offline_wandb_run(tmp_path, monkeypatch):
     once, each logs its own epochs and per-step losses, and each is finished."""
     pytest.importorskip("wandb", reason="the GPU check's machine has no wandb")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
-    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
+    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
     cfgs = [RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 2}, seed=s)
             for s in (0, 1)]
-    trained = jobs.train_fused(cfgs, "cpu", "offline", groups=["01_mlp_baseline/runs", "04_gradient_flow/mlp"])
+    trained = fused.train_fused(cfgs, "cpu", "offline", groups=["01_mlp_baseline/runs", "04_gradient_flow/mlp"])
     assert all(t.result.ok for t in trained)
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2

@@ -1,6 +1,8 @@
 """Gradient probes: they match autograd, leave no hooks, and change nothing in the model."""
 import pandas as pd
 import pytest
+
+from labcore.store import training
 import torch
 from torch import nn
 
@@ -120,7 +122,7 @@ def test_before_after_probes_the_initial_and_the_trained_weights(tmp_path, monke
     from .synthetic import synthetic_splits
 
     toy = synthetic_splits(n=256, shape=(1, 28, 28), classes=10)  # MNIST's shape: load_model builds for it
-    monkeypatch.setattr(runs, "load_splits", lambda cfg: toy)
+    monkeypatch.setattr(training, "load_splits", lambda cfg: toy)
     store = runs.RunStore(tmp_path)
     cfg = RunConfig.build(model={"family": "mlp", "width": 8, "depth": 2}, train={"epochs": 1, "lr": 1e-2})
     runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0,))

@@ -2,10 +2,13 @@
 from pathlib import Path
 
 import pytest
+
+from labcore.core.train import init_model
 import torch
 
 from labcore.analysis import claims
 from labcore.store import runs
+from labcore.store import training
 from labcore.core.config import RunConfig
 from labcore.store.planned import Planned
 
@@ -14,7 +17,7 @@ from .conftest import synthetic_splits
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits())
+    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits())
     return runs.RunStore(tmp_path)
 
 
@@ -59,7 +62,7 @@ def test_stored_weights_reload_to_the_same_predictions(store):
     store.put(trained.result, trained.model_state)
     toy = synthetic_splits()
     again = store.load_model(cfg, toy.input_shape, len(toy.classes))
-    model = runs.init_model(cfg, "cpu", toy.input_shape, len(toy.classes))
+    model = init_model(cfg, "cpu", toy.input_shape, len(toy.classes))
     model.load_state_dict(trained.model_state)
     x = torch.randn(3, *toy.input_shape)
     assert torch.allclose(model.eval()(x), again(x))
@@ -111,14 +114,14 @@ def test_only_the_configs_own_failure_is_stored_and_a_bug_in_labcore_propagates(
     def nan_loss(*a, **k):
         raise RunFailed("training loss became nan in epoch 1")
 
-    monkeypatch.setattr(runs, "fit", nan_loss)
+    monkeypatch.setattr(training, "fit", nan_loss)
     result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
     assert not result.ok and result.error.startswith("RunFailed: training loss became nan")
 
     def shape_error(*a, **k):  # models are built on the meta device before anything trains: this would be a bug
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (128x64 and 32x10)")
 
-    monkeypatch.setattr(runs, "fit", shape_error)
+    monkeypatch.setattr(training, "fit", shape_error)
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         runs.run(_cfg(lr=0.3), store, device="cpu", tracking="disabled")
     assert store.state(_cfg(lr=0.3)) == "pending"
@@ -126,7 +129,7 @@ def test_only_the_configs_own_failure_is_stored_and_a_bug_in_labcore_propagates(
     def bug(*a, **k):
         raise KeyError("val_acc")
 
-    monkeypatch.setattr(runs, "fit", bug)
+    monkeypatch.setattr(training, "fit", bug)
     with pytest.raises(KeyError):
         runs.run(_cfg(lr=0.5), store, device="cpu", tracking="disabled")
     assert store.state(_cfg(lr=0.5)) == "pending", "nothing half-written enters the store"

@@ -3,9 +3,12 @@ record or weight file changed after training is named."""
 import json
 
 import pytest
+
+from labcore.engine import fused
 import torch
 
 from labcore.store import runs
+from labcore.store import training
 from labcore.report import verify
 
 from .conftest import synthetic_splits
@@ -14,7 +17,7 @@ from .test_runs import _cfg
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "load_splits", lambda cfg: synthetic_splits())
+    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits())
     return runs.RunStore(tmp_path)
 
 
@@ -44,10 +47,8 @@ def test_a_rederived_run_repeats_bit_for_bit_on_the_same_settings(store):
 
 
 def test_a_fused_run_is_rederived_fused_with_the_same_seeds_and_repeats_bit_for_bit(store):
-    from labcore.engine import jobs
-
     cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
-    first = jobs.train_fused(cfgs, "cpu", "disabled")[1]
+    first = fused.train_fused(cfgs, "cpu", "disabled")[1]
     assert list(first.result.fused) == [0, 1, 2]
     groups: dict = {}
     again = verify.rederive(cfgs[1], first.result, "cpu", lambda c: (), groups)

@@ -5,7 +5,7 @@ Each member starts from the weights it would start from alone, draws its own bat
 its own generator, keeps its own BatchNorm statistics and takes its own optimizer steps (Adam and SGD act element
 by element, so stacking the parameters changes only how the arithmetic is grouped). The first step agrees with a
 run trained alone to float rounding; training then amplifies rounding, as between two GPUs (tests/test_fused.py
-states the tolerance: 3 % in the losses, 5 % in the weights). labcore.engine.jobs stores the members. What fusion saves is the
+states the tolerance: 3 % in the losses, 5 % in the weights). `train_fused` trains them and the engine's jobs store them. What fusion saves is the
 per-step overhead (Python, the dispatcher, kernel launches, the optimizer), paid once for all members: it is what
 bounds the small networks here on a GPU, and the MLPs on a CPU. A member whose loss becomes non-finite fails alone.
 Not fused: W&B's gradient histograms (its hooks need each member's own forward pass) and torch.compile.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
 import re
 import time
 from pathlib import Path
@@ -26,10 +27,14 @@ from tqdm.auto import tqdm
 
 from labcore.core.config import RunConfig, TrainConfig
 from labcore.core.data import Splits, batches
+from labcore.core.models import count_parameters
+from labcore.core.train import EpochCallback, epoch_row, evaluate, init_model, make_optimizer, make_schedule
+from labcore.faults import lost
 from labcore.files import replacing
-from labcore.machine import device_info, flush_denormals, show_progress
+from labcore.machine import configure, device_info, flush_denormals, numerics, pick_device, show_progress
 from labcore.paths import cache_dir
-from labcore.core.train import EpochCallback, epoch_row, make_optimizer, make_schedule
+from labcore.store import training
+from labcore.store.result import RunResult
 
 # Where fusing pays, by device type and family, measured back to back (README "Packing"): on the CPU only the
 # MLPs gain (their steps are overhead); convolutions there run slower fused. On a GPU every family here is
@@ -181,3 +186,69 @@ def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: 
         if len(failed) == n:
             break
     return histories, failed
+
+
+def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", tracking: str = "offline",
+                checkpoints: list[tuple[int, ...]] | None = None, estimate_seconds: float | None = None,
+                groups: list[str | None] | None = None, profile: str | None = None, deterministic: bool = False
+                ) -> list[training.Trained]:
+    """Train runs that differ only in their seed as one fused model (labcore.engine.fused); one `training.Trained` per config,
+    in order, each recording its group's seeds. `estimate_seconds`: each member's share. A member whose loss
+    becomes non-finite is failed alone; the machine's faults raise RunLost for the whole group (labcore.faults),
+    whose members can then train alone. `groups`: each member's W&B group."""
+    assert len({group_key(c) for c in cfgs}) == 1, "fused runs must differ in their seed only"
+    try:
+        return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds,
+                            groups or [None for _ in cfgs], profile, deterministic)
+    except Exception as exc:
+        fault = lost(f"{cfgs[0].label()} and {len(cfgs) - 1} fused seed(s)", exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: str, checkpoints: list[tuple[int, ...]],
+                 estimate_seconds: float | None, groups: list[str | None], profile: str | None, deterministic: bool
+                 ) -> list[training.Trained]:
+    device = pick_device(str(device))
+    configure(device, deterministic)
+    splits = training.load_splits(cfgs[0].data).to(device)
+    models = [init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
+    states: list[dict[int, dict]] = [{0: training.cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
+    steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
+    trackers = [training.new_tracker(c, tracking, g, profile, alongside=True) for c, g in zip(cfgs, groups)]
+
+    def saver(i: int) -> EpochCallback:
+        def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
+            trackers[i].log(row, step=epoch * steps_per_epoch)
+            if epoch in checkpoints[i]:
+                states[i][epoch] = training.cpu_state(m)
+        return on_epoch
+
+    def on_step(step: int, losses: torch.Tensor) -> None:  # losses [N], still on the device
+        for i, t in enumerate(trackers):
+            t.log_step(step, losses[i])
+
+    info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
+            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
+            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs)}
+    start = time.perf_counter()
+    try:
+        histories, failed = fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
+                                            on_epoch=[saver(i) for i in range(len(cfgs))], on_step=on_step)
+        seconds = (time.perf_counter() - start) / len(cfgs)  # each member's share of the group's wall time
+        out = []
+        for i, (cfg, model) in enumerate(zip(cfgs, models)):
+            if i in failed:
+                trackers[i].finish()
+                result = RunResult(cfg, histories[i], {}, seconds=seconds, status="failed", error=failed[i], **info)
+                out.append(training.Trained(result, None, {}))
+                continue
+            test = evaluate(model, splits.x_test, splits.y_test, splits)
+            trackers[i].finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
+            out.append(training.Trained(RunResult(cfg, histories[i], test, seconds=seconds, **info),
+                                    training.cpu_state(model), states[i]))
+        return out
+    finally:
+        for t in trackers:
+            t.finish()  # no-op after a normal finish; closes the W&B runs if training raised

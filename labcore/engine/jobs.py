@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import platform
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from labcore.engine import fused
 from labcore.store import runs
 from labcore.text import human_seconds
-from labcore.core.config import ConfigError, RunConfig
+from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
-from labcore.faults import lost
-from labcore.machine import configure, device_info, numerics, pick_device, show_progress
-from labcore.core.models import count_parameters
-from labcore.core.train import EpochCallback, evaluate
+from labcore.machine import show_progress
 
 COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
 FUSE_MODES = ("auto", "on", "off")  # fuse seeds where measured to pay on the device, always, never
@@ -62,84 +56,18 @@ def wandb_group(p: Planned) -> str:
 def train_job(job: list[Planned], device: str | torch.device, tracking: str, estimates: dict[str, float],
               profile: str = "", deterministic: bool = False) -> list[runs.Trained]:
     """Train a job: one run alone (compiled when estimated long), or several seeds fused; one Trained per run, in
-    order. The machine's faults raise RunLost, as runs.train_run and train_fused do."""
+    order. The machine's faults raise RunLost, as runs.train_run and fused.train_fused do."""
     if len(job) == 1:
         p, est = job[0], estimates.get(job[0].key)
         return [runs.train_run(p.cfg, device, tracking, p.checkpoints, est, (est or 0) > COMPILE_AFTER_S,
                                wandb_group(p), profile or None, deterministic)]
-    return train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], estimates.get(job[0].key),
+    return fused.train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], estimates.get(job[0].key),
                        [wandb_group(p) for p in job], profile or None, deterministic)
 
 
 def describe_job(job: list[Planned]) -> str:
     """'<label>' for a run alone, '<label> and 2 more seed(s), fused' for a fused job."""
     return job[0].cfg.label() + (f" and {len(job) - 1} more seed(s), fused" if len(job) > 1 else "")
-
-
-def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", tracking: str = "offline",
-                checkpoints: list[tuple[int, ...]] | None = None, estimate_seconds: float | None = None,
-                groups: list[str | None] | None = None, profile: str | None = None, deterministic: bool = False
-                ) -> list[runs.Trained]:
-    """Train runs that differ only in their seed as one fused model (labcore.engine.fused); one `runs.Trained` per config,
-    in order, each recording its group's seeds. `estimate_seconds`: each member's share. A member whose loss
-    becomes non-finite is failed alone; the machine's faults raise RunLost for the whole group (labcore.faults),
-    whose members can then train alone. `groups`: each member's W&B group."""
-    assert len({fused.group_key(c) for c in cfgs}) == 1, "fused runs must differ in their seed only"
-    try:
-        return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds,
-                            groups or [None for _ in cfgs], profile, deterministic)
-    except Exception as exc:
-        fault = lost(f"{cfgs[0].label()} and {len(cfgs) - 1} fused seed(s)", exc)
-        if fault is None:
-            raise
-        raise fault from exc
-
-
-def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: str, checkpoints: list[tuple[int, ...]],
-                 estimate_seconds: float | None, groups: list[str | None], profile: str | None, deterministic: bool
-                 ) -> list[runs.Trained]:
-    device = pick_device(str(device))
-    configure(device, deterministic)
-    splits = runs.load_splits(cfgs[0].data).to(device)
-    models = [runs.init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
-    states: list[dict[int, dict]] = [{0: runs.cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
-    steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
-    trackers = [runs.new_tracker(c, tracking, g, profile, alongside=True) for c, g in zip(cfgs, groups)]
-
-    def saver(i: int) -> EpochCallback:
-        def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
-            trackers[i].log(row, step=epoch * steps_per_epoch)
-            if epoch in checkpoints[i]:
-                states[i][epoch] = runs.cpu_state(m)
-        return on_epoch
-
-    def on_step(step: int, losses: torch.Tensor) -> None:  # losses [N], still on the device
-        for i, t in enumerate(trackers):
-            t.log_step(step, losses[i])
-
-    info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
-            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
-            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs)}
-    start = time.perf_counter()
-    try:
-        histories, failed = fused.fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
-                                            on_epoch=[saver(i) for i in range(len(cfgs))], on_step=on_step)
-        seconds = (time.perf_counter() - start) / len(cfgs)  # each member's share of the group's wall time
-        out = []
-        for i, (cfg, model) in enumerate(zip(cfgs, models)):
-            if i in failed:
-                trackers[i].finish()
-                result = runs.RunResult(cfg, histories[i], {}, seconds=seconds, status="failed", error=failed[i], **info)
-                out.append(runs.Trained(result, None, {}))
-                continue
-            test = evaluate(model, splits.x_test, splits.y_test, splits)
-            trackers[i].finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
-            out.append(runs.Trained(runs.RunResult(cfg, histories[i], test, seconds=seconds, **info),
-                                    runs.cpu_state(model), states[i]))
-        return out
-    finally:
-        for t in trackers:
-            t.finish()  # no-op after a normal finish; closes the W&B runs if training raised
 
 
 def makespan(costs: Sequence[float], slots: int) -> float:

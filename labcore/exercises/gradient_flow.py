@@ -16,6 +16,7 @@ from labcore.core.config import ConfigError, ModelConfig, RunConfig, from_dict
 from labcore.core.data import Splits
 from labcore.store.planned import Planned, every_epoch
 from labcore.core.models import count_layers
+from labcore.core.train import init_model
 from labcore.exercises.params import check_probe
 from labcore.store.runs import RunResult, RunStore
 from labcore.analysis.sweep import model_name
@@ -97,7 +98,7 @@ def twins(planned: dict[str, Any], probe: dict, short_epochs: int) -> Twins:
     splits = runs.load_splits(base.data)
     depths = sorted({d for d, _ in configs})
     study = next(iter(planned["deep"].values()))[0].study
-    return Twins(study, configs, {d: count_layers(runs.init_model(configs[(d, False)][0])) for d in depths},
+    return Twins(study, configs, {d: count_layers(init_model(configs[(d, False)][0])) for d in depths},
                  base.train.epochs, short_epochs, sorted({c.seed for cs in configs.values() for c in cs}), splits,
                  probes.probe_batches(splits, probe["batches"], probe["batch_size"], probe["seed"]))
 

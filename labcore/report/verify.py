@@ -119,7 +119,7 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunCo
     the calls of one verification), and serves every sampled member."""
     from labcore.store import runs
     from labcore.engine.fused import group_key
-    from labcore.engine.jobs import train_fused
+    from labcore.engine.fused import train_fused
 
     if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
         return runs.train_run(cfg, device, "disabled", checkpoints(cfg))

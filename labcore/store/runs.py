@@ -10,86 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
-import platform
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from labcore.core import data as data_mod
-from labcore.core.config import ConfigError, DataConfig, RunConfig
-from labcore.core.models import build_model, count_parameters
+from labcore.core.config import ConfigError, RunConfig
+from labcore.core.models import build_model
+from labcore.core.train import model_shape
+from labcore.faults import lost
 from labcore.files import locked, replacing, sha256
 from labcore.paths import runs_dir
-from labcore.faults import lost
-from labcore.machine import configure, device_info, numerics, pick_device
-from labcore.store.tracking import Tracker, run_name
-from labcore.core.train import RunFailed, evaluate, fit, init_model, model_shape
+from labcore.store.result import RunResult, record_of
+from labcore.store.training import Trained, load_splits, train_run  # noqa: F401 - load_splits: notebooks read splits here
 
 # Bump when training or evaluation semantics or the record's format change, so older results are not reused.
 STORE_VERSION = 2
-# Errors that belong to the config (a loss that became NaN, a model that cannot be built): the run is stored as
-# failed with its error and not retried on its own. The machine's faults (memory, a CUDA error, disk space,
-# permissions) make it lost instead: nothing is stored (labcore.faults). Anything else is a bug and propagates.
-RUN_ERRORS = (RunFailed, ConfigError)
 
-
-@dataclass(frozen=True)
-class RunResult:
-    """Everything a report needs from one training run (or from its failure: status 'failed' and error)."""
-
-    config: RunConfig
-    history: list[dict]  # one dict per epoch, as returned by `fit` (partial for a failed run)
-    test: dict  # `evaluate` on the test split ({} for a failed run)
-    n_params: int
-    seconds: float  # training wall time (the run that produced it, not this process)
-    device: str
-    data_source: str
-    status: str = "ok"  # "ok" or "failed"
-    error: str | None = None  # for a failed run: what went wrong, in one line
-    estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
-    node: str | None = None  # the machine that trained it
-    compiled: bool = False  # trained through torch.compile
-    fused: tuple[int, ...] = ()  # the seeds of the fused group it trained in (labcore.engine.fused; `seconds` is its share)
-    numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
-    cached: bool = False  # True when loaded from the store instead of trained now
-
-    @property
-    def key(self) -> str:
-        """The run store's key of this run."""
-        return self.config.key()
-
-    @property
-    def ok(self) -> bool:
-        """Whether the run finished (a failed run keeps its partial history and its error)."""
-        return self.status == "ok"
-
-    def final(self, metric: str) -> float:
-        """The last epoch's value of a history metric, e.g. final('val_acc'); NaN when there is none."""
-        return self.history[-1][metric] if self.history else float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
-        m = self.config.model
-        return {"family": m.family, "depth": m.depth, "width": m.width, "residual": m.residual,
-                "seed": self.config.seed, "dataset": self.config.data.name, "n_val": self.config.data.val_size,
-                "train_loss": self.final("train_loss"),
-                "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
-                "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
-                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
-                "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
-
-
-def _record(result: RunResult) -> dict[str, Any]:
-    record = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("config", "cached")}
-    record["config"] = result.config.to_dict()
-    return record
 
 
 class RunStore:
@@ -160,7 +99,7 @@ class RunStore:
     def put(self, result: RunResult, model_state: dict[str, torch.Tensor] | None = None,
             checkpoints: dict[int, dict] | None = None) -> None:
         """Store a run atomically: written to a private folder, then renamed into place (hold `lock`)."""
-        record = _record(result)
+        record = record_of(result)
         record["checkpoints"] = sorted(checkpoints or {})
         with replacing(self.path(result.config)) as tmp:
             tmp.mkdir()
@@ -211,93 +150,6 @@ class RunStore:
         ratios.sort()
         return {"runs": len(ratios), "median_ratio": ratios[len(ratios) // 2], "min_ratio": ratios[0],
                 "max_ratio": ratios[-1]}
-
-
-@functools.lru_cache(maxsize=4)
-def load_splits(cfg: DataConfig) -> data_mod.Splits:
-    """Splits for `cfg`, decoded once per process (many runs share one dataset)."""
-    return data_mod.load(cfg)
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the model's weights and statistics on the CPU (for the store and checkpoints)."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def new_tracker(cfg: RunConfig, tracking: str, group: str | None, profile: str | None,
-                alongside: bool = False) -> Tracker:
-    """The run's W&B run: a name that finds it again, grouped by notebook and study, tagged with the profile;
-    `alongside` other open runs (fused seeds)."""
-    return Tracker(tracking, name=run_name(cfg.label(), cfg.key()), config={**cfg.to_dict(), "key": cfg.key()},
-                   group=group or f"{cfg.data.name}-{cfg.model.family}",
-                   tags=(profile or "interactive", cfg.data.name, cfg.model.family,
-                         "residual" if cfg.model.residual else "plain"), alongside=alongside)
-
-
-@dataclass
-class Trained:
-    """What training one run produces: its result, final weights and the requested checkpoints (CPU tensors)."""
-
-    result: RunResult
-    model_state: dict[str, torch.Tensor] | None
-    checkpoints: dict[int, dict]
-
-
-def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
-              checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
-              compile: bool = False, group: str | None = None, profile: str | None = None,
-              deterministic: bool = False) -> Trained:
-    """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the config itself
-    (RUN_ERRORS: a loss that became NaN) becomes a result with status 'failed', its error and the epochs it
-    finished; the machine's faults anywhere in it (moving the data to the device, building the model, training)
-    raise RunLost (labcore.faults); anything else propagates as the bug it is."""
-    try:
-        return _train_run(cfg, device, tracking, checkpoints, estimate_seconds, compile, group, profile, deterministic)
-    except Exception as exc:
-        fault = lost(cfg.label(), exc)
-        if fault is None:
-            raise
-        raise fault from exc
-
-
-def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkpoints: tuple[int, ...],
-               estimate_seconds: float | None, compile: bool, group: str | None, profile: str | None,
-               deterministic: bool) -> Trained:
-    """`train_run` without the translation of the machine's faults."""
-    device = pick_device(str(device))
-    configure(device, deterministic)
-    splits = load_splits(cfg.data).to(device)
-    model = init_model(cfg, device, splits.input_shape, len(splits.classes))
-    states = {0: cpu_state(model)} if 0 in checkpoints else {}
-    history: list[dict] = []
-
-    steps_per_epoch = -(-len(splits.y_train) // cfg.train.batch_size)
-
-    def on_epoch(epoch: int, row: dict, m: nn.Module) -> None:
-        history.append(row)
-        tracker.log(row, step=epoch * steps_per_epoch)
-        if epoch in checkpoints:
-            states[epoch] = cpu_state(m)
-
-    tracker = new_tracker(cfg, tracking, group, profile)
-    start = time.perf_counter()
-    info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
-            "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
-            "numerics": numerics(device)}
-    try:
-        if not compile:  # W&B's hooks on every parameter would break a compiled graph into pieces
-            tracker.watch(model)
-        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile, on_step=tracker.log_step)
-        seconds = time.perf_counter() - start
-        test = evaluate(model, splits.x_test, splits.y_test, splits)
-        tracker.finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
-    except RUN_ERRORS as exc:
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
-        result = RunResult(cfg, history, {}, seconds=time.perf_counter() - start, status="failed", error=error, **info)
-        return Trained(result, None, {})
-    finally:
-        tracker.finish()  # no-op after a normal finish; closes the W&B run if training raised
-    return Trained(RunResult(cfg, history, test, seconds=seconds, **info), cpu_state(model), states)
 
 
 def to_train(store: RunStore, cfg: RunConfig, checkpoints: tuple[int, ...], retry_failed: bool = False,

@@ -1,0 +1,61 @@
+"""A run's result: what a report needs from one training run (or from its failure), as the store keeps it."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from labcore.core.config import RunConfig
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a report needs from one training run (or from its failure: status 'failed' and error)."""
+
+    config: RunConfig
+    history: list[dict]  # one dict per epoch, as returned by `fit` (partial for a failed run)
+    test: dict  # `evaluate` on the test split ({} for a failed run)
+    n_params: int
+    seconds: float  # training wall time (the run that produced it, not this process)
+    device: str
+    data_source: str
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None  # for a failed run: what went wrong, in one line
+    estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
+    node: str | None = None  # the machine that trained it
+    compiled: bool = False  # trained through torch.compile
+    fused: tuple[int, ...] = ()  # the seeds of the fused group it trained in (labcore.engine.fused; `seconds` is its share)
+    numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
+    cached: bool = False  # True when loaded from the store instead of trained now
+
+    @property
+    def key(self) -> str:
+        """The run store's key of this run."""
+        return self.config.key()
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run finished (a failed run keeps its partial history and its error)."""
+        return self.status == "ok"
+
+    def final(self, metric: str) -> float:
+        """The last epoch's value of a history metric, e.g. final('val_acc'); NaN when there is none."""
+        return self.history[-1][metric] if self.history else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
+        m = self.config.model
+        return {"family": m.family, "depth": m.depth, "width": m.width, "residual": m.residual,
+                "seed": self.config.seed, "dataset": self.config.data.name, "n_val": self.config.data.val_size,
+                "train_loss": self.final("train_loss"),
+                "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
+                "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
+                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
+                "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
+
+
+def record_of(result: RunResult) -> dict[str, Any]:
+    """The result as the store writes it (result.json): every field, the config as a plain dict."""
+    record = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("config", "cached")}
+    record["config"] = result.config.to_dict()
+    return record
