@@ -8,16 +8,16 @@ import torch
 from labcore.engine import executor, jobs, raypass
 from labcore import faults
 from labcore.store import runs
-from labcore.store import training
 from labcore.store.planned import Planned
 
 from .conftest import needs_mnist, synthetic_splits
+from .synthetic import use_splits
 from .test_runs import _cfg
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits())
+    use_splits(monkeypatch, lambda cfg: synthetic_splits())
     return runs.RunStore(tmp_path)
 
 
@@ -75,7 +75,7 @@ def test_a_run_lost_twice_stays_pending_with_its_reason_and_the_next_pass_trains
     assert store.state(other) == "stored", "the next run trains as usual"
     assert f"run {cfg.label()} not trained (still pending): out of device memory (OutOfMemoryError" in capsys.readouterr().out
     monkeypatch.undo()
-    monkeypatch.setattr(training, "load_splits", lambda c: synthetic_splits())
+    use_splits(monkeypatch, lambda c: synthetic_splits())
     again = _train([Planned(cfg)], store)
     assert again.trained[0].ok and store.state(cfg) == "stored"
 

@@ -11,12 +11,11 @@ import torch
 
 from labcore.engine import fused, jobs
 from labcore.store import runs
-from labcore.store import training
 from labcore.core.config import FAMILIES, ModelConfig, RunConfig, TrainConfig
 from labcore.core.models import build_model
 from labcore.core.train import fit
 
-from .synthetic import synthetic_splits
+from .synthetic import synthetic_splits, use_splits
 
 DEVICE = torch.device(os.environ.get("LABCORE_TEST_DEVICE") or "cpu")
 pytestmark = pytest.mark.gpu  # `make gpu-check` runs these on CUDA too
@@ -90,7 +89,7 @@ def test_a_member_whose_loss_explodes_fails_alone():
 
 
 def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
+    use_splits(monkeypatch, lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
     cfgs = [RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 2}, seed=s)
             for s in (0, 1, 2)]
     assert len({fused.group_key(c) for c in cfgs}) == 1 and len({c.key() for c in cfgs}) == 3
@@ -138,7 +137,7 @@ def test_each_fused_member_is_its_own_offline_wandb_run(tmp_path, monkeypatch):
     once, each logs its own epochs and per-step losses, and each is finished."""
     pytest.importorskip("wandb", reason="the GPU check's machine has no wandb")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
-    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
+    use_splits(monkeypatch, lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
     cfgs = [RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 2}, seed=s)
             for s in (0, 1)]
     trained = fused.train_fused(cfgs, "cpu", "offline", groups=["01_mlp_baseline/runs", "04_gradient_flow/mlp"])

@@ -7,14 +7,13 @@ import torch
 
 from labcore.engine import executor, jobs
 from labcore.store import runs
-from labcore.store import training
 from labcore.core.config import ModelConfig, RunConfig, TrainConfig
 from labcore.store.planned import Planned
 from labcore.machine import configure
 from labcore.core.models import build_model
 from labcore.core.train import fit
 
-from .synthetic import synthetic_splits
+from .synthetic import synthetic_splits, use_splits
 
 DEVICE = torch.device(os.environ.get("LABCORE_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 pytestmark = pytest.mark.gpu
@@ -54,7 +53,7 @@ def test_compiled_training_with_cuda_graphs_agrees_with_eager():
 
 
 def test_a_run_out_of_device_memory_is_retried_not_stored_as_failed(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits())
+    use_splits(monkeypatch, lambda cfg: synthetic_splits())
     calls, real = [], torch.optim.Adam.step
 
     def step(self, *args, **kwargs):

@@ -2,7 +2,6 @@
 import pandas as pd
 import pytest
 
-from labcore.store import training
 import torch
 from torch import nn
 
@@ -119,10 +118,10 @@ def test_before_after_probes_the_initial_and_the_trained_weights(tmp_path, monke
     from labcore.core.config import RunConfig
     from labcore.core.probes import before_after, probe_batches
 
-    from .synthetic import synthetic_splits
+    from .synthetic import synthetic_splits, use_splits
 
     toy = synthetic_splits(n=256, shape=(1, 28, 28), classes=10)  # MNIST's shape: load_model builds for it
-    monkeypatch.setattr(training, "load_splits", lambda cfg: toy)
+    use_splits(monkeypatch, lambda cfg: toy)
     store = runs.RunStore(tmp_path)
     cfg = RunConfig.build(model={"family": "mlp", "width": 8, "depth": 2}, train={"epochs": 1, "lr": 1e-2})
     runs.run(cfg, store, device="cpu", tracking="disabled", checkpoints=(0,))

@@ -13,11 +13,12 @@ from labcore.core.config import RunConfig
 from labcore.store.planned import Planned
 
 from .conftest import synthetic_splits
+from .synthetic import use_splits
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits())
+    use_splits(monkeypatch, lambda cfg: synthetic_splits())
     return runs.RunStore(tmp_path)
 
 
@@ -164,7 +165,9 @@ def test_a_second_process_asking_for_a_run_in_training_waits_and_reuses_it(store
             from labcore.store import runs
             from labcore.core.config import RunConfig
             from tests.synthetic import synthetic_splits  # not conftest: importing it makes a temporary folder
-            runs.load_splits = lambda cfg: synthetic_splits()
+            from labcore.store import training
+            training.load_splits = lambda cfg: synthetic_splits()
+            training.data_content = lambda name: "synthetic"
             runs.train_run = lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
             cfg = RunConfig.build(model={{"family": "mlp", "width": 8, "depth": 1}}, train={{"epochs": 2, "lr": 1e-2}})
             print("cached" if runs.run(cfg, runs.RunStore({str(tmp_path)!r}), device="cpu", tracking="disabled").cached else "?")

@@ -8,16 +8,16 @@ from labcore.engine import fused
 import torch
 
 from labcore.store import runs
-from labcore.store import training
 from labcore.report import verify
 
 from .conftest import synthetic_splits
+from .synthetic import use_splits
 from .test_runs import _cfg
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "load_splits", lambda cfg: synthetic_splits())
+    use_splits(monkeypatch, lambda cfg: synthetic_splits())
     return runs.RunStore(tmp_path)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ class Splits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    content: str = ""  # SHA-256 of the whole decoded dataset the splits come from (fingerprint); "" if unknown
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -166,6 +169,55 @@ def _cache_file(name: str, root: Path) -> Path:
     return cache_dir() / f"{name}-v{_CACHE_VERSION}-{tag}.pt"
 
 
+def _files(folder: Path) -> Iterator[os.DirEntry]:
+    """Every file below `folder` (os.scandir: CIFAR-10's 60,000 images in a fraction of a second)."""
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.is_dir():
+                yield from _files(Path(e.path))
+            elif e.is_file():
+                yield e
+
+
+def source_signature(name: str, root: Path) -> str | None:
+    """A cheap signature of the files `name` is decoded from: their paths, sizes and modification times (None where
+    none are found). A file replaced in place changes it, so the decoded cache is decoded again, and hashed."""
+    layout = _locate(name, root)
+    folder = {"torchvision": root / DATASETS[name].torchvision_dir, "image-folder": root / name}.get(layout)
+    entries = list(_files(folder)) if folder else []
+    if layout == "arrays":
+        entries = [e for e in os.scandir(root) if e.name == f"{name}.npz"]
+    if not entries:
+        return None
+    digest = hashlib.sha1(layout.encode())
+    for e in sorted(entries, key=lambda e: e.path):
+        st = e.stat()
+        digest.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _content(raw: Raw) -> str:
+    """SHA-256 of the decoded tensors (images and labels, train then test), whatever the file format on disk."""
+    digest = hashlib.sha256()
+    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cached_meta(name: str, root: Path) -> dict | None:
+    """What the decoded cache of `name` under `root` holds (its source's signature, content hash, sizes), if it is
+    there and still follows the files: same signature, or no files left to compare with (the cache is all there is)."""
+    meta_file = _cache_file(name, root).with_suffix(".json")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _cache_file(name, root).is_file():
+        return None
+    signature = source_signature(name, root)
+    return meta if signature is None or meta.get("signature") == signature else None
+
+
 def check_available(name: str) -> None:
     """Raise DataNotFoundError now (before any training) if `name` can be neither found nor downloaded."""
     root, may_download = data_root()
@@ -203,31 +255,40 @@ def _decode(name: str, root: Path, may_download: bool) -> Raw:
     return _torchvision(name, root, download=False)
 
 
+def _roots(root: Path | None) -> tuple[Path, bool]:
+    """(data root, may download): LABCORE_DATA's (labcore.paths) unless a root is given (never downloaded into)."""
+    return data_root() if root is None else (Path(root).resolve(), False)
+
+
 def load_raw(name: str, root: Path | None = None) -> Raw:
-    """Decoded dataset `name`, from the tensor cache when possible (the cache is never in the data root)."""
-    if root is None:
-        root, may_download = data_root()
-    else:
-        root, may_download = Path(root).resolve(), False
+    """Decoded dataset `name`, from the tensor cache while it follows the files (the cache is never in the data
+    root); decoded again, and hashed, when they changed."""
+    root, may_download = _roots(root)
     cache = _cache_file(name, root)
-    if cache.is_file():
+    if _cached_meta(name, root):
         return Raw(**torch.load(cache, weights_only=True))
     raw = _decode(name, root, may_download)
     assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
     with replacing(cache) as tmp:  # a concurrent reader never sees half a file
         torch.save(raw.__dict__, tmp)
+    meta = {"signature": source_signature(name, root), "sha256": _content(raw), "source": raw.source,
+            "train": len(raw.y_train), "test": len(raw.y_test)}
+    with replacing(cache.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta))
     return raw
 
 
 @functools.lru_cache(maxsize=None)
-def fingerprint(name: str) -> dict[str, str | int]:
-    """Where dataset `name` came from and a SHA-256 of its decoded tensors (images and labels, train then test),
-    so two reports can tell whether they saw the same pixels, whatever the file format on disk."""
-    raw = load_raw(name)
-    digest = hashlib.sha256()
-    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
-        digest.update(t.contiguous().numpy().tobytes())
-    return {"source": raw.source, "sha256": digest.hexdigest(), "train": len(raw.y_train), "test": len(raw.y_test)}
+def fingerprint(name: str, root: Path | None = None) -> dict[str, str | int]:
+    """Where dataset `name` came from and a SHA-256 of its decoded content, so a run's record and a report name
+    the pixels and labels they saw. Cheap once decoded (the cache keeps it); once per process."""
+    root, _ = _roots(root)
+    meta = _cached_meta(name, root)
+    if meta is None:
+        load_raw(name, root)
+        meta = _cached_meta(name, root)
+    assert meta is not None, f"the decoded cache of {name} was not written"
+    return {k: meta[k] for k in ("source", "sha256", "train", "test")}
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,6 +323,7 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
         x_val=raw.x_train[val_idx], y_val=raw.y_train[val_idx],
         x_test=raw.x_test[test_idx], y_test=raw.y_test[test_idx],
         classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
+        content=fingerprint(cfg.name, root)["sha256"],
     )
 
 

@@ -184,8 +184,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
             runs_on = job_device(executor, device, gpus_per_run)
             d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run if cpu_ray else planned_for,
                          fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed)
-        wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
-        todo = [p for p, s in zip(d["planned"], d["table"].state) if s in wanted]
+        todo = [p for p, s in zip(d["planned"], d["table"].state) if s in runs.to_train_states(retry_failed)]
         for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
             check_data(name)
         # Per run: its share when its job is fused, and what it takes alone (if that job is retried run by run).

@@ -231,7 +231,7 @@ def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: st
 
     info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
-            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs)}
+            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs), **training.identity_of(cfgs[0], splits, "fused")}
     start = time.perf_counter()
     try:
         histories, failed = fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],

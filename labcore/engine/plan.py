@@ -26,6 +26,7 @@ from labcore.core.data import DataNotFoundError
 from labcore.store.planned import Planned
 from labcore.exercises.params import check_selection, notebook_stems, parse_only
 from labcore.paths import runs_dir
+from labcore.store.runs import TO_TRAIN, RunStore, to_train_states
 
 
 def merge(planned: Iterable[Planned]) -> list[Planned]:
@@ -76,7 +77,7 @@ def other_cost(profile: str, device: str = "auto") -> str:
     architecture (measuring nothing), else how to ask for it."""
     other = "quick" if profile == "full" else "full"
     d = describe(other, device=device, calibrate="cached")
-    if d["pending_seconds"] is None and any(d["table"]["state"].isin(["pending", "damaged"])):
+    if d["pending_seconds"] is None and any(d["table"]["state"].isin(TO_TRAIN)):
         return f"PROFILE={other}: `make plan PROFILE={other}` estimates what it would cost here"
     if d["pending_seconds"] is None:
         return f"PROFILE={other}: every run is stored already"
@@ -91,8 +92,6 @@ STATUS_COLUMNS = ("key", "label", "dataset", "family", "depth", "residual", "see
 def status_table(planned: list[Planned], store=None) -> pd.DataFrame:
     """One row per planned run: family, depth, variant, seed, notebooks, and its state in the store
     ('stored', 'pending', 'failed' or 'damaged')."""
-    from labcore.store.runs import RunStore
-
     store = store or RunStore()
     rows = []
     for p in planned:
@@ -103,11 +102,16 @@ def status_table(planned: list[Planned], store=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
 
 
-def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | None, device: str) -> str:
-    """The plan in one line: runs in total, stored, pending (and failed), and the estimated compute."""
+def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | None, device: str,
+                 stale: str = "") -> str:
+    """The plan in one line: runs in total, stored, pending, stale (with `stale`: what changed) and failed, and the
+    estimated compute of what `make train` would train."""
     counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
     pending = int(counts.get("pending", 0) + counts.get("damaged", 0))
     line = f"plan {profile}: {len(table)} runs, {int(counts.get('stored', 0))} stored, {pending} pending"
+    if counts.get("stale", 0):
+        line += f", {int(counts['stale'])} stale ({stale})"
+    pending += int(counts.get("stale", 0))
     if counts.get("failed", 0):
         line += f", {int(counts['failed'])} failed (retry with RETRY_FAILED=1)"
     if pending and pending_seconds is not None:
@@ -115,14 +119,27 @@ def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | Non
     return line
 
 
+def stale_summary(planned: list[Planned], table: pd.DataFrame, store) -> str:
+    """What made the stale runs stale, each reason once with its count: '3 trained by other code
+    (labcore/core/models.py)'."""
+    reasons: dict[str, int] = {}
+    for p, s in zip(planned, table.state):
+        if s == "stale":
+            for why in (store.staleness(p.cfg) or "").split("; "):
+                reasons[why] = reasons.get(why, 0) + 1
+    return "; ".join(f"{n} {why}" if n != len(table[table.state == "stale"]) else why for why, n in reasons.items())
+
+
 def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) -> pd.DataFrame:
     """Counts per dataset, family, depth and variant: runs, stored, pending, and pending compute (estimate)."""
     t = table.assign(variant=table.residual.map({True: "residual", False: "plain"}),
                      stored=table.state.eq("stored"), pending=table.state.isin(["pending", "damaged"]),
-                     failed=table.state.eq("failed"))
-    t["pending_s"] = [estimates.get(k, float("nan")) if (estimates and p) else 0.0 for k, p in zip(t.key, t.pending)]
+                     stale=table.state.eq("stale"), failed=table.state.eq("failed"))
+    t["pending_s"] = [estimates.get(k, float("nan")) if (estimates and p) else 0.0
+                      for k, p in zip(t.key, t.pending | t.stale)]
     out = t.groupby(["dataset", "family", "depth", "variant"]).agg(
-        runs=("key", "size"), stored=("stored", "sum"), pending=("pending", "sum"), failed=("failed", "sum"),
+        runs=("key", "size"), stored=("stored", "sum"), pending=("pending", "sum"), stale=("stale", "sum"),
+        failed=("failed", "sum"),
         pending_min=("pending_s", lambda s: s.sum() / 60)).reset_index()
     return out
 
@@ -140,15 +157,13 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take."""
     from labcore.engine import calibrate as cal
     from labcore.engine.jobs import group_jobs
-    from labcore.store.runs import RunStore
 
     store = store or RunStore()
     planned = profile_runs(profile, only, resolved)
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
-    pending = [p for p, s in zip(planned, table.state) if s in ("pending", "damaged")]
-    wanted = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
-    todo = [p for p, s in zip(planned, table.state) if s in wanted]
+    pending = [p for p, s in zip(planned, table.state) if s in TO_TRAIN]
+    todo = [p for p, s in zip(planned, table.state) if s in to_train_states(retry_failed)]
     members = {p.key: 1 for p in unstored}
     members.update({p.key: len(job) for job in group_jobs(todo, fuse_device or machine.pick_device(device), fuse)
                     for p in job})
@@ -181,7 +196,7 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
             peak = (largest.cfg.label() + (f" with {members[largest.key]} seeds fused" if members[largest.key] > 1
                                            else ""), cal.peak_bytes(largest.cfg, costs, members[largest.key]))
     n_coarse = sum(bool(c.get("coarse")) for c in costs.values())
-    summary = summary_line(profile, table, total, dev)
+    summary = summary_line(profile, table, total, dev, stale_summary(planned, table, store))
     n_fused = sum(members[p.key] > 1 for p in pending)
     if n_fused and total is not None:
         summary += f", {n_fused} of them fused with their other seeds ({human_seconds(alone)} one by one: FUSE=off)"

@@ -97,6 +97,14 @@ def settings_differ(stored: Any, now: Any) -> list[str]:
     return out + [f"{k}: {a.get(k)} then, {b.get(k)} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def nondeterministic(rec: Any) -> list[str]:
+    """Why a run cannot repeat bit for bit even with the same settings: trained on a GPU without deterministic
+    algorithms (default cuDNN picks its kernels by timing, and some of them add in a varying order)."""
+    n = rec.numerics or {}
+    return [] if n.get("device") != "cuda" or n.get("deterministic") else \
+        ["trained on a GPU without DETERMINISTIC=1, so its sums need not repeat in the same order"]
+
+
 def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
     """(line, ok) for one re-derived run: identical, within tolerance (with the reason), or what differs."""
     if all(v == 0 for v in diff.values()):
@@ -112,6 +120,39 @@ def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
             f"{diff.get('weights', 0):.2g}) because {'; '.join(why)}"), True
 
 
+def representatives(stale: list[Planned], records: dict[str, Any]) -> list[Planned]:
+    """The stale runs to re-derive: one per configuration apart from its seed (its architecture, its training and
+    its data settings: all a change of code can reach), the lowest seed. A fused record is re-derived fused with its
+    seeds, so one training checks every member."""
+    from labcore.engine.fused import group_key
+
+    first: dict[str, Planned] = {}
+    for p in sorted(stale, key=lambda p: p.cfg.seed):
+        first.setdefault(group_key(p.cfg), p)
+    return list(first.values())
+
+
+def keep_stale(store: Any, stale: list[Planned], repeated: dict[str, bool], log=print) -> tuple[int, int]:
+    """Keep for today's code the stale runs of every configuration whose representative repeated (`repeated`: key ->
+    ok): their numbers stand, their records name today's code and data and say that they were kept, after how many
+    re-derivations of how many. Returns (kept, re-derived)."""
+    from labcore.engine.fused import group_key
+
+    groups: dict[str, list[Planned]] = {}
+    for p in stale:
+        groups.setdefault(group_key(p.cfg), []).append(p)
+    kept, rederived = 0, len(repeated)
+    for members in groups.values():
+        if not any(repeated.get(p.key) for p in members):
+            log(f"[labcore] verify: {members[0].cfg.label()} and its seeds stay stale (`make train` retrains them)")
+            continue
+        for p in members:
+            store.keep(p.cfg, {"rederived": rederived, "of": len(stale), "why": store.staleness(p.cfg),
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            kept += 1
+    return kept, rederived
+
+
 def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunConfig], tuple[int, ...]],
              groups: dict | None = None) -> Any:
     """Train the run again as it was trained: alone, or fused with the same seeds (its record names them), each
@@ -121,13 +162,16 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunCo
     from labcore.engine.fused import group_key
     from labcore.engine.fused import train_fused
 
+    deterministic = bool((rec.numerics or {}).get("deterministic"))
     if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
-        return runs.train_run(cfg, device, "disabled", checkpoints(cfg))
+        return runs.train_run(cfg, device, "disabled", checkpoints(cfg), compile=rec.compiled,
+                              deterministic=deterministic)
     groups = {} if groups is None else groups
     key = (group_key(cfg), tuple(rec.fused))
     if key not in groups:
         members = [cfg.replace(seed=s) for s in rec.fused]
-        groups[key] = train_fused(members, device, "disabled", [checkpoints(c) for c in members])
+        groups[key] = train_fused(members, device, "disabled", [checkpoints(c) for c in members],
+                                  deterministic=deterministic)
     return groups[key][list(rec.fused).index(cfg.seed)]
 
 
@@ -144,11 +188,14 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
 
     store = runs.RunStore()
     planned = plan.profile_runs(profile, only)
-    stored = [p for p in planned if store.state(p.cfg) == "stored"]
-    if not stored:
+    states = {p.key: store.state(p.cfg) for p in planned}
+    stored = [p for p in planned if states[p.key] == "stored"]
+    stale = [p for p in planned if states[p.key] == "stale" and store.get(p.cfg).ok]
+    if not stored and not stale:
         raise ConfigError(f"no run of profile {profile} is stored yet: `make train PROFILE={profile}` first")
-    records = {p.key: store.get(p.cfg) for p in stored}
-    chosen = pick(stored, {k: r.seconds for k, r in records.items()}, sample)[shard[0]::shard[1]]
+    records = {p.key: store.get(p.cfg) for p in stored + stale}
+    chosen = (pick(stored, {p.key: records[p.key].seconds for p in stored}, sample)
+              + representatives(stale, records))[shard[0]::shard[1]]
     lines, ok_count, start = [], 0, time.perf_counter()
     groups: dict = {}  # fused groups re-derived so far (one training serves every sampled member)
 
@@ -168,17 +215,20 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
                 scratch_store.put(again.result, again.model_state, again.checkpoints)
                 weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
                 diff = differences(rec, weights, again.result, again.model_state or {})
-                line, ok = verdict(diff, settings_differ(rec, again.result))
+                line, ok = verdict(diff, settings_differ(rec, again.result) + nondeterministic(rec))
                 if changed is None:
                     line += " (a record from before checksums)"
             ok_count += ok
-            lines.append({"run": p.cfg.label(), "key": p.key, "ok": ok, "verdict": line})
-            log(f"[labcore] verify {p.cfg.label()} ({p.key}): {line}")
+            lines.append({"run": p.cfg.label(), "key": p.key, "ok": ok, "verdict": line, "stale": p in stale})
+            log(f"[labcore] verify {p.cfg.label()} ({p.key}){' (stale)' if p in stale else ''}: {line}")
+    kept = keep_stale(store, stale, {r["key"]: r["ok"] for r in lines if r["stale"]}, log) if stale else (0, 0)
     identical = sum(r["verdict"].startswith("identical") for r in lines)
     summary = (f"{len(chosen)} of {len(planned)} runs re-derived: {identical} identical"
                + (f", {ok_count - identical} within tolerance" if ok_count > identical else "")
                + (f", {len(chosen) - ok_count} differ" if ok_count < len(chosen) else "")
-               + f" ({human_seconds(time.perf_counter() - start)})")
+               + f" ({human_seconds(time.perf_counter() - start)})"
+               + (f"; {kept[0]} of {len(stale)} stale runs kept for today's code after {kept[1]} re-derived"
+                  if stale else ""))
     result = {"profile": profile, "summary": summary, "ok": ok_count == len(chosen), "runs": lines,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = (out_root or reports_dir()) / profile / ("verify.json" if shard[1] == 1 else f"verify-{shard[0]}of{shard[1]}.json")

@@ -26,6 +26,9 @@ class RunResult:
     compiled: bool = False  # trained through torch.compile
     fused: tuple[int, ...] = ()  # the seeds of the fused group it trained in (labcore.engine.fused; `seconds` is its share)
     numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
+    code: dict | None = None  # {module: digest} of the code that trained it (labcore.store.identity)
+    data: dict | None = None  # the dataset it saw: {"name", "sha256" of its decoded content}
+    kept: dict | None = None  # kept for newer code after `make verify` re-derived runs identically (what, when)
     cached: bool = False  # True when loaded from the store instead of trained now
 
     @property

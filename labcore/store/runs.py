@@ -23,12 +23,39 @@ from labcore.core.train import model_shape
 from labcore.faults import lost
 from labcore.files import locked, replacing, sha256
 from labcore.paths import runs_dir
+from labcore.store import identity, training
 from labcore.store.result import RunResult, record_of
 from labcore.store.training import Trained, load_splits, train_run  # noqa: F401 - load_splits: notebooks read splits here
+
+# The states whose runs `make train` trains: never stored, damaged, or computed by other code or data than today's.
+TO_TRAIN = ("pending", "damaged", "stale")
+
+
+def to_train_states(retry_failed: bool = False) -> tuple[str, ...]:
+    """The states `make train` trains (failed ones too with RETRY_FAILED)."""
+    return TO_TRAIN + (("failed",) if retry_failed else ())
+
 
 # Bump when training or evaluation semantics or the record's format change, so older results are not reused.
 STORE_VERSION = 2
 
+
+
+def stale_reason(record: dict, cfg: RunConfig) -> str | None:
+    """Why a stored record is not what today's code and data compute for `cfg`, in a few words, or None: the files
+    whose code differs (labcore.store.identity) and the dataset whose content differs."""
+    if not record.get("code"):
+        return "recorded before labcore kept the fingerprints of the code and data that trained a run"
+    why = []
+    changed = identity.changed_code(record["code"], identity.kind_of(record.get("fused")), cfg.model.family)
+    if changed:
+        why.append("trained by other code (" + ", ".join(changed) + ")")
+    seen = (record.get("data") or {}).get("sha256")
+    if seen is None:
+        why.append(f"{cfg.data.name}'s content not recorded")
+    elif seen != training.data_content(cfg.data.name):
+        why.append(f"trained on other {cfg.data.name} data (its content changed)")
+    return "; ".join(why) or None
 
 
 class RunStore:
@@ -66,11 +93,19 @@ class RunStore:
         return status, raw
 
     def state(self, cfg: RunConfig, checkpoints: tuple[int, ...] = ()) -> str:
-        """'stored' (usable, with those checkpoints), 'failed', 'damaged' or 'pending'."""
+        """'stored' (usable, with those checkpoints), 'failed', 'stale' (computed by other code or from other data
+        than today's: `staleness` says which), 'damaged' or 'pending'."""
         status, raw = self._read(cfg)
+        if status in ("ok", "failed") and stale_reason(raw, cfg):
+            return "stale"
         if status == "ok":
             return "stored" if set(checkpoints) <= self.checkpoint_epochs(cfg) else "pending"
         return {"missing": "pending"}.get(status, status)
+
+    def staleness(self, cfg: RunConfig) -> str | None:
+        """Why the stored record of `cfg` no longer serves (other code, other data), or None."""
+        status, raw = self._read(cfg)
+        return stale_reason(raw, cfg) if status in ("ok", "failed") else None
 
     def get(self, cfg: RunConfig) -> RunResult | None:
         """The stored result for `cfg` (ok or failed), or None when it is missing or damaged."""
@@ -114,6 +149,23 @@ class RunStore:
             sums = {str(f.relative_to(tmp)).removesuffix(".tmp"): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
             (tmp / "checksums.json").write_text(json.dumps(sums, indent=1))
             (tmp / "result.json.tmp").rename(tmp / "result.json")  # last: its presence marks a complete folder
+
+    def keep(self, cfg: RunConfig, kept: dict) -> None:
+        """Keep a stale run for today's code and data (its numbers were re-derived identically, `make verify`): its
+        record names today's fingerprints and says so in `kept`; the weights stay; the checksums follow."""
+        folder = self.path(cfg)
+        with self.lock(cfg):
+            record = json.loads((folder / "result.json").read_text())
+            record["kept"] = {**kept, "code_before": record.get("code"), "data_before": record.get("data")}
+            record["code"] = identity.code_fingerprint(identity.kind_of(record.get("fused")), cfg.model.family)
+            record["data"] = {"name": cfg.data.name, "sha256": training.data_content(cfg.data.name)}
+            with replacing(folder / "result.json") as tmp:
+                tmp.write_text(json.dumps(record))
+            sums_file = folder / "checksums.json"
+            if sums_file.is_file():
+                sums = {**json.loads(sums_file.read_text()), "result.json": sha256(folder / "result.json")}
+                with replacing(sums_file) as tmp:
+                    tmp.write_text(json.dumps(sums, indent=1))
 
     def put_or_lose(self, trained: "Trained") -> None:
         """`put` a trained run; a full disk or a folder without write permission makes it a RunLost (nothing of it
@@ -162,6 +214,11 @@ def to_train(store: RunStore, cfg: RunConfig, checkpoints: tuple[int, ...], retr
         return None
     if state == "damaged":
         print(f"[labcore] run {cfg.label()} ({cfg.key()}) is damaged ({store.damage(cfg)}); retraining it", flush=True)
+    elif state == "stale":
+        print(f"[labcore] run {cfg.label()} ({cfg.key()}) is stale ({store.staleness(cfg)}); retraining it", flush=True)
+    elif state == "pending" and store.get(cfg) is not None:
+        print(f"[labcore] run {cfg.label()} ({cfg.key()}) is stored without the checkpoints "
+              f"{sorted(set(checkpoints) - store.checkpoint_epochs(cfg))} now asked for; retraining it with them", flush=True)
     return tuple(sorted(set(checkpoints) | store.checkpoint_epochs(cfg)))
 
 

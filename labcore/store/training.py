@@ -19,6 +19,7 @@ from labcore.core.models import count_parameters
 from labcore.core.train import RunFailed, evaluate, fit, init_model
 from labcore.faults import lost
 from labcore.machine import configure, device_info, numerics, pick_device
+from labcore.store import identity
 from labcore.store.result import RunResult
 from labcore.store.tracking import Tracker, run_name
 
@@ -32,6 +33,17 @@ RUN_ERRORS = (RunFailed, ConfigError)
 def load_splits(cfg: DataConfig) -> data_mod.Splits:
     """Splits for `cfg`, decoded once per process (many runs share one dataset)."""
     return data_mod.load(cfg)
+
+
+def data_content(name: str) -> str:
+    """SHA-256 of dataset `name`'s decoded content as LABCORE_DATA holds it now (what a stored run is checked against)."""
+    return data_mod.fingerprint(name)["sha256"]
+
+
+def identity_of(cfg: RunConfig, splits: data_mod.Splits, kind: str) -> dict:
+    """What a run's record keeps of what computed it besides its config: the code (trained `kind`: alone or fused)
+    and the data's content (labcore.store.identity)."""
+    return {"code": identity.code_fingerprint(kind, cfg.model.family), "data": {"name": cfg.data.name, "sha256": splits.content}}
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -98,7 +110,7 @@ def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkp
     start = time.perf_counter()
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
-            "numerics": numerics(device)}
+            "numerics": numerics(device), **identity_of(cfg, splits, "alone")}
     try:
         if not compile:  # W&B's hooks on every parameter would break a compiled graph into pieces
             tracker.watch(model)
