@@ -65,7 +65,7 @@ train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray
 report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
 	$(BIN)/python -m labcore.report.build --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE))
+		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE)) $(if $(FORCE),--force)
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
 	$(BIN)/python -m labcore.report.browse --profile '$(or $(PROFILE),smoke)'

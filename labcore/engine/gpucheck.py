@@ -146,7 +146,7 @@ def software(device: str) -> dict[str, Any]:
     import torch
 
     from labcore.machine import device_info, pick_device
-    from labcore.store.provenance import git_state
+    from labcore.store.identity import git_state
 
     dev = pick_device(device)
     info = {"device": device_info(dev), "torch": torch.__version__, "cuda": torch.version.cuda,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from labcore.files import Busy, locked, replacing
 from labcore.paths import reports_dir
 from labcore.text import human_seconds
 from labcore.report import render
+from labcore.report.inputs import changed, page_inputs
 from labcore.report.publish import MIME, jsonable
 
 
@@ -63,8 +65,29 @@ def _run_counts(provenance: dict[str, Any], built: set[str]) -> dict[str, int]:
     return {"total": len(flat), "trained_by_build": len(flat & built)}
 
 
+def reusable(stem: str, out_dir: Path, inputs: dict[str, str]) -> dict[str, Any] | None:
+    """The record of the page built last time, if it can stand: built without error from exactly these `inputs`
+    (labcore.report.inputs) and still whole on disk."""
+    try:
+        old = json.loads((out_dir / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    whole = (out_dir / f"{stem}.html").is_file() and (out_dir / f"{stem}.ipynb").is_file()
+    return old if whole and old.get("status") == "ok" and old.get("inputs") == inputs else None
+
+
+def reuse(stem: str, out_dir: Path, old: dict[str, Any]) -> dict[str, Any]:
+    """Keep last build's page: its record says it was reused (and that this build trained none of its runs)."""
+    record = {**old, "reused": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "runs": {**(old.get("runs") or {}), "trained_by_build": 0}}
+    with replacing(out_dir / f"{stem}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return record
+
+
 def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
-            reduced: list[str] | None = None, built: set[str] | None = None) -> dict[str, Any]:
+            reduced: list[str] | None = None, built: set[str] | None = None,
+            inputs: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
     return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
     `built`: the run keys this build trained before the notebooks (counted per report)."""
@@ -116,6 +139,7 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
             "runs": _run_counts(payload.get("provenance") or {}, built or set()),
             "seconds": round(seconds, 1),
             "error": error,
+            "inputs": inputs,  # what the page is a function of (labcore.report.inputs): reused while they hold
         }
         (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
         (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
@@ -173,12 +197,29 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
                           "with LABCORE_REPORTS=<folder>") from None
 
 
+def _why(stem: str, out_dir: Path, now: dict[str, str], force: bool) -> str:
+    """Why a notebook runs: FORCE, no page yet, a failed one, or which of its inputs changed."""
+    if force:
+        return "FORCE=1"
+    try:
+        old = json.loads((out_dir / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return "no page yet"
+    if old.get("status") != "ok":
+        return "its last page failed"
+    if not old.get("inputs"):
+        return "the last page was built before labcore recorded what a page depends on"
+    parts = changed(old.get("inputs"), now)
+    return ("changed since the last page: " + ", ".join(parts)) if parts else "its last page is incomplete"
+
+
 def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
           address: str | None = None, cpus_per_run: int | None = None, gpus_per_run: float | None = None,
-          deterministic: bool = False, fuse: str = "auto") -> list[dict[str, Any]]:
+          deterministic: bool = False, fuse: str = "auto", force: bool = False) -> list[dict[str, Any]]:
     """Validate all parameters and data first, train the runs the notebooks need that are not stored yet
     (labcore.engine.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
-    needs, and longest first), then execute each notebook, which reads its runs; returns the JSON records."""
+    needs, and longest first), then execute each notebook whose page's inputs changed (all with `force`), which
+    reads its runs, and reuse the other pages; returns the JSON records."""
     check_selection(profile, only)
     plan = [(stem, parameters(stem, profile)) for stem in (only or notebook_stems())]
     from labcore.engine.executor import train
@@ -205,9 +246,16 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     records = []
     with _exclusive(out_dir):
         for stem, params in plan:
-            print(f"[labcore] {profile}/{stem}: running", flush=True)
+            now = page_inputs(stem, profile, params)
+            old = None if force else reusable(stem, out_dir, now)
+            if old is not None:
+                records.append(reuse(stem, out_dir, old))
+                print(f"[labcore] {profile}/{stem}: reused (its notebook, parameters, runs, code, data and packages "
+                      "are those of the page built last time; FORCE=1 runs it anyway)", flush=True)
+                continue
+            print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
             rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params),
-                          {r.key for r in trained.trained})
+                          {r.key for r in trained.trained}, now)
             print(f"[labcore] {profile}/{stem}: {rec['status']} in {rec['seconds']} s"
                   + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
             records.append(rec)
@@ -229,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-run", type=float, default=None, help="as for `make train`: GPUs per Ray run")
     parser.add_argument("--deterministic", action="store_true", help="as for `make train`: repeatable GPU numerics")
     parser.add_argument("--fuse", default="auto", help="as for `make train`: fuse seeds (auto, on, off)")
+    parser.add_argument("--force", action="store_true", help="execute every notebook, even those whose page's "
+                        "inputs are unchanged since the last build")
     args = parser.parse_args(argv)
     if args.deterministic:
         from labcore.machine import deterministic_process
@@ -242,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if first:
             print(first, flush=True)
         records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None,
-                        args.cpus_per_run, args.gpus_per_run, args.deterministic, args.fuse)
+                        args.cpus_per_run, args.gpus_per_run, args.deterministic, args.fuse, args.force)
     except (ConfigError, DataNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -125,6 +125,16 @@ def _table(rows: dict[str, Any]) -> str:
                                for k, v in rows.items() if v not in (None, "", {})) + "</table>"
 
 
+def _rows(rows: list[dict] | None, caption: str) -> str:
+    """A list of same-keyed dicts as one captioned table (empty without rows)."""
+    if not rows:
+        return ""
+    cols = [c for c in rows[0] if any(r.get(c) not in (None, "") for r in rows)]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<h3>{html.escape(caption)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
 def provenance_section(record: dict[str, Any]) -> str:
     """What produced the page, readable in the page itself: parameters, packages, device, data, store, time."""
     prov = record.get("provenance") or {}
@@ -141,10 +151,14 @@ def provenance_section(record: dict[str, Any]) -> str:
                    f"<td><code>sha256 {html.escape(str(d.get('sha256', ''))[:16])}…</code></td></tr>"
                    for name, d in (prov.get("data") or {}).items())
     params = yaml.safe_dump(record.get("parameters") or {}, sort_keys=False, default_flow_style=None, width=100)
+    computed = _rows(prov.get("trained_with"), "What computed its runs: the fingerprint of the code that trained "
+                     "them (labcore/store/identity.py), of the data they saw, and the commit")
+    how = _rows(prov.get("regimes"), "How its runs were computed (numbers can differ in their last bits between "
+                "these, never in what they measure)")
     return (f"<section class='lc-prov' id='provenance'><h2>Provenance</h2>{_table(run)}"
             + (f"<h3>Data (checksum of the decoded images and labels)</h3><table>{data}</table>" if data else
                f"<p>Data: {html.escape(str(prov.get('data_source') or 'not recorded'))}</p>")
-            + _wandb(prov)
+            + computed + how + _wandb(prov)
             + f"<h3>Parameters</h3><pre>{html.escape(params)}</pre>"
             + f"<h3>Packages</h3>{_table(prov.get('packages') or {})}</section>")
 
@@ -250,6 +264,9 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
         runs = rec.get("runs") or {}
         counted = (f", {runs['total']} run{'s' if runs['total'] != 1 else ''} ({runs['trained_by_build']} trained by "
                    "this build, the rest read from the run store)") if runs.get("total") else ""
+        if rec.get("reused"):
+            counted += (f"; page reused by the build of {html.escape(utc(rec['reused']))}: nothing it depends on "
+                        "had changed")
         title = html.escape(rec.get("title") or stem)
         rows.append(f"<tr><td><a href='{stem}.html'><strong>{title}</strong></a><br><small>{files}</small><br>"
                     f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s{counted}, "

@@ -16,7 +16,10 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 PACKAGE = Path(__file__).resolve().parents[1]  # labcore/
 
@@ -134,3 +137,23 @@ def changed_code(recorded: dict[str, str], kind: str, family: str | None = None)
     now = code_fingerprint(kind, family)
     modules = sorted(m for m in set(now) | set(recorded) if now.get(m) != recorded.get(m))
     return [str(module_path(m).relative_to(PACKAGE.parent)) for m in modules]
+
+
+def digest_of(code: dict[str, str]) -> str:
+    """One short fingerprint for a whole {module: digest} record (what a page shows)."""
+    return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    """Commit hash of the checkout and whether it has uncommitted changes (None outside git)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=normal")  # a new, uncommitted file changes results too
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-import subprocess
 from importlib import metadata
 from collections.abc import Sequence
 from typing import Any
@@ -13,25 +12,11 @@ import torch
 
 from labcore.core.data import fingerprint
 from labcore.machine import device_info, pick_device
+from labcore.store.identity import digest_of, git_state
 from labcore.store.runs import STORE_VERSION
 from labcore.store.tracking import resolve_mode, run_name, wandb_dirs
-from labcore.paths import PROJECT_ROOT
 
 PACKAGES = ("labcore", "torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "papermill", "wandb")
-
-
-def git_state() -> dict[str, Any]:
-    """Commit hash of the checkout and whether it has uncommitted changes (None outside git)."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=normal")  # a new, uncommitted file changes results too
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -78,4 +63,35 @@ def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: 
                    datasets=tuple(sorted({r.config.data.name for r in results})), tracking=tracking,
                    **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),
                    numerics=[json.loads(n) for n in sorted(numerics)],
-                   fused_runs=sum(len(r.fused) > 1 for r in results))
+                   fused_runs=sum(len(r.fused) > 1 for r in results),
+                   trained_with=trained_with(results), regimes=regimes(results))
+
+
+def _count(rows: list[dict]) -> list[dict]:
+    """Distinct rows, each with the number of runs it stands for, most runs first."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = json.dumps(row, sort_keys=True)
+        counts[key] = counts.get(key, 0) + 1
+    return [{**json.loads(k), "runs": n} for k, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+
+
+def trained_with(results: Sequence[Any]) -> list[dict]:
+    """What computed a page's runs, each distinct combination once with its count: the code's fingerprint, the
+    data's, the commit that trained them, and whether they were kept for newer code after `make verify`."""
+    return _count([{"code": digest_of(r.code) if r.code else "not recorded",
+                    "data": f"{r.config.data.name} {(r.data or {}).get('sha256', 'not recorded')[:12]}",
+                    "commit": (r.commit or "unknown")[:12],
+                    "kept": (f"after re-deriving {r.kept['rederived']} of {r.kept['of']} stale runs identically"
+                             if r.kept else "")} for r in results])
+
+
+def regimes(results: Sequence[Any]) -> list[dict]:
+    """How a page's runs were computed, each distinct way once with its count: the device, the numeric settings
+    that can move a number in its last bits (threads, TF32, deterministic algorithms), fused or alone, compiled."""
+    out = []
+    for r in results:
+        n = r.numerics or {}
+        out.append({"device": r.device, "threads": n.get("threads"), "tf32": bool(n.get("tf32_matmul")),
+                    "deterministic": n.get("deterministic"), "fused": len(r.fused) > 1, "compiled": r.compiled})
+    return _count(out)

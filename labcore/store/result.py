@@ -28,6 +28,7 @@ class RunResult:
     numerics: dict | None = None  # the numeric settings it trained with (machine.numerics: TF32, determinism, ...)
     code: dict | None = None  # {module: digest} of the code that trained it (labcore.store.identity)
     data: dict | None = None  # the dataset it saw: {"name", "sha256" of its decoded content}
+    commit: str | None = None  # the git commit of the checkout that trained it (None outside git)
     kept: dict | None = None  # kept for newer code after `make verify` re-derived runs identically (what, when)
     cached: bool = False  # True when loaded from the store instead of trained now
 

@@ -43,7 +43,8 @@ def data_content(name: str) -> str:
 def identity_of(cfg: RunConfig, splits: data_mod.Splits, kind: str) -> dict:
     """What a run's record keeps of what computed it besides its config: the code (trained `kind`: alone or fused)
     and the data's content (labcore.store.identity)."""
-    return {"code": identity.code_fingerprint(kind, cfg.model.family), "data": {"name": cfg.data.name, "sha256": splits.content}}
+    return {"code": identity.code_fingerprint(kind, cfg.model.family), "commit": identity.git_state()["commit"],
+            "data": {"name": cfg.data.name, "sha256": splits.content}}
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
