@@ -178,3 +178,21 @@ def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default(
     assert "seeds" not in exercise.profile_parameters("01_mlp_baseline", "quick", edited)
     with pytest.raises(ConfigError, match="profile='qiuck': choose one of smoke, quick, full"):
         exercise.profile_parameters("01_mlp_baseline", "qiuck", defaults)
+
+
+def test_editing_one_key_of_a_parameter_dict_keeps_the_profiles_other_keys():
+    defaults = lp.notebook_defaults("01_mlp_baseline")
+    quick = exercise.parameters("01_mlp_baseline", "quick")
+    assert quick["train"]["epochs"] != 2 and quick["train"] != defaults["train"], "pick another key for this test"
+    edited = {**defaults, "train": {**defaults["train"], "epochs": 2}}  # train["epochs"] = 2 in JupyterLab
+    loaded = exercise.profile_parameters("01_mlp_baseline", "quick", edited)
+    assert loaded["train"] == {**quick["train"], "epochs": 2}
+    same = {**defaults, "train": dict(defaults["train"])}  # a copy at its defaults: the profile's dict whole
+    assert exercise.profile_parameters("01_mlp_baseline", "quick", same)["train"] == quick["train"]
+    nested = lp.notebook_defaults("02_cnn_depth")
+    studies = {**nested["studies"], "mlp": {**nested["studies"]["mlp"], "model": {**nested["studies"]["mlp"]["model"],
+                                                                                   "width": 5}}}
+    got = exercise.profile_parameters("02_cnn_depth", "quick", {**nested, "studies": studies})["studies"]
+    quick2 = exercise.parameters("02_cnn_depth", "quick")["studies"]
+    assert got["mlp"]["model"]["width"] == 5 and got["vgg"] == quick2["vgg"]
+    assert got["mlp"]["sweep"] == quick2["mlp"]["sweep"]

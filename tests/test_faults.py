@@ -117,6 +117,28 @@ def test_a_full_disk_leaves_nothing_half_written_in_the_store(store, monkeypatch
     assert not any(store.root.iterdir()), "no temporary folder and no partial run left behind"
 
 
+def test_a_disk_that_fills_inside_torchs_serializer_is_named_like_any_full_disk(store, monkeypatch):
+    """torch.save raises a RuntimeError (its C++ stream failed), not an OSError: the store names the folder and the
+    space the weights need; with room to spare the same error is left as it is."""
+    import shutil
+    from collections import namedtuple
+
+    trained = runs.train_run(_cfg(), device="cpu", tracking="disabled")
+
+    def save(obj, path, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:671] . PytorchStreamWriter failed writing file data/0")
+
+    monkeypatch.setattr(torch, "save", save)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1024))
+    with pytest.raises(faults.RunLost, match=rf"no space left on the disk at {store.root}.*the weights need 0.0 MiB"):
+        store.put_or_lose(trained)
+    assert not any(p for p in store.root.iterdir() if not p.name.startswith(".locks"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))
+    with pytest.raises(RuntimeError, match="inline_container"):
+        store.put_or_lose(trained)
+
+
 def test_a_full_disk_is_one_line_naming_the_path():
     line = faults.one_line(OSError(errno.ENOSPC, "No space left on device", "/runs/v2/abc"))
     assert line.startswith("error: no space left on the disk at /runs/v2/abc; free space there") and "\n" not in line

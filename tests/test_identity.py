@@ -159,3 +159,23 @@ def test_data_replaced_in_place_is_decoded_again_and_changes_the_fingerprint(tmp
     assert after["sha256"] != before["sha256"] and after["test"] == before["test"]
     assert torch.equal(data.load_raw("mnist").y_test, (data.load_raw("mnist", root).y_test))
     data.fingerprint.cache_clear()
+
+
+# ---------------------------------------------------------------- every node trains with the driver's code and data
+
+def test_a_ray_worker_with_other_code_or_data_is_refused_in_one_line(store, monkeypatch):
+    from labcore.engine import raypass
+
+    same = {kind: identity.code_fingerprint(kind) for kind in identity.ROOTS}
+    raypass.check_same_code(same, "n1")  # the driver's own code: nothing to say
+    other = {**same, "alone": {**same["alone"], "labcore.core.train": "0" * 16}}
+    with pytest.raises(raypass.OtherCode, match=r"^Ray node n1 \(host\) has other labcore code than this driver "
+                       r"\(labcore/core/train.py differ\); install this checkout there"):
+        raypass.check_same_code(other, "n1 (host)")
+    result = _train(store, _cfg())
+    raypass.check_same_data(result)
+    from labcore.store import training
+
+    monkeypatch.setattr(training, "data_content", lambda name: "the driver's")
+    with pytest.raises(raypass.OtherCode, match="on other mnist data than this driver's LABCORE_DATA holds"):
+        raypass.check_same_data(result)

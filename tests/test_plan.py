@@ -220,3 +220,11 @@ def test_calibration_for_ray_runs_uses_their_threads_and_restores_ours():
     assert torch.get_num_threads() == before
     with machine.threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_a_build_of_some_notebooks_keeps_the_checkpoints_the_others_need():
+    """Building 01 and 03, then 04 (which probes their runs at every epoch), retrains nothing for 04."""
+    first = {p.key: p.checkpoints for p in plan.profile_runs("smoke", ["01_mlp_baseline", "03_residual"])}
+    later = {p.key: p.checkpoints for p in plan.profile_runs("smoke", ["04_gradient_flow"])}
+    assert later and all(k in first and set(v) <= set(first[k]) for k, v in later.items())
+    assert any(len(v) > 1 for v in later.values())

@@ -151,10 +151,11 @@ def ranking(df: pd.DataFrame, metric: str = "val_acc", **where: Any) -> pd.DataF
 
 
 def fetch(planned: dict[str, list[Planned]], device: str, tracking: str, notebook: str,
-          profile: str | None) -> dict[str, list[RunResult]]:
-    """The results of every study of a plan (labcore.store.runs.fetch: from the store, or trained now if missing)."""
-    return {name: runs.fetch(ps, device=device, tracking=tracking, notebook=notebook, profile=profile)
-            for name, ps in planned.items()}
+          profile: str | None, train_missing: bool | None = None) -> dict[str, list[RunResult]]:
+    """The results of every study of a plan (labcore.store.runs.fetch: from the store, or trained now if missing
+    and `train_missing`)."""
+    return {name: runs.fetch(ps, device=device, tracking=tracking, notebook=notebook, profile=profile,
+                             train_missing=train_missing) for name, ps in planned.items()}
 
 
 def run_metrics(df: pd.DataFrame) -> dict[str, Any]:

@@ -44,9 +44,25 @@ def merge(planned: Iterable[Planned]) -> list[Planned]:
 def profile_runs(profile: str, only: list[str] | None = None,
                  resolved: dict[str, dict] | None = None) -> list[Planned]:
     """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps
-    stems to parameters already resolved (so a caller that has them does not resolve them again)."""
+    stems to parameters already resolved (so a caller that has them does not resolve them again). With `only`,
+    each run also keeps the checkpoints the profile's other notebooks need of it, so that building them later
+    retrains nothing (04 probes 01's and 03's runs at every epoch)."""
     resolved = resolved or {stem: exercise.parameters(stem, profile) for stem in only or notebook_stems()}
-    return merge(p for stem, params in resolved.items() for p in exercise.planned_runs(stem, params, profile))
+    selected = merge(p for stem, params in resolved.items() for p in exercise.planned_runs(stem, params, profile))
+    others = [stem for stem in notebook_stems() if stem not in resolved] if only else []
+    wanted = {p.key: p.checkpoints for p in merge(p for stem in others for p in _planned_or_none(stem, profile))}
+    return [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | set(wanted.get(p.key, ())))), p.notebooks, p.study)
+            for p in selected]
+
+
+def _planned_or_none(stem: str, profile: str) -> list[Planned]:
+    """Notebook `stem`'s runs in `profile`, or none, said in one line, where its parameters do not plan (a build of
+    other notebooks goes on; building this one names the problem)."""
+    try:
+        return exercise.planned_runs(stem, exercise.parameters(stem, profile), profile)
+    except ConfigError as exc:
+        print(f"[labcore] {stem} not planned, so its checkpoints are not kept: {exc}", file=sys.stderr)
+        return []
 
 
 def default_profile() -> tuple[str, str]:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from labcore.store import runs
+from labcore.store import identity, runs, training
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
 from labcore.faults import RunLost, advice
@@ -30,11 +30,41 @@ def task_device(gpu_ids: Sequence) -> str:
     return "cuda" if gpu_ids else "cpu"
 
 
+class OtherCode(ConfigError):
+    """A Ray node would train with other labcore code, or other data, than the driver's: its results would not be
+    what this checkout computes."""
+
+
+def check_same_code(expected: dict[str, dict[str, str]] | None, node: str) -> None:
+    """Refuse, in one line naming the node and the files, a worker whose labcore code differs from the driver's
+    (`expected`: the driver's code fingerprints, labcore.store.identity)."""
+    if not expected:
+        return
+    differ = sorted({f for kind, code in expected.items() for f in identity.changed_code(code, kind)})
+    if differ:
+        raise OtherCode(f"Ray node {node} has other labcore code than this driver ({', '.join(differ)} differ); "
+                        "install this checkout there (pip install -e . from the same commit), then `make train` again")
+
+
+def check_same_data(result: runs.RunResult) -> None:
+    """Refuse a run a node trained on other data than the driver's LABCORE_DATA holds (one line naming the node)."""
+    seen = (result.data or {}).get("sha256")
+    if seen is not None and seen != training.data_content(result.config.data.name):
+        raise OtherCode(f"Ray node {result.node} trained {result.config.label()} on other {result.config.data.name} "
+                        "data than this driver's LABCORE_DATA holds; give every node the same copy, then `make train` "
+                        "again")
+
+
 def ray_task(job: list[Planned], tracking: str, threads: int, estimates: dict[str, float], profile: str = "",
-             deterministic: bool = False) -> list[runs.Trained]:
-    """One job on a Ray worker: train it with `threads` CPU threads, on the GPU Ray assigned (if any)."""
+             deterministic: bool = False, code: dict[str, dict[str, str]] | None = None) -> list[runs.Trained]:
+    """One job on a Ray worker: train it with `threads` CPU threads, on the GPU Ray assigned (if any), once its
+    labcore code is checked to be the driver's (`code`)."""
+    import platform
+
     import ray
     import torch
+
+    check_same_code(code, f"{ray.get_runtime_context().get_node_id()[:8]} ({platform.node()})")
 
     if deterministic:
         deterministic_process()
@@ -131,7 +161,9 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
         def submit(job: list[Planned], fn) -> None:
             per_run = estimates if len(job) > 1 else alone
             inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
-                               deterministic)] = job
+                               deterministic, code)] = job
+
+        code = {kind: identity.code_fingerprint(kind) for kind in identity.ROOTS}  # each worker checks it has these
 
         for job in jobs:  # already longest first; Ray starts them in submission order as resources free up
             submit(job, task)
@@ -155,6 +187,8 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
                 try:
                     trained = ray.get(ref)
                 except RayTaskError as exc:
+                    if isinstance(exc.cause, OtherCode):
+                        raise exc.cause from None  # one line: which node, which files
                     if not isinstance(exc.cause, RunLost):
                         raise  # a bug in labcore: stop here (the handler below cancels the rest)
                     c = exc.cause
@@ -171,6 +205,7 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
                         out.lose(job[0], progress, type(exc).__name__, why)
                     continue
                 for p, t in zip(job, trained):
+                    check_same_data(t.result)
                     try:
                         with store.lock(p.cfg):
                             store.put_or_lose(t)

@@ -168,4 +168,24 @@ def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) 
         raise ConfigError(f"profile={profile!r}: choose one of {', '.join(PROFILES)}, or None for this notebook's "
                           "own small defaults")
     defaults = notebook_defaults(stem)
-    return {k: v for k, v in parameters(stem, profile).items() if k != "profile" and current.get(k) == defaults.get(k)}
+    out = {}
+    for k, v in parameters(stem, profile).items():
+        if k == "profile":
+            continue
+        if isinstance(v, dict) and isinstance(current.get(k), dict) and isinstance(defaults.get(k), dict):
+            out[k] = _merge_edited(v, current[k], defaults[k])  # key by key: one edited key keeps the others
+        elif current.get(k) == defaults.get(k):
+            out[k] = v
+    return out
+
+
+def _merge_edited(profile: dict[str, Any], current: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """A dict parameter under a profile: the profile's value of every key still at the parameters cell's default,
+    the current value of every key the user edited (or added), nested dicts likewise."""
+    out = dict(profile)
+    for key, value in current.items():
+        if isinstance(value, dict) and isinstance(profile.get(key), dict) and isinstance(default.get(key), dict):
+            out[key] = _merge_edited(profile[key], value, default[key])
+        elif key not in default or value != default[key]:
+            out[key] = value
+    return out

@@ -175,11 +175,12 @@ def lab_ratio_sentence(stats: pd.DataFrame) -> str:
             f"{res / plain:.1f}x: {res} against {plain}).")
 
 
-def fetch_twins(planned: dict[str, Any], device: torch.device, tracking: str, profile: str | None
-                ) -> dict[tuple[int, bool], list[RunResult]]:
-    """The twins' runs from the store (trained now, with every epoch's weights, if 03 has not trained them)."""
-    return {key: runs.fetch(ps, device=device, tracking=tracking, notebook=NOTEBOOK, profile=profile)
-            for key, ps in planned["deep"].items()}
+def fetch_twins(planned: dict[str, Any], device: torch.device, tracking: str, profile: str | None,
+                train_missing: bool | None = None) -> dict[tuple[int, bool], list[RunResult]]:
+    """The twins' runs from the store (trained now, with every epoch's weights, if 03 has not trained them and
+    `train_missing` allows it: labcore.store.runs.fetch)."""
+    return {key: runs.fetch(ps, device=device, tracking=tracking, notebook=NOTEBOOK, profile=profile,
+                            train_missing=train_missing) for key, ps in planned["deep"].items()}
 
 
 def depth_curves(store: RunStore, tw: Twins, device: torch.device) -> dict[str, pd.DataFrame]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +41,26 @@ def to_train_states(retry_failed: bool = False) -> tuple[str, ...]:
 # Bump when training or evaluation semantics or the record's format change, so older results are not reused.
 STORE_VERSION = 2
 
+
+
+# What torch's serializer says when the disk fills under it (a RuntimeError, not an OSError).
+_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "basic_ios::clear", "iostream error")
+
+
+def save_tensors(state: dict[str, torch.Tensor], path: Path, folder: Path) -> None:
+    """torch.save, with a disk that fills while writing named as the OSError it is (ENOSPC at `folder`, with the
+    space the weights need and what is free), so the machine's fault rules (labcore.faults) take it."""
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        if not any(s in str(exc) for s in _WRITE_FAILED):
+            raise
+        need = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+        free = shutil.disk_usage(path.parent).free
+        if free > 2 * need + 2**26:  # room enough: not a full disk, so the error is not the machine's to name
+            raise
+        raise OSError(errno.ENOSPC, f"writing {path.name} failed with {free / 2**20:.1f} MiB free; the weights need "
+                      f"{need / 2**20:.1f} MiB", str(folder)) from exc
 
 
 def stale_reason(record: dict, cfg: RunConfig) -> str | None:
@@ -139,11 +161,11 @@ class RunStore:
         with replacing(self.path(result.config)) as tmp:
             tmp.mkdir()
             if model_state is not None:
-                torch.save({k: v.cpu() for k, v in model_state.items()}, tmp / "model.pt")
+                save_tensors({k: v.cpu() for k, v in model_state.items()}, tmp / "model.pt", self.root)
             if checkpoints:
                 (tmp / "checkpoints").mkdir()
                 for epoch, state in checkpoints.items():
-                    torch.save(state, tmp / "checkpoints" / f"epoch_{epoch}.pt")
+                    save_tensors(state, tmp / "checkpoints" / f"epoch_{epoch}.pt", self.root)
             (tmp / "result.json.tmp").write_text(json.dumps(record))
             # What was written, so that `make verify` can name a file changed afterwards (an edited number, new weights).
             sums = {str(f.relative_to(tmp)).removesuffix(".tmp"): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
@@ -289,6 +311,10 @@ def missing_message(missing: list, store: RunStore, notebook: str | None, profil
     would cost here)."""
     only = f" ONLY={notebook}" if notebook else ""
     names = ", ".join(p.cfg.label() for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
-    return (f"{len(missing)} run(s) this notebook needs are not in the run store {store.root} yet ({names}); "
-            f"train them first with `make train PROFILE={profile}{only}` (`make plan PROFILE={profile}{only}` lists "
-            "them with their cost here), then run this cell again")
+    stale = sum(store.state(p.cfg, p.checkpoints) == "stale" for p in missing)
+    what = f"are not in the run store {store.root} yet" + (f" ({stale} of them stale: trained by other code or "
+                                                          "data than today's)" if stale else "")
+    return (f"{len(missing)} run(s) this notebook needs {what} ({names}). With the profile's parameters, "
+            f"`make train PROFILE={profile}{only}` trains them (`make plan PROFILE={profile}{only}` lists them with "
+            "their cost here); for values you edited in this notebook, set train_missing = True in its parameters "
+            "cell to train them in this kernel. Then run this cell again")
