@@ -16,7 +16,12 @@ def test_an_order_needs_a_test_over_seeds():
     one = claims.compare([0.9], [0.1, 0.1, 0.1])
     assert one.verdict == "one seed" and one.p is None, "one seed: no test, however large the gap"
     assert claims.compare([0.5, 0.5], [0.5, 0.5]).verdict == "indistinguishable"
-    assert claims.compare([0.6, 0.6], [0.5, 0.5]).verdict == "greater", "no spread at all: the gap is certain"
+    flat = claims.compare([0.6, 0.6], [0.5, 0.5])
+    assert flat.verdict == "indistinguishable" and flat.p is None, "no spread: nothing to test the gap against"
+    stuck = claims.compare([0.1, 0.1, 0.1], [0.60, 0.62, 0.58])  # every seed of one side at chance, the same
+    assert stuck.verdict == "indistinguishable" and stuck.p is None
+    assert claims.compare([0.1, 0.1, 0.101], [0.60, 0.62, 0.58]).verdict == "less", "any spread: the test runs"
+    assert claims.order({"a": [0.6, 0.6], "b": [0.5, 0.5]})[0] == "a ≈ b"
 
 
 def test_the_boundary_of_the_test_is_the_stated_level():

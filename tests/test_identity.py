@@ -146,6 +146,7 @@ def test_data_replaced_in_place_is_decoded_again_and_changes_the_fingerprint(tmp
     shutil.copytree(data.data_root()[0] / "MNIST", root / "MNIST")
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LABCORE_DATA", str(root))
+    data.fingerprint.cache_clear()  # computed for the real data root by earlier tests
     before = data.fingerprint("mnist")
     data.fingerprint.cache_clear()
     assert data.fingerprint("mnist") == before  # from the cache: nothing decoded again

@@ -119,3 +119,40 @@ def test_the_overview_reads_mean_and_spread_in_one_cell():
     assert list(view.columns) == ["study", "depth", "variant", "train loss", "val acc", "test acc", "seeds",
                                   "parameters", "seconds per run"]
     assert all("±" in v for v in view["val acc"]) and set(view["variant"]) == {"plain", "residual"}
+
+
+def _results(field: str, values: list, seeds=(0, 1, 2)):
+    """Fake results of an MLP study swept over depth and `field` (each run's val_acc: its value's index / 10)."""
+    from labcore.store.runs import RunResult
+
+    plan = sweep.expand({"mlp": {"model": {"family": "mlp", "width": 8},
+                                 "sweep": {"model.depth": [1, 2], field: values}}}, DATA, TRAIN, list(seeds), [False])
+    section, name = field.split(".")
+    out = []
+    for c in plan["mlp"]:
+        v = values.index(getattr(getattr(c, section), name)) / 10 + c.seed / 100
+        out.append(RunResult(c, [{"epoch": 1, "train_loss": 1.0, "train_acc": v, "val_loss": 1.0, "val_acc": v}],
+                             {"accuracy": v}, 10, 1.0, "cpu", "synthetic"))
+    return {"mlp": out}
+
+
+@pytest.mark.parametrize("field, values, label", [("model.width", [8, 16], "width"), ("train.lr", [0.001, 0.01], "lr")])
+def test_a_sweep_beyond_depth_is_one_row_per_configuration_never_pooled_as_seeds(field, values, label):
+    results = _results(field, values)
+    agg = sweep.aggregate(sweep.table(results))
+    assert len(agg) == 2 * 2 and set(agg["seeds"]) == {3}, agg  # 2 depths x 2 values, 3 seeds each
+    assert set(agg["study"]) == {f"mlp ({label}={v})" for v in values}
+    assert len(sweep.trainability(sweep.table(results))) == 4
+    assert len(sweep.depth_figures(results, "t")) == 2
+    assert len(sweep.study(sweep.table(results), "mlp")) == 2 * 2 * 3  # the study by its name: every configuration
+    order = sweep.model_order(sweep.table(results))
+    assert f"mlp-1 ({label}={values[1]})" in order and f"mlp-1 ({label}={values[0]})" in order
+
+
+def test_a_study_swept_over_depth_alone_keeps_its_name():
+    from labcore.store.runs import RunResult
+
+    cfgs = sweep.expand({"mlp": {"model": {"family": "mlp", "width": 8}, "sweep": {"model.depth": [1, 2]}}},
+                        DATA, TRAIN, [0, 1], [False, True])["mlp"]
+    rs = [RunResult(c, [], {}, 1, 1.0, "cpu", "x") for c in cfgs]
+    assert sweep.settings(rs) == [""] * len(rs) and list(sweep.by_setting({"mlp": rs})) == ["mlp"]

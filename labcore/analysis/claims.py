@@ -58,10 +58,9 @@ def compare(a: Sequence[float], b: Sequence[float], name_a: str = "A", name_b: s
     ma, mb = (float(x.mean()) if x.size else math.nan), (float(y.mean()) if y.size else math.nan)
     if x.size < 2 or y.size < 2:
         return Comparison(name_a, name_b, ma, mb, x.size, y.size, None, "one seed")
-    if x.std() == 0 and y.std() == 0:  # no spread at all: the means either coincide or differ for certain
-        p = 1.0 if ma == mb else 0.0
-    else:
-        p = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a side whose seeds all agree (all at chance, say): no spread to test against
+        return Comparison(name_a, name_b, ma, mb, x.size, y.size, None, "indistinguishable")
+    p = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
     verdict = "indistinguishable" if not p < 1 - level else ("greater" if ma > mb else "less")
     return Comparison(name_a, name_b, ma, mb, x.size, y.size, p, verdict)
 

@@ -81,9 +81,42 @@ def plan_studies(studies: dict, data: dict, train: dict, seeds: list[int], resid
             for name, cfgs in expand(studies, data, train, seeds, residual).items()}
 
 
+# What a study's tables show in columns of their own; any other field its runs differ in names a configuration.
+SHOWN = ("model.depth", "model.residual", "seed")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'width': 8}} -> {'model.width': 8}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def settings(results: list[RunResult]) -> list[str]:
+    """Per run, the fields its study's runs differ in beyond depth, variant and seed, as 'width=8, lr=0.01'
+    ('' where they differ in nothing else): what tells one configuration of a sweep from another."""
+    flats = [_flat(r.config.to_dict()) for r in results]
+    varying = [f for f in (flats[0] if flats else {}) if f not in SHOWN and len({repr(x.get(f)) for x in flats}) > 1]
+    leaf = {f: f.rsplit(".", 1)[-1] for f in varying}
+    names = {f: leaf[f] if list(leaf.values()).count(leaf[f]) == 1 else f for f in varying}
+    return [", ".join(f"{names[f]}={x.get(f)}" for f in varying) for x in flats]
+
+
+def by_setting(results: dict[str, list[RunResult]]) -> dict[str, list[RunResult]]:
+    """Each study split into its configurations: a study swept over model.width (or train.lr, ...) becomes
+    'mlp (width=8)', 'mlp (width=16)', so that no table, order or curve pools them as seeds of one."""
+    out: dict[str, list[RunResult]] = {}
+    for name, rs in results.items():
+        for r, setting in zip(rs, settings(rs)):
+            out.setdefault(f"{name} ({setting})" if setting else name, []).append(r)
+    return out
+
+
 def table(results: dict[str, list[RunResult]]) -> pd.DataFrame:
-    """One row per run: the study's name plus `RunResult.summary()`."""
-    return pd.DataFrame([{"study": name, **r.summary()} for name, rs in results.items() for r in rs])
+    """One row per run: its study (with the configuration's setting where the study sweeps more than depth:
+    by_setting) plus `RunResult.summary()`."""
+    return pd.DataFrame([{"study": name, **r.summary()} for name, rs in by_setting(results).items() for r in rs])
 
 
 def _mean_of_all(s: pd.Series) -> float:
@@ -183,8 +216,8 @@ def counts_sentence(results: dict[str, list[RunResult]]) -> str:
 
 
 def study(df: pd.DataFrame, *names: str) -> pd.DataFrame:
-    """The rows of a runs table that belong to the named studies."""
-    return df[df["study"].isin(names)]
+    """The rows of a runs table that belong to the named studies (each of its configurations: 'mlp (width=8)')."""
+    return df[[s in names or s.split(" (", 1)[0] in names for s in df["study"]]]
 
 
 def with_twins(df: pd.DataFrame) -> pd.DataFrame:
@@ -194,12 +227,12 @@ def with_twins(df: pd.DataFrame) -> pd.DataFrame:
 
 def depth_figures(results: dict[str, list[RunResult]], title: str) -> list:
     """One `plots.depth_study` figure per study, titled '<study>: <title>'."""
-    return [plots.depth_study(rs, title=f"{name}: {title}") for name, rs in results.items()]
+    return [plots.depth_study(rs, title=f"{name}: {title}") for name, rs in by_setting(results).items()]
 
 
 def twin_figures(results: dict[str, list[RunResult]], title: str) -> list:
     """One `plots.twins` figure per study that trained both variants, titled '<study>: <title>'."""
-    return [plots.twins(rs, title=f"{name}: {title}") for name, rs in results.items()
+    return [plots.twins(rs, title=f"{name}: {title}") for name, rs in by_setting(results).items()
             if len({r.config.model.residual for r in rs}) == 2]
 
 
@@ -211,15 +244,21 @@ def at_lab_depth(results: list[RunResult], experiment: str) -> list[RunResult]:
             and r.config.model.residual == lab.get("model.residual", False)]
 
 
+def _model_names(df: pd.DataFrame) -> list[str]:
+    """VGG16, ResNet34, ... with a configuration's setting where its study has several ('VGG16 (width=8)')."""
+    return [model_name(f, d) + (f" ({s.split(' (', 1)[1]}" if " (" in s else "")
+            for f, d, s in zip(df["family"], df["depth"], df["study"])]
+
+
 def model_order(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool = True) -> str:
     """The order of the models in a runs table by `metric`, tested over seeds (claims.order), named as the
     write-ups name them (VGG16, ResNet34)."""
-    named = df.assign(model=[model_name(f, d) for f, d in zip(df["family"], df["depth"])])
+    named = df.assign(model=_model_names(df))
     return claims.order({m: list(g[metric]) for m, g in named.groupby("model")}, higher_is_better)[0]
 
 
 def order_sentence(df: pd.DataFrame, metric: str, measure: str, higher_is_better: bool = True) -> str:
     """claims.order_sentence over the models of a runs table, named as the write-ups name them."""
-    named = df.assign(model=[model_name(f, d) for f, d in zip(df["family"], df["depth"])])
+    named = df.assign(model=_model_names(df))
     return claims.order_sentence({m: list(g[metric]) for m, g in named.groupby("model")}, measure,
                                  higher_is_better)

@@ -14,7 +14,8 @@ import json
 from typing import Any
 
 from labcore.exercises import exercise
-from labcore.exercises.params import NOTEBOOKS, datasets_needed
+from labcore.exercises import params as notebook_params
+from labcore.exercises.params import datasets_needed
 from labcore.store import identity, training
 from labcore.store.provenance import package_versions
 from labcore.store.runs import RunStore
@@ -29,7 +30,7 @@ def _sha(text: str | bytes) -> str:
 def notebook_source(stem: str) -> tuple[str, list[str]]:
     """The notebook's cells as they run (sources and cell types; outputs and counts left out), and the labcore
     modules its code cells import."""
-    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    nb = json.loads((notebook_params.NOTEBOOKS / f"{stem}.ipynb").read_text())
     cells = [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"],
               c.get("metadata", {}).get("tags", [])) for c in nb["cells"]]
     modules: set[str] = set()
