@@ -55,20 +55,20 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
 plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing)
-	$(BIN)/python -m labcore.engine.plan --profile '$(PROFILE)' --only '$(ONLY)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE))
+	$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE))
 
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
-	$(BIN)/python -m labcore.engine.executor --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
+	$(BIN)/python -m labcore train --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
 		$(if $(RETRY_FAILED),--retry-failed) $(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE))
 
 report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
-	$(BIN)/python -m labcore.report.build --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
+	$(BIN)/python -m labcore report --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
 		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE)) $(if $(FORCE),--force)
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
-	$(BIN)/python -m labcore.report.browse --profile '$(or $(PROFILE),smoke)'
+	$(BIN)/python -m labcore check-report --profile '$(or $(PROFILE),smoke)'
 
 test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, notebooks (nbmake)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -85,19 +85,19 @@ lab: $(STAMP) ## JupyterLab on the project (notebooks/ open; reports/, parameter
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root --no-browser)
 
 verify: $(STAMP) ## re-train a sample of PROFILE's stored runs (SAMPLE=2 per notebook, or all) and compare them with the store
-	$(BIN)/python -m labcore.report.verify --profile '$(PROFILE)' --only '$(ONLY)' --sample '$(or $(SAMPLE),2)'
+	$(BIN)/python -m labcore verify --profile '$(PROFILE)' --only '$(ONLY)' --sample '$(or $(SAMPLE),2)'
 
 diff: $(STAMP) ## compare two builds number by number: A=reports/smoke B=<other reports/smoke>; writes reports/diff-*.html
-	$(BIN)/python -m labcore.report.diff '$(A)' '$(B)'
+	$(BIN)/python -m labcore diff '$(A)' '$(B)'
 
 gpu-bundle: $(STAMP) ## write .gpu-bundle/ (< 60 MiB, git-ignored): the wheels and data the GPU machine lacks
-	$(BIN)/python -m labcore.engine.gpucheck bundle
+	$(BIN)/python -m labcore bundle
 
 gpu-check: ## prove the GPU path in one command: gpu-check.json and .log in reports/gpu-check or $OUT (DEVICE=cpu: tiny, here)
-	$(CHECK_PYTHON) -m labcore.engine.gpucheck run --device $(DEVICE) --out '$(GPU_CHECK_OUT)'
+	$(CHECK_PYTHON) -m labcore gpu-check --device $(DEVICE) --out '$(GPU_CHECK_OUT)'
 
 clean: ## remove generated reports and W&B offline runs (refuses while offline runs are unsynced; FORCE=1 deletes anyway)
-	@if [ -z "$(FORCE)" ] && [ -x $(BIN)/python ]; then $(BIN)/python -m labcore.store.tracking --check-clean; fi
+	@if [ -z "$(FORCE)" ] && [ -x $(BIN)/python ]; then $(BIN)/python -m labcore check-clean; fi
 	rm -rf reports .cache/wandb .pytest_cache
 
 distclean: clean ## also remove .venv, the decoded-data cache and the run store (.cache)

@@ -325,3 +325,24 @@ def test_missing_data_stops_a_build_with_runs_stored_before_any_notebook_and_lea
     assert err.startswith("error: mnist not found: LABCORE_DATA is not set") and err.count("\n") == 1, err
     assert "point LABCORE_DATA at a folder holding MNIST/ and cifar10/" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before and not (tmp_path / "data").exists()
+
+
+CODE_SHOWN = {  # what each page must show of the code that ran, from labcore's own source
+    "01_mlp_baseline": ("class MLP", "def forward", "Linear(in_features=", "loss.backward()", "opt.step()"),
+    "02_cnn_depth": ("class LabCNN", "class ConvBlock", "torch.relu(self.norm(self.conv(x)))"),
+    "03_residual": ("def forward", "x + block(x) if self.residual else block(x)", "class BasicBlock"),
+    "04_gradient_flow": ("def gradient_norms", "torch.autograd.grad", "g.norm()"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", sorted(CODE_SHOWN))
+def test_each_page_shows_the_code_that_ran(smoke_reports, stem):
+    import html as html_module
+    import re
+
+    page = (smoke_reports / f"{stem}.html").read_text()
+    text = html_module.unescape(re.sub(r"<[^>]+>", "", page))
+    missing = [s for s in CODE_SHOWN[stem] if s not in text]
+    assert not missing, f"{stem}.html does not show {missing}"
+    assert "labcore/core/" in text, "the page names the file the code lives in"

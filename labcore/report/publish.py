@@ -68,3 +68,32 @@ def table(df: Any, digits: int = 3) -> Any:
     """A DataFrame as a person would format it on a page: numbers to `digits` decimals, long text (the lab's claims)
     in full rather than cut at pandas' 50 characters, no row numbers."""
     return df.style.format(precision=digits, na_rep="-").hide(axis="index")
+
+
+def source(obj: Any, why: str, folded: bool | None = None) -> Any:
+    """The code of `obj` (a class, function or method) as it ran, from labcore's own source file, with a line saying
+    where it lives and `why` it is shown; folded when longer than 30 lines (unless `folded` says). Pages show what
+    was measured without copying code into notebooks."""
+    import inspect
+
+    from IPython.display import HTML
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    lines, first = inspect.getsourcelines(obj)
+    path = inspect.getsourcefile(obj) or "?"
+    where = path[path.rfind("labcore/"):] if "labcore/" in path else path
+    code = highlight("".join(lines), PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True))
+    name = getattr(obj, "__qualname__", getattr(obj, "__name__", "code"))
+    label = (f"<code>{html.escape(name)}</code> in <code>{html.escape(where)}</code>, line {first} "
+             f"({len(lines)} lines): {html.escape(why)}")
+    fold = len(lines) > 30 if folded is None else folded
+    return HTML(f"<details class='lc-source'{'' if fold else ' open'}><summary>{label}</summary>{code}</details>")
+
+
+def printed(model: Any, why: str) -> Any:
+    """A model as PyTorch prints it (its layers and their shapes), under one line saying `why` it is shown."""
+    from IPython.display import HTML
+
+    return HTML(f"<p>{html.escape(why)}</p><pre class='lc-printed'>{html.escape(repr(model))}</pre>")

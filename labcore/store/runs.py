@@ -1,8 +1,9 @@
 """The run store: train a `RunConfig` once, keep its result and weights under the config's key.
 
-A run is a pure function of its config (the seed included), so its result can be reused by any
-report that asks for the same config: re-rendering a report retrains nothing, and a changed
-config retrains only the runs it changes. Each run is independent and self-contained on disk
+A run is a pure function of its config (the seed included), of the code that trains it and of its data's content.
+The key is the config's hash; the record keeps the fingerprints of the code and data (labcore.store.identity), and
+a record whose code or data are not today's is stale: never served as current, retrained by `make train`, or kept
+by `make verify` where it re-derives identically. Each run is independent and self-contained on disk
 (`<store>/v<N>/<key>/result.json`, `model.pt`, `checkpoints/`), so runs can be trained anywhere
 (labcore.engine.executor) and only the process that collects them writes here.
 """
@@ -38,7 +39,8 @@ def to_train_states(retry_failed: bool = False) -> tuple[str, ...]:
     return TO_TRAIN + (("failed",) if retry_failed else ())
 
 
-# Bump when training or evaluation semantics or the record's format change, so older results are not reused.
+# The record's format (its folder, v<N>): bump only when the format changes. What keeps results honest when the code
+# or data change is the fingerprints each record keeps (stale_reason), not this number.
 STORE_VERSION = 2
 
 
