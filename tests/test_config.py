@@ -1,4 +1,6 @@
 """Configs are strict: unknown keys, wrong types and bad values fail with one-line messages."""
+import re
+
 import pytest
 
 from labcore.core.config import ConfigError, ModelConfig, RunConfig, TrainConfig, from_dict, load_yaml, validate_params
@@ -56,3 +58,19 @@ def test_configs_are_frozen():
     cfg = RunConfig()
     with pytest.raises(Exception):
         cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"family": "lab_resnet", "norm": "batch"}, "model.norm='batch' changes nothing for family lab_resnet"),
+    ({"family": "lab_cnn", "norm": "batch"}, "model.norm='batch' changes nothing for family lab_cnn"),
+    ({"family": "vgg", "kernel_size": 5}, "model.kernel_size=5 changes nothing for family vgg (read only by lab_cnn"),
+])
+def test_a_model_field_its_family_ignores_is_refused_in_one_line(model, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ModelConfig(**model)
+
+
+def test_the_fields_a_family_reads_and_the_defaults_everywhere_are_accepted():
+    ModelConfig(family="lab_cnn", kernel_size=4)
+    ModelConfig(family="vgg", norm="batch")
+    assert ModelConfig(family="lab_resnet", norm="none").norm == "none"  # the default, spelled out: same key

@@ -346,3 +346,29 @@ def test_each_page_shows_the_code_that_ran(smoke_reports, stem):
     missing = [s for s in CODE_SHOWN[stem] if s not in text]
     assert not missing, f"{stem}.html does not show {missing}"
     assert "labcore/core/" in text, "the page names the file the code lives in"
+
+
+@pytest.mark.skipif(not (HAVE_MNIST and HAVE_CIFAR), reason=NO_DATA)
+def test_a_page_depends_on_its_own_notebook_and_the_code_it_imports(tmp_path, monkeypatch):
+    """A sentence added to 02's notebook re-executes 02 alone; 04's module is code only 04's page runs."""
+    import json as json_module
+    import shutil
+
+    from labcore.report import inputs
+    from labcore.store import identity
+
+    shutil.copytree(lp.NOTEBOOKS, tmp_path / "notebooks")
+    monkeypatch.setattr(lp, "NOTEBOOKS", tmp_path / "notebooks")
+    params = {stem: exercise.parameters(stem, "smoke") for stem in ("01_mlp_baseline", "02_cnn_depth")}
+    before = {stem: inputs.page_inputs(stem, "smoke", p) for stem, p in params.items()}
+    nb_file = tmp_path / "notebooks" / "02_cnn_depth.ipynb"
+    nb = json_module.loads(nb_file.read_text())
+    nb["cells"].append({"cell_type": "markdown", "id": "added01", "metadata": {}, "source": ["One more sentence."]})
+    nb_file.write_text(json_module.dumps(nb))
+    after = {stem: inputs.page_inputs(stem, "smoke", p) for stem, p in params.items()}
+    assert after["01_mlp_baseline"] == before["01_mlp_baseline"]
+    assert inputs.changed(before["02_cnn_depth"], after["02_cnn_depth"]) == ["notebook"]
+    code = {stem: set(identity.closure(tuple(inputs.notebook_source(stem)[1]) + inputs.RENDERING))
+            for stem in ("01_mlp_baseline", "04_gradient_flow")}
+    assert "labcore.exercises.gradient_flow" in code["04_gradient_flow"] - code["01_mlp_baseline"]
+    assert "labcore.analysis.claims" in code["01_mlp_baseline"] and "labcore.core.models" in code["01_mlp_baseline"]

@@ -8,7 +8,8 @@
   at most the tolerance); a wide interval is "inconclusive", never "agrees"; a lab value outside it "disagrees".
   One seed gives no interval: "inconclusive", unless the value misses the lab's by more than three tolerances.
 - A seed "trained" when its final validation accuracy is above chance beyond sampling noise: more than one
-  binomial standard error (one-sided, 95 %) above 1/classes on the validation images it was measured on.
+  1.645 binomial standard errors (a one-sided 95 % bound, Z_ONE_SIDED) above 1/classes on the validation images it
+  was measured on.
 
 Every rule is pinned by tests on synthetic numbers at its boundaries (tests/test_claims.py).
 """

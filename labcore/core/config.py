@@ -139,6 +139,10 @@ FAMILIES = ("mlp", "convnet", "fullyconv", "lab_cnn", "lab_resnet", "vgg", "resn
 NORMS = ("none", "batch")
 
 
+# The model fields only some families read (labcore.core.models): elsewhere only their defaults are accepted.
+EFFECTIVE = {"norm": ("mlp", "convnet", "fullyconv", "vgg", "resnet", "cifar_resnet"), "kernel_size": ("lab_cnn",)}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture; see labcore.core.models for what `depth` and `width` mean in each family."""
@@ -156,6 +160,11 @@ class ModelConfig:
         _positive(self.depth, "model.depth", zero_ok=True)
         _positive(self.width, "model.width")
         _positive(self.kernel_size, "model.kernel_size")
+        for name, families in EFFECTIVE.items():  # a field a family ignores must not give its runs another key
+            value, default = getattr(self, name), ModelConfig.__dataclass_fields__[name].default
+            if self.family not in families and value != default:
+                raise ConfigError(f"model.{name}={value!r} changes nothing for family {self.family} (read only by "
+                                  f"{', '.join(families)}) yet would give its runs another key; remove it")
 
 
 OPTIMIZERS = ("adam", "sgd")

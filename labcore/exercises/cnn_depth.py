@@ -7,15 +7,13 @@ from typing import Any
 import pandas as pd
 
 from labcore.analysis import claims, plots, reference, sweep
-from labcore.store.planned import Planned
 from labcore.store.runs import RunResult
 
 NOTEBOOK = "02_cnn_depth"
 
 
-def plan(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
-    """Every study x sweep x residual flag x seed (labcore.analysis.sweep); 03 plans the same studies with residual twins."""
-    return sweep.plan_studies(studies, data, train, seeds, residual)
+# Every study x sweep x residual flag x seed; 03 plans the same studies with their residual twins, by the same function.
+plan = sweep.plan_studies
 
 
 def vgg_table(runs_table: pd.DataFrame) -> pd.DataFrame:

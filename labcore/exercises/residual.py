@@ -7,16 +7,14 @@ from typing import Any
 import pandas as pd
 
 from labcore.analysis import claims, plots, reference, sweep
-from labcore.store.planned import Planned
 from labcore.store.runs import RunResult
 
 NOTEBOOK = "03_residual"
 LAB_RANKING = "ResNet34 > ResNet18 > VGG19 > VGG16 > VGG24"  # the ranking write-up's order (lab-reference.md)
 
 
-def plan(studies: dict, data: dict, train: dict, seeds: list[int], residual: list[bool]) -> dict[str, list[Planned]]:
-    """Every study x sweep x residual flag x seed (labcore.analysis.sweep): 02's plain runs (same keys) and their twins."""
-    return sweep.plan_studies(studies, data, train, seeds, residual)
+# Every study x sweep x residual flag x seed, as 02 plans them: 02's plain runs (same keys) and their twins.
+plan = sweep.plan_studies
 
 
 def lab_twins(results: dict[str, list[RunResult]]) -> list[RunResult]:

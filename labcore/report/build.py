@@ -119,7 +119,7 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
         nb = nbformat.read(executed, as_version=4)
         payload = _result_output(nb)
         if error is None and payload is None:
-            error = "the notebook finished without calling labcore.report.build.publish(...)"
+            error = "the notebook finished without calling labcore.report.publish.publish(...)"
         payload = payload or {}
         if payload.get("figure_png"):
             (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))

@@ -24,7 +24,6 @@ from labcore.core.config import ConfigError
 from labcore.files import replacing
 from labcore.paths import reports_dir
 
-AGGREGATE_KEYS = ("study", "family", "depth", "residual")  # how 02's and 03's per-configuration rows are named
 
 
 def load_build(folder: Path) -> dict[str, dict[str, Any]]:
