@@ -34,6 +34,7 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
     assert diff.main([str(a), str(tmp_path / "b" / "smoke"), "--out", str(tmp_path / "d.html")]) == 1
     line = capsys.readouterr().out
     assert "1 report(s) with other settings" in line
+    assert "  01_mlp_baseline: train.lr: 0.001 (B: 0.003)" in line, "the setting, named on the terminal"
     result = diff.diff(a, tmp_path / "b" / "smoke")["01_mlp_baseline"]
     assert result["settings"][0] == "train.lr: 0.001 (B: 0.003)"
     differing = [m for m in result["metrics"] if m["verdict"] != "identical"]

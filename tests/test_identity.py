@@ -180,3 +180,15 @@ def test_a_ray_worker_with_other_code_or_data_is_refused_in_one_line(store, monk
     monkeypatch.setattr(training, "data_content", lambda name: "the driver's")
     with pytest.raises(raypass.OtherCode, match="on other mnist data than this driver's LABCORE_DATA holds"):
         raypass.check_same_data(result)
+
+
+def test_replacing_a_record_computed_another_way_says_so(store, capsys):
+    import dataclasses
+
+    result = _train(store, _cfg())
+    other = dataclasses.replace(result, device="cuda: NVIDIA H200", numerics={**result.numerics, "threads": 1})
+    store.put(other)
+    line = capsys.readouterr().out
+    assert "replaces a record computed otherwise: device: " in line and "threads: " in line
+    store.put(other)
+    assert "replaces" not in capsys.readouterr().out

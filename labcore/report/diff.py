@@ -136,6 +136,11 @@ def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
             f"noise or cannot be compared; {words} headline(s) changed their words"), False
 
 
+def settings_lines(result: dict[str, Any]) -> list[str]:
+    """Per report whose settings differ, one line naming each setting with both values (A's, then B's)."""
+    return [f"  {stem}: {'; '.join(r['settings'])}" for stem, r in result.items() if r["settings"]]
+
+
 def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
     """The comparison as a self-contained page in the reports' style."""
     def cell(v: Any) -> str:
@@ -184,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or reports_dir() / f"diff-{_slug(args.a)}-{_slug(args.b)}.html"
     with replacing(out) as tmp:
         tmp.write_text(page(args.a, args.b, result, line), encoding="utf-8")
+    for text in settings_lines(result):
+        print(text)
     print(f"diff: {line}; {out}")
     return 0 if same else 1
 
