@@ -2,10 +2,9 @@
 modules at the top level, and each shared helper has one home."""
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
+
+from labcore.store import identity
 
 from .conftest import ROOT
 
@@ -26,32 +25,13 @@ def layer_of(module: str) -> str:
     return parts[1]
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """labcore modules that `path` (module `module`) imports, at the top or inside functions."""
-    package = module if path.stem == "__init__" else module.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("labcore")}
-        elif isinstance(node, ast.ImportFrom):
-            parts = package.split(".")
-            target = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else [])) \
-                if node.level else node.module or ""
-            if not target.startswith("labcore"):
-                continue
-            for a in node.names:  # `from labcore.analysis import claims` imports the module labcore.analysis.claims
-                sub = f"{target}.{a.name}"
-                found.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).is_file() else target)
-    return found - {"labcore", module}
-
-
 def import_graph() -> dict[str, set[str]]:
     """{module: the labcore modules it imports} for every module of the package."""
     graph = {}
     for path in sorted((ROOT / "labcore").rglob("*.py")):
         package = ".".join(path.relative_to(ROOT).parent.parts)
         name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-        graph[name] = _imports(path, name)
+        graph[name] = identity.imports_of(name)
     return graph
 
 
