@@ -33,7 +33,8 @@ LOSS_RTOL, ACC_ATOL, WEIGHTS_RTOL = 0.03, 0.05, 0.05
 
 def _models(family: str, seeds: list[int], shape: tuple[int, int, int]) -> tuple[ModelConfig, list[torch.nn.Module]]:
     depth, width = SIZES[family]
-    cfg = ModelConfig(family, depth, width, residual=family in ("lab_resnet",), norm="batch" if family != "mlp" else "none")
+    norm = "batch" if family not in ("mlp", "lab_cnn", "lab_resnet") else "none"  # the lab's CNNs have no norm layers
+    cfg = ModelConfig(family, depth, width, residual=family in ("lab_resnet",), norm=norm)
     out = []
     for s in seeds:
         torch.manual_seed(s)  # as runs.init_model: the member's own seed, then its weights
