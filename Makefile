@@ -17,6 +17,9 @@ FUSE ?=
 # EXACT=1: make plan times every architecture now instead of estimating the untimed ones from their FLOPs.
 EXACT ?=
 LAB_PORT ?= 8888
+# make bundle: what the offline GPU node already has, as `pip freeze` there wrote it (default: the lent H200's list).
+HAVE ?=
+PYTHON_VERSION ?=
 FORCE ?=
 PYTHON ?= python3
 VENV := .venv
@@ -36,7 +39,7 @@ GPU_CHECK_OUT ?= $(or $(OUT),reports/gpu-check)
 # The GPU machine has no .venv (its own python3 holds PyTorch); here the project's environment is used.
 CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: help venv plan train report check-report test lab clean distclean gpu-bundle gpu-check verify diff
+.PHONY: help venv plan train report check-report pdf test lab clean distclean bundle gpu-check verify diff
 
 help: ## show this help
 	@echo "labcore: reproducible reports for the deep-learning lab"
@@ -70,19 +73,14 @@ report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
 	$(BIN)/python -m labcore check-report --profile '$(or $(PROFILE),smoke)'
 
+pdf: $(STAMP) ## print PROFILE's built pages to A4 PDFs: reports/<profile>/pdf/*.pdf and labcore-<profile>.pdf (index first)
+	$(BIN)/python -m labcore pdf --profile '$(or $(PROFILE),smoke)'
+
 test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, notebooks (nbmake)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Jupyter refuses to run as root without --allow-root (containers often run as root), and a root container
-# rarely has a browser to open: both flags only for root. The token is made here so the URL can be printed first;
-# it travels in JUPYTER_TOKEN, not on the command line, where other users could read it in `ps`.
 lab: $(STAMP) ## JupyterLab on the project (notebooks/ open; reports/, parameters/ a click away; LAB_PORT=8888); prints the URL
-	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))'); \
-	echo "[labcore] JupyterLab: open http://localhost:$(LAB_PORT)/lab/tree/notebooks?token=$$token"; \
-	echo "[labcore] set a notebook's profile = \"quick\" (after make train PROFILE=quick) to explore real results"; \
-	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
-		--port=$(LAB_PORT) --ServerApp.port_retries=0 --ServerApp.ip=127.0.0.1 \
-		$$([ "$$(id -u)" = 0 ] && echo --allow-root --no-browser)
+	$(BIN)/python -m labcore lab --port $(LAB_PORT)
 
 verify: $(STAMP) ## re-train a sample of PROFILE's stored runs (SAMPLE=2 per notebook, or all) and compare them with the store
 	$(BIN)/python -m labcore verify --profile '$(PROFILE)' --only '$(ONLY)' --sample '$(or $(SAMPLE),2)'
@@ -90,8 +88,8 @@ verify: $(STAMP) ## re-train a sample of PROFILE's stored runs (SAMPLE=2 per not
 diff: $(STAMP) ## compare two builds number by number: A=reports/smoke B=<other reports/smoke>; writes reports/diff-*.html
 	$(BIN)/python -m labcore diff '$(A)' '$(B)'
 
-gpu-bundle: $(STAMP) ## write .gpu-bundle/ (< 60 MiB, git-ignored): the wheels and data the GPU machine lacks
-	$(BIN)/python -m labcore bundle
+bundle: $(STAMP) ## write .gpu-bundle/ (git-ignored): wheels and data an offline GPU node lacks (HAVE=its pip freeze)
+	$(BIN)/python -m labcore bundle $(if $(HAVE),--have '$(HAVE)') $(if $(PYTHON_VERSION),--python $(PYTHON_VERSION))
 
 gpu-check: ## prove the GPU path in one command: gpu-check.json and .log in reports/gpu-check or $OUT (DEVICE=cpu: tiny, here)
 	$(CHECK_PYTHON) -m labcore gpu-check --device $(DEVICE) --out '$(GPU_CHECK_OUT)'

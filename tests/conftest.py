@@ -98,7 +98,7 @@ class SmokeBuild:
     """What training the smoke plan and then `make report PROFILE=smoke` printed and left, for the tests."""
     reports: Path  # reports/smoke
     executor: str  # how the plan was trained: ray where Ray tests may run (CI), else local
-    train: str  # the training's output (`python -m labcore.engine.executor`, what `make train` calls)
+    train: str  # the training's output (`python -m labcore train`, what `make train` calls)
     report: str  # `make report`'s output
     stored_after_train: dict[str, float]  # run key -> mtime of its record
     stored_after_report: dict[str, float]
@@ -123,7 +123,7 @@ def smoke_build(tmp_path_factory) -> SmokeBuild:
     env = {**os.environ, "LABCORE_REPORTS": str(root)}
     env.pop("RAY_ADDRESS", None)
     executor = "ray" if RAY_OK else "local"
-    train = subprocess.run([sys.executable, "-m", "labcore.engine.executor", "--profile", "smoke", "--executor", executor,
+    train = subprocess.run([sys.executable, "-m", "labcore", "train", "--profile", "smoke", "--executor", executor,
                             "--cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     after_train, left = stored_runs(store), (wait_ray_gone() if executor == "ray" else [])

@@ -21,7 +21,7 @@ def test_every_smoke_page_works_offline_in_a_real_browser(smoke_reports):
     _chromium()
     checks = browse.check_reports(smoke_reports, "smoke")
     pages = {c.page for c in checks}
-    assert pages == {"index.html", "01_mlp_baseline.html", "02_cnn_depth.html", "03_residual.html",
+    assert pages == {"index.html", "runs.html", "01_mlp_baseline.html", "02_cnn_depth.html", "03_residual.html",
                      "04_gradient_flow.html"}
     for c in checks:
         assert not c.problems, f"{c.page}: {c.problems}"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from labcore.core import data
+from labcore.core import batches, data
 from labcore.core.config import DataConfig
 
 from .conftest import needs_cifar, needs_mnist
@@ -28,25 +28,25 @@ def test_split_refuses_an_empty_training_set():
 
 def test_batches_cover_every_example_once_and_normalise(toy):
     seen = []
-    for xb, yb in data.batches(toy.x_train, toy.y_train, 100, toy.mean, toy.std, torch.Generator().manual_seed(0)):
+    for xb, yb in batches.batches(toy.x_train, toy.y_train, 100, toy.mean, toy.std, torch.Generator().manual_seed(0)):
         assert xb.dtype == torch.float32 and xb.shape[1:] == toy.x_train.shape[1:]
         seen.append(yb)
     assert torch.cat(seen).sort().values.equal(toy.y_train.sort().values)
-    x = data.normalize(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8), (0.5,), (0.25,))
+    x = batches.normalize(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8), (0.5,), (0.25,))
     assert torch.allclose(x, torch.full_like(x, 2.0))
 
 
 def test_augment_crops_and_flips_without_changing_content():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 8, 8)
     g = torch.Generator().manual_seed(0)
-    out = data.augment(x, g, pad=2)
+    out = batches.augment(x, g, pad=2)
     assert out.shape == x.shape and out.dtype == torch.uint8
     # Every output value is either padding (0) or a value of the same image and channel.
     for b in range(2):
         for c in range(3):
             assert set(out[b, c].unique().tolist()) <= set(x[b, c].unique().tolist()) | {0}
-    assert torch.equal(data.augment(x, torch.Generator().manual_seed(0), pad=2), out)  # seeded
-    flips_only = data.augment(x, g, pad=0)
+    assert torch.equal(batches.augment(x, torch.Generator().manual_seed(0), pad=2), out)  # seeded
+    flips_only = batches.augment(x, g, pad=0)
     assert all(torch.equal(o, xi) or torch.equal(o, xi.flip(-1)) for o, xi in zip(flips_only, x))
 
 
@@ -56,12 +56,12 @@ def test_an_epoch_drawn_at_once_gives_the_batches_a_batch_by_batch_draw_gives():
     x = torch.randint(0, 255, (300, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(300) % 10
     g = torch.Generator().manual_seed(5)
-    fast = [xb for _ in range(2) for xb, _ in data.batches(x, y, 128, (0.5,) * 3, (0.25,) * 3, g, augmentation=True)]
+    fast = [xb for _ in range(2) for xb, _ in batches.batches(x, y, 128, (0.5,) * 3, (0.25,) * 3, g, augmentation=True)]
     g, slow = torch.Generator().manual_seed(5), []
     for _ in range(2):
         order = torch.randperm(300, generator=g)
         for start in range(0, 300, 128):
-            slow.append(data.normalize(data.augment(x[order[start:start + 128]], g), (0.5,) * 3, (0.25,) * 3))
+            slow.append(batches.normalize(batches.augment(x[order[start:start + 128]], g), (0.5,) * 3, (0.25,) * 3))
     assert len(fast) == len(slow) == 6 and all(torch.equal(a, b) for a, b in zip(fast, slow))
 
 

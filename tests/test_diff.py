@@ -4,13 +4,14 @@ import shutil
 
 import pytest
 
+from labcore import cli
 from labcore.report import diff
 
 from .conftest import ROOT
 
 
 def test_a_build_compared_with_itself_has_no_differences(smoke_reports, tmp_path, capsys):
-    assert diff.main([str(smoke_reports), str(smoke_reports), "--out", str(tmp_path / "d.html")]) == 0
+    assert cli.main(["diff", str(smoke_reports), str(smoke_reports), "--out", str(tmp_path / "d.html")]) == 0
     assert capsys.readouterr().out.startswith("diff: no differences: ")
     assert "no differences" in (tmp_path / "d.html").read_text()
 
@@ -31,7 +32,7 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
     a = tmp_path / "a" / "smoke"
     a.mkdir(parents=True)
     shutil.copy(smoke_reports / "01_mlp_baseline.json", a)
-    assert diff.main([str(a), str(tmp_path / "b" / "smoke"), "--out", str(tmp_path / "d.html")]) == 1
+    assert cli.main(["diff", str(a), str(tmp_path / "b" / "smoke"), "--out", str(tmp_path / "d.html")]) == 1
     line = capsys.readouterr().out
     assert "1 report(s) with other settings" in line
     assert "  01_mlp_baseline: train.lr: 0.001 (B: 0.003)" in line, "the setting, named on the terminal"
@@ -46,7 +47,7 @@ def test_builds_of_two_profiles_are_refused_in_one_line(tmp_path, capsys):
     for name, profile in (("a", "smoke"), ("b", "quick")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "01_mlp_baseline.json").write_text(json.dumps({"profile": profile, "metrics": {}}))
-    assert diff.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert cli.main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "builds of different profiles (quick, smoke)" in err and err.count("\n") == 1
 

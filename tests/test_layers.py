@@ -87,3 +87,25 @@ def test_each_shared_helper_has_one_home():
         homes = [str(p.relative_to(ROOT)) for p in (ROOT / "labcore").rglob("*.py")
                  if f"\ndef {name}(" in p.read_text()]
         assert len(homes) == 1, f"{name} is defined in {homes}"
+
+
+MAX_FUNCTION_LINES = 60  # a function a reader holds in view at once
+MAX_MODULE_LINES = 400  # a module read top to bottom in one sitting
+
+
+def test_functions_and_modules_stay_short():
+    """No function over 60 lines and no module over 400: one job each, readable top to bottom."""
+    import ast
+
+    long_functions, long_modules = [], []
+    for path in sorted((ROOT / "labcore").rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(ROOT)} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: split them: {long_functions}"
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: split them by job: {long_modules}"

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from labcore import cli
 from labcore.engine import calibrate, executor, plan, raypass
 from labcore.exercises import exercise
 from labcore import machine
@@ -106,7 +107,7 @@ def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
         raypass.check_address("127.0.0.1:1", timeout=2)
     with pytest.raises(ConfigError, match="is not host:port"):
         raypass.check_address("my-cluster")
-    assert executor.main(["--profile", "smoke", "--executor", "dask"]) == 2
+    assert cli.main(["train", "--profile", "smoke", "--executor", "dask"]) == 2
 
 
 def test_a_wrong_cluster_fails_before_anything_is_planned(monkeypatch, tmp_path):
@@ -154,7 +155,7 @@ def test_make_plan_into_a_closed_pipe_exits_quietly(tmp_path):
     import sys
 
     env = {**os.environ, "LABCORE_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, "-m", "labcore.engine.plan", "--profile", "smoke", "--no-calibrate"],
+    proc = subprocess.Popen([sys.executable, "-m", "labcore", "plan", "--profile", "smoke", "--no-calibrate"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # before the plan is printed: every write to the pipe fails
     err = proc.stderr.read()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from labcore.analysis import plots
+from labcore.analysis import gradient_plots, plots
 from labcore.core.config import RunConfig
 from labcore.store.runs import RunResult
 
@@ -53,16 +53,16 @@ FIGURES = {
     "versus_depth": lambda: plots.versus_depth(_table(_results(families=("mlp", "convnet", "vgg", "lab_cnn", "resnet"),
                                                                 depths=(1,)) + _results())),
     "training_error": lambda: plots.training_error(_results(depths=(20, 56))),
-    "grad_boxes": lambda: plots.grad_boxes({"plain": _layers(120), "residual": _layers(120)}),
-    "grad_vs_depth": lambda: plots.grad_vs_depth({"plain, init": _layers(), "residual, init": _layers()}),
-    "flow_by_model": lambda: plots.flow_by_model({m: pd.concat([_layers(n).assign(state=st, position=_layers(n).depth / (n - 1))
+    "grad_boxes": lambda: gradient_plots.grad_boxes({"plain": _layers(120), "residual": _layers(120)}),
+    "grad_vs_depth": lambda: gradient_plots.grad_vs_depth({"plain, init": _layers(), "residual, init": _layers()}),
+    "flow_by_model": lambda: gradient_plots.flow_by_model({m: pd.concat([_layers(n).assign(state=st, position=_layers(n).depth / (n - 1))
                                                                 for st in ("initialisation", "after training")])
                                                   for m, n in (("VGG16", 16), ("VGG24", 24), ("ResNet18", 18))}),
-    "gradient_flow": lambda: plots.gradient_flow(pd.DataFrame({"layer": [f"layer.{i}" for i in range(60)],
+    "gradient_flow": lambda: gradient_plots.gradient_flow(pd.DataFrame({"layer": [f"layer.{i}" for i in range(60)],
                                                                "mean_abs": np.linspace(1e-3, 1, 60),
                                                                "max_abs": np.linspace(1e-2, 2, 60)})),
-    "filter_grads": lambda: plots.filter_grads({f"m{i}": torch.randn(8, 3, 3, 3) for i in range(6)}),
-    "layer_epoch": lambda: plots.layer_epoch({"plain": _layers(40), "residual": _layers(40)}),
+    "filter_grads": lambda: gradient_plots.filter_grads({f"m{i}": torch.randn(8, 3, 3, 3) for i in range(6)}),
+    "layer_epoch": lambda: gradient_plots.layer_epoch({"plain": _layers(40), "residual": _layers(40)}),
 }
 
 

@@ -99,7 +99,7 @@ def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_pat
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_path):
-    cmd = [sys.executable, "-m", "labcore.engine.executor", "--profile", "smoke", "--only", "04_gradient_flow",
+    cmd = [sys.executable, "-m", "labcore", "train", "--profile", "smoke", "--only", "04_gradient_flow",
            "--executor", "ray", "--cpus", "2"]
     n = len(profile_runs("smoke", ["04_gradient_flow"]))  # 10 runs: one stored before Ctrl-C, the rest after
     # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and Python
@@ -154,7 +154,7 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
     n = len(profile_runs("smoke", ["04_gradient_flow"]))  # 10 runs
     with _two_node_cluster(env, "6398") as driver:
         unauthenticated = {k: v for k, v in driver.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        cmd = [sys.executable, "-m", "labcore.engine.executor", "--profile", "smoke", "--only", "04_gradient_flow",
+        cmd = [sys.executable, "-m", "labcore", "train", "--profile", "smoke", "--only", "04_gradient_flow",
                "--executor", "ray"]
         refused = subprocess.run(cmd, cwd=ROOT, env=unauthenticated, capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2 and "without token authentication" in refused.stderr

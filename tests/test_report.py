@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from labcore import cli
 from labcore.exercises import exercise
 from labcore.report import build as report
 from labcore.exercises import params as lp
@@ -87,7 +88,7 @@ def test_bad_parameters_fail_in_one_line_before_anything_runs(params_dir, monkey
     monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran despite bad parameters"))
     with pytest.raises(ConfigError, match=message):
         report.build("smoke", ["01_mlp_baseline"])
-    code = report.main(["--profile", "smoke", "--only", "01_mlp_baseline"])
+    code = cli.main(["report", "--profile", "smoke", "--only", "01_mlp_baseline"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
 
@@ -103,7 +104,7 @@ def test_missing_dataset_stops_the_build_before_training(tmp_path, monkeypatch, 
     monkeypatch.setenv("LABCORE_DATA", str(tmp_path / "empty"))
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran without its data"))
-    assert report.main(["--profile", "smoke", "--only", "01_mlp_baseline", "--out", str(tmp_path)]) == 2
+    assert cli.main(["report", "--profile", "smoke", "--only", "01_mlp_baseline", "--out", str(tmp_path)]) == 2
     assert "mnist not found" in capsys.readouterr().err
 
 
@@ -209,7 +210,7 @@ def test_a_failing_notebook_is_reported_and_the_previous_good_report_is_kept(tmp
     assert ok["status"] == "ok" and ok["metrics"] == {"answer": 42}
 
     (params_dir / "smoke" / "09_probe.yaml").write_text("fail: true\n")
-    assert report.main(["--profile", "smoke", "--out", str(out)]) == 1
+    assert cli.main(["report", "--profile", "smoke", "--out", str(out)]) == 1
     failed = json.loads((out / "smoke" / "09_probe.json").read_text())
     assert failed["status"] == "failed" and "boom" in failed["error"] and failed["metrics"] == {}
     assert (out / "smoke" / "09_probe.html").is_file()
@@ -271,7 +272,7 @@ def test_bad_input_stops_the_build_before_anything_runs_and_leaves_reports_alone
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     (params_dir / f"{stem}.yaml").write_text(text)
     monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran despite bad input"))
-    assert report.main(["--profile", "smoke", "--only", stem, "--out", str(out)]) == 2
+    assert cli.main(["report", "--profile", "smoke", "--only", stem, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "reports/ untouched"
@@ -320,7 +321,7 @@ def test_missing_data_stops_a_build_with_runs_stored_before_any_notebook_and_lea
     (out / "smoke" / "01_mlp_baseline.json").write_text('{"status": "ok"}')
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     monkeypatch.setattr(report, "execute", lambda *a, **k: pytest.fail("a notebook ran without its data"))
-    assert report.main(["--profile", "smoke", "--only", "01_mlp_baseline", "--out", str(out)]) == 2
+    assert cli.main(["report", "--profile", "smoke", "--only", "01_mlp_baseline", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: mnist not found: LABCORE_DATA is not set") and err.count("\n") == 1, err
     assert "point LABCORE_DATA at a folder holding MNIST/ and cifar10/" in err
@@ -372,3 +373,30 @@ def test_a_page_depends_on_its_own_notebook_and_the_code_it_imports(tmp_path, mo
             for stem in ("01_mlp_baseline", "04_gradient_flow")}
     assert "labcore.exercises.gradient_flow" in code["04_gradient_flow"] - code["01_mlp_baseline"]
     assert "labcore.analysis.claims" in code["01_mlp_baseline"] and "labcore.core.models" in code["01_mlp_baseline"]
+
+
+def test_a_terminal_sees_each_notebook_s_cells_done_with_the_last_build_as_its_estimate(tmp_path):
+    """make report on a terminal: papermill's bar named for the notebook, cells done of all, time spent, and the
+    last build's time (a rate per cell would mislead: one cell of 04 probes for a minute)."""
+    import io
+
+    import papermill
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = x + 1"),
+                                         nbformat.v4.new_code_cell("print(y)")])
+    nbformat.write(nb, tmp_path / "toy.ipynb")
+    shown = io.StringIO()
+    bar = {**report.progress_bar("quick", "04_gradient_flow", 92.0), "file": shown}
+    papermill.execute_notebook(str(tmp_path / "toy.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=bar,
+                               kernel_name="python3", kernel_manager_class=report.IPCKernelManager)
+    text = shown.getvalue()
+    assert "[labcore] quick/04_gradient_flow: 3/3 cells" in text and "last build 1.5 min" in text, text
+    assert "last build" not in str(report.progress_bar("quick", "01_mlp_baseline", None))
+
+
+def test_a_log_gets_one_line_per_notebook_and_no_bar(smoke_build):
+    """Headless (a log, the tests, CI): a line when each notebook starts and one when it ends, no bar."""
+    lines = [ln for ln in smoke_build.report.splitlines() if ln.startswith("[labcore] smoke/")]
+    ended = [ln for ln in lines if re.search(r": (ok|failed) in \d", ln)]
+    assert len(ended) == 4, lines
+    assert "cells," not in smoke_build.report, "no progress bar in a log"

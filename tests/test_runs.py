@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from labcore import cli
 from labcore.core.train import init_model
 import torch
 
@@ -271,11 +272,11 @@ def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsy
     (tmp_path / "wandb" / "offline-run-2-bbb").mkdir()
     (tmp_path / "wandb" / "offline-run-2-bbb" / "run-bbb.wandb.synced").write_text("")
     assert [p.name for p in tracking.unsynced_runs()] == ["offline-run-1-aaa"]
-    assert tracking.main(["--check-clean"]) == 1
+    assert cli.main(["check-clean"]) == 1
     err = capsys.readouterr().err
     assert "1 W&B offline run(s) never synced (offline-run-1-aaa)" in err and "make clean FORCE=1" in err
     (tmp_path / "wandb" / "offline-run-1-aaa" / "run-aaa.wandb.synced").write_text("")
-    assert tracking.main(["--check-clean"]) == 0
+    assert cli.main(["check-clean"]) == 0
 
 
 def test_wandb_histograms_are_rarer_for_a_model_on_a_gpu():

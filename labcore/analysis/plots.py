@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
-import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
@@ -32,7 +31,7 @@ STYLE = {  # points at 100 dpi: 11 pt is 15 px, just above the page's 14 px body
 CHANCE_CLASSES = 10  # both datasets: uniform guessing gives loss ln(10) = 2.30 and accuracy 10 %
 
 
-def _figure(width: float, height: float) -> Figure:
+def report_figure(width: float, height: float) -> Figure:
     """A Figure no wider than MAX_WIDTH (a wider request is scaled down, keeping its aspect ratio)."""
     scale = min(1.0, MAX_WIDTH / width)
     return ReportFigure(figsize=(width * scale, height * scale), layout="constrained")
@@ -45,7 +44,7 @@ def chance_line(ax, metric: str, classes: int = CHANCE_CLASSES) -> None:
         ax.axhline(level, color="grey", linestyle=":", linewidth=1.2, label="chance")
 
 
-def _sparse_ticks(ax, labels: Sequence[str], axis: str = "x", most: int = 20, **kw) -> None:
+def sparse_ticks(ax, labels: Sequence[str], axis: str = "x", most: int = 20, **kw) -> None:
     """Every k-th label, so at most `most` show at full size instead of all of them too small to read."""
     step = max(1, -(-len(labels) // most))
     pos = list(range(0, len(labels), step))
@@ -109,7 +108,7 @@ def training_curves(histories: History | Sequence[History], title: str = "") -> 
     """Loss and accuracy per epoch, train and validation (mean +- std over seeds), best epoch marked."""
     if histories and isinstance(histories[0], dict):
         histories = [histories]
-    fig = _figure(10.5, 4)
+    fig = report_figure(10.5, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, metric, name in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
         _band(ax, histories, f"train_{metric}", "train")
@@ -130,7 +129,7 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: st
     """Confusion matrix heatmap, rows normalised to recall (counts in the cells)."""
     counts = np.asarray(matrix)
     recall = counts / counts.sum(1, keepdims=True).clip(min=1)
-    fig = _figure(8, 7)
+    fig = report_figure(8, 7)
     ax = fig.subplots()
     sns.heatmap(recall, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, ax=ax, annot_kws={"fontsize": 11},
                 xticklabels=classes, yticklabels=classes, cbar_kws={"label": "fraction of the true class"})
@@ -147,7 +146,7 @@ def misclassified(x: torch.Tensor, y: Sequence[int], pred: Sequence[int], classe
     y, pred = np.asarray(y), np.asarray(pred)
     wrong = np.flatnonzero(y != pred)[:n]
     rows = max(1, -(-len(wrong) // cols))
-    fig = _figure(cols * 1.75, rows * 2.2)
+    fig = report_figure(cols * 1.75, rows * 2.2)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -163,7 +162,7 @@ def misclassified(x: torch.Tensor, y: Sequence[int], pred: Sequence[int], classe
 def compare_curves(groups: Mapping[str, Sequence[History]], metric: str = "val_acc", title: str = "",
                    ax=None) -> Figure:
     """One line per group (e.g. per depth), mean +- std over seeds, for one history metric."""
-    fig = ax.figure if ax is not None else _figure(6, 4)
+    fig = ax.figure if ax is not None else report_figure(6, 4)
     ax = ax or fig.subplots()
     for label, hs in groups.items():
         _band(ax, hs, metric, label)
@@ -190,7 +189,7 @@ PANELS = (("train_loss", "training loss"), ("val_loss", "validation loss"),
 @styled
 def depth_study(results: Sequence, title: str = "") -> Figure:
     """Training and validation loss and accuracy per epoch, one line per depth (mean +- std over seeds)."""
-    fig = _figure(10.5, 7)
+    fig = report_figure(10.5, 7)
     axes = fig.subplots(2, 2).ravel()
     groups = curves_by(results, lambda c: c.model.depth)
     for ax, (metric, name) in zip(axes, PANELS):
@@ -209,7 +208,7 @@ def twins(results: Sequence, metrics: Sequence[str] = ("train_loss", "val_acc"),
     """Plain and residual side by side at equal depth: one column per depth, one row per metric."""
     groups = curves_by(results, lambda c: (c.model.depth, c.model.residual))
     depths = sorted({d for d, _ in groups})
-    fig = _figure(3.6 * len(depths), 3.2 * len(metrics))
+    fig = report_figure(3.6 * len(depths), 3.2 * len(metrics))
     axes = np.atleast_2d(fig.subplots(len(metrics), len(depths), squeeze=False, sharey="row"))
     for j, depth in enumerate(depths):
         for i, metric in enumerate(metrics):
@@ -232,7 +231,7 @@ def versus_depth(df, metric: str = "test_acc", title: str = "") -> Figure:
     studies = list(dict.fromkeys(df["study"]))
     cols = min(4, len(studies))
     rows = -(-len(studies) // cols)
-    fig = _figure(3.4 * cols, 3.4 * rows)
+    fig = report_figure(3.4 * cols, 3.4 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes[len(studies):]:
         ax.axis("off")
@@ -264,7 +263,7 @@ def training_error(results: Sequence, title: str = "") -> Figure:
     groups = curves_by(results, lambda c: (c.model.residual, c.model.depth))
     steps = {r.config.model.depth: -(-sizes(r.config.data)[0] // r.config.train.batch_size) for r in results}
     variants = sorted({res for res, _ in groups})
-    fig = _figure(5.25 * len(variants), 4.2)
+    fig = report_figure(5.25 * len(variants), 4.2)
     axes = np.atleast_1d(fig.subplots(1, len(variants), sharey=True))
     for ax, residual in zip(axes, variants):
         for (res, depth), hs in sorted(groups.items()):
@@ -282,127 +281,4 @@ def training_error(results: Sequence, title: str = "") -> Figure:
                   Line2D([], [], color="black", label="validation")]  # the paper's dashed/solid, named
         ax.legend(shown + styles, [h.get_label() for h in shown + styles])
     fig.suptitle(title or "Training error (dashed) and validation error (solid)")
-    return fig
-
-
-@styled
-def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
-    """Box plots of per-parameter gradient norms (over batches), one panel per model, parameters input -> output."""
-    fig = _figure(5.25 * len(tables), 6)
-    axes = np.atleast_1d(fig.subplots(1, len(tables), sharey=True))
-    for ax, (label, df) in zip(axes, tables.items()):
-        params = list(dict.fromkeys(df["param"]))  # already sorted by depth
-        ax.boxplot([df.loc[df["param"] == p, "norm"].to_numpy() for p in params], positions=range(len(params)),
-                   showfliers=False)
-        ax.set_yscale("log")
-        _sparse_ticks(ax, params, most=16, rotation=90)
-        ax.set_xticks(range(len(params)), minor=True)
-        ax.set_xlim(-1, len(params))
-        ax.set(title=label, ylabel="gradient L2 norm (log)" if ax is axes[0] else "")
-    fig.suptitle(title or "Per-parameter gradient norms")
-    return fig
-
-
-@styled
-def grad_vs_depth(curves: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
-    """Per-layer gradient norm (median over batches, band: min-max) against the layer's depth, log scale.
-
-    `curves` maps a label (e.g. 'plain, init') to a `probes.layer_norms` table; labels containing
-    'residual' are drawn in blue, others in red; labels containing 'init' are dashed.
-    """
-    fig = _figure(8, 4.5)
-    ax = fig.subplots()
-    for label, df in curves.items():
-        g = df.groupby("depth")["norm"]
-        color = "tab:blue" if "residual" in label else "tab:red"
-        style = "--" if "init" in label else "-"
-        ax.plot(g.median().index, g.median().values, style, color=color, label=label, marker=".")
-        ax.fill_between(g.min().index, g.min().values, g.max().values, color=color, alpha=0.12, linewidth=0)
-    ax.set(yscale="log", xlabel="layer (0 = nearest the input)", ylabel="gradient norm of the layer (log)")
-    ax.legend()
-    fig.suptitle(title or "Gradient norm against depth")
-    return fig
-
-
-@styled
-def flow_by_model(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
-    """Per-layer gradient norm (median over batches) against the layer's relative position, one line per model,
-    at initialisation (left) and after training (right); `tables` are `probes.before_after` results."""
-    fig = _figure(10.5, 4.5)
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, state in zip(axes, ("initialisation", "after training")):
-        for label, df in tables.items():
-            sub = df[df["state"] == state]
-            med = sub.groupby("position")["norm"].median()
-            ax.plot(med.index, med.values, marker=".", label=label, linestyle="--" if "ResNet" in label else "-")
-        ax.set(yscale="log", title=state, xlabel="layer position (0 = input, 1 = output)",
-               ylabel="gradient norm of the layer (log)" if ax is axes[0] else "")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5))  # below, over no curve
-    fig.suptitle(title or "Gradient norm by layer")
-    return fig
-
-
-@styled
-def gradient_flow(table: pd.DataFrame, title: str = "") -> Figure:
-    """The classic gradient-flow plot: mean and maximum |gradient| of each layer's weights, input to output."""
-    fig = _figure(9, 5)
-    ax = fig.subplots()
-    x = np.arange(len(table))
-    ax.bar(x, table["max_abs"], color="tab:cyan", alpha=0.6, label="max |grad|")
-    ax.bar(x, table["mean_abs"], color="tab:blue", label="mean |grad|")
-    _sparse_ticks(ax, list(table["layer"]), most=24, rotation=60, ha="right")
-    ax.set(yscale="log", ylabel="|gradient| (log)", xlabel="layer, input -> output")
-    ax.legend()
-    fig.suptitle(title or "Gradient flow")
-    return fig
-
-
-@styled
-def filter_grads(grads: Mapping[str, torch.Tensor], title: str = "") -> Figure:
-    """Heatmaps of first-convolution weight gradients [out, in, k, k], one panel per model, one colour scale.
-
-    Each panel tiles the filters: rows are output channels, and each row holds the in-channel kernels side by side.
-    The shared, symmetric scale makes a small gradient look faint next to a large one, which is the point.
-    """
-    tiles = {}
-    for label, g in grads.items():
-        o, i, k, _ = g.shape
-        tiles[label] = g.permute(0, 2, 1, 3).reshape(o * k, i * k).numpy()  # [out*k, in*k]
-    vmax = max(float(np.abs(t).max()) for t in tiles.values()) or 1.0
-    cols = min(4, len(tiles))
-    rows = -(-len(tiles) // cols)
-    fig = _figure(3.2 * cols, 3.6 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    im = None
-    for ax, (label, t) in zip(axes, tiles.items()):
-        im = ax.imshow(t, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{label}\n|grad| = {np.linalg.norm(t):.2e}")
-    fig.colorbar(im, ax=list(axes), shrink=0.7, label="gradient (shared scale)")
-    fig.suptitle(title or "First convolution's weight gradient")
-    return fig
-
-
-@styled
-def layer_epoch(maps: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
-    """Heatmaps of log10 per-layer gradient norm: layer (rows, input at the top) x epoch (columns), shared scale.
-
-    Each value is a `probes.layer_norms` table with an added 'epoch' column (median over batches is shown).
-    """
-    grids = {label: df.groupby(["depth", "epoch"])["norm"].median().unstack("epoch") for label, df in maps.items()}
-    logs = {label: np.log10(g.clip(lower=1e-12)) for label, g in grids.items()}
-    lo = min(float(v.min().min()) for v in logs.values())
-    hi = max(float(v.max().max()) for v in logs.values())
-    fig = _figure(4.2 * len(maps), 5)
-    axes = np.atleast_1d(fig.subplots(1, len(maps)))
-    for ax, (label, grid) in zip(axes, logs.items()):
-        # Tick labels thinned to a readable number (seaborn's "auto" packs them too tightly at this size).
-        sns.heatmap(grid, ax=ax, vmin=lo, vmax=hi, cmap="magma", cbar=ax is axes[-1],
-                    xticklabels=max(1, -(-grid.shape[1] // 8)), yticklabels=max(1, -(-grid.shape[0] // 12)),
-                    cbar_kws={"label": "log10 gradient norm"})
-        ax.tick_params(axis="y", labelrotation=0)
-        ax.set(title=label, xlabel="epoch", ylabel="layer (0 = input side)" if ax is axes[0] else "")
-    fig.suptitle(title or "Per-layer gradient norm over training")
     return fig

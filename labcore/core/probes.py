@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from labcore.core.config import ConfigError, TrainConfig
-from labcore.core.data import Splits, normalize
+from labcore.core.batches import normalize
+from labcore.core.data import Splits
 from labcore.machine import flush_denormals
 from labcore.core.train import init_model, memory_format
 

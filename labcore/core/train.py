@@ -14,7 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labcore.core.config import RunConfig, TrainConfig
-from labcore.core.data import Splits, batches
+from labcore.core.batches import batches
+from labcore.core.data import Splits
 from labcore.core.datasets import CLASSES, SHAPES
 from labcore.core.models import build_model
 from labcore.machine import flush_denormals, show_progress

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from labcore.core.config import ConfigError, RunConfig
 from labcore.faults import classify
-from labcore.core.data import batches, sizes
+from labcore.core.batches import batches
+from labcore.core.data import sizes
 from labcore.core.datasets import CLASSES, DATASETS, SHAPES
 from labcore.core.models import build_model
 from labcore.files import replacing

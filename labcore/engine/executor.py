@@ -1,6 +1,6 @@
 """Train every pending run of a plan: in this process ('local') or as Ray tasks ('ray').
 
-    python -m labcore.engine.executor --profile quick --executor ray        # make train EXECUTOR=ray
+    python -m labcore train --profile quick --executor ray        # make train EXECUTOR=ray
 
 Each run is a pure function of its config, so it can be trained anywhere. The pending runs become jobs
 (labcore.engine.jobs): a run alone, or a config's seeds fused into one batched model where that pays on the device
@@ -10,11 +10,9 @@ and not retried; one the machine stops (out of memory, a CUDA error, a full disk
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
-import sys
 import time
 from collections.abc import Iterator
 
@@ -22,15 +20,14 @@ import torch
 
 from labcore.store import runs
 from labcore.core.config import ConfigError
-from labcore.core.data import DataNotFoundError
 from labcore.core.data import check as check_data
-from labcore.faults import RunLost, advice, refused
+from labcore.faults import RunLost, advice
 from labcore.files import Busy, locked
 from labcore.store.planned import Planned
 from labcore.text import human_seconds
 from labcore.engine.jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
-from labcore.engine.plan import choose_profile, describe
-from labcore.machine import deterministic_process, pick_device
+from labcore.engine.plan import describe
+from labcore.machine import pick_device
 
 EXECUTORS = ("local", "ray")
 MAX_LOST_RETRIES = 1  # a run the machine stopped (out of memory, a CUDA error) is tried this many more times
@@ -145,6 +142,42 @@ def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
                           f"{busy.holder}) on this run store; wait for it to finish") from None
 
 
+def _plan_as_trained(profile: str, only: list[str] | None, executor: str, address: str | None, device: str,
+                     store: runs.RunStore, resolved: dict[str, dict] | None, cpus_per_run: int | None,
+                     gpus_per_run: float | None, fuse: str, retry_failed: bool) -> tuple[dict, str, torch.device]:
+    """The plan (labcore.engine.plan.describe) estimated for the executor that will train it, that executor
+    (picked when not given, and said), and the device kind its jobs train on (what decides fusing)."""
+    import importlib.util
+
+    # A Ray run on a CPU trains with cpus_per_run threads, not all of them: estimate (and order) for that.
+    # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
+    on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
+    planned_for = per_run if executor == "ray" and on_cpu else None
+    runs_on = job_device(executor or "local", device, gpus_per_run)
+    d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse,
+                 fuse_device=runs_on, retry_failed=retry_failed)
+    print(d["summary"], flush=True)
+    executor, why = choose_executor(executor, d["pending_seconds"], address, local_slots(device),
+                                    importlib.util.find_spec("ray") is not None)
+    if why:
+        print(why, flush=True)
+    cpu_ray = executor == "ray" and on_cpu and planned_for is None
+    if d["pending_seconds"] and (cpu_ray or job_device(executor, device, gpus_per_run) != runs_on):
+        runs_on = job_device(executor, device, gpus_per_run)  # picked other than planned: estimate again for it
+        d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run if cpu_ray else planned_for,
+                     fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed)
+    return d, executor, runs_on
+
+
+def _announce(todo: list[Planned], jobs: list[list[Planned]], executor: str, progress: Progress) -> None:
+    """One line before training: how many runs, how many fused, which executor, the estimated wall time."""
+    if todo:
+        n_fused = sum(len(j) for j in jobs if len(j) > 1)
+        fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
+        print(f"[labcore] training {len(todo)} run(s){fusing} with the {executor} executor; "
+              f"estimated {human_seconds(progress.eta())} of wall time", flush=True)
+
+
 def train(profile: str, only: list[str] | None = None, executor: str = "", address: str | None = None,
           device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
           gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
@@ -165,44 +198,19 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     store = store or runs.RunStore()
     start = time.perf_counter()
     with exclusive(store, profile):
-        # A Ray run on a CPU trains with cpus_per_run threads, not all of them: estimate (and order) for that.
-        # Asked for Ray outright, plan that way at once (a calibration at all threads would be thrown away).
-        on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
-        planned_for = per_run if executor == "ray" and on_cpu else None
-        runs_on = job_device(executor or "local", device, gpus_per_run)  # what decides fusing, as planned
-        d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse,
-                     fuse_device=runs_on, retry_failed=retry_failed)
-        print(d["summary"], flush=True)
-        import importlib.util
-
-        executor, why = choose_executor(executor, d["pending_seconds"], address, local_slots(device),
-                                        importlib.util.find_spec("ray") is not None)
-        if why:
-            print(why, flush=True)
-        cpu_ray = executor == "ray" and on_cpu and planned_for is None
-        if d["pending_seconds"] and (cpu_ray or job_device(executor, device, gpus_per_run) != runs_on):
-            runs_on = job_device(executor, device, gpus_per_run)
-            d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run if cpu_ray else planned_for,
-                         fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed)
+        d, executor, runs_on = _plan_as_trained(profile, only, executor, address, device, store, resolved,
+                                                cpus_per_run, gpus_per_run, fuse, retry_failed)
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in runs.to_train_states(retry_failed)]
         for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
             check_data(name)
         # Per run: its share when its job is fused, and what it takes alone (if that job is retried run by run).
         estimates = {p.key: d["estimates"].get(p.key, 0.0) for p in todo}
         alone = {p.key: d["alone_estimates"].get(p.key, 0.0) for p in todo}
-        if executor == "local":
-            slots = 1
-        else:
-            cpus_per_run = cpus_per_run or 1
-            slots = max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
-        jobs = group_jobs(todo, runs_on, fuse)
-        jobs.sort(key=lambda job: -sum(estimates[p.key] for p in job))  # longest job first
+        cpus_per_run = cpus_per_run or 1
+        slots = 1 if executor == "local" else max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
+        jobs = sorted(group_jobs(todo, runs_on, fuse), key=lambda job: -sum(estimates[p.key] for p in job))  # longest first
         progress = Progress(estimates, slots, headless, jobs)
-        if todo:
-            n_fused = sum(len(j) for j in jobs if len(j) > 1)
-            fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
-            print(f"[labcore] training {len(todo)} run(s){fusing} with the {executor} executor; "
-                  f"estimated {human_seconds(progress.eta())} of wall time", flush=True)
+        _announce(todo, jobs, executor, progress)
         try:
             if not todo:
                 out = Outcome()
@@ -212,66 +220,9 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
             else:
                 from labcore.engine.raypass import train_ray
 
-                out = train_ray(jobs, estimates, alone, store, tracking, address, cpus_per_run, gpus_per_run, cpus, progress,
-                                profile, deterministic)
+                out = train_ray(jobs, estimates, alone, store, tracking, address, cpus_per_run, gpus_per_run, cpus,
+                                progress, profile, deterministic)
         finally:
             progress.close()
     out.seconds, out.executor = time.perf_counter() - start, executor
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`make train`: train what the plan still needs; exit 0 when nothing failed or was lost."""
-    parser = argparse.ArgumentParser(description="Train every pending run of a profile's plan.")
-    parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
-    parser.add_argument("--only", default="", help="comma-separated notebook stems")
-    parser.add_argument("--executor", default="", help="local (this process) or ray (default: ray for a cluster, or "
-                        "where this machine trains several runs at once and 10 minutes or more are pending; else local)")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
-                        help="a Ray cluster's address (default: $RAY_ADDRESS; none: an embedded local Ray)")
-    parser.add_argument("--cpus-per-run", type=int, default=None, help="CPU threads per run with Ray (default 1)")
-    parser.add_argument("--gpus-per-run", type=float, default=None,
-                        help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
-    parser.add_argument("--cpus", type=int, default=None, help="CPUs an embedded Ray may use (default: all)")
-    parser.add_argument("--retry-failed", action="store_true", help="train runs stored as failed again")
-    parser.add_argument("--fuse", default="auto", help="train a config's seeds as one "
-                        "batched model: auto (where measured to pay: the MLPs on a CPU, everything on a GPU), on, off")
-    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no cuDNN benchmark, "
-                        "no TF32: runs repeat bit for bit on the same device and software, more slowly on a GPU")
-    parser.add_argument("--tracking", default=os.environ.get("LABCORE_TRACKING") or "offline",
-                        help="W&B mode for the runs: offline, online or disabled")
-    args = parser.parse_args(argv)
-    if args.deterministic:
-        deterministic_process()
-    try:
-        from labcore.exercises.params import check_selection, parse_only
-        from labcore.store.tracking import check_mode
-
-        check_mode(args.tracking, "--tracking")
-        profile, first = choose_profile(args.profile)
-        only = parse_only(args.only)
-        check_selection(profile, only)
-        if first:
-            print(first, flush=True)
-        out = train(profile, only, args.executor, args.address, tracking=args.tracking, cpus_per_run=args.cpus_per_run,
-                    gpus_per_run=args.gpus_per_run, cpus=args.cpus, retry_failed=args.retry_failed,
-                    deterministic=args.deterministic, fuse=args.fuse)
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
-        return refused(exc)
-    except RunLost as exc:
-        print(f"error: {exc}; {advice(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\n[labcore] interrupted: finished runs are stored; `make train` again trains only the rest",
-              file=sys.stderr, flush=True)
-        return 130
-    print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}; "
-          f"{len(out.failed)} failed, {len(out.lost)} lost (still pending: `make train` again retries them)", flush=True)
-    return 0 if not out.failed and not out.lost else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

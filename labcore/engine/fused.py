@@ -26,7 +26,8 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from labcore.core.config import RunConfig, TrainConfig
-from labcore.core.data import Splits, batches
+from labcore.core.batches import batches
+from labcore.core.data import Splits
 from labcore.core.models import count_parameters
 from labcore.core.train import EpochCallback, epoch_row, evaluate, init_model, make_optimizer, make_schedule
 from labcore.faults import lost

@@ -1,18 +1,17 @@
-"""The GPU path proven by one prepared command, for a GPU machine that is lent now and then for a few minutes.
+"""The GPU path proven by one prepared command, on an offline GPU node that already has PyTorch (as on many
+clusters, and the lent H200 machine).
 
-    make gpu-bundle              # here: .gpu-bundle/ (git-ignored, < 60 MiB): the wheels that machine lacks, data
-    make gpu-check               # there, in one command: writes gpu-check.json and gpu-check.log
+    make bundle                  # with the package registry: .gpu-bundle/, what the node lacks (labcore.engine.bundle)
+    make gpu-check               # on the node, in one command: writes gpu-check.json and gpu-check.log
     make gpu-check DEVICE=cpu    # here: the same script on tiny sizes (the test suite runs it, so it cannot rot)
 
-That machine reaches no package registry and holds PyTorch, numpy, pandas, matplotlib, seaborn, scikit-learn and
-pytest, but not the notebook stack (papermill, nbconvert, ipykernel, ...), W&B or Ray; the bundle carries the
-notebook stack as wheels (installed into a temporary folder, not the machine's Python) and subsets of MNIST and
-CIFAR-10 as compressed uint8 arrays (labcore's `arrays` data layout; reports built from them say so). The check
-runs each part on its own, so one failing part still leaves the others' figures in the JSON.
+It installs the bundle's wheels into a temporary folder (never into the node's Python) where the notebook stack is
+missing, then runs each part on its own, so that one failing part still leaves the others' figures in the JSON:
+the `gpu`-marked tests on the device, the smoke notebooks trained and rendered there, the calibration of `full`,
+and He et al.'s ResNets timed alone, fused and sharing the device.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,107 +24,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from labcore.engine.bundle import BUNDLE, install
 from labcore.files import replacing
 from labcore.paths import PROJECT_ROOT
-
-BUNDLE = PROJECT_ROOT / ".gpu-bundle"
-BUNDLE_LIMIT = 60 * 2**20  # bytes: what travels to the GPU machine is at most 64 MiB, the code included
-# The notebook stack: these and what they need, less what the GPU machine already has (DEVICE_HAS).
-NEEDED = ("papermill", "nbconvert", "nbformat", "nbclient", "ipykernel", "jupyter-client")
-DEVICE_HAS = {  # python3 there (2026-11, the tool library's KINDS.md), the part that the stack's closure meets
-    "aiohttp", "anyio", "attrs", "certifi", "charset-normalizer", "click", "idna", "jinja2", "markupsafe", "numpy",
-    "packaging", "pandas", "pillow", "psutil", "pygments", "pyparsing", "python-dateutil", "pyyaml", "requests",
-    "six", "tqdm", "typing-extensions", "urllib3", "setuptools", "wheel", "pip", "h11", "httpx", "httpcore",
-    "sniffio", "filelock", "fsspec", "matplotlib", "scipy", "scikit-learn", "seaborn", "torch", "torchvision",
-    "pytest", "pluggy", "iniconfig", "protobuf", "msgpack", "cloudpickle", "joblib", "threadpoolctl", "tzdata"}
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64")
-DATA_SUBSETS = {"mnist": (6000, 1000), "cifar10": (2000, 1000)}  # (train, test) images: enough for the smoke profile
-
-
-def _norm(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-# The GPU machine's interpreter, for the requirements' environment markers (PEP 508).
-DEVICE_PYTHON = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-                 "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
-                 "platform_python_implementation": "CPython", "platform_machine": "x86_64", "extra": ""}
-
-
-def closure(roots: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(name, version) of `roots` and everything they require on the GPU machine's Python (no extras), with the
-    versions installed here, less what that machine has (DEVICE_HAS)."""
-    from packaging.requirements import Requirement
-
-    seen: dict[str, str] = {}
-    todo = list(roots)
-    while todo:
-        name = _norm(todo.pop())
-        if name in seen or name in DEVICE_HAS:
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise SystemExit(f"error: the GPU machine needs {name}, which is not installed here; pip install it "
-                             "(same version as there) and run `make gpu-bundle` again") from None
-        seen[name] = dist.version
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate(DEVICE_PYTHON):
-                todo.append(req.name)
-    return sorted(seen.items())
-
-
-def bundle(out: Path = BUNDLE, data_root: Path | None = None) -> dict[str, Any]:
-    """Write the bundle: wheels of the notebook stack for the GPU machine's Python 3.12, and data subsets."""
-    from labcore.core import data
-
-    wheels = out / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    wanted = closure(NEEDED)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(wheels),
-           *[f"{n}=={v}" for n, v in wanted]]
-    subprocess.run(cmd, check=True)
-    (out / "data").mkdir(exist_ok=True)
-    for name, (n_train, n_test) in DATA_SUBSETS.items():
-        raw = data.load_raw(name, data_root)
-        import torch
-
-        g = torch.Generator().manual_seed(0)
-        tr, te = torch.randperm(len(raw.y_train), generator=g)[:n_train], torch.randperm(len(raw.y_test), generator=g)[:n_test]
-        data.save_arrays(data.Raw(raw.x_train[tr], raw.y_train[tr], raw.x_test[te], raw.y_test[te], raw.source),
-                         out / "data" / f"{name}.npz", partial=True)
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    if size > BUNDLE_LIMIT:
-        raise SystemExit(f"error: {out} holds {size / 2**20:.1f} MiB, over the {BUNDLE_LIMIT / 2**20:.0f} MiB that may "
-                         "travel with the code; drop a package or shrink DATA_SUBSETS")
-    return {"wheels": len(wanted), "mib": round(size / 2**20, 1), "folder": str(out)}
-
-
-def _install_bundle(site: Path) -> None:
-    """Install the bundle's wheels into `site` (not the machine's Python) when the notebook stack is missing here."""
-    try:
-        import papermill  # noqa: F401
-        return
-    except ImportError:
-        pass
-    wheels = sorted((BUNDLE / "wheels").glob("*.whl"))
-    if not wheels:
-        raise SystemExit(f"error: papermill is not installed and {BUNDLE}/wheels is empty; run `make gpu-bundle` on a "
-                         "machine with the package registry, and carry .gpu-bundle")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--target", str(site), *map(str, wheels)], check=True)
-    # Its python3 kernel spec would start `python`, which that machine may lack: without it, jupyter_client starts
-    # ipykernel with this very interpreter (its native kernel).
-    shutil.rmtree(site / "share" / "jupyter" / "kernels", ignore_errors=True)
-    sys.path.insert(0, str(site))
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
-    # --target puts nbconvert's templates (and ipykernel's kernel spec) under <site>/share/jupyter, off Jupyter's
-    # default search path: without this every page would fail to render for want of its template.
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(site / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")])
-
 
 def _part(result: dict, name: str, fn, log) -> None:
     """Run one part of the check; its failure is recorded, not fatal."""
@@ -187,7 +88,7 @@ def notebooks(device: str, tiny: bool, work: Path) -> dict[str, str]:
            "LABCORE_TRACKING": "disabled", "LABCORE_HEADLESS": "1"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # every notebook's device "auto" then means the CPU
-    cmd = [sys.executable, "-m", "labcore.report.build", "--profile", "smoke", "--executor", "local"]
+    cmd = [sys.executable, "-m", "labcore", "report", "--profile", "smoke", "--executor", "local"]
     if tiny:
         cmd += ["--only", "01_mlp_baseline"]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -221,6 +122,13 @@ def estimate(device: str, tiny: bool, work: Path) -> dict[str, Any]:
             "device": d["device"]}
 
 
+def _steps_command(device: str, depth: int, n: int, width: int, members: int) -> list[str]:
+    """A fresh Python that prints steps(...): each timing in its own process, so runs sharing the GPU are real
+    separate processes and no timing inherits another's caches."""
+    call = f"print(steps({device!r}, {depth}, {n}, {width}, {members}))"
+    return [sys.executable, "-c", f"from labcore.engine.gpucheck import steps; {call}"]
+
+
 def timing(device: str, tiny: bool) -> dict[str, Any]:
     """He et al.'s ResNet-20 and -56 (width 16, batch 128, CIFAR-sized inputs on the device) for a few hundred
     steps: one run alone; 4 seeds fused into one model (labcore.engine.fused); and 4 runs at once in separate processes
@@ -228,11 +136,11 @@ def timing(device: str, tiny: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     steps, runs_at_once = (5, 2) if tiny else (300, 4)
     for depth in ((8,) if tiny else (20, 56)):
-        cmd = [sys.executable, "-m", "labcore.engine.gpucheck", "steps", "--device", device, "--depth", str(depth),
-               "--steps", str(steps), "--width", "4" if tiny else "16"]
+        cmd = _steps_command(device, depth, steps, 4 if tiny else 16, 1)
         start = time.perf_counter()
         alone = float(subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
-        fused = float(subprocess.run(cmd + ["--members", str(runs_at_once)], cwd=PROJECT_ROOT, capture_output=True,
+        fused_cmd = _steps_command(device, depth, steps, 4 if tiny else 16, runs_at_once)
+        fused = float(subprocess.run(fused_cmd, cwd=PROJECT_ROOT, capture_output=True,
                                      text=True, check=True).stdout.split()[-1])
         procs = [subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(runs_at_once)]
         shared = [float(p.communicate()[0].split()[-1]) for p in procs]
@@ -323,7 +231,7 @@ def check(device: str, out: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix="labcore-gpu-check-"))
     if (BUNDLE / "data").is_dir():
         os.environ["LABCORE_DATA"] = str(BUNDLE / "data")
-    _install_bundle(work / "site")
+    install(work / "site")
     result: dict[str, Any] = {"device": device, "tiny": tiny}
     _part(result, "software", lambda: software(device), log)
     _part(result, "tests", lambda: run_tests(out, device), log)
@@ -338,39 +246,3 @@ def check(device: str, out: Path) -> Path:
     log(f"gpu-check: wrote {path}")
     log_file.close()
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`make gpu-bundle` (bundle), `make gpu-check` (run), and the timing helper (steps)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bundle", help="write .gpu-bundle/ (needs the package registry and LABCORE_DATA)")
-    b.add_argument("--out", type=Path, default=BUNDLE)
-    r = sub.add_parser("run", help="run the check and write gpu-check.json")
-    r.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    r.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "gpu-check")
-    s = sub.add_parser("steps", help="time training steps of a CIFAR ResNet (used by the timing part)")
-    s.add_argument("--device", default="cuda")
-    s.add_argument("--depth", type=int, default=20)
-    s.add_argument("--steps", type=int, default=300)
-    s.add_argument("--width", type=int, default=16)
-    s.add_argument("--members", type=int, default=1, help="seeds fused into one model")
-    args = parser.parse_args(argv)
-    if args.command == "bundle":
-        print(f"gpu-bundle: {bundle(args.out)}")
-    elif args.command == "run":
-        if args.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                print("error: no CUDA GPU here; run `make gpu-check` on the GPU machine, or `make gpu-check DEVICE=cpu` "
-                      "for the tiny version", file=sys.stderr)
-                return 2
-        check(args.device, args.out)
-    else:
-        print(f"{steps(args.device, args.depth, args.steps, args.width, args.members):.6f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

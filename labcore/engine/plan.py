@@ -1,7 +1,7 @@
 """Plans of whole profiles: every run a profile's notebooks need, merged, with its state in the run store and the
 estimated cost of what is pending; which profile to use when none is named; `make plan`.
 
-    python -m labcore.engine.plan --profile quick [--only 02_cnn_depth]
+    python -m labcore plan --profile quick [--only 02_cnn_depth]
 
 Each exercise's own plan lives in its module (labcore.exercises.exercise, labcore/exercises/); the notebook calls it too,
 so what is planned here is exactly what the notebook will ask for. Runs several notebooks share are planned
@@ -10,7 +10,6 @@ own: it reads 01's and 03's runs, declared as its UPSTREAM.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterable
@@ -22,10 +21,8 @@ from labcore.exercises import exercise
 from labcore import machine
 from labcore.text import human_seconds
 from labcore.core.config import ConfigError
-from labcore.core.data import DataNotFoundError
 from labcore.store.planned import Planned
-from labcore.exercises.params import check_selection, notebook_stems, parse_only
-from labcore.paths import runs_dir
+from labcore.exercises.params import notebook_stems
 from labcore.store.runs import TO_TRAIN, RunStore, to_train_states
 
 
@@ -160,6 +157,29 @@ def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) ->
     return out
 
 
+def _step_costs(unstored: list[Planned], members: dict[str, int], device: str, calibrate: bool | str,
+                threads: int | None) -> tuple[dict[str, dict], str]:
+    """The calibrated step costs of the architectures not stored (labcore.engine.calibrate), alone and for each
+    size of fused group, at the threads a run will get; and the device's name. Empty when `calibrate` is
+    "cached" and the cache does not cover them all, or False."""
+    from labcore.engine import calibrate as cal
+
+    sizes = sorted({n for n in members.values() if n > 1})
+    with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
+        dev = cal.device_name(device)
+        costs: dict[str, dict] = {}
+        for n in [1] + sizes:  # each run alone, and the fused groups of each size
+            cfgs = [p.cfg for p in unstored] if n == 1 else [p.cfg for p in unstored if members[p.key] == n]
+            if not (calibrate and cfgs):
+                continue
+            got = cal.coarse(cfgs, device, members=n) if calibrate == "coarse" else \
+                cal.calibrate(cfgs, device, cached_only=calibrate == "cached", members=n)
+            if not got:  # "cached" and not all of them are: no estimate at all
+                return {}, dev
+            costs.update(got)
+    return costs, dev
+
+
 def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
              store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
              fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False) -> dict[str, Any]:
@@ -183,21 +203,8 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     members = {p.key: 1 for p in unstored}
     members.update({p.key: len(job) for job in group_jobs(todo, fuse_device or machine.pick_device(device), fuse)
                     for p in job})
-    sizes = sorted({n for n in members.values() if n > 1})
-    with machine.threads(threads):  # the device's name and its step times, both at the threads a run will get
-        estimates, alone_estimates, peak, total, alone = {}, {}, None, None, None
-        dev = cal.device_name(device)
-        costs: dict[str, dict] = {}
-        for n in [1] + sizes:  # each run alone, and the fused groups of each size
-            cfgs = [p.cfg for p in unstored] if n == 1 else [p.cfg for p in unstored if members[p.key] == n]
-            if not (calibrate and cfgs):
-                continue
-            got = cal.coarse(cfgs, device, members=n) if calibrate == "coarse" else \
-                cal.calibrate(cfgs, device, cached_only=calibrate == "cached", members=n)
-            if not got:  # "cached" and not all of them are: no estimate at all
-                costs = {}
-                break
-            costs.update(got)
+    costs, dev = _step_costs(unstored, members, device, calibrate, threads)
+    estimates, alone_estimates, peak, total, alone = {}, {}, None, None, None
     if costs:  # what finished runs of the same architectures took here beats a few timed steps
         done = [store.get(p.cfg) for p, s in zip(planned, table.state) if s == "stored"]
         for key, seen in cal.learned([r for r in done if r is not None], dev).items():
@@ -238,38 +245,3 @@ def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
     if acc is not None:
         print(f"calibration so far: {acc['runs']} finished runs took {acc['median_ratio']:.2f}x their estimate "
               f"(median; range {acc['min_ratio']:.2f}-{acc['max_ratio']:.2f}x)", file=file)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`make plan`: print what a profile would train, without training."""
-    parser = argparse.ArgumentParser(description="Print the runs a profile needs, what is stored, and what the rest would cost.")
-    parser.add_argument("--profile", default="", help="smoke, quick or full (default: full with a GPU or Ray cluster, else quick)")
-    parser.add_argument("--only", default="", help="comma-separated notebook stems")
-    parser.add_argument("--device", default="auto", help="device to estimate for: cpu, cuda, ... (default: auto)")
-    parser.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
-    parser.add_argument("--fuse", default="auto", help="as `make train` will: auto, on or off (labcore.engine.fused)")
-    parser.add_argument("--exact", action="store_true", help="time every architecture now (minutes on a CPU for "
-                        "full) instead of a coarse FLOP-based estimate for those not timed yet")
-    args = parser.parse_args(argv)
-    try:
-        profile, first = choose_profile(args.profile)
-        only = parse_only(args.only)
-        check_selection(profile, only)
-        if first:
-            print(first, flush=True)
-        print_plan(describe(profile, only, args.device,
-                            calibrate=False if args.no_calibrate else True if args.exact else "coarse", fuse=args.fuse))
-        if first:
-            print(other_cost(profile, args.device))
-        print(f"run store: {runs_dir()}")
-        sys.stdout.flush()  # a closed pipe fails here, inside the try, rather than at exit
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no second error at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

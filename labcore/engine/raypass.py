@@ -132,6 +132,74 @@ def remote_task(cpus_per_run: int, gpus_per_run: float, fn=None):
                       max_retries=MAX_RETRIES, retry_exceptions=False)(fn or ray_task)
 
 
+class _Pass:
+    """One Ray pass's bookkeeping: the tasks in flight, the runs to try again alone, and what came of each."""
+
+    def __init__(self, estimates: dict[str, float], alone: dict[str, float], store: runs.RunStore,
+                 progress: Progress, submit_args: tuple) -> None:
+        self.estimates, self.alone, self.store, self.progress = estimates, alone, store, progress
+        self.args = submit_args  # (tracking, cpus_per_run, profile, deterministic, code): the same for every task
+        self.inflight: dict[Any, list[Planned]] = {}
+        self.retry: list[Planned] = []
+        self.tried: set[str] = set()
+        self.out = Outcome()
+
+    def submit(self, job: list[Planned], fn: Any) -> None:
+        """Start one job as a task of `fn`, with each run's estimate (its share when fused, else alone)."""
+        tracking, cpus_per_run, profile, deterministic, code = self.args
+        per_run = self.estimates if len(job) > 1 else self.alone
+        self.inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
+                                deterministic, code)] = job
+
+    def again_alone(self, job: list[Planned], what: str) -> None:
+        """A job the machine stopped: its runs are tried again at the end, each alone on its device."""
+        print(f"[labcore] {describe_job(job)} lost to {what}; tried again at the end, each run alone on its "
+              "device", flush=True)
+        self.retry.extend(job)
+        self.progress.alone(job, self.alone)
+
+    def settle(self, ref: Any) -> None:
+        """A finished task: its runs stored, or retried alone, or lost with the reason; a bug propagates."""
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        job = self.inflight.pop(ref)
+        try:
+            trained = ray.get(ref)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, OtherCode):
+                raise exc.cause from None  # one line: which node, which files
+            if not isinstance(exc.cause, RunLost):
+                raise  # a bug in labcore: stop here (train_ray cancels the rest)
+            c = exc.cause
+            if len(job) > 1 or job[0].key not in self.tried:
+                self.again_alone(job, c.resource)
+            else:
+                self.out.lose(job[0], self.progress, c.resource, c.reason, advice(c))
+            return
+        except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
+            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
+                self.again_alone(job, f"{type(exc).__name__}: {why}")
+            else:
+                self.out.lose(job[0], self.progress, type(exc).__name__, why)
+            return
+        for p, t in zip(job, trained):
+            self.keep(p, t)
+
+    def keep(self, p: Planned, t: Any) -> None:
+        """Store one trained run (after checking it trained on this driver's data)."""
+        check_same_data(t.result)
+        try:
+            with self.store.lock(p.cfg):
+                self.store.put_or_lose(t)
+        except RunLost as exc:  # this machine cannot write the store (disk full): the run stays pending
+            self.out.lose(p, self.progress, exc.resource, exc.reason, advice(exc))
+            return
+        self.out.trained.append(t.result)
+        self.progress.finished(t.result, t.result.node or "ray")
+
+
 def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
               store: runs.RunStore, tracking: str,
               address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
@@ -143,11 +211,9 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
     `alone`: each run's estimate trained alone."""
     started = connect(address, cpus)
     import ray
-    from ray.exceptions import RayError, RayTaskError
 
-    out = Outcome()
-    inflight: dict[Any, list[Planned]] = {}
-
+    code = {kind: identity.code_fingerprint(kind) for kind in identity.ROOTS}  # each worker checks it has these
+    state = _Pass(estimates, alone, store, progress, (tracking, cpus_per_run, profile, deterministic, code))
     try:
         res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
         if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
@@ -157,71 +223,24 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
         progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
         task = remote_task(cpus_per_run, gpus_per_run)
         alone_task = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try
-
-        def submit(job: list[Planned], fn) -> None:
-            per_run = estimates if len(job) > 1 else alone
-            inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
-                               deterministic, code)] = job
-
-        code = {kind: identity.code_fingerprint(kind) for kind in identity.ROOTS}  # each worker checks it has these
-
         for job in jobs:  # already longest first; Ray starts them in submission order as resources free up
-            submit(job, task)
-        retry: list[Planned] = []
-        tried: set[str] = set()
-
-        def again_alone(job: list[Planned], what: str) -> None:
-            print(f"[labcore] {describe_job(job)} lost to {what}; tried again at the end, each run alone on its "
-                  "device", flush=True)
-            retry.extend(job)
-            progress.alone(job, alone)
-
-        while inflight or retry:
-            if not inflight:  # the main pass is done: lost runs once more, one at a time, each alone on its device
-                p = retry.pop(0)
-                tried.add(p.key)
-                submit([p], alone_task)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            state.submit(job, task)
+        while state.inflight or state.retry:
+            if not state.inflight:  # the main pass is done: lost runs once more, one at a time, each alone
+                p = state.retry.pop(0)
+                state.tried.add(p.key)
+                state.submit([p], alone_task)
+            ready, _ = ray.wait(list(state.inflight), num_returns=1, timeout=1.0)
             for ref in ready:
-                job = inflight.pop(ref)
-                try:
-                    trained = ray.get(ref)
-                except RayTaskError as exc:
-                    if isinstance(exc.cause, OtherCode):
-                        raise exc.cause from None  # one line: which node, which files
-                    if not isinstance(exc.cause, RunLost):
-                        raise  # a bug in labcore: stop here (the handler below cancels the rest)
-                    c = exc.cause
-                    if len(job) > 1 or job[0].key not in tried:
-                        again_alone(job, c.resource)
-                    else:
-                        out.lose(job[0], progress, c.resource, c.reason, advice(c))
-                    continue
-                except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
-                    why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-                    if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
-                        again_alone(job, f"{type(exc).__name__}: {why}")
-                    else:
-                        out.lose(job[0], progress, type(exc).__name__, why)
-                    continue
-                for p, t in zip(job, trained):
-                    check_same_data(t.result)
-                    try:
-                        with store.lock(p.cfg):
-                            store.put_or_lose(t)
-                    except RunLost as exc:  # this machine cannot write the store (disk full): the run stays pending
-                        out.lose(p, progress, exc.resource, exc.reason, advice(exc))
-                        continue
-                    out.trained.append(t.result)
-                    progress.finished(t.result, t.result.node or "ray")
+                state.settle(ref)
     except BaseException:  # Ctrl-C included: stop what still runs, keep what finished
-        for ref in inflight:
+        for ref in state.inflight:
             ray.cancel(ref, force=True)
         raise
     finally:
         if started:
             ray.shutdown()
-    return out
+    return state.out
 
 
 def concurrent_runs(resources: dict[str, float], cpus_per_run: int, gpus_per_run: float) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from labcore.analysis import plots, reference
+from labcore.analysis import gradient_plots, reference
 from labcore.core import probes
 from labcore.store import provenance, runs
 from labcore.core.config import ConfigError, ModelConfig, RunConfig, from_dict
@@ -214,7 +214,7 @@ def first_conv_gradients(store: RunStore, tw: Twins, device: torch.device) -> di
 
 
 def first_conv_labelled(grads: dict[tuple[int, bool, int], torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`first_conv_gradients` keyed by readable labels, for plots.filter_grads."""
+    """`first_conv_gradients` keyed by readable labels, for gradient_plots.filter_grads."""
     return {f"{n} layers, {'residual' if res else 'plain'}, epoch {e}": g for (n, res, e), g in grads.items()}
 
 
@@ -271,7 +271,7 @@ def mlp_gradients(store: RunStore, mlp_run: RunResult, probe: dict, device: torc
 def mlp_flow_figures(grads: pd.DataFrame) -> list:
     """The classic gradient-flow plot of the MLP at initialisation, halfway and at the end of training."""
     epochs = sorted(set(grads["epoch"]))
-    return [plots.gradient_flow(probes.flow(grads[grads["epoch"] == e]), title=f"MLP on MNIST: gradient flow at epoch {e}")
+    return [gradient_plots.gradient_flow(probes.flow(grads[grads["epoch"] == e]), title=f"MLP on MNIST: gradient flow at epoch {e}")
             for e in sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})]
 
 
@@ -356,4 +356,4 @@ def summary(stats: pd.DataFrame, grad_compare: pd.DataFrame, tw: Twins, curves: 
     probed = [r for rs in trained.values() for r in rs] + [mlp_run]
     return {"metrics": metrics, "headline": headline,
             "provenance": provenance.of_runs(probed, device, tracking, seeds=tw.seeds, init_seeds=init_seeds, probe=probe),
-            "figure": plots.grad_vs_depth(curves, title=f"ConvNet-{deepest}: gradient norm by layer")}
+            "figure": gradient_plots.grad_vs_depth(curves, title=f"ConvNet-{deepest}: gradient norm by layer")}

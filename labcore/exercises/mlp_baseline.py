@@ -162,5 +162,5 @@ def summary(results: list[RunResult], long_results: list[RunResult], conv: dict,
                                              f"{long_conv['verdict']}"),
     ]
     return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs(results, device, tracking, seeds=[r.config.seed for r in results]),
+            "provenance": provenance.of_runs([*results, *long_results], device, tracking, seeds=[r.config.seed for r in results]),
             "figure": plots.training_curves(runs.histories(results), title="MLP on MNIST")}

@@ -1,6 +1,6 @@
 """Open a profile's reports in a real browser (headless Chromium through Playwright) and check what a reader gets:
 
-    python -m labcore.report.browse --profile smoke        (make check-report PROFILE=smoke)
+    python -m labcore check-report --profile smoke        (make check-report PROFILE=smoke)
 
 Per page: no console error, no request that leaves the file (every resource is embedded or local), every
 image decoded, a title naming the profile, the banner, every table-of-contents link landing on its section,
@@ -10,15 +10,12 @@ Playwright's own browser download is never used: it drives an installed Chromium
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from labcore.core.config import ConfigError
-from labcore.paths import reports_dir
 
 WIDTH, HEIGHT = 1280, 900  # a laptop window, CSS pixels
 SCALE = 2  # device pixels per CSS pixel: screenshots as a high-DPI screen shows the page
@@ -91,7 +88,7 @@ def check_page(browser, path: Path, profile: str, shots: Path) -> PageCheck:
         result.problems.append(f"title {result.title!r} does not name the profile {profile!r}")
     if not seen["banner"]:
         result.problems.append("no profile banner")
-    if path.name != "index.html" and not seen["toc"]:
+    if path.name not in ("index.html", "runs.html") and not seen["toc"]:  # one table each: nothing to list
         result.problems.append("no table of contents")
     if seen["overflow"] > 0:
         result.problems.append(f"page is {seen['overflow']} px wider than a {WIDTH} px window")
@@ -106,7 +103,8 @@ def check_reports(out_dir: Path, profile: str) -> list[PageCheck]:
     """Every page of a built profile (index first), checked in one headless browser session."""
     from playwright.sync_api import sync_playwright
 
-    pages = [out_dir / "index.html", *sorted(out_dir.glob("[0-9][0-9]_*.html"))]
+    pages = [out_dir / "index.html", out_dir / "runs.html", *sorted(out_dir.glob("[0-9][0-9]_*.html"))]
+    pages = [p for p in pages if p.is_file() or p.name == "index.html"]
     if not pages[0].is_file():
         raise ConfigError(f"no reports in {out_dir}: build them first with `make report PROFILE={profile}`")
     with sync_playwright() as pw:
@@ -115,25 +113,3 @@ def check_reports(out_dir: Path, profile: str) -> list[PageCheck]:
             return [check_page(browser, p, profile, out_dir / "screenshots") for p in pages]
         finally:
             browser.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (`make check-report`); exit 1 when any page has a problem."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="smoke")
-    parser.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
-    args = parser.parse_args(argv)
-    try:
-        checks = check_reports((args.out or reports_dir()) / args.profile, args.profile)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for c in checks:
-        print(f"{c.page}: {'ok' if not c.problems else f'{len(c.problems)} problem(s)'}; screenshot {c.screenshot}")
-        for p in c.problems:
-            print(f"  - {p}")
-    return 0 if not any(c.problems for c in checks) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

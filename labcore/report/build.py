@@ -1,7 +1,7 @@
 """Build the reports: papermill over each notebook with a profile's parameters, nbconvert to HTML,
 a JSON record per notebook, and an index page.
 
-    python -m labcore.report.build --profile smoke --only 01_mlp_baseline
+    python -m labcore report --profile smoke --only 01_mlp_baseline
 
 Every parameter file is read, merged over the notebook's own defaults and validated before any
 notebook runs, so a typo fails in a second with a one-line error and no report is touched.
@@ -10,7 +10,7 @@ Metrics come from the executed notebook itself: it calls `publish`, which leaves
 """
 from __future__ import annotations
 
-import argparse
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -26,11 +26,11 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import CaselessStrEnum
 
 from labcore.core.config import ConfigError
-from labcore.core.data import DataNotFoundError, check
+from labcore.core.data import check
 from labcore.exercises.exercise import parameters
-from labcore.exercises.params import NOTEBOOKS, PROFILES, merged_parameters, check_selection, datasets_needed, notebook_stems, parse_only
-from labcore.faults import refused
+from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selection, datasets_needed, notebook_stems
 from labcore.files import Busy, locked, replacing
+from labcore.machine import show_progress
 from labcore.paths import reports_dir
 from labcore.text import human_seconds
 from labcore.report import render
@@ -85,19 +85,49 @@ def reuse(stem: str, out_dir: Path, old: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
-            reduced: list[str] | None = None, built: set[str] | None = None,
-            inputs: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
-    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
-    `built`: the run keys this build trained before the notebooks (counted per report)."""
-    import base64
-
-    import nbformat
+def _run_notebook(stem: str, params: dict[str, Any], executed: Path, progress: dict[str, Any] | None) -> str | None:
+    """Execute the notebook with papermill into `executed`; the error in one line, or None. `progress`: tqdm's
+    settings for a bar of cells done (a terminal), or None (quiet: a log, the tests, CI)."""
     import papermill
 
-    from labcore.store.provenance import collect
-    from labcore.machine import pick_device
+    error = None
+    try:
+        papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
+                                   cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=progress or False,
+                                   report_mode=False, request_save_on_cell_execute=True,
+                                   kernel_manager_class=IPCKernelManager)
+    except Exception as exc:  # papermill's execution error, a dead kernel, ...
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    if not executed.is_file():  # the kernel never started: nothing executed, keep the source for the record
+        shutil.copy(NOTEBOOKS / f"{stem}.ipynb", executed)
+    return error
+
+
+def progress_bar(profile: str, stem: str, last: float | None) -> dict[str, Any]:
+    """tqdm's settings for one notebook on a terminal: its name, cells done of all, the time spent, and the last
+    build's time as the estimate (a notebook's cells take very different times, so a rate per cell would mislead)."""
+    estimate = f", last build {human_seconds(last)}" if last else ""
+    return {"desc": f"[labcore] {profile}/{stem}", "unit": "cell", "leave": False,
+            "bar_format": "{desc}: {n_fmt}/{total_fmt} cells, {elapsed}" + estimate + " {bar:20}"}
+
+
+def last_seconds(out_dir: Path, stem: str) -> float | None:
+    """How long the notebook took when its page was last built here (the estimate for this build), if known."""
+    try:
+        old = json.loads((out_dir / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return old.get("seconds") if old.get("status") == "ok" else None
+
+
+def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
+            reduced: list[str] | None = None, built: set[str] | None = None,
+            inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
+    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
+    `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
+    _run_notebook."""
+    import nbformat
 
     work = out_dir / f".work-{stem}"
     shutil.rmtree(work, ignore_errors=True)
@@ -105,42 +135,15 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
     try:  # a full disk or Ctrl-C here leaves no half-written staging folder behind
         executed = work / f"{stem}.ipynb"
         start = time.perf_counter()
-        error = None
-        try:
-            papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
-                                       cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
-                                       report_mode=False, request_save_on_cell_execute=True,
-                                       kernel_manager_class=IPCKernelManager)
-        except Exception as exc:  # papermill's execution error, a dead kernel, ...
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        error = _run_notebook(stem, params, executed, progress)
         seconds = time.perf_counter() - start
-        if not executed.is_file():  # the kernel never started: nothing executed, keep the source for the record
-            shutil.copy(NOTEBOOKS / f"{stem}.ipynb", executed)
         nb = nbformat.read(executed, as_version=4)
         payload = _result_output(nb)
         if error is None and payload is None:
             error = "the notebook finished without calling labcore.report.publish.publish(...)"
-        payload = payload or {}
-        if payload.get("figure_png"):
+        record = _record(stem, profile, nb, payload or {}, params, seconds, error, built or set(), inputs)
+        if (payload or {}).get("figure_png"):
             (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
-        record = {
-            "notebook": stem,
-            "title": render.exercise_title(nb),
-            "profile": profile,
-            "status": "ok" if error is None else "failed",
-            "headline": payload.get("headline", []),
-            "metrics": payload.get("metrics", {}),
-            "parameters": params,
-            # A notebook that failed before publishing: this environment, the device it would have used.
-            "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
-                                                               tracking=params.get("tracking"),
-                                                               note="notebook failed before publishing"),
-            "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
-            "runs": _run_counts(payload.get("provenance") or {}, built or set()),
-            "seconds": round(seconds, 1),
-            "error": error,
-            "inputs": inputs,  # what the page is a function of (labcore.report.inputs): reused while they hold
-        }
         (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
         (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
         _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
@@ -148,6 +151,32 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _record(stem: str, profile: str, nb: Any, payload: dict[str, Any], params: dict[str, Any], seconds: float,
+            error: str | None, built: set[str], inputs: dict[str, str] | None) -> dict[str, Any]:
+    """A page's JSON record: what the notebook published, how it ran, and what the page is a function of."""
+    from labcore.machine import pick_device
+    from labcore.store.provenance import collect
+
+    return {
+        "notebook": stem,
+        "title": render.exercise_title(nb),
+        "profile": profile,
+        "status": "ok" if error is None else "failed",
+        "headline": payload.get("headline", []),
+        "metrics": payload.get("metrics", {}),
+        "parameters": params,
+        # A notebook that failed before publishing: this environment, the device it would have used.
+        "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
+                                                           tracking=params.get("tracking"),
+                                                           note="notebook failed before publishing"),
+        "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
+        "runs": _run_counts(payload.get("provenance") or {}, built),
+        "seconds": round(seconds, 1),
+        "error": error,
+        "inputs": inputs,  # what the page is a function of (labcore.report.inputs): reused while they hold
+    }
 
 
 def _install(work: Path, out_dir: Path, stem: str, keep_previous: bool) -> None:
@@ -165,9 +194,26 @@ def _install(work: Path, out_dir: Path, stem: str, keep_previous: bool) -> None:
     work.rmdir()
 
 
+def write_runs(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> Path:
+    """runs.html: a row for every run the pages in `out_dir` used, read from the run store (labcore.report.runs_page)."""
+    from labcore.report import runs_page
+    from labcore.store.runs import RunStore
+
+    provs = [r.get("provenance") or {} for r in records]
+    newest = max(provs, key=lambda p: p.get("time") or "", default={})
+    git = {**(newest.get("git") or {}), "dirty": any((p.get("git") or {}).get("dirty") for p in provs)}
+    banner = render.banner(profile, newest.get("time"), git, "; ".join(sorted({p["device"] for p in provs
+                                                                             if p.get("device")})) or None)
+    out = out_dir / "runs.html"
+    with replacing(out) as tmp:
+        tmp.write_text(runs_page.page(profile, runs_page.rows(records, RunStore()), banner), encoding="utf-8")
+    return out
+
+
 def write_index(out_dir: Path, profile: str) -> Path:
-    """index.html for every report in `out_dir`, in notebook order (see labcore.report.render.index)."""
+    """runs.html and index.html for every report in `out_dir`, in notebook order (see labcore.report.render.index)."""
     records = [json.loads(f.read_text()) for f in sorted(out_dir.glob("[0-9][0-9]_*.json"))]
+    write_runs(out_dir, profile, records)
     index = out_dir / "index.html"
     with replacing(index) as tmp:
         tmp.write_text(render.index(out_dir, profile, records), encoding="utf-8")
@@ -241,6 +287,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
         print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
               "show failed runs; lost ones are trained in their kernel)", flush=True)
+    bars = show_progress()  # asked before the kernels' environment says headless: a terminal gets a bar per notebook
     os.environ["LABCORE_HEADLESS"] = "1"
     out_dir = (out_root or reports_dir()) / profile
     records = []
@@ -253,57 +300,14 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
                 print(f"[labcore] {profile}/{stem}: reused (its notebook, parameters, runs, code, data and packages "
                       "are those of the page built last time; FORCE=1 runs it anyway)", flush=True)
                 continue
+            last = last_seconds(out_dir, stem)
             print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
             rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params),
-                          {r.key for r in trained.trained}, now)
-            print(f"[labcore] {profile}/{stem}: {rec['status']} in {rec['seconds']} s"
+                          {r.key for r in trained.trained}, now, progress_bar(profile, stem, last) if bars else None)
+            print(f"[labcore] {profile}/{stem}: {rec['status']} in {human_seconds(rec['seconds'])}"
+                  + (f" (last build {human_seconds(last)})" if last else "")
                   + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
             records.append(rec)
         index = write_index(out_dir, profile)
     print(f"[labcore] index: {index}", flush=True)
     return records
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (`make report` calls this)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="", help=f"one of {', '.join(PROFILES)} (default: full with a CUDA GPU "
-                        "or a Ray cluster, quick otherwise)")
-    parser.add_argument("--only", default="", help="comma-separated notebook stems, e.g. 01_mlp_baseline")
-    parser.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
-    parser.add_argument("--executor", default="", help="how runs not stored yet are trained first: local or ray "
-                        "(default: picked as by `make train`)")
-    parser.add_argument("--cpus-per-run", type=int, default=None, help="as for `make train`: CPU threads per Ray run")
-    parser.add_argument("--gpus-per-run", type=float, default=None, help="as for `make train`: GPUs per Ray run")
-    parser.add_argument("--deterministic", action="store_true", help="as for `make train`: repeatable GPU numerics")
-    parser.add_argument("--fuse", default="auto", help="as for `make train`: fuse seeds (auto, on, off)")
-    parser.add_argument("--force", action="store_true", help="execute every notebook, even those whose page's "
-                        "inputs are unchanged since the last build")
-    args = parser.parse_args(argv)
-    if args.deterministic:
-        from labcore.machine import deterministic_process
-
-        deterministic_process()
-    only = parse_only(args.only)
-    try:
-        from labcore.engine.plan import choose_profile
-
-        profile, first = choose_profile(args.profile)
-        if first:
-            print(first, flush=True)
-        records = build(profile, only, args.out, args.executor, os.environ.get("RAY_ADDRESS") or None,
-                        args.cpus_per_run, args.gpus_per_run, args.deterministic, args.fuse, args.force)
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
-        return refused(exc)
-    except KeyboardInterrupt:
-        print("\n[labcore] interrupted: finished runs are stored; `make report` again trains only the rest",
-              file=sys.stderr, flush=True)
-        return 130
-    return 0 if all(r["status"] == "ok" for r in records) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """`make diff A=<reports folder> B=<reports folder>`: two builds of one profile compared number by number.
 
-    python -m labcore.report.diff reports/smoke /elsewhere/reports/smoke
+    python -m labcore diff reports/smoke /elsewhere/reports/smoke
 
 Two commits of labcore, two machines, or a student's build against the course's reference: what differs in the
 settings, the code, the packages, the device and the data comes first, since it explains the rest; then every
@@ -10,11 +10,9 @@ nothing differs beyond seed noise and nothing in the settings, 1 otherwise.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,27 +171,12 @@ def _slug(folder: Path) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(Path(folder).resolve().parts[-2:])).strip("-")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`make diff A=... B=...`: the page, one line, and exit 0 when the builds agree."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="the page (default: reports/diff-<a>-<b>.html)")
-    args = parser.parse_args(argv)
-    try:
-        result = diff(args.a, args.b)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def write(a: Path, b: Path, out: Path | None = None) -> tuple[Path, list[str], str, bool]:
+    """`make diff A=... B=...`: compare the builds and write the page; returns (the page, the settings that differ
+    per report as lines, the summary line, whether they agree)."""
+    result = diff(a, b)
     line, same = summary_line(result)
-    out = args.out or reports_dir() / f"diff-{_slug(args.a)}-{_slug(args.b)}.html"
+    out = out or reports_dir() / f"diff-{_slug(a)}-{_slug(b)}.html"
     with replacing(out) as tmp:
-        tmp.write_text(page(args.a, args.b, result, line), encoding="utf-8")
-    for text in settings_lines(result):
-        print(text)
-    print(f"diff: {line}; {out}")
-    return 0 if same else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        tmp.write_text(page(a, b, result, line), encoding="utf-8")
+    return out, settings_lines(result), line, same

@@ -291,4 +291,13 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
 {banner(profile, newest.get("time"), git, "; ".join(devices) or None)}{verified}
 <p>Do deeper networks train better, and why do residual connections help? One report per exercise; every number
 is computed by the notebook from runs it trained or loaded from the run store. Index written {utc()}.{previous}</p>
-<table><tr><th>exercise</th><th>headline</th><th>summary</th></tr>{''.join(rows)}</table></body></html>"""
+<table><tr><th>exercise</th><th>headline</th><th>summary</th></tr>{''.join(rows)}</table>{_runs_link(out_dir)}</body></html>"""
+
+
+def _runs_link(out_dir: Path) -> str:
+    """The line under the index's table that leads to the page of every run (when it was written)."""
+    if not (out_dir / "runs.html").is_file():
+        return ""
+    return ("<p><a href='runs.html'><strong>Every run of this build</strong></a>: one row per run the pages used, with "
+            "its settings, status, final metrics, time against the estimate, where it trained and what code and data "
+            "it was trained with; sort, filter, and click a run for its curves.</p>")

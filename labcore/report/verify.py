@@ -1,7 +1,7 @@
 """`make verify`: re-derive stored runs from their configs alone and compare them, number by number and weight by
 weight, with what the run store holds.
 
-    python -m labcore.report.verify --profile smoke [--only 01_mlp_baseline] [--sample 2|all]
+    python -m labcore verify --profile smoke [--only 01_mlp_baseline] [--sample 2|all]
 
 Each sampled run is trained again from its config in a scratch store (the run store is never written) and
 compared with its record: every epoch's metrics, the test metrics and predictions, and the final weights. With the
@@ -11,11 +11,9 @@ other weights in model.pt) is named from the checksums the store wrote with the 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +22,6 @@ from typing import Any
 
 from labcore.text import human_seconds
 from labcore.core.config import ConfigError, RunConfig
-from labcore.core.data import DataNotFoundError
 from labcore.store.planned import Planned
 from labcore.files import replacing, sha256
 from labcore.paths import reports_dir
@@ -175,14 +172,32 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunCo
     return groups[key][list(rec.fused).index(cfg.seed)]
 
 
+def _check_one(p: Planned, rec: Any, store: Any, scratch: Any, device: str,
+               kept: Callable[[RunConfig], tuple[int, ...]], groups: dict) -> tuple[str, bool]:
+    """One sampled run: its files against their checksums, then re-derived (as it trained: same thread count,
+    fused with its seeds where it was) into `scratch` and compared with the store; (verdict line, repeats)."""
+    import torch
+
+    from labcore import machine
+
+    folder = store.path(p.cfg)
+    changed = changed_files(folder)
+    if changed:
+        return f"changed after training: {', '.join(changed)} (its checksum no longer matches)", False
+    with machine.threads((rec.numerics or {}).get("threads")):
+        again = rederive(p.cfg, rec, device, kept, groups)
+    scratch.put(again.result, again.model_state, again.checkpoints)
+    weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    diff = differences(rec, weights, again.result, again.model_state or {})
+    line, ok = verdict(diff, settings_differ(rec, again.result) + nondeterministic(rec))
+    return line + (" (a record from before checksums)" if changed is None else ""), ok
+
+
 def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, device: str = "auto",
            out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     """Re-derive a sample of the profile's stored runs and compare them (see the module); writes and returns the
     summary, also saved as reports/<profile>/verify.json for the index. `shard` (i, n): only every n-th sampled
     run from the i-th, so that n processes share the work (each writes verify-<i>of<n>.json)."""
-    import torch
-
-    from labcore import machine
     from labcore.engine import plan
     from labcore.store import runs
 
@@ -205,19 +220,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
     with tempfile.TemporaryDirectory(prefix="labcore-verify-") as scratch:
         scratch_store = runs.RunStore(scratch)
         for p in chosen:
-            rec, folder = records[p.key], store.path(p.cfg)
-            changed = changed_files(folder)
-            if changed:
-                line, ok = f"changed after training: {', '.join(changed)} (its checksum no longer matches)", False
-            else:
-                with machine.threads((rec.numerics or {}).get("threads")):  # as it trained: same thread count
-                    again = rederive(p.cfg, rec, device, kept, groups)
-                scratch_store.put(again.result, again.model_state, again.checkpoints)
-                weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-                diff = differences(rec, weights, again.result, again.model_state or {})
-                line, ok = verdict(diff, settings_differ(rec, again.result) + nondeterministic(rec))
-                if changed is None:
-                    line += " (a record from before checksums)"
+            line, ok = _check_one(p, records[p.key], store, scratch_store, device, kept, groups)
             ok_count += ok
             lines.append({"run": p.cfg.label(), "key": p.key, "ok": ok, "verdict": line, "stale": p in stale})
             log(f"[labcore] verify {p.cfg.label()} ({p.key}){' (stale)' if p in stale else ''}: {line}")
@@ -236,36 +239,3 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
         tmp.write_text(json.dumps(result, indent=1))
     log(f"verify {profile}: {summary}; written to {out}")
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`make verify`: exit 0 when every sampled run repeats (bit for bit, or within tolerance where settings differ)."""
-    from labcore.exercises.params import check_selection, parse_only
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="", help="the profile whose stored runs to re-derive (default: as make plan)")
-    parser.add_argument("--only", default="", help="comma-separated notebook stems")
-    parser.add_argument("--sample", default="2", help="runs per notebook (of its cheapest half), or 'all'")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--shard", default="0/1", help="i/n: the i-th of n processes sharing the sample")
-    args = parser.parse_args(argv)
-    try:
-        if args.sample != "all" and not args.sample.isdigit():
-            raise ConfigError(f"SAMPLE={args.sample!r}: give a number of runs per notebook, or all")
-        from labcore.engine.plan import choose_profile
-
-        profile, first = choose_profile(args.profile)
-        if first:
-            print(first, flush=True)
-        only = parse_only(args.only)
-        check_selection(profile, only)
-        i, n = (int(x) for x in args.shard.split("/"))
-        result = verify(profile, only, None if args.sample == "all" else int(args.sample), args.device, shard=(i, n))
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if result["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

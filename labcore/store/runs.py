@@ -107,6 +107,15 @@ class RunStore:
         """Folder of the run for `cfg` (present only once the run finished)."""
         return self.root / cfg.key()
 
+    def config_at(self, key: str) -> RunConfig | None:
+        """The config of the run stored under `key` (a key a report recorded), read from its record, or None when
+        there is no readable record of it; `state`, `get`, `staleness` and `damage` then answer for that config."""
+        try:
+            cfg = RunConfig.build(**json.loads((self.root / key / "result.json").read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cfg if cfg.key() == key else None  # a record under another config's key is not this run
+
     def _read(self, cfg: RunConfig) -> tuple[str, dict | str | None]:
         """('missing', None), ('damaged', why) or ('ok'|'failed', record)."""
         folder = self.path(cfg)

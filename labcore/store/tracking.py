@@ -7,7 +7,6 @@ overridden by the environment variable LABCORE_TRACKING when it is set.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,16 @@ def unsynced_runs() -> list[Path]:
     """Offline runs never uploaded with `wandb sync` (which leaves a *.wandb.synced file in the run's folder)."""
     runs = sorted((wandb_dirs()["WANDB_DIR"] / "wandb").glob("offline-run-*"))
     return [r for r in runs if r.is_dir() and not any(r.glob("*.synced"))]
+
+
+def unsynced_message() -> str | None:
+    """What `make clean` would lose, in one line naming the runs and how to keep them; None when nothing."""
+    runs = unsynced_runs()
+    if not runs:
+        return None
+    shown = ", ".join(r.name for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+    return (f"make clean would delete {len(runs)} W&B offline run(s) never synced ({shown}); upload them with "
+            f"`wandb sync {runs[0].parent}/offline-run-*`, or delete them anyway with `make clean FORCE=1`")
 
 
 def run_name(label: str, key: str) -> str:
@@ -120,23 +129,3 @@ class Tracker:
             self.run.summary.update(summary or {})
             self.run.finish()
             self.run = None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m labcore.store.tracking --check-clean`: exit 1, naming them, when offline runs were never synced."""
-    args = argv if argv is not None else sys.argv[1:]
-    if args != ["--check-clean"]:
-        print("usage: python -m labcore.store.tracking --check-clean", file=sys.stderr)
-        return 2
-    runs = unsynced_runs()
-    if runs:
-        shown = ", ".join(r.name for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
-        print(f"make clean would delete {len(runs)} W&B offline run(s) never synced ({shown}); upload them with "
-              f"`wandb sync {runs[0].parent}/offline-run-*`, or delete them anyway with `make clean FORCE=1`",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

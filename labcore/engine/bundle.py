@@ -1,0 +1,160 @@
+"""What an offline GPU node lacks, carried to it: `make bundle` writes .gpu-bundle/ (git-ignored) for a node that
+has PyTorch but no package registry, as many cluster nodes do.
+
+    make bundle                          # for the lent H200 machine (labcore/engine/nodes/nvidia-h200.txt)
+    make bundle HAVE=node.txt            # for your node: what it has, as `pip freeze` there wrote it
+
+What the node has is an input: a `pip freeze` of its Python, plus one line naming that Python's version, made on
+the node with
+
+    { echo "# python $(python3 -c 'import platform; print(platform.python_version())')"; python3 -m pip freeze; } > node.txt
+
+The bundle holds wheels of the notebook stack (papermill, nbconvert, ipykernel and what they need on that Python,
+less what the node has) and subsets of MNIST and CIFAR-10 as compressed uint8 arrays (labcore's `arrays` data
+layout; reports built from them say so). `make gpu-check` on the node installs the wheels into a temporary folder,
+never into the node's Python (labcore.engine.gpucheck).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from labcore.core.config import ConfigError
+from labcore.paths import PROJECT_ROOT
+
+BUNDLE = PROJECT_ROOT / ".gpu-bundle"
+LENT_NODE = Path(__file__).parent / "nodes" / "nvidia-h200.txt"
+BUNDLE_LIMIT = 60 * 2**20  # bytes: what travels to the lent machine is at most 64 MiB, the code included
+NEEDED = ("papermill", "nbconvert", "nbformat", "nbclient", "ipykernel", "jupyter-client")  # the notebook stack
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64")
+DATA_SUBSETS = {"mnist": (6000, 1000), "cifar10": (2000, 1000)}  # (train, test) images: enough for the smoke profile
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """An offline node: its Python's version (for wheels and environment markers) and the packages it has."""
+
+    python: str  # e.g. "3.12.3"
+    has: frozenset[str]  # normalised distribution names
+    source: str  # where this was read from, for messages
+
+
+def norm(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_node(path: Path, python: str | None = None) -> Node:
+    """The node described by a `pip freeze` file with a '# python X.Y.Z' line (`python` overrides it)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"HAVE={path}: cannot read it ({exc.strerror}); write it on the node with `pip freeze` "
+                          "(labcore/engine/bundle.py says how)") from None
+    stated = next((m.group(1) for ln in lines if (m := re.match(r"#\s*python\s+(\d+\.\d+(\.\d+)?)\s*$", ln))), None)
+    version = python or stated
+    if not version or not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
+        raise ConfigError(f"HAVE={path} names no Python version: add a line '# python 3.12.3' (the node's "
+                          "`python3 --version`), or give PYTHON_VERSION=3.12.3")
+    names = {norm(re.split(r"\s*(?:==|@|>=|<=|~=|!=|===|\[|;|\s)", ln.strip(), maxsplit=1)[0])
+             for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "-"))}
+    return Node(version, frozenset(names), str(path))
+
+
+def markers(node: Node) -> dict[str, str]:
+    """The node's interpreter as PEP 508 environment markers (a Linux x86-64 CPython, as the wheels' platforms)."""
+    full = node.python if node.python.count(".") == 2 else node.python + ".0"
+    return {"python_version": ".".join(full.split(".")[:2]), "python_full_version": full, "sys_platform": "linux",
+            "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython", "platform_machine": "x86_64", "extra": ""}
+
+
+def closure(roots: tuple[str, ...], node: Node) -> list[tuple[str, str]]:
+    """(name, version) of `roots` and everything they require on the node's Python (no extras), with the versions
+    installed here, less what the node has."""
+    from packaging.requirements import Requirement
+
+    env = markers(node)
+    seen: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = norm(todo.pop())
+        if name in seen or name in node.has:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise ConfigError(f"the node needs {name}, which is not installed here; pip install it (the version "
+                              "the node should get) and run `make bundle` again") from None
+        seen[name] = dist.version
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate(env):
+                todo.append(req.name)
+    return sorted(seen.items())
+
+
+def _data_subsets(out: Path, data_root: Path | None) -> None:
+    """DATA_SUBSETS of each dataset, drawn with a fixed seed, as partial `arrays` files."""
+    import torch
+
+    from labcore.core import data
+
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for name, (n_train, n_test) in DATA_SUBSETS.items():
+        raw = data.load_raw(name, data_root)
+        g = torch.Generator().manual_seed(0)
+        tr = torch.randperm(len(raw.y_train), generator=g)[:n_train]
+        te = torch.randperm(len(raw.y_test), generator=g)[:n_test]
+        data.save_arrays(data.Raw(raw.x_train[tr], raw.y_train[tr], raw.x_test[te], raw.y_test[te], raw.source),
+                         out / "data" / f"{name}.npz", partial=True)
+
+
+def bundle(node: Node, out: Path = BUNDLE, data_root: Path | None = None) -> dict[str, Any]:
+    """Write the bundle for `node`: the notebook stack's wheels for its Python, and the data subsets."""
+    wanted = closure(NEEDED, node)
+    wheels = out / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    version = "".join(markers(node)["python_version"].split("."))  # "3.12" -> "312", as pip's --python-version
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+           version, "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(wheels),
+           *[f"{n}=={v}" for n, v in wanted]]
+    subprocess.run(cmd, check=True)
+    _data_subsets(out, data_root)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if size > BUNDLE_LIMIT:
+        raise ConfigError(f"{out} holds {size / 2**20:.1f} MiB, over the {BUNDLE_LIMIT / 2**20:.0f} MiB that may "
+                          "travel with the code; drop a package or shrink DATA_SUBSETS")
+    return {"node": node.source, "python": node.python, "wheels": len(wanted), "mib": round(size / 2**20, 1),
+            "folder": str(out)}
+
+
+def install(site: Path, folder: Path = BUNDLE) -> None:
+    """Install the bundle's wheels into `site` (not the node's Python) when the notebook stack is missing here."""
+    try:
+        import papermill  # noqa: F401 - only whether it imports
+        return
+    except ImportError:
+        pass
+    wheels = sorted((folder / "wheels").glob("*.whl"))
+    if not wheels:
+        raise ConfigError(f"papermill is not installed and {folder}/wheels is empty; run `make bundle` on a machine "
+                          "with the package registry, and carry .gpu-bundle")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--target", str(site), *map(str, wheels)], check=True)
+    # Its python3 kernel spec would start `python`, which the node may lack: without it, jupyter_client starts
+    # ipykernel with this very interpreter (its native kernel).
+    shutil.rmtree(site / "share" / "jupyter" / "kernels", ignore_errors=True)
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
+    # --target puts nbconvert's templates (and ipykernel's kernel spec) under <site>/share/jupyter, off Jupyter's
+    # default search path: without this every page would fail to render for want of its template.
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(site / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")])

@@ -1,0 +1,71 @@
+"""One command line: every verb answers --help at once, bad input is one line, and the Makefile calls the verbs."""
+import ast
+import re
+import subprocess
+import sys
+
+import pytest
+
+from labcore import cli
+
+from .conftest import ROOT
+
+
+def test_every_verb_has_its_help(capsys):
+    for verb in cli.VERBS:
+        with pytest.raises(SystemExit) as stop:
+            cli.main([verb, "--help"])
+        assert stop.value.code == 0, verb
+        assert f"python -m labcore {verb}" in capsys.readouterr().out
+
+
+def test_the_issue_s_verbs_are_there():
+    wanted = {"plan", "train", "report", "verify", "diff", "lab", "check-report", "gpu-check", "bundle"}
+    assert wanted <= set(cli.VERBS)
+
+
+def test_help_needs_no_pytorch():
+    """`python -m labcore --help` answers without importing PyTorch (the first command answers in a moment)."""
+    code = "import sys, runpy; sys.argv = ['labcore', '--help']\ntry:\n    runpy.run_module('labcore', run_name='__main__')\n" \
+           "except SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False"), out
+
+
+def test_an_unknown_verb_or_option_is_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["trian"])
+    assert stop.value.code == 2 and "invalid choice: 'trian'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["plan", "--profle", "smoke"])
+    assert stop.value.code == 2
+
+
+@pytest.mark.parametrize("shard", ["1/1", "x", "2/1", "-1/2"])
+def test_a_bad_shard_is_one_line(shard, capsys):
+    assert cli.main(["verify", "--profile", "smoke", f"--shard={shard}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --shard") and err.count("\n") == 1
+
+
+def test_a_bad_sample_is_one_line(capsys):
+    assert cli.main(["verify", "--profile", "smoke", "--sample", "some"]) == 2
+    assert "SAMPLE='some'" in capsys.readouterr().err
+
+
+def test_no_module_but_the_cli_has_a_main():
+    """The verbs live in labcore/cli.py; the layers below expose functions, not command lines of their own."""
+    found = []
+    for path in (ROOT / "labcore").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        mains = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        if path.name not in ("cli.py", "__main__.py") and ("main" in names or mains):
+            found.append(str(path.relative_to(ROOT)))
+    assert not found, f"a command line outside labcore/cli.py: {found}"
+
+
+def test_the_makefile_calls_the_verbs():
+    makefile = (ROOT / "Makefile").read_text()
+    called = set(re.findall(r"-m labcore ([a-z-]+)", makefile))
+    assert called == set(cli.VERBS), f"verbs the Makefile does not call, or calls that are no verb: {called ^ set(cli.VERBS)}"
