@@ -164,3 +164,10 @@ def test_a_reader_sorts_filters_and_opens_curves_in_a_real_browser(built):
             assert (tmp / "runs.png").stat().st_size > 10_000 and not errors, errors
         finally:
             browser.close()
+
+
+def test_the_executor_is_read_from_the_node_as_the_ray_pass_tags_it():
+    from labcore.engine.raypass import executor_of
+
+    assert executor_of("vm (ray node e7be6c1f)") == "ray"
+    assert executor_of("vm") == "local" and executor_of(None) is None

@@ -21,6 +21,7 @@ from labcore.faults import RunLost, advice
 from labcore.engine.jobs import Outcome, Progress, describe_job, train_job
 from labcore.machine import deterministic_process, share_gpu
 
+RAY_NODE = "ray node"  # a run a Ray task trained names its node "<host> (ray node <id>)"
 MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
 
 
@@ -72,8 +73,13 @@ def ray_task(job: list[Planned], tracking: str, threads: int, estimates: dict[st
     share_gpu(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))  # a fractional GPU: its memory too
     trained = train_job(job, task_device(ray.get_gpu_ids()), tracking, estimates, profile, deterministic)
     node_id = ray.get_runtime_context().get_node_id()[:8]
-    return [dataclasses.replace(t, result=dataclasses.replace(t.result, node=f"{t.result.node} (ray node {node_id})"))
+    return [dataclasses.replace(t, result=dataclasses.replace(t.result, node=f"{t.result.node} ({RAY_NODE} {node_id})"))
             for t in trained]
+
+
+def executor_of(node: str | None) -> str | None:
+    """How a stored run was trained, read from its node as this pass tags it: 'ray' or 'local' (None: unknown)."""
+    return None if not node else "ray" if f"({RAY_NODE} " in node else "local"
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:

@@ -12,6 +12,7 @@ import math
 from typing import Any, Callable
 
 from labcore.core.datasets import SIZES
+from labcore.engine.raypass import executor_of
 from labcore.report.render import CSS
 from labcore.store.provenance import regimes, trained_with
 from labcore.store.runs import RunStore
@@ -56,7 +57,7 @@ def _row(key: str, notebooks: list[str], store: RunStore) -> dict:
            "notebooks": notebooks, "family": m.family, "depth": m.depth, "width": m.width,
            "variant": "residual" if m.residual else "plain", "seed": cfg.seed, "epochs": t.epochs, "lr": t.lr,
            "optimizer": t.optimizer, "dataset": d.name, "train_size": "subset" if d.subset else "full",
-           "n_train": d.subset or SIZES[d.name][0] - d.val_size, "executor": None,  # the store does not record it
+           "n_train": d.subset or SIZES[d.name][0] - d.val_size, "executor": None,
            "status": {"stored": "ok"}.get(state, state), "note": None, "history": []}
     if result is None:  # damaged: the config is readable, its result is not
         return {**row, "note": store.damage(cfg)}
@@ -66,7 +67,8 @@ def _row(key: str, notebooks: list[str], store: RunStore) -> dict:
     row.update(status="failed" if not result.ok else row["status"], test_acc=_finite(summary["test_acc"]),
                val_acc=_finite(summary["val_acc"]), train_loss=_finite(summary["train_loss"]),
                seconds=_finite(result.seconds), estimate_seconds=_finite(result.estimate_seconds),
-               device=result.device, node=result.node, fused=how["fused"], compiled=how["compiled"],
+               device=result.device, node=result.node, executor=executor_of(result.node), fused=how["fused"],
+               compiled=how["compiled"],
                note="; ".join(n for n in notes if n) or None,
                history=[{k: _finite(e.get(k)) for k in HISTORY} for e in result.history])
     row["ratio"] = (row["seconds"] / row["estimate_seconds"]
