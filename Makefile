@@ -47,7 +47,10 @@ help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: PROFILE=smoke|quick|full  ONLY=01_mlp_baseline,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
-	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  FUSE=auto|on|off  (Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token)"
+	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  FUSE=auto|on|off  FORCE=1 (report: every notebook; clean: anyway)"
+	@echo "           EXACT=1 (plan)  SAMPLE=2|all (verify)  A=... B=... (diff)  LAB_PORT=8888 (lab)"
+	@echo "           HAVE=<pip freeze of the node> PYTHON_VERSION=3.12.3 (bundle)  DEVICE=cuda|cpu OUT=<folder> (gpu-check)"
+	@echo "           Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token"
 	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)."
 
 $(STAMP): pyproject.toml

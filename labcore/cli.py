@@ -71,7 +71,10 @@ def plan(args: argparse.Namespace) -> int:
     if not args.profile:
         print(other_cost(profile, args.device))
     print(f"run store: {runs_dir()}")
-    sys.stdout.flush()  # a closed pipe fails here, inside the handler, rather than at exit
+    try:
+        sys.stdout.flush()  # a closed pipe fails here rather than at exit
+    except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -146,13 +149,18 @@ def diff(args: argparse.Namespace) -> int:
 
 def lab(args: argparse.Namespace) -> int:
     """JupyterLab on the project, on loopback, with a token made here and printed in the URL to open."""
+    import importlib.util
+
+    from labcore.core.config import ConfigError
     from labcore.paths import PROJECT_ROOT
 
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise ConfigError("JupyterLab is not installed in this Python; `make venv` installs it (pyproject.toml)")
     token = secrets.token_hex(24)
     print(f"[labcore] JupyterLab: open http://localhost:{args.port}/lab/tree/notebooks?token={token}", flush=True)
     print('[labcore] set a notebook\'s profile = "quick" (after make train PROFILE=quick) to explore real results',
           flush=True)
-    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={PROJECT_ROOT}",
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={PROJECT_ROOT}",
            "--LabApp.default_url=/lab/tree/notebooks", f"--port={args.port}", "--ServerApp.port_retries=0",
            "--ServerApp.ip=127.0.0.1"]
     if os.geteuid() == 0:  # Jupyter refuses root without --allow-root; a root container rarely has a browser
@@ -296,8 +304,7 @@ VERBS: dict[str, tuple[str, Callable, Callable, str]] = {
     "train": ("train every pending or stale run of a profile's plan", _options_train, train, "make train"),
     "report": ("train what the notebooks need, then build the pages that changed", _options_report, report,
                "make report"),
-    "verify": ("re-derive stored and stale runs and compare them with the store", _options_verify, verify,
-               "make verify"),
+    "verify": ("re-derive stored and stale runs and compare them with the store", _options_verify, verify, ""),
     "diff": ("compare two builds of one profile number by number", _options_diff, diff, ""),
     "lab": ("JupyterLab on the project, on loopback, printing the URL to open", _options_lab, lab, ""),
     "check-report": ("open the built pages in headless Chromium: checks and screenshots", _options_built,
@@ -325,25 +332,30 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; its exit status (2 for bad input, named in one line; 130 after Ctrl-C)."""
     args = parser().parse_args(argv)  # --help and bad options end here, before PyTorch is imported
-    from labcore.core.config import ConfigError
-    from labcore.core.data import DataNotFoundError
-    from labcore.faults import RunLost, advice, refused
-
     again = VERBS[args.verb][3]
     try:
         return args.handler(args)
-    except (ConfigError, DataNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunLost as exc:
-        print(f"error: {exc}; {advice(exc)}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no error at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as exc:  # the machine refused a write: one line naming the path, never a traceback
-        return refused(exc)
     except KeyboardInterrupt:
         print("\n[labcore] interrupted" + (f": finished runs are stored; `{again}` again does only the rest"
                                            if again else ""), file=sys.stderr, flush=True)
         return 130
+    except Exception as exc:  # noqa: BLE001 - sorted below; what is not bad input or the machine's is re-raised
+        return _failed(exc)
+
+
+def _failed(exc: Exception) -> int:
+    """Bad input and the machine's refusals as one line (exit 2, or `refused`'s); anything else is a bug: raised.
+    The classes are imported here, after the fact, so that a verb that never touches PyTorch never imports it."""
+    from labcore.core.config import ConfigError
+    from labcore.core.data import DataNotFoundError
+    from labcore.faults import RunLost, advice, refused
+
+    if isinstance(exc, (ConfigError, DataNotFoundError)):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, RunLost):
+        print(f"error: {exc}; {advice(exc)}", file=sys.stderr)
+        return 2
+    if isinstance(exc, OSError):  # the machine refused a write: one line naming the path, never a traceback
+        return refused(exc)
+    raise exc

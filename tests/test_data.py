@@ -133,7 +133,7 @@ def test_real_cifar10_splits():
 
 
 def test_the_compact_arrays_layout_round_trips_and_a_subset_says_so(tmp_path, monkeypatch):
-    """`<root>/<name>.npz` (what `make gpu-bundle` writes): loaded as written; a partial copy serves only the splits
+    """`<root>/<name>.npz` (what `make bundle` writes): loaded as written; a partial copy serves only the splits
     it holds, and every report built from it names it as a subset."""
     import pytest
     import torch

@@ -31,8 +31,10 @@ from labcore.paths import PROJECT_ROOT
 
 BUNDLE = PROJECT_ROOT / ".gpu-bundle"
 LENT_NODE = Path(__file__).parent / "nodes" / "nvidia-h200.txt"
-BUNDLE_LIMIT = 60 * 2**20  # bytes: what travels to the lent machine is at most 64 MiB, the code included
-NEEDED = ("papermill", "nbconvert", "nbformat", "nbclient", "ipykernel", "jupyter-client")  # the notebook stack
+# What the check runs on the node: the notebook stack, labcore's own requirements (pyproject.toml) and pytest; less
+# what it needs no wheel of: PyTorch (the node's own), and Ray and W&B (the check trains in-process, untracked).
+STACK = ("papermill", "nbconvert", "nbformat", "nbclient", "ipykernel", "jupyter-client", "pytest")
+NOT_CARRIED = frozenset({"torch", "torchvision", "ray", "wandb", "jupyterlab", "ipywidgets", "labcore"})
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
 DATA_SUBSETS = {"mnist": (6000, 1000), "cifar10": (2000, 1000)}  # (train, test) images: enough for the smoke profile
@@ -40,11 +42,13 @@ DATA_SUBSETS = {"mnist": (6000, 1000), "cifar10": (2000, 1000)}  # (train, test)
 
 @dataclasses.dataclass(frozen=True)
 class Node:
-    """An offline node: its Python's version (for wheels and environment markers) and the packages it has."""
+    """An offline node: its Python's version (for wheels and environment markers), the packages it has (with
+    their versions where the file gives them), and at most how much may travel to it."""
 
     python: str  # e.g. "3.12.3"
-    has: frozenset[str]  # normalised distribution names
+    has: dict[str, str | None]  # normalised distribution name -> version (None: unknown)
     source: str  # where this was read from, for messages
+    max_mib: float | None = None  # the bundle's limit: the lent machine takes 64 MiB with the code
 
 
 def norm(name: str) -> str:
@@ -52,8 +56,16 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _package(line: str) -> tuple[str, str | None]:
+    """'Name==1.2' -> ('name', '1.2'); 'name @ file://...', 'name>=1' or 'name' -> (name, None)."""
+    name = re.split(r"\s*(?:===|==|@|>=|<=|~=|!=|>|<|\[|;|\s)", line.strip(), maxsplit=1)[0]
+    pinned = re.match(r"^[A-Za-z0-9._-]+\s*===?\s*([^\s;]+)", line.strip())
+    return norm(name), pinned.group(1) if pinned else None
+
+
 def read_node(path: Path, python: str | None = None) -> Node:
-    """The node described by a `pip freeze` file with a '# python X.Y.Z' line (`python` overrides it)."""
+    """The node described by a `pip freeze` file with a '# python X.Y.Z' line (`python` overrides it) and,
+    optionally, a '# max N MiB' line (what may travel to it)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
@@ -62,11 +74,11 @@ def read_node(path: Path, python: str | None = None) -> Node:
     stated = next((m.group(1) for ln in lines if (m := re.match(r"#\s*python\s+(\d+\.\d+(\.\d+)?)\s*$", ln))), None)
     version = python or stated
     if not version or not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
-        raise ConfigError(f"HAVE={path} names no Python version: add a line '# python 3.12.3' (the node's "
-                          "`python3 --version`), or give PYTHON_VERSION=3.12.3")
-    names = {norm(re.split(r"\s*(?:==|@|>=|<=|~=|!=|===|\[|;|\s)", ln.strip(), maxsplit=1)[0])
-             for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "-"))}
-    return Node(version, frozenset(names), str(path))
+        raise ConfigError(f"{path} names no Python version: add a line '# python 3.12.3' (the node's `python3 "
+                          "--version`), or give it: --python 3.12.3 (make bundle PYTHON_VERSION=3.12.3)")
+    limit = next((float(m.group(1)) for ln in lines if (m := re.match(r"#\s*max\s+([\d.]+)\s*MiB", ln))), None)
+    has = dict(_package(ln) for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "-")))
+    return Node(version, has, str(path), limit)
 
 
 def markers(node: Node) -> dict[str, str]:
@@ -77,17 +89,38 @@ def markers(node: Node) -> dict[str, str]:
             "platform_python_implementation": "CPython", "platform_machine": "x86_64", "extra": ""}
 
 
-def closure(roots: tuple[str, ...], node: Node) -> list[tuple[str, str]]:
-    """(name, version) of `roots` and everything they require on the node's Python (no extras), with the versions
-    installed here, less what the node has."""
+def roots() -> list[str]:
+    """What the check needs on the node: the notebook stack, pytest, and labcore's own requirements less
+    NOT_CARRIED (each as a requirement string, so a version the node has that labcore refuses is carried)."""
+    from packaging.requirements import Requirement
+
+    own = [r for r in metadata.requires("labcore") or [] if "extra ==" not in r]
+    return list(STACK) + [r for r in own if norm(Requirement(r).name) not in NOT_CARRIED]
+
+
+def _needed(req, node: Node) -> bool:
+    """Whether a requirement needs a wheel: the node lacks it, or has a version the requirement refuses."""
+    name = norm(req.name)
+    if name in NOT_CARRIED:
+        return False
+    if name not in node.has:
+        return True
+    have = node.has[name]
+    return have is not None and bool(req.specifier) and not req.specifier.contains(have, prereleases=True)
+
+
+def closure(wanted: list[str], node: Node) -> list[tuple[str, str]]:
+    """(name, version) of the `wanted` requirements and everything they require on the node's Python (no extras),
+    with the versions installed here, less what the node has in a version they accept."""
     from packaging.requirements import Requirement
 
     env = markers(node)
     seen: dict[str, str] = {}
-    todo = list(roots)
+    todo = [Requirement(w) for w in wanted]
     while todo:
-        name = norm(todo.pop())
-        if name in seen or name in node.has:
+        req = todo.pop()
+        name = norm(req.name)
+        if name in seen or not _needed(req, node):
             continue
         try:
             dist = metadata.distribution(name)
@@ -95,10 +128,7 @@ def closure(roots: tuple[str, ...], node: Node) -> list[tuple[str, str]]:
             raise ConfigError(f"the node needs {name}, which is not installed here; pip install it (the version "
                               "the node should get) and run `make bundle` again") from None
         seen[name] = dist.version
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate(env):
-                todo.append(req.name)
+        todo += [r for r in map(Requirement, dist.requires or []) if r.marker is None or r.marker.evaluate(env)]
     return sorted(seen.items())
 
 
@@ -120,7 +150,7 @@ def _data_subsets(out: Path, data_root: Path | None) -> None:
 
 def bundle(node: Node, out: Path = BUNDLE, data_root: Path | None = None) -> dict[str, Any]:
     """Write the bundle for `node`: the notebook stack's wheels for its Python, and the data subsets."""
-    wanted = closure(NEEDED, node)
+    wanted = closure(roots(), node)
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     version = "".join(markers(node)["python_version"].split("."))  # "3.12" -> "312", as pip's --python-version
@@ -130,9 +160,9 @@ def bundle(node: Node, out: Path = BUNDLE, data_root: Path | None = None) -> dic
     subprocess.run(cmd, check=True)
     _data_subsets(out, data_root)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    if size > BUNDLE_LIMIT:
-        raise ConfigError(f"{out} holds {size / 2**20:.1f} MiB, over the {BUNDLE_LIMIT / 2**20:.0f} MiB that may "
-                          "travel with the code; drop a package or shrink DATA_SUBSETS")
+    if node.max_mib is not None and size > node.max_mib * 2**20:
+        raise ConfigError(f"{out} holds {size / 2**20:.1f} MiB, over the {node.max_mib:g} MiB that {node.source} "
+                          "says may travel to the node; drop a package or shrink DATA_SUBSETS")
     return {"node": node.source, "python": node.python, "wheels": len(wanted), "mib": round(size / 2**20, 1),
             "folder": str(out)}
 

@@ -218,9 +218,10 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
     started = connect(address, cpus)
     import ray
 
-    code = {kind: identity.code_fingerprint(kind) for kind in identity.ROOTS}  # each worker checks it has these
-    state = _Pass(estimates, alone, store, progress, (tracking, cpus_per_run, profile, deterministic, code))
+    state = _Pass(estimates, alone, store, progress, (tracking, cpus_per_run, profile, deterministic, None))
     try:
+        code = {kind: identity.code_fingerprint(kind) for kind in identity.ROOTS}  # each worker checks it has these
+        state.args = (tracking, cpus_per_run, profile, deterministic, code)
         res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
         if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
             gpus_per_run = 1.0 if res.get("GPU", 0) else 0.0

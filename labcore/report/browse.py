@@ -31,6 +31,15 @@ def chromium() -> str:
                       "LABCORE_CHROMIUM to its executable")
 
 
+def playwright():
+    """Playwright's sync_playwright, or a ConfigError saying how to get it (it is in the `dev` extra)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise ConfigError("Playwright is not installed: `make venv` installs it (pip install -e '.[dev]')") from None
+    return sync_playwright
+
+
 @dataclass
 class PageCheck:
     """What the browser saw on one page."""
@@ -101,8 +110,7 @@ def check_page(browser, path: Path, profile: str, shots: Path) -> PageCheck:
 
 def check_reports(out_dir: Path, profile: str) -> list[PageCheck]:
     """Every page of a built profile (index first), checked in one headless browser session."""
-    from playwright.sync_api import sync_playwright
-
+    sync_playwright = playwright()
     pages = [out_dir / "index.html", out_dir / "runs.html", *sorted(out_dir.glob("[0-9][0-9]_*.html"))]
     pages = [p for p in pages if p.is_file() or p.name == "index.html"]
     if not pages[0].is_file():

@@ -21,6 +21,8 @@ from labcore.store.provenance import package_versions
 from labcore.store.runs import RunStore
 
 RENDERING = ("labcore.report.build", "labcore.report.render")  # what turns an executed notebook into its page
+# The build imports these to write pages of its own (runs.html, rewritten by every build), not a notebook's page.
+OTHER_PAGES = frozenset({"labcore.report.runs_page"})
 
 
 def _sha(text: str | bytes) -> str:
@@ -54,7 +56,8 @@ def page_inputs(stem: str, profile: str, params: dict[str, Any], store: RunStore
     """{part: fingerprint} of everything that determines notebook `stem`'s page with `params` in `profile`."""
     store = store or RunStore()
     cells, imported = notebook_source(stem)
-    code = {m: _sha(identity.module_path(m).read_bytes()) for m in identity.closure(tuple(imported) + RENDERING)}
+    code = {m: _sha(identity.module_path(m).read_bytes()) for m in identity.closure(tuple(imported) + RENDERING)
+            if m not in OTHER_PAGES}
     planned = exercise.planned_runs(stem, params, profile)
     runs = {p.key: _stored(store, p) for p in planned}
     datasets = sorted({p.cfg.data.name for p in planned} | datasets_needed(params))

@@ -179,12 +179,14 @@ def join(parts: list[PagePdf], titles: dict[str, str], out: Path) -> Path:
 def write_pdfs(out_dir: Path, profile: str) -> tuple[list[PagePdf], Path]:
     """Every built page of `profile` as its own PDF under <out_dir>/pdf/, and all of them joined into
     <out_dir>/labcore-<profile>.pdf (index first)."""
-    from playwright.sync_api import sync_playwright
-
-    from labcore.report.browse import chromium
+    from labcore.report.browse import chromium, playwright
 
     pages = pages_of(out_dir, profile)
+    for old in (out_dir / "pdf").glob("*.pdf"):  # a page no longer built leaves no PDF behind
+        if old.stem not in {p.stem for p in pages}:
+            old.unlink()
     parts, titles = [], {}
+    sync_playwright = playwright()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
         try:
