@@ -21,7 +21,9 @@ def _project(tmp_path: Path) -> Path:
     copy = tmp_path / "project"
     shutil.copytree(ROOT, copy, symlinks=True, ignore=shutil.ignore_patterns(
         ".venv", ".git", ".cache", "reports", "data", "__pycache__", ".pytest_cache", "*.egg-info"))
-    (copy / ".venv").symlink_to(ROOT / ".venv")  # make finds the environment; PYTHONPATH makes the copy's labcore win
+    # make finds the environment, whose editable install points at this checkout's labcore: the copy's own labcore
+    # wins only because `python -m labcore` runs in the copy and the build hands its root to the kernels
+    (copy / ".venv").symlink_to(ROOT / ".venv")
     os.utime(copy / "pyproject.toml", (0, 0))
     return copy
 
@@ -47,7 +49,7 @@ def test_what_a_student_changes_is_what_gets_retrained(tmp_path):
     copy = _project(tmp_path)
     data = tmp_path / "data"
     shutil.copytree(Path(os.environ["LABCORE_DATA"]) / "MNIST", data / "MNIST")
-    env = {**os.environ, "PYTHONPATH": str(copy), "LABCORE_DATA": str(data), "LABCORE_RUNS": str(tmp_path / "runs"),
+    env = {**os.environ, "LABCORE_DATA": str(data), "LABCORE_RUNS": str(tmp_path / "runs"),
            "LABCORE_REPORTS": str(tmp_path / "reports"), "LABCORE_CACHE": str(tmp_path / "cache"),
            "LABCORE_TRACKING": "disabled"}
     first = _make(copy, env, "report")

@@ -31,7 +31,7 @@ from labcore.exercises.exercise import parameters
 from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selection, datasets_needed, notebook_stems
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
-from labcore.paths import reports_dir
+from labcore.paths import PROJECT_ROOT, reports_dir
 from labcore.text import human_seconds
 from labcore.report import render
 from labcore.report.inputs import changed, page_inputs
@@ -278,6 +278,9 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
     # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    # The kernels import this very labcore (the one that planned, trained and fingerprinted the runs), not another
+    # checkout's an editable install may point to: a page must show what this code computed.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     if os.environ.get("LABCORE_DATA"):
         os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
     tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
