@@ -67,11 +67,12 @@ def plan(args: argparse.Namespace) -> int:
 
     profile, only = _profile(args.profile, args.only)
     calibrate = False if args.no_calibrate else True if args.exact else "coarse"
-    print_plan(describe(profile, only, args.device, calibrate=calibrate, fuse=args.fuse))
-    if not args.profile:
-        print(other_cost(profile, args.device))
-    print(f"run store: {runs_dir()}")
+    d = describe(profile, only, args.device, calibrate=calibrate, fuse=args.fuse)
     try:
+        print_plan(d)
+        if not args.profile:
+            print(other_cost(profile, args.device))
+        print(f"run store: {runs_dir()}")
         sys.stdout.flush()  # a closed pipe fails here rather than at exit
     except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no error at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
