@@ -19,19 +19,20 @@ from labcore.core.config import ConfigError
 from labcore.files import replacing
 
 MARGIN_MM = 12
-A4_WIDTH_PT = 595.28  # points (1/72 inch) across A4 in portrait: no printed page may be wider
+A4_PT = (595.28, 841.89)  # points (1/72 inch): A4's short and long side; no printed sheet may be larger
+LANDSCAPE = frozenset({"runs.html"})  # one wide table of every run: A4 turned, so its columns stay legible
 # CSS pixels across A4 less both margins (96 px per inch), less a few that Chromium's print layout rounds away:
 # the width the page is prepared in, so that a table that fits here fits on paper, its right border included
 PRINT_WIDTH_PX = int((210 - 2 * MARGIN_MM) / 25.4 * 96) - 6
+LANDSCAPE_WIDTH_PX = int((297 - 2 * MARGIN_MM) / 25.4 * 96) - 6
 
 PRINT_CSS = """
-@page { size: A4; }
 body.jp-Notebook, body.lc-index { max-width: none !important; margin: 0 !important; padding: 0 !important; }
 pre, code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .jp-OutputArea-output, .jp-RenderedHTMLCommon, .lc-prov pre { overflow: visible !important; }
 img, svg, tr { break-inside: avoid; }
 h1, h2, h3, h4 { break-after: avoid; }
-.lc-index table { table-layout: fixed; width: 99%; }  /* the summary figures get a third of the width */
+body.lc-index:not(.lc-runs) table { table-layout: fixed; width: 99%; }  /* the summary figures get a third of the width */
 .lc-index td.lc-fig img { width: 100% !important; }
 .lc-fold-ref { font: 11px system-ui, sans-serif; color: #57606a; margin: 0; }
 #lc-appendix { break-before: page; }
@@ -39,7 +40,9 @@ h1, h2, h3, h4 { break-after: avoid; }
 #lc-appendix h2 { font: bold 18px system-ui, sans-serif; }
 p:has(#lc-filter), tr.lc-detail { display: none; }  /* the runs page: paper cannot filter or open a row */
 .lc-runs .lc-scroll { overflow: visible !important; }
-.lc-runs td, .lc-runs th { white-space: normal !important; min-width: 0 !important; overflow-wrap: anywhere; }
+.lc-runs table { font-size: 10px !important; }
+.lc-runs td, .lc-runs th { padding: 1px 3px !important; }
+.lc-runs td.where, .lc-runs th { white-space: normal !important; }  /* wrap at spaces; labels and digests stay whole */
 """
 
 # Run in the page before printing: folded code to an appendix, other folds opened, wide tables scaled to fit.
@@ -135,13 +138,15 @@ def print_page(browser, path: Path, pdf: Path, title: str) -> PagePdf:
     from pypdf import PdfReader
 
     done = PagePdf(path.name, pdf)
-    context = browser.new_context(viewport={"width": PRINT_WIDTH_PX, "height": 1100})
+    landscape = path.name in LANDSCAPE
+    width = LANDSCAPE_WIDTH_PX if landscape else PRINT_WIDTH_PX
+    context = browser.new_context(viewport={"width": width, "height": 1100})
     page = context.new_page()
     page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:", "about:")) else r.abort())
     page.goto(path.resolve().as_uri(), wait_until="load")
     page.emulate_media(media="print")
     page.add_style_tag(content=PRINT_CSS)
-    seen = page.evaluate(_PREPARE, PRINT_WIDTH_PX)
+    seen = page.evaluate(_PREPARE, width)
     done.folds, done.scaled = seen["folds"], seen["scaled"]
     if seen["overflow"] > 0:
         done.problems.append(f"{seen['overflow']} px wider than A4 after scaling its tables")
@@ -150,7 +155,7 @@ def print_page(browser, path: Path, pdf: Path, title: str) -> PagePdf:
               "<span><span class='pageNumber'></span> / <span class='totalPages'></span></span></div>")
     pdf.parent.mkdir(parents=True, exist_ok=True)
     with replacing(pdf) as tmp:
-        page.pdf(path=str(tmp), format="A4", print_background=True, display_header_footer=True,
+        page.pdf(path=str(tmp), format="A4", landscape=landscape, print_background=True, display_header_footer=True,
                  header_template="<span></span>", footer_template=footer,
                  margin={"top": f"{MARGIN_MM}mm", "bottom": f"{MARGIN_MM + 4}mm", "left": f"{MARGIN_MM}mm",
                          "right": f"{MARGIN_MM}mm"})
@@ -158,10 +163,17 @@ def print_page(browser, path: Path, pdf: Path, title: str) -> PagePdf:
     sheets = PdfReader(pdf).pages
     done.sheets = len(sheets)
     # Chromium rounds A4 to whole pixels (595.9 pt wide): a point of slack, no more
-    wide = [i + 1 for i, s in enumerate(sheets) if float(s.mediabox.width) > A4_WIDTH_PT + 1]
+    wide = [i + 1 for i, s in enumerate(sheets) if not fits_a4(float(s.mediabox.width), float(s.mediabox.height))]
     if wide:
         done.problems.append(f"sheets wider than A4: {wide}")
     return done
+
+
+def fits_a4(width: float, height: float) -> bool:
+    """Whether a sheet of `width` x `height` points is no larger than A4, upright or turned (a point of slack:
+    Chromium rounds A4 to whole pixels, 595.9 pt)."""
+    short, long = sorted((width, height))
+    return short <= A4_PT[0] + 1 and long <= A4_PT[1] + 1.5
 
 
 def join(parts: list[PagePdf], titles: dict[str, str], out: Path) -> Path:
