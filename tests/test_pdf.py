@@ -15,7 +15,10 @@ def _text(path) -> str:
     """A PDF's text, with runs of whitespace (line breaks in the middle of a sentence) made one space."""
     from pypdf import PdfReader
 
-    return re.sub(r"\s+", " ", " ".join(page.extract_text() for page in PdfReader(path).pages))
+    import unicodedata
+
+    text = " ".join(page.extract_text() for page in PdfReader(path).pages)
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text))  # the font's "ﬁ" ligature -> "fi"
 
 
 @pytest.fixture(scope="module")
