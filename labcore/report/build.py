@@ -199,14 +199,10 @@ def write_runs(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> Pa
     from labcore.report import runs_page
     from labcore.store.runs import RunStore
 
-    provs = [r.get("provenance") or {} for r in records]
-    newest = max(provs, key=lambda p: p.get("time") or "", default={})
-    git = {**(newest.get("git") or {}), "dirty": any((p.get("git") or {}).get("dirty") for p in provs)}
-    banner = render.banner(profile, newest.get("time"), git, "; ".join(sorted({p["device"] for p in provs
-                                                                             if p.get("device")})) or None)
     out = out_dir / "runs.html"
+    page = runs_page.page(profile, runs_page.rows(records, RunStore()), render.build_banner(profile, records))
     with replacing(out) as tmp:
-        tmp.write_text(runs_page.page(profile, runs_page.rows(records, RunStore()), banner), encoding="utf-8")
+        tmp.write_text(page, encoding="utf-8")
     return out
 
 

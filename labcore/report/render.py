@@ -252,6 +252,16 @@ def _headline(rec: dict[str, Any]) -> str:
                             for k, v in pairs) + "</ul>"
 
 
+def build_banner(profile: str, records: list[dict[str, Any]]) -> str:
+    """The banner of a page about the whole build (the index, the runs page): its newest report's time and commit,
+    marked dirty if any report's was, and every device its reports ran on."""
+    provs = [r.get("provenance") or {} for r in records]
+    newest = max(provs, key=lambda p: p.get("time") or "", default={})
+    devices = sorted({p["device"] for p in provs if p.get("device")})
+    git = {**(newest.get("git") or {}), "dirty": any((p.get("git") or {}).get("dirty") for p in provs)}
+    return banner(profile, newest.get("time"), git, "; ".join(devices) or None)
+
+
 def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
     """The profile's index page: banner, then per notebook its status, headline, summary figure and files."""
     rows = []
@@ -272,11 +282,6 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
                     f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s{counted}, "
                     f"{html.escape(utc((rec.get('provenance') or {}).get('time')) if (rec.get('provenance') or {}).get('time') else '')}"
                     f"</td><td>{_headline(rec)}</td><td class='lc-fig'>{_figure(out_dir, rec.get('summary_figure'))}</td></tr>")
-    provs = [r.get("provenance") or {} for r in records]
-    newest = max(provs, key=lambda p: p.get("time") or "", default={})
-    devices = sorted({p["device"] for p in provs if p.get("device")})
-    dirty = any((p.get("git") or {}).get("dirty") for p in provs)
-    git = {**(newest.get("git") or {}), "dirty": dirty}
     verified = ""
     if (out_dir / "verify.json").is_file():
         v = json.loads((out_dir / "verify.json").read_text())
@@ -288,7 +293,7 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <title>labcore reports ({html.escape(profile)} profile)</title><style>{CSS}</style></head>
 <body class="lc-index"><h1>labcore reports: <code>{html.escape(profile)}</code></h1>
-{banner(profile, newest.get("time"), git, "; ".join(devices) or None)}{verified}
+{build_banner(profile, records)}{verified}
 <p>Do deeper networks train better, and why do residual connections help? One report per exercise; every number
 is computed by the notebook from runs it trained or loaded from the run store. Index written {utc()}.{previous}</p>
 <table><tr><th>exercise</th><th>headline</th><th>summary</th></tr>{''.join(rows)}</table>{_runs_link(out_dir)}</body></html>"""
