@@ -37,7 +37,7 @@ from labcore.paths import cache_dir
 from labcore.store import training
 from labcore.store.result import RunResult
 
-# Where fusing pays, by device type and family, measured back to back (README "Packing"): on the CPU only the
+# Where fusing pays, by device type and family, measured back to back (README "Fused seeds and packing"): on the CPU only the
 # MLPs gain (their steps are overhead); convolutions there run slower fused. On a GPU every family here is
 # launch-bound, so all are fused until `make gpu-check` has measured the card (`measured_packing`).
 FUSE_ON = {"cpu": ("mlp",), "cuda": "all"}
