@@ -186,7 +186,7 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of all steps (He et al.: 32k, 48k of 64k)
     augment: bool = False  # random 32x32 crop from a 4-pixel zero padding + horizontal flip, on batched tensors
     precision: str = "fp32"  # "fp32", or "bf16": autocast for GPUs (weights and optimiser stay fp32)
-    channels_last: bool = True  # NHWC memory format for convolutional models: 20-30 % faster steps, CPU and GPU
+    channels_last: bool = True  # NHWC memory format for convolutional models: the whole quick build in 0.91x the time (2026-11, CPU)
 
     def __post_init__(self) -> None:
         _positive(self.epochs, "train.epochs")
