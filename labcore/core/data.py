@@ -282,11 +282,11 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
 def fingerprint(name: str, root: Path | None = None) -> dict[str, str | int]:
     """Where dataset `name` came from and a SHA-256 of its decoded content, so a run's record and a report name
     the pixels and labels they saw. Cheap once decoded (the cache keeps it); once per process."""
-    root, _ = _roots(root)
-    meta = _cached_meta(name, root)
+    folder = _roots(root)[0]
+    meta = _cached_meta(name, folder)
     if meta is None:
-        load_raw(name, root)
-        meta = _cached_meta(name, root)
+        load_raw(name, root)  # the caller's root as given: unset, labcore's own ./data may still be downloaded into
+        meta = _cached_meta(name, folder)
     assert meta is not None, f"the decoded cache of {name} was not written"
     return {k: meta[k] for k in ("source", "sha256", "train", "test")}
 
