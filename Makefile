@@ -48,7 +48,7 @@ help: ## show this help
 	@echo
 	@echo "Variables: PROFILE=smoke|quick|full  ONLY=01_mlp_baseline,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
 	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  FUSE=auto|on|off  FORCE=1 (report: every notebook; clean: anyway)"
-	@echo "           EXACT=1 (plan)  SAMPLE=2|all (verify)  A=... B=... (diff)  LAB_PORT=8888 (lab)"
+	@echo "           EXACT=1 (plan)  SAMPLE=2|all (verify)  A=... B=... (diff)  LAB_PORT=8888 (lab)  PYTEST_ARGS=... (test)"
 	@echo "           HAVE=<pip freeze of the node> PYTHON_VERSION=3.12.3 (bundle)  DEVICE=cuda|cpu OUT=<folder> (gpu-check)"
 	@echo "           Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token"
 	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)."
@@ -74,10 +74,10 @@ report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not
 		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE)) $(if $(FORCE),--force)
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
-	$(BIN)/python -m labcore check-report --profile '$(or $(PROFILE),smoke)'
+	$(BIN)/python -m labcore check-report --profile '$(PROFILE)'
 
 pdf: $(STAMP) ## print PROFILE's built pages to A4 PDFs: reports/<profile>/pdf/*.pdf and labcore-<profile>.pdf (index first)
-	$(BIN)/python -m labcore pdf --profile '$(or $(PROFILE),smoke)'
+	$(BIN)/python -m labcore pdf --profile '$(PROFILE)'
 
 test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, notebooks (nbmake)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -45,6 +45,12 @@ def _training(p: argparse.ArgumentParser) -> None:
                    "to pay: the MLPs on a CPU, everything on a GPU), on, off")
 
 
+def _again(command: str, args: argparse.Namespace) -> str:
+    """The make command that repeats this one's selection (`make report PROFILE=smoke ONLY=01_mlp_baseline`)."""
+    return " ".join([command] + [f"{var}={getattr(args, key)}" for var, key in (("PROFILE", "profile"), ("ONLY", "only"))
+                                 if getattr(args, key, "")])
+
+
 def _profile(given: str, only_text: str) -> tuple[str, list[str] | None]:
     """The profile (picked and said on the first line when none is given) and the checked notebook selection."""
     from labcore.engine.plan import choose_profile
@@ -93,8 +99,12 @@ def train(args: argparse.Namespace) -> int:
     out = train_plan(profile, only, args.executor, args.address, tracking=args.tracking,
                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, cpus=args.cpus,
                      retry_failed=args.retry_failed, deterministic=args.deterministic, fuse=args.fuse)
-    print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}; {len(out.failed)} failed, "
-          f"{len(out.lost)} lost (still pending: `make train` again retries them)", flush=True)
+    again = _again("make train", args)
+    after = ([f"{len(out.failed)} failed (stored as failed: `{again} RETRY_FAILED=1` trains them again)"]
+             if out.failed else []) + ([f"{len(out.lost)} lost (still pending: `{again}` tries them again)"]
+                                       if out.lost else [])
+    print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}"
+          + (f"; {'; '.join(after)}" if after else "; none failed or lost"), flush=True)
     return 0 if not out.failed and not out.lost else 1
 
 
@@ -139,9 +149,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 def diff(args: argparse.Namespace) -> int:
     """Compare two builds; 0 when they agree."""
+    from labcore.core.config import ConfigError
     from labcore.report.diff import write
 
-    out, lines, line, same = write(args.a, args.b, args.out)
+    if not args.a.strip() or not args.b.strip():
+        raise ConfigError("make diff needs two builds of one profile: make diff A=reports/smoke B=<other>/reports/smoke")
+    out, lines, line, same = write(Path(args.a), Path(args.b), args.out)
     for text in lines:
         print(text)
     print(f"diff: {line}; {out}")
@@ -176,7 +189,8 @@ def check_report(args: argparse.Namespace) -> int:
     from labcore.paths import reports_dir
     from labcore.report.browse import check_reports
 
-    checks = check_reports((args.out or reports_dir()) / args.profile, args.profile)
+    profile, _ = _profile(args.profile, "")
+    checks = check_reports((args.out or reports_dir()) / profile, profile)
     for c in checks:
         print(f"{c.page}: {'ok' if not c.problems else f'{len(c.problems)} problem(s)'}; screenshot {c.screenshot}")
         for p in c.problems:
@@ -189,7 +203,8 @@ def pdf(args: argparse.Namespace) -> int:
     from labcore.paths import reports_dir
     from labcore.report.pdf import write_pdfs
 
-    parts, whole = write_pdfs((args.out or reports_dir()) / args.profile, args.profile)
+    profile, _ = _profile(args.profile, "")
+    parts, whole = write_pdfs((args.out or reports_dir()) / profile, profile)
     for part in parts:
         extra = f", {part.folds} folded code block(s) in its appendix" if part.folds else ""
         scaled = f", {len(part.scaled)} wide table(s) scaled to the page" if part.scaled else ""
@@ -269,8 +284,8 @@ def _options_verify(p: argparse.ArgumentParser) -> None:
 
 
 def _options_diff(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", type=Path, help="a built profile's folder, e.g. reports/smoke")
-    p.add_argument("b", type=Path, help="another build of the same profile")
+    p.add_argument("a", help="a built profile's folder, e.g. reports/smoke")
+    p.add_argument("b", help="another build of the same profile")
     p.add_argument("--out", type=Path, default=None, help="the page (default: reports/diff-<a>-<b>.html)")
 
 
@@ -279,7 +294,7 @@ def _options_lab(p: argparse.ArgumentParser) -> None:
 
 
 def _options_built(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="smoke", help="the built profile (default: smoke)")
+    p.add_argument("--profile", default="", help=f"the built profile: {PROFILE_HELP}")
     p.add_argument("--out", type=Path, default=None, help="reports folder (default: $LABCORE_REPORTS or reports/)")
 
 
@@ -337,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        print("\n[labcore] interrupted" + (f": finished runs are stored; `{again}` again does only the rest"
+        print("\n[labcore] interrupted" + (f": finished runs are stored; `{_again(again, args)}` does only the rest"
                                            if again else ""), file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - sorted below; what is not bad input or the machine's is re-raised

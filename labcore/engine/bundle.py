@@ -148,16 +148,23 @@ def _data_subsets(out: Path, data_root: Path | None) -> None:
                          out / "data" / f"{name}.npz", partial=True)
 
 
+def _pip(cmd: list[str], failed: str) -> None:
+    """Run pip; its failure is one line saying what to do, not a traceback."""
+    if subprocess.run(cmd).returncode != 0:
+        raise ConfigError(failed)
+
+
 def bundle(node: Node, out: Path = BUNDLE, data_root: Path | None = None) -> dict[str, Any]:
     """Write the bundle for `node`: the notebook stack's wheels for its Python, and the data subsets."""
     wanted = closure(roots(), node)
     wheels = out / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(wheels, ignore_errors=True)  # a bundle for another node or Python leaves none of its wheels here
+    wheels.mkdir(parents=True)
     version = "".join(markers(node)["python_version"].split("."))  # "3.12" -> "312", as pip's --python-version
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
            version, "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(wheels),
            *[f"{n}=={v}" for n, v in wanted]]
-    subprocess.run(cmd, check=True)
+    _pip(cmd, "pip could not download the wheels: make bundle needs the package registry (its output is above)")
     _data_subsets(out, data_root)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     if node.max_mib is not None and size > node.max_mib * 2**20:
@@ -178,8 +185,10 @@ def install(site: Path, folder: Path = BUNDLE) -> None:
     if not wheels:
         raise ConfigError(f"papermill is not installed and {folder}/wheels is empty; run `make bundle` on a machine "
                           "with the package registry, and carry .gpu-bundle")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--target", str(site), *map(str, wheels)], check=True)
+    _pip([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
+          "--target", str(site), *map(str, wheels)],
+         f"pip could not install {folder}/wheels here (its output is above): make the bundle again with HAVE= this "
+         "node's `pip freeze`")
     # Its python3 kernel spec would start `python`, which the node may lack: without it, jupyter_client starts
     # ipykernel with this very interpreter (its native kernel).
     shutil.rmtree(site / "share" / "jupyter" / "kernels", ignore_errors=True)

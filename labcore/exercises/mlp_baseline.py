@@ -24,9 +24,14 @@ def plan(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: in
             "long": [Planned(c.replace(train={"epochs": long_epochs}), study="long") for c in configs]}
 
 
+RUN_COLUMNS = ("seed", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "n_params", "seconds", "status")
+
+
 def runs_table(results: list[RunResult]) -> pd.DataFrame:
-    """One row per run: its settings, final metrics, time and status."""
-    return pd.DataFrame([r.summary() for r in results])
+    """One row per seed: its final metrics (3 decimals), size, seconds and status; the settings are in the
+    parameters cell, and every field of every run is on the build's runs page (runs.html)."""
+    table = pd.DataFrame([r.summary() for r in results])[list(RUN_COLUMNS)].round(3)
+    return table.set_index("seed")
 
 
 def data_sentence(results: list[RunResult], n_train: int, n_val: int, n_test: int) -> str:

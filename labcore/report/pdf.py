@@ -32,6 +32,9 @@ pre, code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .jp-OutputArea-output, .jp-RenderedHTMLCommon, .lc-prov pre { overflow: visible !important; }
 img, svg, tr { break-inside: avoid; }
 h1, h2, h3, h4 { break-after: avoid; }
+.jp-OutputArea-child:has(table) { break-inside: auto !important; }  /* a long table flows on, no page left blank */
+.jp-MarkdownCell:has(:is(h1, h2, h3, h4):last-child) { break-after: avoid; }  /* a heading stays with what follows */
+.lc-screen-only { display: none; }
 body.lc-index:not(.lc-runs) table { table-layout: fixed; width: 99%; }  /* the summary figures get a third of the width */
 .lc-index td.lc-fig img { width: 100% !important; }
 .lc-fold-ref { font: 11px system-ui, sans-serif; color: #57606a; margin: 0; }

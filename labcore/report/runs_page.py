@@ -280,8 +280,12 @@ def _intro(rows: list[dict]) -> str:
             "plan's calibrated estimate of the run's seconds, <code>make plan</code>) and <em>ratio</em> the one over "
             "the other. Failed runs (training stopped: hover the status for why), lost runs (a page recorded the key, "
             "the store has no readable result for it), stale runs (trained by other code or data than today's) and "
-            "damaged ones are shown in their own colour. Click a column header to sort (again to reverse), type in "
-            "the filter to keep the rows that match every word, click a row to draw its curves under it.</p>"
+            "damaged ones are shown in their own colour. <em>Where it trained</em> names the device and machine, "
+            "whether the run's seeds were trained as one fused model, whether the step was compiled, and the executor "
+            "(local or Ray). <em>Code</em> and <em>data</em> are short fingerprints of the labcore code and the "
+            "decoded dataset that computed the run: a run whose fingerprints differ from today's is stale. "
+            "<span class='lc-screen-only'>Click a column header to sort (again to reverse), type in the filter to "
+            "keep the rows that match every word, click a row to draw its curves under it.</span></p>"
             f"<p class='lc-key'>{key}</p>")
 
 
