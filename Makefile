@@ -5,6 +5,8 @@ SHELL := /bin/bash
 # No PROFILE: labcore picks full where a CUDA GPU or a Ray cluster is available, quick otherwise, and says so.
 PROFILE ?=
 ONLY ?=
+# STUDIES=lab_cnn,lab_resnet: only those studies' runs, and only the pages' sections about them (plan, train, report, verify).
+STUDIES ?=
 # No EXECUTOR: ray where this machine trains several runs at once and 10+ minutes are pending (or RAY_ADDRESS is set), else local.
 EXECUTOR ?=
 CPUS_PER_RUN ?=
@@ -46,12 +48,12 @@ help: ## show this help
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: PROFILE=smoke|quick|full  ONLY=01_mlp_baseline,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
+	@echo "Variables: PROFILE=smoke|quick|lab|full  ONLY=01_mlp_baseline,...  STUDIES=lab_cnn,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
 	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  FUSE=auto|on|off  FORCE=1 (report: every notebook; clean: anyway)"
 	@echo "           EXACT=1 (plan)  SAMPLE=2|all (verify)  A=... B=... (diff)  LAB_PORT=8888 (lab)  PYTEST_ARGS=... (test)"
 	@echo "           HAVE=<pip freeze of the node> PYTHON_VERSION=3.12.3 (bundle)  DEVICE=cuda|cpu OUT=<folder> (gpu-check)"
 	@echo "           Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token"
-	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (e.g. LABCORE_DATA=../shared/data)."
+	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (an absolute path: LABCORE_DATA=\$$(realpath ../shared/data))."
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,15 +63,15 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
 plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing)
-	$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE))
+	$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE))
 
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
-	$(BIN)/python -m labcore train --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
+	$(BIN)/python -m labcore train --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
 		$(if $(RETRY_FAILED),--retry-failed) $(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE))
 
 report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
-	$(BIN)/python -m labcore report --profile '$(PROFILE)' --only '$(ONLY)' --executor '$(EXECUTOR)' \
+	$(BIN)/python -m labcore report --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --executor '$(EXECUTOR)' \
 		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
 		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE)) $(if $(FORCE),--force)
 
@@ -86,7 +88,7 @@ lab: $(STAMP) ## JupyterLab on the project (notebooks/ open; reports/, parameter
 	$(BIN)/python -m labcore lab --port $(LAB_PORT)
 
 verify: $(STAMP) ## re-train a sample of PROFILE's stored runs (SAMPLE=2 per notebook, or all) and compare them with the store
-	$(BIN)/python -m labcore verify --profile '$(PROFILE)' --only '$(ONLY)' --sample '$(or $(SAMPLE),2)'
+	$(BIN)/python -m labcore verify --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --sample '$(or $(SAMPLE),2)'
 
 diff: $(STAMP) ## compare two builds number by number: A=reports/smoke B=<other reports/smoke>; writes reports/diff-*.html
 	$(BIN)/python -m labcore diff '$(A)' '$(B)'

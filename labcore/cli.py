@@ -1,9 +1,5 @@
-"""One command line: `python -m labcore <verb> [options]`; the Makefile's targets call it, and `<verb> --help`
-lists a verb's options.
-
-    python -m labcore plan --profile quick
-    python -m labcore report --profile smoke --only 01_mlp_baseline
-    python -m labcore diff reports/smoke /elsewhere/reports/smoke
+"""One command line: `labcore <verb> [options]` (or `python -m labcore`), e.g. `labcore plan --profile quick`; the
+Makefile's targets call it, and `<verb> --help` lists a verb's options.
 
 Every verb parses its arguments here and calls one function of the layer that does the work; bad input (a
 profile, a notebook, a data root, a setting) is one line on stderr and exit status 2, before anything is trained
@@ -18,8 +14,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-PROFILE_HELP = "smoke, quick or full (default: full with a CUDA GPU or a Ray cluster, quick otherwise)"
+import labcore
+
+PROFILE_HELP = ("smoke, quick, lab (the lab notebook's own runs at its settings) or full (default: full with a "
+                "CUDA GPU or a Ray cluster, quick otherwise)")
 ONLY_HELP = "comma-separated notebook stems, e.g. 01_mlp_baseline (default: every notebook)"
+FUSE_CHOICES = ("auto", "on", "off")  # labcore.engine.jobs.FUSE_MODES (checked equal by tests/test_cli.py)
+STUDIES_HELP = ("comma-separated studies, e.g. lab_cnn,lab_resnet: only their runs, and only the pages' sections about "
+                "them (default: every study)")
 
 
 # ---------------------------------------------------------------- shared options
@@ -28,6 +30,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
     """--profile and --only, which most verbs take."""
     p.add_argument("--profile", default="", help=PROFILE_HELP)
     p.add_argument("--only", default="", help=ONLY_HELP)
+    p.add_argument("--studies", default="", help=STUDIES_HELP)
 
 
 def _training(p: argparse.ArgumentParser) -> None:
@@ -41,14 +44,24 @@ def _training(p: argparse.ArgumentParser) -> None:
                    help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no cuDNN benchmark, no "
                    "TF32: runs repeat bit for bit on the same device and software, more slowly on a GPU")
-    p.add_argument("--fuse", default="auto", help="train a config's seeds as one batched model: auto (where measured "
+    p.add_argument("--fuse", default="auto", choices=FUSE_CHOICES,
+                   help="train a config's seeds as one batched model: auto (where measured "
                    "to pay: the MLPs on a CPU, everything on a GPU), on, off")
 
 
 def _again(command: str, args: argparse.Namespace) -> str:
     """The make command that repeats this one's selection (`make report PROFILE=smoke ONLY=01_mlp_baseline`)."""
-    return " ".join([command] + [f"{var}={getattr(args, key)}" for var, key in (("PROFILE", "profile"), ("ONLY", "only"))
+    return " ".join([command] + [f"{var}={getattr(args, key)}" for var, key in
+                                 (("PROFILE", "profile"), ("ONLY", "only"), ("STUDIES", "studies"))
                                  if getattr(args, key, "")])
+
+
+def _resolved(profile: str, only: list[str] | None, text: str) -> dict | None:
+    """The selected notebooks' parameters when STUDIES selects some studies (None: every study, resolved later)."""
+    from labcore.engine.plan import selected_notebooks
+    from labcore.exercises.params import parse_list
+
+    return None if parse_list(text) is None else dict(selected_notebooks(profile, only, parse_list(text)))
 
 
 def _profile(given: str, only_text: str) -> tuple[str, list[str] | None]:
@@ -68,12 +81,14 @@ def _profile(given: str, only_text: str) -> tuple[str, list[str] | None]:
 
 def plan(args: argparse.Namespace) -> int:
     """Print what a profile would train and what it costs here."""
+    from labcore.engine.calibrate import check_device
     from labcore.engine.plan import describe, other_cost, print_plan
     from labcore.paths import runs_dir
 
     profile, only = _profile(args.profile, args.only)
     calibrate = False if args.no_calibrate else True if args.exact else "coarse"
-    d = describe(profile, only, args.device, calibrate=calibrate, fuse=args.fuse)
+    d = describe(profile, only, check_device(args.device), calibrate=calibrate, fuse=args.fuse,
+                 resolved=_resolved(profile, only, args.studies))
     try:
         print_plan(d)
         if not args.profile:
@@ -98,7 +113,8 @@ def train(args: argparse.Namespace) -> int:
     profile, only = _profile(args.profile, args.only)
     out = train_plan(profile, only, args.executor, args.address, tracking=args.tracking,
                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, cpus=args.cpus,
-                     retry_failed=args.retry_failed, deterministic=args.deterministic, fuse=args.fuse)
+                     retry_failed=args.retry_failed, deterministic=args.deterministic, fuse=args.fuse,
+                     resolved=_resolved(profile, only, args.studies))
     again = _again("make train", args)
     after = ([f"{len(out.failed)} failed (stored as failed: `{again} RETRY_FAILED=1` trains them again)"]
              if out.failed else []) + ([f"{len(out.lost)} lost (still pending: `{again}` tries them again)"]
@@ -110,6 +126,7 @@ def train(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """Train what the notebooks need, then build the pages whose inputs changed; 1 when a notebook failed."""
+    from labcore.exercises.params import parse_list
     from labcore.machine import deterministic_process
     from labcore.report.build import build
 
@@ -117,20 +134,24 @@ def report(args: argparse.Namespace) -> int:
         deterministic_process()
     profile, only = _profile(args.profile, args.only)
     records = build(profile, only, args.out, args.executor, args.address, args.cpus_per_run, args.gpus_per_run,
-                    args.deterministic, args.fuse, args.force)
+                    args.deterministic, args.fuse, args.force, parse_list(args.studies))
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 
 def verify(args: argparse.Namespace) -> int:
     """Re-derive stored and stale runs; 1 when one does not repeat."""
     from labcore.core.config import ConfigError
+    from labcore.engine.calibrate import check_device
+    from labcore.exercises.params import parse_list
     from labcore.report.verify import verify as verify_runs
 
     if args.sample != "all" and not args.sample.isdigit():
         raise ConfigError(f"SAMPLE={args.sample!r}: give a number of runs per notebook, or all")
     i, n = _shard(args.shard)
     profile, only = _profile(args.profile, args.only)
-    result = verify_runs(profile, only, None if args.sample == "all" else int(args.sample), args.device, shard=(i, n))
+    result = verify_runs(profile, only, None if args.sample == "all" else int(args.sample), check_device(args.device),
+                         shard=(i, n),
+                         studies=parse_list(args.studies))
     return 0 if result["ok"] else 1
 
 
@@ -254,7 +275,8 @@ def _options_plan(p: argparse.ArgumentParser) -> None:
     _selection(p)
     p.add_argument("--device", default="auto", help="device to estimate for: cpu, cuda, ... (default: auto)")
     p.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
-    p.add_argument("--fuse", default="auto", help="as `make train` will: auto, on or off (labcore.engine.fused)")
+    p.add_argument("--fuse", default="auto", choices=FUSE_CHOICES,
+                   help="as `make train` will: auto, on or off (labcore.engine.fused)")
     p.add_argument("--exact", action="store_true", help="time every architecture now (minutes on a CPU for full) "
                    "instead of a coarse FLOP-based estimate for those not timed yet")
 
@@ -336,7 +358,8 @@ VERBS: dict[str, tuple[str, Callable, Callable, str]] = {
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line: one sub-command per verb, each with its --help."""
-    top = argparse.ArgumentParser(prog="python -m labcore", description=__doc__.split("\n\n")[0])
+    top = argparse.ArgumentParser(prog="labcore", description=__doc__.split("\n\n")[0])
+    top.add_argument("--version", action="version", version=f"labcore {labcore.__version__}")
     sub = top.add_subparsers(dest="verb", metavar="<verb>", required=True)
     for verb, (what, options, handler, _) in VERBS.items():
         p = sub.add_parser(verb, help=what, description=what[0].upper() + what[1:] + ".")

@@ -100,10 +100,34 @@ def deterministic_process() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def numerics(device: torch.device) -> dict[str, object]:
-    """The numeric settings a run on `device` trains with, as recorded with the run and its reports."""
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """(whether `device` computes bfloat16 natively, why in a few words): a CUDA GPU that supports it, or a CPU
+    with AMX or AVX512-BF16 (oneDNN's bf16 kernels; elsewhere PyTorch emulates bf16, slower than fp32)."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"{torch.cuda.get_device_name(device)} {'supports' if ok else 'lacks'} bfloat16"
+    if device.type != "cpu":
+        return False, f"{device.type}: bfloat16 autocast not used there"
+    found = [name for name, has in (("AMX", torch.cpu._is_amx_tile_supported()),
+                                    ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported())) if has]
+    if found:
+        return True, f"this CPU has {' and '.join(found)}"
+    return False, "this CPU has neither AMX nor AVX512-BF16"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run of train.precision `precision` trains in on `device`: 'auto' becomes 'bf16' where the
+    device computes bfloat16 natively (`native_bf16`), else 'fp32'; 'fp32' and 'bf16' stay as they are."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device)[0] else "fp32"
+
+
+def numerics(device: torch.device, precision: str = "fp32") -> dict[str, object]:
+    """The numeric settings a run on `device` trains with (`precision`: as resolved, 'fp32' or 'bf16'), as
+    recorded with the run and its reports."""
     cuda = device.type == "cuda"
-    return {"device": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"device": device.type, "precision": precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
             "tf32_matmul": bool(cuda and torch.backends.cuda.matmul.allow_tf32),

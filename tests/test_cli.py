@@ -16,7 +16,7 @@ def test_every_verb_has_its_help(capsys):
         with pytest.raises(SystemExit) as stop:
             cli.main([verb, "--help"])
         assert stop.value.code == 0, verb
-        assert f"python -m labcore {verb}" in capsys.readouterr().out
+        assert f"labcore {verb}" in capsys.readouterr().out
 
 
 def test_the_issue_s_verbs_are_there():
@@ -69,3 +69,26 @@ def test_the_makefile_calls_the_verbs():
     makefile = (ROOT / "Makefile").read_text()
     called = set(re.findall(r"-m labcore ([a-z-]+)", makefile))
     assert called == set(cli.VERBS), f"verbs the Makefile does not call, or calls that are no verb: {called ^ set(cli.VERBS)}"
+
+
+def test_version_usage_and_choices(capsys):
+    from labcore.engine.jobs import FUSE_MODES
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("labcore ")
+    assert cli.parser().format_usage().startswith("usage: labcore ")
+    assert tuple(FUSE_MODES) == cli.FUSE_CHOICES
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--fuse", "maybe"])
+    assert "argument --fuse: invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:3", "tpu", "mps"])
+def test_an_unavailable_device_is_one_line_naming_those_there_are(device, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert cli.main(["plan", "--profile", "smoke", "--device", device, "--no-calibrate"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --device {device}: no such device here; this machine has: cpu (or auto)\n"

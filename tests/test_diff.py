@@ -24,7 +24,7 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
 
     params = tmp_path / "parameters"
     shutil.copytree(ROOT / "parameters", params)
-    text = (params / "smoke" / "01_mlp_baseline.yaml").read_text().replace("lr: 1e-3", "lr: 3e-3")
+    text = (params / "smoke" / "01_mlp_baseline.yaml").read_text().replace("lr: 1.0e-3", "lr: 3.0e-3")
     (params / "smoke" / "01_mlp_baseline.yaml").write_text(text)
     monkeypatch.setattr(lp, "PARAMETERS", params)
     monkeypatch.setenv("LABCORE_TRACKING", "disabled")

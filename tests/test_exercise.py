@@ -104,7 +104,9 @@ def test_outside_a_profile_04_plans_its_upstream_from_the_upstream_notebooks_par
     ({"deep_study": "resnet", "deep_depths": [18]}, "has no plain run at depth 18"),
     ({"short_epochs": 9}, "short_epochs=9: must be between 1 and the twins' 6 epochs"),
     ({"probe": {"batches": 40, "batch_size": 128}}, "probe.batches x probe.batch_size = 40 x 128"),
-    ({"deep_depths": []}, "deep_depths and init_seeds must each name at least one value"),
+    ({"deep_depths": []}, "deep_depths must name at least one depth of deep_study \\(or set deep_study: null\\)"),
+    ({"init_seeds": []}, "init_seeds must name at least one value"),
+    ({"init_seeds": [0, 0]}, "init_seeds lists 0 twice"),
 ])
 def test_exercise_04s_declarations_are_checked_before_anything_runs(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -176,7 +178,7 @@ def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default(
     assert loaded["train"] == quick["train"] and loaded["seeds"] == quick["seeds"] and "profile" not in loaded
     edited = {**defaults, "seeds": [7]}  # edited above, or injected by `make report`: it wins
     assert "seeds" not in exercise.profile_parameters("01_mlp_baseline", "quick", edited)
-    with pytest.raises(ConfigError, match="profile='qiuck': choose one of smoke, quick, full"):
+    with pytest.raises(ConfigError, match="profile='qiuck': choose one of smoke, quick, lab, full"):
         exercise.profile_parameters("01_mlp_baseline", "qiuck", defaults)
 
 

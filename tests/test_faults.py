@@ -147,7 +147,8 @@ def test_a_full_disk_is_one_line_naming_the_path():
 
 def test_every_run_records_its_numeric_settings(store):
     result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
-    assert result.numerics == {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+    assert result.numerics == {"device": "cpu", "precision": "fp32", "threads": torch.get_num_threads(),
+                               "torch": torch.__version__,
                                "deterministic": False,
                                "cudnn_benchmark": False, "tf32_matmul": False, "tf32_cudnn": False,
                                "flush_denormal": True}

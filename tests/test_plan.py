@@ -65,8 +65,20 @@ def test_progress_eta_falls_as_runs_finish(capsys):
     assert progress.eta() == 30.0
     result = runs.RunResult(cfgs[2], [], {}, 1, 29.0, "cpu", "synthetic", estimate_seconds=30.0)
     line = progress.finished(result, "node-a")
-    assert progress.eta() == 20.0 and progress.done == 1
+    assert progress.eta() == pytest.approx(20.0 * 29 / 30) and progress.done == 1  # corrected by the run so far
     assert "run 1/3 ok" in line and "estimated 30.0 s" in line and "node-a" in line and line in capsys.readouterr().out
+    progress.finished(runs.RunResult(cfgs[0], [], {}, 1, 40.0, "cpu", "synthetic", estimate_seconds=10.0), "node-a")
+    assert progress.eta() == pytest.approx(20.0 * 69 / 40)  # slower than estimated: the rest will be too
+    assert "(1.73x the estimates so far)" in progress.eta_text()
+
+
+def test_progress_never_says_0_s_while_runs_remain():
+    cfgs = [RunConfig.build(seed=s) for s in range(2)]
+    progress = Progress({cfgs[0].key(): 0.0, cfgs[1].key(): 0.0}, slots=1, headless=True)
+    assert progress.eta() is None and progress.eta_text() == "ETA unknown (runs without an estimate remain)"
+    for c in cfgs:
+        progress.finished(runs.RunResult(c, [], {}, 1, 3.0, "cpu", "synthetic"), "node")
+    assert progress.eta() == 0.0
 
 
 def test_estimate_arithmetic_from_synthetic_step_costs():

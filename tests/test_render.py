@@ -41,6 +41,8 @@ def test_differences_name_each_reduced_setting_against_full():
     assert render.differences(quick, full) == ["data.subset: 4000 (full: all)", "data.val_size: 1000 (full: 5000)",
                                                "train.epochs: 8 (full: 10)"]
     assert render.differences(full, full) == []
+    assert render.differences({"long_epochs": None, "deep_study": None}, {"long_epochs": 100, "deep_study": "convnet"}) \
+        == ["long_epochs: none (full: 100)", "deep_study: none (full: convnet)"]  # only a subset's None means all
 
 
 @pytest.mark.parametrize("profile, words", [("smoke", "meaningless"), ("quick", "reduced settings"),

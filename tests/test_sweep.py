@@ -156,3 +156,17 @@ def test_a_study_swept_over_depth_alone_keeps_its_name():
                         DATA, TRAIN, [0, 1], [False, True])["mlp"]
     rs = [RunResult(c, [], {}, 1, 1.0, "cpu", "x") for c in cfgs]
     assert sweep.settings(rs) == [""] * len(rs) and list(sweep.by_setting({"mlp": rs})) == ["mlp"]
+
+
+@pytest.mark.parametrize("where, studies, seeds", [
+    ("seeds", {"mlp": {"model": {"family": "mlp"}}}, [1, 1]),
+    ("studies.mlp.seeds", {"mlp": {"model": {"family": "mlp"}, "seeds": [0, 2, 0]}}, [0]),
+    ("studies.mlp.sweep.model.depth", {"mlp": {"model": {"family": "mlp"}, "sweep": {"model.depth": [1, 2, 1]}}}, [0]),
+    ("studies.mlp.residual", {"mlp": {"model": {"family": "mlp"}, "residual": [True, True]}}, [0]),
+])
+def test_a_repeated_value_where_a_set_is_meant_is_refused(where, studies, seeds):
+    from labcore.analysis import sweep as sw
+
+    with pytest.raises(ConfigError, match=f"{where.replace('.', '[.]')} lists .* twice; each value names its own runs"):
+        sw.plan_studies(studies, {"name": "cifar10"}, {}, seeds, [False])
+    assert sw.distinct([0, 1, 2], "seeds") == [0, 1, 2] and sw.distinct([], "seeds") == []

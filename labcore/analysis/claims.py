@@ -213,9 +213,12 @@ def agreement_sentence(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         why = {"inconclusive": " (the interval over seeds is too wide, or there is one seed)",
                "not comparable": " (different settings)"}.get(r["verdict"], "")
+        if r["verdict"] == "disagrees":
+            why = f" (ours is {r['difference']:+.3g} from it)"
         parts.append(f"{r['metric']} {r['measured (mean)']:.3f} ({r['95% interval']}) {_READING[r['verdict']]} "
                      f"{r['claim']}{why}")
-    return "; ".join(parts) + "."
+    reason = table.attrs.get("reason") if (table["verdict"] == "disagrees").any() else None
+    return "; ".join(parts) + "." + (f" Likeliest reason for the difference: {reason}." if reason else "")
 
 
 def vgg_claims(df: pd.DataFrame) -> str:

@@ -26,6 +26,17 @@ from labcore.store.runs import RunResult
 STUDY_KEYS = ("data", "model", "train", "sweep", "seeds", "residual")
 
 
+def distinct(values: Any, where: str) -> Any:
+    """`values`, checked to name each value once: a list that stands for a set (seeds, a sweep's values) with a
+    repeat would train or average one run as if it were two ('mean of 2 seeds' with no spread)."""
+    seen: list = []
+    for v in values or []:
+        if v in seen:
+            raise ConfigError(f"{where} lists {v!r} twice; each value names its own runs, so give it once")
+        seen.append(v)
+    return values
+
+
 def _set(cfg: RunConfig, dotted: str, value: Any, where: str) -> RunConfig:
     """`cfg` with one dotted field ("model.depth", "train.lr", "seed") replaced."""
     if dotted == "seed":
@@ -53,12 +64,14 @@ def expand(studies: dict[str, dict], data: dict, train: dict, seeds: list[int],
             base = RunConfig.build({**data, **spec.get("data", {})}, spec.get("model"), {**train, **spec.get("train", {})})
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        grid = {"model.residual": _check_type(spec.get("residual", residual), tuple[bool, ...], f"{where}.residual"),
-                "seed": _check_type(spec.get("seeds", seeds), tuple[int, ...], f"{where}.seeds")}
+        grid = {"model.residual": distinct(_check_type(spec.get("residual", residual), tuple[bool, ...],
+                                                       f"{where}.residual"), f"{where}.residual"),
+                "seed": distinct(_check_type(spec.get("seeds", seeds), tuple[int, ...], f"{where}.seeds"),
+                                 f"{where}.seeds")}
         for field, values in (spec.get("sweep") or {}).items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}.sweep.{field} must be a non-empty list of values")
-            grid[field] = values
+            grid[field] = distinct(values, f"{where}.sweep.{field}")
         configs = []
         for combo in itertools.product(*grid.values()):
             cfg = base
@@ -77,6 +90,7 @@ def plan_studies(studies: dict, data: dict, train: dict, seeds: list[int], resid
     """The runs of exercises 02 and 03: every study x sweep x residual flag x seed, grouped by study."""
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
+    distinct(seeds, "seeds"), distinct(residual, "residual")
     return {name: [Planned(c, study=name) for c in cfgs]
             for name, cfgs in expand(studies, data, train, seeds, residual).items()}
 

@@ -169,7 +169,7 @@ class ModelConfig:
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "multistep")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,10 @@ class TrainConfig:
     schedule: str = "constant"  # "constant", "cosine" (per step, to 0) or "multistep" (/10 at milestones)
     milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of all steps (He et al.: 32k, 48k of 64k)
     augment: bool = False  # random 32x32 crop from a 4-pixel zero padding + horizontal flip, on batched tensors
-    precision: str = "fp32"  # "fp32", or "bf16": autocast for GPUs (weights and optimiser stay fp32)
+    # "fp32"; "bf16": bfloat16 autocast, weights and optimiser in fp32; "auto": bf16 where the device computes it
+    # natively (a GPU with bf16; a CPU with AMX or AVX512-BF16), else fp32. The precision a run used is its recorded
+    # regime (numerics["precision"]), not its identity: an "auto" run serves every machine, saying how it trained.
+    precision: str = "fp32"
     channels_last: bool = True  # NHWC memory format for convolutional models: the whole quick build in 0.91x the time (2026-11, CPU)
 
     def __post_init__(self) -> None:
@@ -198,6 +201,22 @@ class TrainConfig:
         _choice(self.precision, PRECISIONS, "train.precision")
         if not all(0 < m < 1 for m in self.milestones):
             raise ConfigError(f"train.milestones must be fractions between 0 and 1, got {list(self.milestones)}")
+
+
+# The fields every run key has hashed since the store's format 2 (2026-11); never add to these. A field added to a
+# section later is hashed only where its value differs from its default (RunConfig.keyed), so the runs stored before
+# it keep their keys, and setting it otherwise gives new ones.
+KEYED_ALWAYS: dict[str, tuple[str, ...]] = {
+    "data": ("name", "val_size", "subset", "test_subset", "split_seed"),
+    "model": ("family", "depth", "width", "residual", "norm", "kernel_size"),
+    "train": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "milestones",
+              "augment", "precision", "channels_last"),
+}
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as `to_dict` writes it (tuples become lists), to compare with a default."""
+    return json.loads(json.dumps(value))
 
 
 @dataclass(frozen=True)
@@ -228,9 +247,20 @@ class RunConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def key(self) -> str:
-        """Stable short hash of every field: the run store's name for this run."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable short hash of what makes this run itself (`keyed`): the run store's name for this run."""
+        blob = json.dumps(self.keyed(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def keyed(self) -> dict[str, Any]:
+        """What the key hashes: every field of KEYED_ALWAYS, and each field added since only where it differs from
+        its default. A new setting whose default reproduces the old behaviour so re-keys no stored run."""
+        out = self.to_dict()
+        for name in KEYED_ALWAYS:
+            section = getattr(self, name)
+            defaults = {f.name: _plain(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                        for f in dataclasses.fields(section)}
+            out[name] = {k: v for k, v in out[name].items() if k in KEYED_ALWAYS[name] or v != defaults[k]}
+        return out
 
     def label(self) -> str:
         """Short human-readable name, e.g. 'mlp-d2-w16-plain-s0'."""

@@ -18,7 +18,7 @@ from labcore.core.batches import batches
 from labcore.core.data import Splits
 from labcore.core.datasets import CLASSES, SHAPES
 from labcore.core.models import build_model
-from labcore.machine import flush_denormals, show_progress
+from labcore.machine import flush_denormals, resolve_precision, show_progress
 
 EpochCallback = Callable[[int, dict, nn.Module], None]
 StepCallback = Callable[[int, torch.Tensor], None]  # (global step, the batch's loss, still on the device)
@@ -119,7 +119,7 @@ def memory_format(model: nn.Module, cfg: TrainConfig) -> torch.memory_format:
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
         on_epoch: EpochCallback | None = None, progress: bool | None = None, compile: bool = False,
-        on_step: StepCallback | None = None, step_every: int = 20) -> list[dict]:
+        on_step: StepCallback | None = None, step_every: int = 20, precision: str | None = None) -> list[dict]:
     """Train `model` (already on its device) and return one dict per epoch.
 
     Each dict has epoch, train_loss and train_acc (averaged over the epoch's batches, in training
@@ -127,7 +127,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
     becomes NaN or infinite stops training with RunFailed (after the epoch's callback has seen it).
     `compile` runs the training steps through torch.compile (worth it only for long runs: the first
     step compiles for 15-30 s). `on_step` sees every `step_every`-th batch's loss (W&B's per-step curve);
-    reading it forces a device sync, hence not every step.
+    reading it forces a device sync, hence not every step. `precision`: 'fp32' or 'bf16' as resolved for this
+    device (default: `cfg.precision` resolved here, machine.resolve_precision).
     """
     device = next(model.parameters()).device
     flush_denormals(device)
@@ -135,7 +136,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
     model.to(memory_format=fmt)  # parameters only; the state dict's values are unchanged
     # On CUDA, CUDA graphs (reduce-overhead) also remove the per-kernel launch cost these small networks are bound by.
     step_model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if compile else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    precision = precision or resolve_precision(cfg.precision, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     gen = torch.Generator().manual_seed(seed)  # batch order and augmentation, independent of init
     steps_per_epoch = -(-len(splits.y_train) // cfg.batch_size)
     opt = make_optimizer(model, cfg)

@@ -30,7 +30,7 @@ from labcore.core.datasets import CLASSES, DATASETS, SHAPES
 from labcore.core.models import build_model
 from labcore.files import replacing
 from labcore.paths import cache_dir
-from labcore.machine import device_info, flush_denormals, pick_device, show_progress
+from labcore.machine import device_info, flush_denormals, pick_device, resolve_precision, show_progress
 from labcore.machine import threads as machine_threads
 from labcore.engine.fused import Fused
 from labcore.core.train import make_optimizer, memory_format
@@ -40,6 +40,24 @@ WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
 MAX_STEPS = 5  # timed steps per architecture (their median) ...
 BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU) ...
 MIN_S = 0.2  # ... or more (up to 100), until this many are: a millisecond step needs many for a stable median
+
+
+def check_device(text: str, option: str = "--device") -> str:
+    """The device a verb was asked for, checked: one line naming the devices this machine has where it is not one."""
+    if text in ("auto", "cpu"):
+        return text
+    have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        have.append("mps")
+    try:
+        wanted = torch.device(text)
+    except RuntimeError:
+        wanted = None
+    index = 0 if wanted is None or wanted.index is None else wanted.index
+    if wanted is None or (wanted.type == "cuda" and index >= torch.cuda.device_count()) or \
+            (wanted.type not in ("cpu", "cuda") and wanted.type not in have):
+        raise ConfigError(f"{option} {text}: no such device here; this machine has: {', '.join(have)} (or auto)")
+    return text
 
 
 def device_name(device: str = "auto") -> str:
@@ -109,7 +127,8 @@ def _step_fns(cfg: RunConfig, dev: torch.device, members: int) -> tuple[Callable
     torch.manual_seed(0)
     feed = _feed(cfg, dev)
     x, y = next(feed)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
+                              enabled=resolve_precision(cfg.train.precision, dev) == "bf16")
     if members > 1:
         models = [build_model(cfg.model, shape, n_classes).to(dev) for _ in range(members)]
         group = Fused(models, cfg.train, total_steps=10**6)
@@ -272,6 +291,8 @@ def coarse(cfgs: list[RunConfig], device: str = "auto", progress: bool = True, m
     missing = [k for k in archs if k not in known]
     if not missing:
         return known
+    if len(missing) <= COARSE_TIMED + 1:  # a small plan (the lab profile's): timing every architecture costs seconds
+        return {**known, **calibrate([archs[k] for k in missing], device, progress=progress, members=members)}
     sizes_ = {k: size(archs[k]) for k in archs}
     counted = {k: f for k, (f, _) in sizes_.items()}
     cheap = sorted(missing, key=counted.get)[: max(1, (3 * len(missing)) // 4)]  # the costliest quarter is never timed

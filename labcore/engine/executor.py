@@ -175,7 +175,7 @@ def _announce(todo: list[Planned], jobs: list[list[Planned]], executor: str, pro
         n_fused = sum(len(j) for j in jobs if len(j) > 1)
         fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
         print(f"[labcore] training {len(todo)} run(s){fusing} with the {executor} executor; "
-              f"estimated {human_seconds(progress.eta())} of wall time", flush=True)
+              f"{progress.eta_text().replace('ETA', 'estimated', 1)} of wall time", flush=True)
 
 
 def train(profile: str, only: list[str] | None = None, executor: str = "", address: str | None = None,

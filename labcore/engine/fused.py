@@ -32,7 +32,7 @@ from labcore.core.models import count_parameters
 from labcore.core.train import EpochCallback, epoch_row, evaluate, init_model, make_optimizer, make_schedule
 from labcore.faults import lost
 from labcore.files import replacing
-from labcore.machine import configure, device_info, flush_denormals, numerics, pick_device, show_progress
+from labcore.machine import configure, device_info, flush_denormals, numerics, pick_device, resolve_precision, show_progress
 from labcore.paths import cache_dir
 from labcore.store import training
 from labcore.store.result import RunResult
@@ -85,15 +85,17 @@ class Fused:
     """N models of one architecture as one batched model: parameters and buffers stacked along a new first
     dimension, one optimizer and schedule over the stacks."""
 
-    def __init__(self, models: list[nn.Module], cfg: TrainConfig, total_steps: int) -> None:
+    def __init__(self, models: list[nn.Module], cfg: TrainConfig, total_steps: int, precision: str | None = None
+                 ) -> None:
         assert len({type(m) for m in models}) == 1, "fused members must share one architecture"
         self.n = len(models)
         self.params, self.buffers = stack_module_state(models)  # {name: [N, ...]}, the params leaves with grad
         self.base = copy.deepcopy(models[0]).to("meta")  # the architecture only; the stacks hold the weights
         self.opt = make_optimizer(list(self.params.values()), cfg)
         self.sched = make_schedule(self.opt, cfg, total_steps)
-        self.autocast = torch.autocast(next(iter(self.params.values())).device.type, dtype=torch.bfloat16,
-                                       enabled=cfg.precision == "bf16")
+        device = next(iter(self.params.values())).device
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                                       enabled=(precision or resolve_precision(cfg.precision, device)) == "bf16")
         self._each_own_batch = torch.vmap(self._one, in_dims=(0, 0, 0))
         self._all_same_batch = torch.vmap(self._one, in_dims=(0, 0, None))
 
@@ -137,7 +139,8 @@ class Fused:
 
 def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: list[int],
               on_epoch: list[EpochCallback | None] | None = None, progress: bool | None = None,
-              on_step=None, step_every: int = 20) -> tuple[list[list[dict]], dict[int, str]]:
+              on_step=None, step_every: int = 20, precision: str | None = None
+              ) -> tuple[list[list[dict]], dict[int, str]]:
     """Train `models` (one architecture, already on their device) as one, member i with seed `seeds[i]`, as
     `train.fit` trains each alone (but in the default memory layout, never channels-last, and never compiled);
     returns (each member's per-epoch rows, {member: why it failed}). A member's `seconds` per epoch is its share of
@@ -147,7 +150,7 @@ def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: 
     flush_denormals(device)
     n = len(models)
     steps_per_epoch = -(-len(splits.y_train) // cfg.batch_size)
-    fused = Fused(models, cfg, cfg.epochs * steps_per_epoch)
+    fused = Fused(models, cfg, cfg.epochs * steps_per_epoch, precision)
     gens = [torch.Generator().manual_seed(s) for s in seeds]  # each member's batch order and augmentation
     histories: list[list[dict]] = [[] for _ in range(n)]
     failed: dict[int, str] = {}
@@ -191,8 +194,8 @@ def fit_fused(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: 
 
 def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", tracking: str = "offline",
                 checkpoints: list[tuple[int, ...]] | None = None, estimate_seconds: float | None = None,
-                groups: list[str | None] | None = None, profile: str | None = None, deterministic: bool = False
-                ) -> list[training.Trained]:
+                groups: list[str | None] | None = None, profile: str | None = None, deterministic: bool = False,
+                precision: str | None = None) -> list[training.Trained]:
     """Train runs that differ only in their seed as one fused model (labcore.engine.fused); one `training.Trained` per config,
     in order, each recording its group's seeds. `estimate_seconds`: each member's share. A member whose loss
     becomes non-finite is failed alone; the machine's faults raise RunLost for the whole group (labcore.faults),
@@ -200,7 +203,7 @@ def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", trac
     assert len({group_key(c) for c in cfgs}) == 1, "fused runs must differ in their seed only"
     try:
         return _train_fused(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds,
-                            groups or [None for _ in cfgs], profile, deterministic)
+                            groups or [None for _ in cfgs], profile, deterministic, precision)
     except Exception as exc:
         fault = lost(f"{cfgs[0].label()} and {len(cfgs) - 1} fused seed(s)", exc)
         if fault is None:
@@ -209,9 +212,10 @@ def train_fused(cfgs: list[RunConfig], device: str | torch.device = "auto", trac
 
 
 def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: str, checkpoints: list[tuple[int, ...]],
-                 estimate_seconds: float | None, groups: list[str | None], profile: str | None, deterministic: bool
-                 ) -> list[training.Trained]:
+                 estimate_seconds: float | None, groups: list[str | None], profile: str | None, deterministic: bool,
+                 precision: str | None) -> list[training.Trained]:
     device = pick_device(str(device))
+    precision = precision or resolve_precision(cfgs[0].train.precision, device)
     configure(device, deterministic)
     splits = training.load_splits(cfgs[0].data).to(device)
     models = [init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
@@ -232,11 +236,12 @@ def _train_fused(cfgs: list[RunConfig], device: str | torch.device, tracking: st
 
     info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": False,
-            "numerics": numerics(device), "fused": tuple(c.seed for c in cfgs), **training.identity_of(cfgs[0], splits, "fused")}
+            "numerics": numerics(device, precision), "fused": tuple(c.seed for c in cfgs), **training.identity_of(cfgs[0], splits, "fused")}
     start = time.perf_counter()
     try:
         histories, failed = fit_fused(models, splits, cfgs[0].train, [c.seed for c in cfgs],
-                                            on_epoch=[saver(i) for i in range(len(cfgs))], on_step=on_step)
+                                      on_epoch=[saver(i) for i in range(len(cfgs))], on_step=on_step,
+                                      precision=precision)
         seconds = (time.perf_counter() - start) / len(cfgs)  # each member's share of the group's wall time
         out = []
         for i, (cfg, model) in enumerate(zip(cfgs, models)):

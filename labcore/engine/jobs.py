@@ -88,16 +88,31 @@ class Progress:
         self.remaining = dict(estimates)
         self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
         self.total, self.done, self.slots = len(estimates), 0, slots
+        self.measured = self.estimated = 0.0  # seconds of the runs finished so far: taken, and estimated
         self.headless = (not show_progress()) if headless is None else headless
         self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
 
-    def eta(self) -> float:
-        """Seconds until every remaining run is done, if the estimates hold (a fused job takes one slot)."""
+    def eta(self) -> float | None:
+        """Seconds until every remaining run is done (a fused job takes one slot): the estimates, corrected by how
+        long the runs finished so far took against theirs (a loaded machine, a wrong calibration); None while runs
+        remain that have no estimate (never 0 s with work left)."""
         per_job: dict[tuple, float] = {}
         for key, s in self.remaining.items():
             job = self.job_of.get(key, (key,))
-            per_job[job] = per_job.get(job, 0.0) + s
-        return makespan(list(per_job.values()), self.slots) if per_job else 0.0
+            per_job[job] = per_job.get(job, 0.0) + (s or 0.0)
+        if not per_job:
+            return 0.0
+        span = makespan(list(per_job.values()), self.slots)
+        scale = self.measured / self.estimated if self.estimated > 0 else 1.0
+        return span * scale if span > 0 else None
+
+    def eta_text(self) -> str:
+        """'ETA 12 min' (with the correction factor once runs have finished), or 'ETA unknown'."""
+        eta = self.eta()
+        if eta is None:
+            return "ETA unknown (runs without an estimate remain)"
+        scale = f" ({self.measured / self.estimated:.2f}x the estimates so far)" if self.estimated > 0 and eta else ""
+        return f"ETA {human_seconds(eta)}{scale}"
 
     def alone(self, job: list[Planned], alone: dict[str, float]) -> None:
         """A fused job's runs now train one by one: each its own slot and its own (alone) estimate."""
@@ -110,15 +125,18 @@ class Progress:
         """Record one finished run; returns (and shows) its line."""
         self.remaining.pop(result.key, None)
         self.done += 1
+        if result.ok and result.estimate_seconds:
+            self.measured += result.seconds
+            self.estimated += result.estimate_seconds
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"
         share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""
         line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
-                f"{share}{est} on {where}; ETA {human_seconds(self.eta())}")
+                f"{share}{est} on {where}; {self.eta_text()}")
         if self.bar is None:
             print(line, flush=True)
         else:
-            self.bar.set_postfix_str(f"ETA {human_seconds(self.eta())}, last on {where}")
+            self.bar.set_postfix_str(f"{self.eta_text()}, last on {where}")
             self.bar.update(1)
         return line
 

@@ -5,7 +5,7 @@ estimated cost of what is pending; which profile to use when none is named; `mak
 
 Each exercise's own plan lives in its module (labcore.exercises.exercise, labcore/exercises/); the notebook calls it too,
 so what is planned here is exactly what the notebook will ask for. Runs several notebooks share are planned
-once (`merge`): 03 contains all of 02's runs (03's parameter files include 02's), and 04 trains nothing of its
+once (`merge`): 03 contains all of 02's runs (03's parameter files write out 02's), and 04 trains nothing of its
 own: it reads 01's and 03's runs, declared as its UPSTREAM.
 """
 from __future__ import annotations
@@ -39,17 +39,41 @@ def merge(planned: Iterable[Planned]) -> list[Planned]:
 
 
 def profile_runs(profile: str, only: list[str] | None = None,
-                 resolved: dict[str, dict] | None = None) -> list[Planned]:
+                 resolved: dict[str, dict] | None = None, studies: list[str] | None = None) -> list[Planned]:
     """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps
     stems to parameters already resolved (so a caller that has them does not resolve them again). With `only`,
     each run also keeps the checkpoints the profile's other notebooks need of it, so that building them later
-    retrains nothing (04 probes 01's and 03's runs at every epoch)."""
-    resolved = resolved or {stem: exercise.parameters(stem, profile) for stem in only or notebook_stems()}
+    retrains nothing (04 probes 01's and 03's runs at every epoch). `studies`: only those studies' runs."""
+    resolved = resolved or dict(selected_notebooks(profile, only, studies))
     selected = merge(p for stem, params in resolved.items() for p in exercise.planned_runs(stem, params, profile))
     others = [stem for stem in notebook_stems() if stem not in resolved] if only else []
     wanted = {p.key: p.checkpoints for p in merge(p for stem in others for p in _planned_or_none(stem, profile))}
     return [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | set(wanted.get(p.key, ())))), p.notebooks, p.study)
             for p in selected]
+
+
+def selected_notebooks(profile: str, only: list[str] | None = None, studies: list[str] | None = None
+                       ) -> list[tuple[str, dict[str, Any]]]:
+    """(stem, validated parameters) of each notebook to build: `only` those, and with `studies`, those that plan
+    runs or models of them (the others are named in one line); an unknown study is a ConfigError naming the known."""
+    stems = only or notebook_stems()
+    resolved = [(stem, exercise.parameters(stem, profile, studies)) for stem in stems]
+    if studies is None:
+        return resolved
+    known = {stem: exercise.studies_of(exercise.plan(stem, exercise.parameters(stem, profile), profile))
+             for stem in stems}
+    unknown = sorted(set(studies) - {s for names in known.values() for s in names})
+    if unknown:
+        raise ConfigError(f"STUDIES: no study {unknown[0]!r} in profile {profile}; its studies: "
+                          + "; ".join(f"{stem}: {', '.join(names)}" for stem, names in known.items()))
+    kept = [(stem, params) for stem, params in resolved
+            if exercise.present(
+                exercise.checked(exercise.plan(stem, params, profile), params["selected"]))]
+    left = [stem for stem in stems if stem not in dict(kept)]
+    if left:
+        print(f"[labcore] STUDIES={','.join(studies)}: {', '.join(left)} left out (none of their runs is selected)",
+              flush=True)
+    return kept
 
 
 def _planned_or_none(stem: str, profile: str) -> list[Planned]:
@@ -226,10 +250,33 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     if n_coarse and total is not None:
         summary += (f"; coarse: {n_coarse} of {len(costs)} architectures estimated from their FLOPs, not timed "
                     "(`make train` times each first; `make plan EXACT=1` now)")
+    summary += precision_note(pending, estimates, total, device, calibrate if costs else False)
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
             "alone_estimates": alone_estimates,
             "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,
             "summary": summary, "members": members}
+
+
+def precision_note(pending: list[Planned], estimates: dict[str, float], total: float | None, device: str,
+                   calibrate: bool | str) -> str:
+    """What train.precision 'auto' means for the pending runs here: bf16 autocast or fp32, why, and (where bf16)
+    about how long they would take in fp32 (each of their architectures timed in fp32 too)."""
+    from labcore.engine import calibrate as cal
+
+    auto = [p for p in pending if p.cfg.train.precision == "auto"]
+    if not auto:
+        return ""
+    native, why = machine.native_bf16(machine.pick_device(device))
+    note = (f"; precision auto: {len(auto)} run(s) in {'bfloat16 autocast' if native else 'fp32'} here ({why})")
+    if not (native and calibrate and total is not None and all(p.key in estimates for p in auto)):
+        return note
+    fp32 = [p.cfg.replace(train={"precision": "fp32"}) for p in auto]
+    costs = (cal.coarse(fp32, device, progress=False) if calibrate == "coarse" else
+             cal.calibrate(fp32, device, progress=False, cached_only=calibrate == "cached"))
+    if not costs:
+        return note
+    without = total - sum(estimates[p.key] for p in auto) + sum(cal.estimate_seconds(c, costs) for c in fp32)
+    return note + f"; all in fp32 about {human_seconds(without)}"
 
 
 def print_plan(d: dict[str, Any], file=sys.stdout) -> None:

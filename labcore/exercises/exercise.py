@@ -128,24 +128,57 @@ def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: t
     return ex.module.plan(**kwargs)
 
 
-def checked(groups: Any) -> Any:
-    """A plan, returned as it is once every model in it is built on the meta device (here, the one place that
-    checks), so an impossible one fails now, as a ConfigError, not mid-training. Notebooks wrap their plan in it."""
-    for where, cfg in _configs(groups):
-        check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), f"{where} ({cfg.label()})")
+def select(groups: Any, studies: list[str] | tuple[str, ...] | None) -> Any:
+    """A plan with only the runs of `studies` (Planned.study; None: all). Every group keeps its place, emptied where
+    none of its runs is selected; configs that are never trained (04's models at initialisation) stay."""
+    if studies is None:
+        return groups
+    if isinstance(groups, Planned):
+        return groups if groups.study in studies else None
+    if isinstance(groups, dict):
+        return {k: select(v, studies) for k, v in groups.items()}
+    if isinstance(groups, (list, tuple)):
+        kept = [select(v, studies) for v in groups]
+        return type(groups)(v for v in kept if v is not None)
     return groups
 
 
+def present(groups: dict[str, Any]) -> list[str]:
+    """The groups of a plan that hold at least one run or config, and 'twins' where a group plans plain and residual
+    twins of one model (a page's sections that need an absent group are left out: labcore.report.sections)."""
+    names = [k for k, v in groups.items() if _configs(v)]
+    twins = any(len({c.model.residual for _, c in _configs(v)}) == 2 for v in groups.values())
+    return names + (["twins"] if twins else [])
+
+
+def studies_of(groups: Any) -> list[str]:
+    """The study names of every planned run in a plan, in order, once each."""
+    return list(dict.fromkeys(p.study for p in flatten(groups)))
+
+
+def checked(groups: Any, selected: list[str] | None = None) -> Any:
+    """A plan, returned once every model in it is built on the meta device (here, the one place that checks), so an
+    impossible one fails now, as a ConfigError, not mid-training; with `selected`, only those studies' runs
+    (`select`: make report STUDIES=...). Notebooks wrap their plan in it."""
+    for where, cfg in _configs(groups):
+        check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), f"{where} ({cfg.label()})")
+    return select(groups, selected)
+
+
 def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) -> list[Planned]:
-    """Every run notebook `stem` trains or reads with `params`, every model checked (`checked`)."""
-    groups = checked(plan(stem, params, profile))
+    """Every run notebook `stem` trains or reads with `params` (only those of `params["selected"]` studies, where
+    set), every model checked (`checked`)."""
+    groups = checked(plan(stem, params, profile), params.get("selected"))
     return [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in flatten(groups)]
 
 
-def parameters(stem: str, profile: str) -> dict[str, Any]:
+def parameters(stem: str, profile: str, studies: list[str] | None = None) -> dict[str, Any]:
     """Notebook `stem`'s parameters in `profile`, validated: merged and type-checked (labcore.exercises.params), and its
-    plan made with them, every model in it built on the meta device; errors name the parameter file."""
+    plan made with them, every model in it built on the meta device; errors name the parameter file. `studies`:
+    only those studies' runs (set as the notebook's `selected` parameter, which its plan passes to `checked`)."""
     params = merged_parameters(stem, profile)
+    if studies is not None:
+        params["selected"] = list(studies)
     try:
         planned_runs(stem, params, profile)
         if isinstance(params.get("probe"), dict) and isinstance(params.get("data"), dict):

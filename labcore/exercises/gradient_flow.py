@@ -19,7 +19,7 @@ from labcore.core.models import count_layers
 from labcore.core.train import init_model
 from labcore.exercises.params import check_probe
 from labcore.store.runs import RunResult, RunStore
-from labcore.analysis.sweep import model_name
+from labcore.analysis.sweep import distinct, model_name
 
 NOTEBOOK = "04_gradient_flow"
 UPSTREAM = ("01_mlp_baseline", "03_residual")  # 01's MLP; 03's ConvNet twins and the ranking's VGG/ResNet runs
@@ -42,37 +42,40 @@ def _deep_twins(study: list[Planned], name: str, depths: list[int]) -> dict[tupl
             for d in depths for res in (False, True)}
 
 
-def plan(deep_study: str, deep_depths: list[int], short_epochs: int, lab_plain_model: dict, lab_residual_model: dict,
+def plan(deep_study: str | None, deep_depths: list[int], short_epochs: int, lab_plain_model: dict, lab_residual_model: dict,
          init_seeds: list[int], probe: dict, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The runs it reads: 03's plain and residual twins of `deep_study` at `deep_depths` (given weights after every
     epoch, so they can be probed over training), 01's first MLP run and 03's VGG and ResNet ranking, all as 01 and
     03 plan them in the same profile. Also returned, never trained: the lab's two models at initialisation
     ('lab_pair', one config per init seed), on the twins' data, which is also where the probe's images come from."""
-    if not deep_depths or not init_seeds:
-        raise ConfigError("deep_depths and init_seeds must each name at least one value")
+    if not init_seeds:
+        raise ConfigError("init_seeds must name at least one value")
+    distinct(init_seeds, "init_seeds"), distinct(deep_depths, "deep_depths")
     mlp, residual = upstream[MLP], upstream[RESIDUAL]
-    if not {"vgg", "resnet"} <= set(residual):
-        raise ConfigError(f"{RESIDUAL} has no 'vgg' and 'resnet' studies, which the ranking's gradients need")
-    if deep_study not in residual:
-        raise ConfigError(f"deep_study: {RESIDUAL} has no study {deep_study!r}; its studies: {', '.join(residual)}")
-    deep = _deep_twins(residual[deep_study], deep_study, deep_depths)
-    base = next(iter(deep.values()))[0].cfg  # the twins' data: the probe's images and the lab pair's inputs
-    if not 1 <= short_epochs <= base.train.epochs:
+    deep = {}
+    if deep_study is not None:  # None: no twins (a profile of the lab's own runs); the page leaves their sections out
+        if deep_study not in residual:
+            raise ConfigError(f"deep_study: {RESIDUAL} has no study {deep_study!r}; its studies: {', '.join(residual)}")
+        if not deep_depths:
+            raise ConfigError("deep_depths must name at least one depth of deep_study (or set deep_study: null)")
+        deep = _deep_twins(residual[deep_study], deep_study, deep_depths)
+    # The twins' data (else 03's first run's): the probe's images and the lab pair's inputs.
+    base = next(iter(deep.values()))[0].cfg if deep else next(p for ps in residual.values() for p in ps).cfg
+    if deep and not 1 <= short_epochs <= base.train.epochs:
         raise ConfigError(f"short_epochs={short_epochs}: must be between 1 and the twins' {base.train.epochs} epochs")
     check_probe(probe, base.to_dict()["data"])
     lab_pair = {name: [RunConfig(base.data, from_dict(ModelConfig, model, f"lab_{name}_model"), base.train, s)
                        for s in init_seeds]
                 for name, model in (("plain", lab_plain_model), ("residual", lab_residual_model))}
-    return {"deep": deep, "mlp": [mlp["runs"][0]],
-            "ranking": residual["vgg"] + [p for p in residual["resnet"] if p.cfg.model.residual],
-            "lab_pair": lab_pair}
+    ranking = residual.get("vgg", []) + [p for p in residual.get("resnet", []) if p.cfg.model.residual]
+    return {"deep": deep, "mlp": mlp["runs"][:1], "ranking": ranking, "lab_pair": lab_pair}
 
 
 @dataclass(frozen=True)
 class Twins:
     """The deep ConvNet twins as probed here: their configs, shared settings and the probe's batches."""
 
-    study: str  # the depth study of 03 they come from
+    study: str | None  # the depth study of 03 they come from (None: no twins in this build)
     configs: dict[tuple[int, bool], list[RunConfig]]  # (depth, residual) -> one config per seed
     layers: dict[int, int]  # depth -> weight layers (convolutions and linear layers)
     epochs: int  # the twins' training epochs
@@ -92,12 +95,14 @@ class Twins:
 
 
 def twins(planned: dict[str, Any], probe: dict, short_epochs: int) -> Twins:
-    """The twins of a plan, with their weight-layer counts, data and the probe's batches."""
-    configs = {key: [p.cfg for p in ps] for key, ps in planned["deep"].items()}
-    base = next(iter(configs.values()))[0]  # the twins share their data and training settings
+    """The twins of a plan, with their weight-layer counts, data and the probe's batches (no twins where the plan
+    has none: then the data, and so the probe's images, are the lab pair's)."""
+    configs = {key: [p.cfg for p in ps] for key, ps in planned["deep"].items() if ps}
+    # The twins share their data and training settings; without twins the lab pair's data.
+    base = next(iter(configs.values()))[0] if configs else planned["lab_pair"]["plain"][0]
     splits = runs.load_splits(base.data)
     depths = sorted({d for d, _ in configs})
-    study = next(iter(planned["deep"].values()))[0].study
+    study = next(ps for ps in planned["deep"].values() if ps)[0].study if configs else None
     return Twins(study, configs, {d: count_layers(init_model(configs[(d, False)][0])) for d in depths},
                  base.train.epochs, short_epochs, sorted({c.seed for cs in configs.values() for c in cs}), splits,
                  probes.probe_batches(splits, probe["batches"], probe["batch_size"], probe["seed"]))
@@ -106,7 +111,10 @@ def twins(planned: dict[str, Any], probe: dict, short_epochs: int) -> Twins:
 def setup_sentence(tw: Twins, probe: dict) -> str:
     """What is probed: the batches, the twins' depths in weight layers, epochs and seeds."""
     depths = sorted(tw.layers)
-    return (f"Probe: {len(tw.batches)} batches of {probe['batch_size']} training images from {tw.splits.source}. "
+    probe_line = f"Probe: {len(tw.batches)} batches of {probe['batch_size']} training images from {tw.splits.source}."
+    if not depths:
+        return probe_line + " No deep twins in this build: the sections about them are left out."
+    return (f"{probe_line} "
             f"Twins: {RESIDUAL}'s study {tw.study!r}, depths {', '.join(map(str, depths))} (blocks per stage), that is "
             f"{', '.join(str(tw.layers[d]) for d in depths)} weight layers (3 x (depth + 1) convolutions and one "
             f"linear layer), {tw.epochs} epochs, seeds {tw.seeds}. The lab's third write-up speaks of 20 and 40 "
@@ -130,7 +138,7 @@ def init_gradients(planned: dict[str, Any], tw: Twins, device: torch.device) -> 
     return {"lab": {"lab CNN (plain)": probes.at_init(pair["plain"], tw.batches, device),
                     "lab ResNetCNN": probes.at_init(pair["residual"], tw.batches, device)},
             "twins": {name(tw, res): probes.at_init(tw.configs[(tw.deepest, res)], tw.batches, device)
-                      for res in (False, True)}}
+                      for res in (False, True)} if tw.layers else {}}
 
 
 def gradient_stats(init: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
@@ -152,7 +160,9 @@ def lab_comparison(init: dict[str, dict[str, pd.DataFrame]], planned: dict[str, 
         measured = {k: [s[k] for s in per_seed] for k in ("mean", "std")}
         frames.append(reference.compare(experiment, measured, cfg=planned["lab_pair"][kind][0], only=("model.",))
                       .assign(model=shown))
-    return pd.concat(frames)
+    out = pd.concat(frames)
+    out.attrs["reason"] = frames[0].attrs.get("reason")  # the same for both models: one probe of one initialisation
+    return out
 
 
 def lab_models_sentence(planned: dict[str, Any], tw: Twins, probe: dict) -> str:
@@ -329,31 +339,47 @@ def attenuation_sentence(table: pd.DataFrame, family: str = "VGG") -> str:
                                "initialisation per model: this describes these networks, not a test over seeds.")
 
 
-def summary(stats: pd.DataFrame, grad_compare: pd.DataFrame, tw: Twins, curves: dict[str, pd.DataFrame],
-            first_conv: pd.DataFrame, mlp_layers: pd.DataFrame, trained: dict[tuple[int, bool], list[RunResult]],
-            mlp_run: RunResult, init_seeds: list[int], probe: dict, device: str, tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
+def summary(stats: pd.DataFrame, grad_compare: pd.DataFrame, tw: Twins, init: dict[str, dict[str, pd.DataFrame]],
+            init_seeds: list[int], probe: dict, device: str, tracking: str, curves: dict[str, pd.DataFrame] | None = None,
+            first_conv_table: pd.DataFrame | None = None, mlp_layers: pd.DataFrame | None = None,
+            trained: dict[tuple[int, bool], list[RunResult]] | None = None, mlp_run: RunResult | None = None
+            ) -> dict[str, Any]:
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure.
+    The sections this build left out (no deep twins, no MLP) leave their metrics and lines out (None)."""
+    lab = reference.lab_value("grad_lab_resnet", "mean") / reference.lab_value("grad_lab_cnn", "mean")
+    metrics = {"lab_cnn_grad_mean": stats.loc["lab CNN (plain)", "mean"], "lab_cnn_grad_std": stats.loc["lab CNN (plain)", "std"],
+               "lab_resnet_grad_mean": stats.loc["lab ResNetCNN", "mean"],
+               "lab_resnet_grad_std": stats.loc["lab ResNetCNN", "std"],
+               "gradient_stats": stats.reset_index(names="model").to_dict(orient="records"),
+               "lab_comparison": grad_compare.to_dict(orient="records")}
+    headline = [("Lab ResNetCNN / plain CNN mean gradient norm at initialisation", f"{lab_ratio(stats):.1f}x (lab: {lab:.1f}x)")]
+    figure = gradient_plots.grad_boxes(init["lab"], title="The lab's pair at initialisation")
+    if curves is not None and first_conv_table is not None:
+        deep_metrics, deep_lines = _deep_summary(tw, curves, first_conv_table)
+        metrics.update(deep_metrics)
+        headline += deep_lines
+        figure = gradient_plots.grad_vs_depth(curves, title=f"ConvNet-{tw.layers[tw.deepest]}: gradient norm by layer")
+    if mlp_layers is not None:
+        metrics["mlp_attenuation_final"] = list(probes.attenuation_by_epoch(mlp_layers).values())[-1]
+    probed = [r for rs in (trained or {}).values() for r in rs] + ([mlp_run] if mlp_run is not None else [])
+    return {"metrics": metrics, "headline": headline,
+            "provenance": provenance.of_runs(probed, device, tracking, seeds=tw.seeds, init_seeds=init_seeds, probe=probe),
+            "figure": figure}
+
+
+def _deep_summary(tw: Twins, curves: dict[str, pd.DataFrame], first_conv: pd.DataFrame
+                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The deep twins' metrics and headline lines: shrinkage from the last layer to the first, first-conv ratio."""
     atten = {k: probes.attenuation(t) for k, t in curves.items()}
     after = f"after {tw.epochs} epochs"
     deepest = tw.layers[tw.deepest]
     final = first_conv[(first_conv["weight layers"] == deepest) & (first_conv["epoch"] == tw.epochs)]
-    lab = reference.lab_value("grad_lab_resnet", "mean") / reference.lab_value("grad_lab_cnn", "mean")
-    metrics = {"lab_cnn_grad_mean": stats.loc["lab CNN (plain)", "mean"], "lab_cnn_grad_std": stats.loc["lab CNN (plain)", "std"],
-               "lab_resnet_grad_mean": stats.loc["lab ResNetCNN", "mean"],
-               "lab_resnet_grad_std": stats.loc["lab ResNetCNN", "std"], "deep_layers": deepest,
-               **{f"attenuation_{k.replace(', ', '_').replace(' ', '_')}": v for k, v in atten.items()},
-               "first_conv_norms": first_conv_norms(first_conv),
-               "mlp_attenuation_final": list(probes.attenuation_by_epoch(mlp_layers).values())[-1],
-               "gradient_stats": stats.reset_index(names="model").to_dict(orient="records"),
-               "lab_comparison": grad_compare.to_dict(orient="records")}
-    headline = [
-        ("Lab ResNetCNN / plain CNN mean gradient norm at initialisation", f"{lab_ratio(stats):.1f}x (lab: {lab:.1f}x)"),
+    metrics = {"deep_layers": deepest, **{f"attenuation_{k.replace(', ', '_').replace(' ', '_')}": v
+                                          for k, v in atten.items()},
+               "first_conv_norms": first_conv_norms(first_conv)}
+    return metrics, [
         (f"Gradient shrinkage, last / first layer, ConvNet-{deepest} {after}",
          f"plain {atten['plain, ' + after]:.3g}x, residual {atten['residual, ' + after]:.3g}x"),
         (f"First-convolution gradient, residual / plain, {deepest} layers, epoch {tw.epochs}",
          f"{final['residual / plain'].iloc[0]:.3g}x"),
     ]
-    probed = [r for rs in trained.values() for r in rs] + [mlp_run]
-    return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs(probed, device, tracking, seeds=tw.seeds, init_seeds=init_seeds, probe=probe),
-            "figure": gradient_plots.grad_vs_depth(curves, title=f"ConvNet-{deepest}: gradient norm by layer")}

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from labcore.analysis import plots
+from labcore.analysis.sweep import distinct
 from labcore.store import provenance, runs
 from labcore.core.config import ConfigError, RunConfig
 from labcore.store.planned import Planned, every_epoch
@@ -15,13 +16,15 @@ from labcore.store.runs import RunResult
 NOTEBOOK = "01_mlp_baseline"
 
 
-def plan(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: int) -> dict[str, list[Planned]]:
-    """The lab's MLP once per seed (weights after every epoch, which 04 probes), and a longer run per seed."""
+def plan(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: int | None) -> dict[str, list[Planned]]:
+    """The lab's MLP once per seed (weights after every epoch, which 04 probes), and a longer run per seed (none
+    when `long_epochs` is None: the page then leaves that section out)."""
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
-    configs = [RunConfig.build(data, model, train, seed=s) for s in seeds]
-    return {"runs": [Planned(c, every_epoch(c), study="runs") for c in configs],
-            "long": [Planned(c.replace(train={"epochs": long_epochs}), study="long") for c in configs]}
+    configs = [RunConfig.build(data, model, train, seed=s) for s in distinct(seeds, "seeds")]
+    long = [] if long_epochs is None else [Planned(c.replace(train={"epochs": long_epochs}), study="long")
+                                           for c in configs]
+    return {"runs": [Planned(c, every_epoch(c), study="runs") for c in configs], "long": long}
 
 
 RUN_COLUMNS = ("seed", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "n_params", "seconds", "status")
@@ -147,25 +150,28 @@ def mistakes_sentence(result: RunResult, classes: tuple[str, ...], k: int = 5) -
             + f"; together {sum(n for *_, n in pairs) / mistakes:.0%} of the {mistakes} mistakes.")
 
 
-def summary(results: list[RunResult], long_results: list[RunResult], conv: dict, long_conv: dict,
+def summary(results: list[RunResult], long_results: list[RunResult] | None, conv: dict, long_conv: dict | None,
             table: pd.DataFrame, device: str, tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure.
+    Without long runs (`long_results` None: a profile that plans none) the long run's metrics and line are left out."""
     measured = table.set_index("metric")["measured (mean)"]
     measured = measured[~measured.index.duplicated()]  # the lab's and the replica's rows carry the same measurement
     c = results[0].config
     metrics = {"val_acc": measured["val_acc"], "test_acc": measured["test_acc"], "train_loss": measured["train_loss"],
                "epochs": c.train.epochs, "seeds": len(results), "converged": conv["verdict"],
-               "long_val_acc": long_conv["best_val_acc"], "long_verdict": long_conv["verdict"],
                "seconds_per_epoch": sum(r.seconds for r in results) / sum(len(r.history) for r in results),
                "runs": [r.summary() for r in results], "lab_comparison": table.to_dict(orient="records")}
-    long_epochs = long_results[0].config.train.epochs
+    seeds = f"{len(results)} seed{'s' if len(results) != 1 else ''}"
     headline = [
-        ("Test accuracy", f"{metrics['test_acc']:.3f}, mean of {len(results)} seed(s)"),
+        ("Test accuracy", f"{metrics['test_acc']:.3f}, mean of {seeds}"),
         (f"Validation accuracy after {c.train.epochs} epochs", f"{metrics['val_acc']:.3f}"),
         (f"Convergence after {c.train.epochs} epochs", conv["verdict"]),
-        (f"Long run ({long_epochs} epochs)", f"best validation accuracy {long_conv['best_val_acc']:.3f}, "
-                                             f"{long_conv['verdict']}"),
     ]
+    if long_results:
+        metrics.update(long_val_acc=long_conv["best_val_acc"], long_verdict=long_conv["verdict"])
+        headline.append((f"Long run ({long_results[0].config.train.epochs} epochs)",
+                         f"best validation accuracy {long_conv['best_val_acc']:.3f}, {long_conv['verdict']}"))
     return {"metrics": metrics, "headline": headline,
-            "provenance": provenance.of_runs([*results, *long_results], device, tracking, seeds=[r.config.seed for r in results]),
+            "provenance": provenance.of_runs([*results, *(long_results or [])], device, tracking,
+                                             seeds=[r.config.seed for r in results]),
             "figure": plots.training_curves(runs.histories(results), title="MLP on MNIST")}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import json
+
+import yaml
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from labcore.store.tracking import check_mode
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 PARAMETERS = PROJECT_ROOT / "parameters"
-PROFILES = ("smoke", "quick", "full")
+PROFILES = ("smoke", "quick", "lab", "full")
 
 
 def notebook_stems() -> list[str]:
@@ -35,9 +37,14 @@ def check_selection(profile: str, only: list[str] | None) -> None:
             raise ConfigError(f"no notebook named {name!r}; available: {', '.join(stems)}")
 
 
+def parse_list(text: str) -> list[str] | None:
+    """STUDIES=lab_cnn,lab_resnet -> ['lab_cnn', 'lab_resnet']; empty -> None (all)."""
+    return [s.strip() for s in text.split(",") if s.strip()] or None
+
+
 def parse_only(text: str) -> list[str] | None:
     """ONLY=01_mlp_baseline,02_cnn_depth.ipynb -> ['01_mlp_baseline', '02_cnn_depth']; empty -> None (all)."""
-    return [s.strip().removesuffix(".ipynb") for s in text.split(",") if s.strip()] or None
+    return [s.removesuffix(".ipynb") for s in parse_list(text) or []] or None
 
 
 def notebook_defaults(stem: str) -> dict[str, Any]:
@@ -71,32 +78,32 @@ def notebook_defaults(stem: str) -> dict[str, Any]:
     return defaults
 
 
-def _merge(base: Any, override: Any) -> Any:
-    """Deep merge: mappings merge key by key, anything else is replaced."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        return {**base, **{k: _merge(base.get(k), v) for k, v in override.items()}}
-    return override
-
-
 def _shown(path: Path) -> str:
     """A path as the user knows it: relative to the project where possible."""
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
-def _load_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A parameter file, merged over the file its `include:` names (same folder), recursively.
+def _as_text(ours: Any, theirs: Any, where: str = "") -> tuple[str, str] | None:
+    """(dotted key, text) of the first value that labcore's loader reads as a number and PyYAML's safe loader (what
+    papermill's -f uses) as text, e.g. ('train.lr', '1e-3'), or None where the two loaders agree."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return next(filter(None, (_as_text(v, theirs.get(k), f"{where}{k}.") for k, v in ours.items())), None)
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return next(filter(None, (_as_text(a, b, f"{where.rstrip('.')}[{i}].") for i, (a, b) in
+                                  enumerate(zip(ours, theirs)))), None)
+    return (where.rstrip("."), theirs) if isinstance(ours, float) and isinstance(theirs, str) else None
 
-    Lets exercise 03 reuse exercise 02's studies verbatim, so their runs share store keys.
-    """
-    if path in seen:
-        raise ConfigError(f"{_shown(path)}: include cycle through {', '.join(p.name for p in seen)}")
+
+def _load_plain(path: Path) -> dict[str, Any]:
+    """A parameter file as papermill reads it: labcore's loader and PyYAML's safe loader must agree (a float written
+    without a dot, 1e-3, is text to YAML 1.1: refused, naming the key and the spelling that works)."""
     given = load_yaml(path)
-    include = given.pop("include", None)
-    if include is None:
-        return given
-    if not isinstance(include, str):
-        raise ConfigError(f"{_shown(path)}: include must be a file name, got {include!r}")
-    return _merge(_load_with_includes(path.parent / include, (*seen, path)), given)
+    found = _as_text(given, yaml.safe_load(path.read_text()) or {})
+    if found:
+        key, text = found
+        raise ConfigError(f"{_shown(path)}: {key} is written {text}, which YAML 1.1 (PyYAML, so papermill) reads as "
+                          f"text; write {text.replace('e', '.0e', 1) if '.' not in text else text}")
+    return given
 
 
 def parameter_file(stem: str, profile: str) -> str:
@@ -112,14 +119,14 @@ def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
         raise ConfigError(f"no parameter file {_shown(path)} for notebook {stem} "
                           f"in profile {profile}; create it (copy another profile's)")
     defaults = notebook_defaults(stem)
-    given = _load_with_includes(path)
+    given = _load_plain(path)
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ConfigError(f"{_shown(path)}: unknown parameter {unknown[0]!r} for {stem}; "
                           f"valid: {', '.join(defaults)}")
     if "profile" in given:
         raise ConfigError(f"{_shown(path)}: 'profile' is set by the build (it names this folder); remove it")
-    params = _merge(defaults, given)
+    params = {**defaults, **given}  # as papermill injects a parameter file: each top-level value replaces the cell's
     if "profile" in defaults:  # the notebook learns which profile it renders (04 plans its upstream in it)
         params["profile"] = profile
     try:

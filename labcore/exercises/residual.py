@@ -72,27 +72,35 @@ def ranking_sentence(runs_table: pd.DataFrame) -> str:
             + f" (The lab: {LAB_RANKING}.) " + claims.vgg_claims(sweep.study(runs_table, "vgg")))
 
 
-def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_table: pd.DataFrame, device: str,
+def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_table: pd.DataFrame | None, device: str,
             tracking: str) -> dict[str, Any]:
-    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure."""
+    """What the report publishes (labcore.report.publish.publish(**summary)): metrics, provenance, headline, figure.
+    What this build left out (no twins, `lab_table` None, no ranking study) leaves its metrics and lines out."""
     twins = sweep.with_twins(runs_table)
-    trained = sweep.trainability(twins)
-    lab = lab_table.drop_duplicates("metric").set_index("metric")
     seeds = sorted(set(runs_table["seed"]))
-    order = sweep.model_order(ranking_rows(runs_table))
-    metrics = {**sweep.run_metrics(runs_table), "reused_from_store": int(runs_table["cached"].sum()),
-               "not_trained_plain": int(trained[~trained["residual"]]["trained"].isin(["no", "failed"]).sum()),
-               "not_trained_residual": int(trained[trained["residual"]]["trained"].isin(["no", "failed"]).sum()),
-               "lab_resnet_val_acc": lab.loc["val_acc", "measured (mean)"],
-               "lab_resnet_train_loss": lab.loc["train_loss", "measured (mean)"], "ranking": order,
-               "lab_resnet_comparison": lab_table.to_dict(orient="records")}
-    n_twins = int((~trained["residual"]).sum())
-    headline = [
-        ("Plain configurations that did not train in any seed", f"{metrics['not_trained_plain']} of {n_twins}"),
-        ("Their residual twins that did not train in any seed", f"{metrics['not_trained_residual']} of {n_twins}"),
-        reference.lab_headline("Lab ResNetCNN", lab_table),
-        ("Ranking by validation accuracy", claims.order_words(order) + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")),
-    ]
+    metrics = {**sweep.run_metrics(runs_table), "reused_from_store": int(runs_table["cached"].sum())}
+    headline = []
+    if len(twins):
+        trained = sweep.trainability(twins)
+        metrics.update(
+            not_trained_plain=int(trained[~trained["residual"]]["trained"].isin(["no", "failed"]).sum()),
+            not_trained_residual=int(trained[trained["residual"]]["trained"].isin(["no", "failed"]).sum()))
+        n_twins = int((~trained["residual"]).sum())
+        headline += [("Plain configurations that did not train in any seed", f"{metrics['not_trained_plain']} of {n_twins}"),
+                     ("Their residual twins that did not train in any seed",
+                      f"{metrics['not_trained_residual']} of {n_twins}")]
+    if lab_table is not None:
+        lab = lab_table.drop_duplicates("metric").set_index("metric")
+        metrics.update(lab_resnet_val_acc=lab.loc["val_acc", "measured (mean)"],
+                       lab_resnet_train_loss=lab.loc["train_loss", "measured (mean)"],
+                       lab_resnet_comparison=lab_table.to_dict(orient="records"))
+        headline.append(reference.lab_headline("Lab ResNetCNN", lab_table))
+    if len(ranking_rows(runs_table)):
+        order = sweep.model_order(ranking_rows(runs_table))
+        metrics["ranking"] = order
+        headline.append(("Ranking by validation accuracy",
+                         claims.order_words(order) + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")))
     return {"metrics": metrics, "headline": headline,
             "provenance": sweep.provenance_of(results, device, tracking),
-            "figure": plots.versus_depth(twins, "test_acc", title="Test accuracy: plain (red), residual (blue)")}
+            "figure": plots.versus_depth(twins if len(twins) else runs_table, "test_acc",
+                                         title="Test accuracy: plain (red), residual (blue)")}

@@ -85,14 +85,16 @@ def reuse(stem: str, out_dir: Path, old: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _run_notebook(stem: str, params: dict[str, Any], executed: Path, progress: dict[str, Any] | None) -> str | None:
-    """Execute the notebook with papermill into `executed`; the error in one line, or None. `progress`: tqdm's
-    settings for a bar of cells done (a terminal), or None (quiet: a log, the tests, CI)."""
+def _run_notebook(stem: str, params: dict[str, Any], executed: Path, progress: dict[str, Any] | None,
+                  source: Path | None = None) -> str | None:
+    """Execute the notebook (or its `source`: the notebook without the sections the build leaves out) with papermill
+    into `executed`; the error in one line, or None. `progress`: tqdm's settings for a bar of cells done (a
+    terminal), or None (quiet: a log, the tests, CI)."""
     import papermill
 
     error = None
     try:
-        papermill.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
+        papermill.execute_notebook(str(source or NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
                                    cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=progress or False,
                                    report_mode=False, request_save_on_cell_execute=True,
                                    kernel_manager_class=IPCKernelManager)
@@ -120,6 +122,21 @@ def last_seconds(out_dir: Path, stem: str) -> float | None:
     return old.get("seconds") if old.get("status") == "ok" else None
 
 
+def _sections(stem: str, profile: str, params: dict[str, Any], work: Path) -> tuple[Path, list[str]]:
+    """The notebook to execute, written into `work`, without the sections whose groups its plan lacks
+    (labcore.report.sections), and the headings left out."""
+    from labcore.exercises import exercise
+    from labcore.report.sections import leave_out
+
+    groups = exercise.checked(exercise.plan(stem, params, profile), params.get("selected"))
+    why = (f"this build's STUDIES={','.join(params['selected'])} leaves out" if params.get("selected") is not None
+           else f"profile {profile} does not plan")
+    nb, left = leave_out(json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text()), set(exercise.present(groups)), why)
+    source = work / f"source-{stem}.ipynb"
+    source.write_text(json.dumps(nb))
+    return source, left
+
+
 def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
             reduced: list[str] | None = None, built: set[str] | None = None,
             inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -135,13 +152,16 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
     try:  # a full disk or Ctrl-C here leaves no half-written staging folder behind
         executed = work / f"{stem}.ipynb"
         start = time.perf_counter()
-        error = _run_notebook(stem, params, executed, progress)
+        source, left = _sections(stem, profile, params, work)
+        error = _run_notebook(stem, params, executed, progress, source)
+        source.unlink()
         seconds = time.perf_counter() - start
         nb = nbformat.read(executed, as_version=4)
         payload = _result_output(nb)
         if error is None and payload is None:
             error = "the notebook finished without calling labcore.report.publish.publish(...)"
         record = _record(stem, profile, nb, payload or {}, params, seconds, error, built or set(), inputs)
+        record["left_out"] = left
         if (payload or {}).get("figure_png"):
             (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
         (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
@@ -257,13 +277,17 @@ def _why(stem: str, out_dir: Path, now: dict[str, str], force: bool) -> str:
 
 def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
           address: str | None = None, cpus_per_run: int | None = None, gpus_per_run: float | None = None,
-          deterministic: bool = False, fuse: str = "auto", force: bool = False) -> list[dict[str, Any]]:
+          deterministic: bool = False, fuse: str = "auto", force: bool = False,
+          studies: list[str] | None = None) -> list[dict[str, Any]]:
     """Validate all parameters and data first, train the runs the notebooks need that are not stored yet
     (labcore.engine.executor: `make train` with the same plan, so shared runs get every checkpoint any notebook
     needs, and longest first), then execute each notebook whose page's inputs changed (all with `force`), which
-    reads its runs, and reuse the other pages; returns the JSON records."""
+    reads its runs, and reuse the other pages; returns the JSON records. `studies`: only those studies' runs and
+    the pages' sections about them (a notebook with none of them is not built)."""
+    from labcore.engine.plan import selected_notebooks
+
     check_selection(profile, only)
-    plan = [(stem, parameters(stem, profile)) for stem in (only or notebook_stems())]
+    plan = selected_notebooks(profile, only, studies)
     from labcore.engine.executor import train
     from labcore.engine.plan import profile_runs
 

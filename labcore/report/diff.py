@@ -33,9 +33,17 @@ def load_build(folder: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def precisions(prov: dict[str, Any]) -> str:
+    """'6 runs bf16, 3 runs fp32': the precision a page's runs trained in (records from before it was recorded: fp32)."""
+    counts: dict[str, int] = {}
+    for row in prov.get("regimes") or []:
+        counts[row.get("precision") or "fp32"] = counts.get(row.get("precision") or "fp32", 0) + int(row.get("runs", 0))
+    return ", ".join(f"{n} run{'s' if n != 1 else ''} {k}" for k, n in sorted(counts.items())) or "no runs"
+
+
 def settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What differs between two records of one notebook in what produced them: parameters, commit, packages,
-    device, data (checksums of the decoded images)."""
+    device, the precision its runs trained in, data (checksums of the decoded images)."""
     out = render.differences(a.get("parameters") or {}, b.get("parameters") or {}, other="B", none="not set")
     pa, pb = a.get("provenance") or {}, b.get("provenance") or {}
     ca, cb = (pa.get("git") or {}).get("commit"), (pb.get("git") or {}).get("commit")
@@ -47,6 +55,8 @@ def settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             out.append(f"package {name}: {va} (B: {vb})")
     if pa.get("device") != pb.get("device"):
         out.append(f"device: {pa.get('device')} (B: {pb.get('device')})")
+    if precisions(pa) != precisions(pb):  # e.g. train.precision auto: bf16 on one machine, fp32 on the other
+        out.append(f"precision of its runs: {precisions(pa)} (B: {precisions(pb)})")
     for name in sorted(set(pa.get("data") or {}) | set(pb.get("data") or {})):
         da, db = (pa.get("data") or {}).get(name) or {}, (pb.get("data") or {}).get(name) or {}
         if da.get("sha256") != db.get("sha256"):

@@ -48,6 +48,19 @@ def publish(metrics: dict[str, Any], provenance: dict[str, Any], headline: list[
              "text/plain": json.dumps(payload["metrics"], indent=1)[:2000]}, raw=True)
 
 
+def call(fn: Any, namespace: dict[str, Any]) -> Any:
+    """`fn` called with the notebook variables its parameters name (a notebook's `globals()`). A variable that a
+    section left out of this build never made (labcore.report.sections) is passed as its default, else None,
+    which `fn` reads as 'not in this build'."""
+    import inspect
+
+    kwargs = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        default = None if param.default is inspect.Parameter.empty else param.default
+        kwargs[name] = namespace.get(name, default)
+    return fn(**kwargs)
+
+
 def figure_png(figure: Any, width_inches: float = 5.0) -> str:
     """A Figure as a base64 PNG about `width_inches` wide at 2x density (crisp on high-DPI screens)."""
     import base64

@@ -25,6 +25,9 @@ PROFILE_NOTES = {
     "smoke": "pipeline check: tiny data and a few steps, so every number here is meaningless; it only shows that "
              "each step of the exercise runs",
     "quick": "reduced settings for a laptop CPU: the lab's findings should show, but the numbers are not the lab's",
+    "lab": "the lab notebook's own runs at its own settings (lab-reference.md), three seeds, in bfloat16 autocast "
+           "where the CPU or GPU computes it natively; full adds the other write-ups (depth sweeps of every family, "
+           "VGG and ResNet rankings, He et al.'s networks, deep gradient probes)",
     "full": "the lab's settings (lab-reference.md)",
 }
 
@@ -87,7 +90,8 @@ def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str =
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{name}.", other, none)
         elif a != b:
-            out.append(f"{name}: {_short(a, none)} ({other}: {_short(b, none)})")
+            empty = none if key in ("subset", "test_subset") else "none"  # a None subset means all images
+            out.append(f"{name}: {_short(a, empty)} ({other}: {_short(b, empty)})")
     return out
 
 
@@ -104,8 +108,9 @@ def _commit(git: dict[str, Any] | None) -> tuple[str, bool]:
 
 
 def banner(profile: str, when: str | None, git: dict[str, Any] | None, device: str | None,
-           reduced: list[str] | None = None) -> str:
-    """The box at the top of every page: profile and what it means, date (UTC), commit, device."""
+           reduced: list[str] | None = None, notes: list[str] | None = None) -> str:
+    """The box at the top of every page: profile and what it means, date (UTC), commit, device, and `notes` (the
+    precision its runs trained in, sections left out)."""
     commit, dirty = _commit(git)
     classes = " ".join(c for c in ("lc-banner", f"lc-{profile}", "lc-dirty" if dirty else "") if c)
     lines = [f"<p><strong>Profile <code>{html.escape(profile)}</code></strong>: "
@@ -117,7 +122,30 @@ def banner(profile: str, when: str | None, git: dict[str, Any] | None, device: s
         more = "".join(f"<li>{html.escape(r)}</li>" for r in reduced[4:])
         lines.append(f"<p>Reduced against <code>full</code> ({len(reduced)} settings): {shown}"
                      + (f"</p><details><summary>{len(reduced) - 4} more</summary><ul>{more}</ul></details>" if more else "</p>"))
+    lines += [f"<p>{html.escape(n)}</p>" for n in notes or []]
     return f"<div class='{classes}' id='lc-banner'>{''.join(lines)}</div>"
+
+
+def banner_notes(record: dict[str, Any]) -> list[str]:
+    """The page's lines about how its runs were computed and what it leaves out: the precision of its runs (and
+    whether this machine computes bfloat16 natively), the sections this build left out."""
+    prov = record.get("provenance") or {}
+    counts: dict[str, int] = {}
+    for row in prov.get("regimes") or []:
+        name = {"bf16": "bfloat16 autocast"}.get(row.get("precision"), row.get("precision") or "fp32")
+        counts[name] = counts.get(name, 0) + int(row.get("runs", 0))
+    out = []
+    if len(counts) > 1 or "bfloat16 autocast" in counts:
+        out.append("Precision: " + ", ".join(f"{n} run{'s' if n != 1 else ''} in {k}" for k, n in counts.items())
+                   + " (each run records its own; weights and optimiser always in fp32).")
+    if prov.get("bf16_here"):
+        out.append(prov["bf16_here"])
+    if record.get("left_out"):
+        out.append("Left out of this build: " + "; ".join(record["left_out"])
+                   + (f" (STUDIES={','.join(record['parameters']['selected'])})"
+                      if (record.get("parameters") or {}).get("selected") else
+                      f" (profile {record.get('profile')} plans no runs for them)") + ".")
+    return out
 
 
 def _table(rows: dict[str, Any]) -> str:
@@ -225,7 +253,8 @@ def page(nb: Any, record: dict[str, Any], reduced: list[str] | None = None) -> s
                             template_file="labcore.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"labcore_css": CSS})
     prov = record.get("provenance") or {}
-    top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"), reduced)
+    top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"), reduced,
+                 banner_notes(record))
     if record.get("status") != "ok":
         top += f"<div class='lc-banner lc-smoke'><p class='lc-failed'>This notebook failed: {html.escape(record.get('error') or '')}</p></div>"
     body = body.replace("<main>", "<main>" + top + contents(body), 1)

@@ -85,11 +85,16 @@ def differences(stored: Any, stored_weights: dict, now: Any, now_weights: dict) 
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
+def recorded_numerics(rec: Any) -> dict[str, Any]:
+    """A record's numeric settings; records from before precision was recorded trained in their config's."""
+    return {"precision": rec.config.train.precision, **(rec.numerics or {})}
+
+
 def settings_differ(stored: Any, now: Any) -> list[str]:
     """What differs between the settings a run was trained with and those it was re-derived with."""
     out = [] if stored.device == now.device else [f"device: {stored.device} then, {now.device} now"]
-    a, b = stored.numerics or {}, now.numerics or {}
-    if not a:
+    a, b = recorded_numerics(stored), recorded_numerics(now)
+    if not stored.numerics:
         return out + ["its numeric settings were not recorded (a record from before they were)"]
     return out + [f"{k}: {a.get(k)} then, {b.get(k)} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
@@ -160,15 +165,16 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunCo
     from labcore.engine.fused import train_fused
 
     deterministic = bool((rec.numerics or {}).get("deterministic"))
+    precision = recorded_numerics(rec)["precision"]  # as it trained, whatever this machine would pick for "auto"
     if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
         return runs.train_run(cfg, device, "disabled", checkpoints(cfg), compile=rec.compiled,
-                              deterministic=deterministic)
+                              deterministic=deterministic, precision=precision)
     groups = {} if groups is None else groups
     key = (group_key(cfg), tuple(rec.fused))
     if key not in groups:
         members = [cfg.replace(seed=s) for s in rec.fused]
         groups[key] = train_fused(members, device, "disabled", [checkpoints(c) for c in members],
-                                  deterministic=deterministic)
+                                  deterministic=deterministic, precision=precision)
     return groups[key][list(rec.fused).index(cfg.seed)]
 
 
@@ -194,7 +200,8 @@ def _check_one(p: Planned, rec: Any, store: Any, scratch: Any, device: str,
 
 
 def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, device: str = "auto",
-           out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+           out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1),
+           studies: list[str] | None = None) -> dict[str, Any]:
     """Re-derive a sample of the profile's stored runs and compare them (see the module); writes and returns the
     summary, also saved as reports/<profile>/verify.json for the index. `shard` (i, n): only every n-th sampled
     run from the i-th, so that n processes share the work (each writes verify-<i>of<n>.json)."""
@@ -202,7 +209,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 2, 
     from labcore.store import runs
 
     store = runs.RunStore()
-    planned = plan.profile_runs(profile, only)
+    planned = plan.profile_runs(profile, only, studies=studies)
     states = {p.key: store.state(p.cfg) for p in planned}
     stored = [p for p in planned if states[p.key] == "stored"]
     stale = [p for p in planned if states[p.key] == "stale" and store.get(p.cfg).ok]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from labcore.core.data import fingerprint
-from labcore.machine import device_info, pick_device
+from labcore.machine import device_info, native_bf16, pick_device
 from labcore.store.identity import digest_of, git_state
 from labcore.store.runs import STORE_VERSION
 from labcore.store.tracking import resolve_mode, run_name, wandb_dirs
@@ -64,7 +64,21 @@ def of_runs(results: Sequence[Any], device: str, tracking: str | None, **extra: 
                    **{"run_keys": [r.key for r in results], **extra}, trained_on=sorted({r.device for r in results}),
                    numerics=[json.loads(n) for n in sorted(numerics)],
                    fused_runs=sum(len(r.fused) > 1 for r in results),
-                   trained_with=trained_with(results), regimes=regimes(results))
+                   trained_with=trained_with(results), regimes=regimes(results),
+                   bf16_here=bf16_here(results, pick_device(str(device))))
+
+
+def bf16_here(results: Sequence[Any], device: torch.device) -> str | None:
+    """Where some runs trained in bf16 autocast: whether the device rendering this page computes bfloat16 natively
+    (a store trained on a CPU with AMX serves a laptop without it: its numbers stand, re-deriving them here is
+    slower). None when no run used bf16."""
+    n = sum(getattr(r, "precision", "fp32") == "bf16" for r in results)
+    if not n:
+        return None
+    native, why = native_bf16(device)
+    return (f"{n} of these runs trained in bfloat16 autocast; {why}, so "
+            + ("`make verify` re-derives them here natively." if native else
+               "they are served as stored, and `make verify` here re-derives them in emulated bfloat16 (slower)."))
 
 
 def _count(rows: list[dict]) -> list[dict]:
@@ -87,11 +101,13 @@ def trained_with(results: Sequence[Any]) -> list[dict]:
 
 
 def regimes(results: Sequence[Any]) -> list[dict]:
-    """How a page's runs were computed, each distinct way once with its count: the device, the numeric settings
-    that can move a number in its last bits (threads, TF32, deterministic algorithms), fused or alone, compiled."""
+    """How a page's runs were computed, each distinct way once with its count: the device, the precision (fp32, or
+    bf16 autocast), the numeric settings that can move a number in its last bits (threads, TF32, deterministic
+    algorithms), fused or alone, compiled."""
     out = []
     for r in results:
         n = r.numerics or {}
-        out.append({"device": r.device, "threads": n.get("threads"), "tf32": bool(n.get("tf32_matmul")),
+        out.append({"device": r.device, "precision": r.precision, "threads": n.get("threads"),
+                    "tf32": bool(n.get("tf32_matmul")),
                     "deterministic": n.get("deterministic"), "fused": len(r.fused) > 1, "compiled": r.compiled})
     return _count(out)

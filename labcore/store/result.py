@@ -38,6 +38,12 @@ class RunResult:
         return self.config.key()
 
     @property
+    def precision(self) -> str:
+        """The precision it trained in, 'fp32' or 'bf16' (bfloat16 autocast): as recorded, else its config's (a
+        record from before precision was recorded, when 'auto' did not exist)."""
+        return (self.numerics or {}).get("precision", self.config.train.precision)
+
+    @property
     def ok(self) -> bool:
         """Whether the run finished (a failed run keeps its partial history and its error)."""
         return self.status == "ok"
@@ -54,7 +60,7 @@ class RunResult:
                 "train_loss": self.final("train_loss"),
                 "train_acc": self.final("train_acc"), "val_loss": self.final("val_loss"),
                 "val_acc": self.final("val_acc"), "test_acc": self.test.get("accuracy", float("nan")),
-                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached,
+                "n_params": self.n_params, "seconds": self.seconds, "cached": self.cached, "precision": self.precision,
                 "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
 
 

@@ -70,6 +70,7 @@ def regime_change(old: RunResult, new: RunResult) -> list[str]:
     def regime(r: RunResult) -> dict:
         n = r.numerics or {}
         return {"device": r.device, "fused": bool(len(r.fused) > 1), "compiled": r.compiled,
+                "precision": n.get("precision", r.config.train.precision),
                 **{k: n.get(k) for k in ("threads", "deterministic", "tf32_matmul", "torch")}}
     a, b = regime(old), regime(new)
     return [f"{k}: {a[k]} then, {b[k]} now" for k in a if a[k] != b[k]]

@@ -18,7 +18,7 @@ from labcore.core.config import ConfigError, DataConfig, RunConfig
 from labcore.core.models import count_parameters
 from labcore.core.train import RunFailed, evaluate, fit, init_model
 from labcore.faults import lost
-from labcore.machine import configure, device_info, numerics, pick_device
+from labcore.machine import configure, device_info, numerics, pick_device, resolve_precision
 from labcore.store import identity
 from labcore.store.result import RunResult
 from labcore.store.tracking import Tracker, run_name
@@ -74,13 +74,15 @@ class Trained:
 def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str = "offline",
               checkpoints: tuple[int, ...] = (), estimate_seconds: float | None = None,
               compile: bool = False, group: str | None = None, profile: str | None = None,
-              deterministic: bool = False) -> Trained:
+              deterministic: bool = False, precision: str | None = None) -> Trained:
     """Train one run from scratch (`group` and `profile` only name it in W&B). A failure of the config itself
     (RUN_ERRORS: a loss that became NaN) becomes a result with status 'failed', its error and the epochs it
     finished; the machine's faults anywhere in it (moving the data to the device, building the model, training)
-    raise RunLost (labcore.faults); anything else propagates as the bug it is."""
+    raise RunLost (labcore.faults); anything else propagates as the bug it is. `precision`: train in this
+    precision ('fp32' or 'bf16', as `make verify` re-derives a record) instead of resolving the config's here."""
     try:
-        return _train_run(cfg, device, tracking, checkpoints, estimate_seconds, compile, group, profile, deterministic)
+        return _train_run(cfg, device, tracking, checkpoints, estimate_seconds, compile, group, profile, deterministic,
+                          precision)
     except Exception as exc:
         fault = lost(cfg.label(), exc)
         if fault is None:
@@ -90,9 +92,10 @@ def train_run(cfg: RunConfig, device: str | torch.device = "auto", tracking: str
 
 def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkpoints: tuple[int, ...],
                estimate_seconds: float | None, compile: bool, group: str | None, profile: str | None,
-               deterministic: bool) -> Trained:
+               deterministic: bool, precision: str | None) -> Trained:
     """`train_run` without the translation of the machine's faults."""
     device = pick_device(str(device))
+    precision = precision or resolve_precision(cfg.train.precision, device)
     configure(device, deterministic)
     splits = load_splits(cfg.data).to(device)
     model = init_model(cfg, device, splits.input_shape, len(splits.classes))
@@ -111,11 +114,12 @@ def _train_run(cfg: RunConfig, device: str | torch.device, tracking: str, checkp
     start = time.perf_counter()
     info = {"n_params": count_parameters(model), "device": device_info(device), "data_source": splits.source,
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
-            "numerics": numerics(device), **identity_of(cfg, splits, "alone")}
+            "numerics": numerics(device, precision), **identity_of(cfg, splits, "alone")}
     try:
         if not compile:  # W&B's hooks on every parameter would break a compiled graph into pieces
             tracker.watch(model)
-        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile, on_step=tracker.log_step)
+        fit(model, splits, cfg.train, cfg.seed, on_epoch=on_epoch, compile=compile, on_step=tracker.log_step,
+            precision=precision)
         seconds = time.perf_counter() - start
         test = evaluate(model, splits.x_test, splits.y_test, splits)
         tracker.finish({"test_acc": test["accuracy"], "test_loss": test["loss"], "seconds": seconds})
