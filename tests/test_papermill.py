@@ -72,3 +72,16 @@ def test_papermills_own_command_computes_the_page_of_make_report(smoke_reports, 
     page = json.loads((Path(smoke_reports) / "01_mlp_baseline.json").read_text())
     for name in ("val_acc", "test_acc", "train_loss"):
         assert published[-1]["metrics"][name] == page["metrics"][name], name
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"seeds: [0]\n" + b"#" * (2 << 20), "bytes, not a parameter file"),
+    (b"seeds: [0]\n\xff\xfe", r"is not UTF-8 text \(byte 11\); save it as UTF-8 YAML"),
+])
+def test_a_file_that_is_no_parameter_file_is_one_short_line(tmp_path, monkeypatch, content, message):
+    monkeypatch.setattr(params, "PARAMETERS", tmp_path)
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "01_mlp_baseline.yaml").write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        merged_parameters("01_mlp_baseline", "smoke")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300

@@ -94,9 +94,20 @@ def _as_text(ours: Any, theirs: Any, where: str = "") -> tuple[str, str] | None:
     return (where.rstrip("."), theirs) if isinstance(ours, float) and isinstance(theirs, str) else None
 
 
+MAX_FILE_BYTES = 1 << 20  # a parameter file is a few hundred bytes; anything near this is not one
+
+
 def _load_plain(path: Path) -> dict[str, Any]:
     """A parameter file as papermill reads it: labcore's loader and PyYAML's safe loader must agree (a float written
-    without a dot, 1e-3, is text to YAML 1.1: refused, naming the key and the spelling that works)."""
+    without a dot, 1e-3, is text to YAML 1.1: refused, naming the key and the spelling that works). A file too large
+    to be parameters, or not UTF-8 text, is one line naming it."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{_shown(path)} is {path.stat().st_size:,} bytes, not a parameter file (at most "
+                          f"{MAX_FILE_BYTES:,}); check that it is the YAML you meant")
+    try:
+        path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{_shown(path)} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
     given = load_yaml(path)
     found = _as_text(given, yaml.safe_load(path.read_text()) or {})
     if found:
