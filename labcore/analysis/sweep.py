@@ -90,7 +90,8 @@ def plan_studies(studies: dict, data: dict, train: dict, seeds: list[int], resid
     """The runs of exercises 02 and 03: every study x sweep x residual flag x seed, grouped by study."""
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
-    distinct(seeds, "seeds"), distinct(residual, "residual")
+    distinct(seeds, "seeds")
+    distinct(residual, "residual")
     return {name: [Planned(c, study=name) for c in cfgs]
             for name, cfgs in expand(studies, data, train, seeds, residual).items()}
 

@@ -50,7 +50,8 @@ def plan(deep_study: str | None, deep_depths: list[int], short_epochs: int, lab_
     ('lab_pair', one config per init seed), on the twins' data, which is also where the probe's images come from."""
     if not init_seeds:
         raise ConfigError("init_seeds must name at least one value")
-    distinct(init_seeds, "init_seeds"), distinct(deep_depths, "deep_depths")
+    distinct(init_seeds, "init_seeds")
+    distinct(deep_depths, "deep_depths")
     mlp, residual = upstream[MLP], upstream[RESIDUAL]
     deep = {}
     if deep_study is not None:  # None: no twins (a profile of the lab's own runs); the page leaves their sections out
@@ -161,7 +162,7 @@ def lab_comparison(init: dict[str, dict[str, pd.DataFrame]], planned: dict[str, 
         frames.append(reference.compare(experiment, measured, cfg=planned["lab_pair"][kind][0], only=("model.",))
                       .assign(model=shown))
     out = pd.concat(frames)
-    out.attrs["reason"] = frames[0].attrs.get("reason")  # the same for both models: one probe of one initialisation
+    out.attrs["reason"] = frames[0].attrs.get("reason")  # pd.concat drops attrs; both models share one reason
     return out
 
 
