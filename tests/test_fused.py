@@ -13,7 +13,8 @@ from labcore.engine import fused, jobs
 from labcore.store import runs
 from labcore.core.config import FAMILIES, ModelConfig, RunConfig, TrainConfig
 from labcore.core.models import build_model
-from labcore.core.train import fit
+from labcore.core.train import fit, fit_members
+from labcore.store.training import train_runs
 
 from .synthetic import synthetic_splits, use_splits
 
@@ -53,10 +54,10 @@ def test_fused_members_agree_with_runs_trained_alone(family):
     _, alone_models = _models(family, seeds, shape)
     alone = [fit(m, splits, train, s, progress=False) for m, s in zip(alone_models, seeds)]
     _, members = _models(family, seeds, shape)
-    together, failed = fused.fit_fused(members, splits, train, seeds, progress=False)
+    together, failed = fit_members(members, splits, train, seeds, progress=False)
     assert not failed
     one_batch, one_step = synthetic_splits(n=48, shape=shape).to(DEVICE), dataclasses.replace(train, epochs=1)
-    first = fused.fit_fused(_models(family, [0, 1], shape)[1], one_batch, one_step, [0, 1], progress=False)[0][0][0]
+    first = fit_members(_models(family, [0, 1], shape)[1], one_batch, one_step, [0, 1], progress=False)[0][0][0]
     first_alone = fit(_models(family, [0], shape)[1][0], one_batch, one_step, 0, progress=False)[0]
     assert first["train_loss"] == pytest.approx(first_alone["train_loss"], rel=1e-5), "one step: the same loss"
     for a, t in zip(alone, together):
@@ -83,7 +84,7 @@ def test_a_member_whose_loss_explodes_fails_alone():
     alone_model = _models("mlp", [0], shape)[1][0]
     train = TrainConfig(epochs=2, batch_size=48, lr=1e-3)
     alone = fit(alone_model, splits, train, 0, progress=False)
-    histories, failed = fused.fit_fused(members, splits, train, [0, 1], progress=False)
+    histories, failed = fit_members(members, splits, train, [0, 1], progress=False)
     assert list(failed) == [1] and "non" not in failed[1] and "nan in epoch 1" in failed[1]
     assert len(histories[1]) == 1, "its history stops at the epoch that failed, as alone"
     assert len(histories[0]) == 2 and histories[0][-1]["train_loss"] == pytest.approx(alone[-1]["train_loss"], rel=LOSS_RTOL)
@@ -95,7 +96,7 @@ def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatc
             for s in (0, 1, 2)]
     assert len({fused.group_key(c) for c in cfgs}) == 1 and len({c.key() for c in cfgs}) == 3
     store = runs.RunStore(tmp_path)
-    trained = fused.train_fused(cfgs, "cpu", "disabled", checkpoints=[(0, 1), (), ()], estimate_seconds=1.0)
+    trained = train_runs(cfgs, "cpu", "disabled", checkpoints=[(0, 1), (), ()], estimate_seconds=1.0)
     for t in trained:
         store.put_or_lose(t)
     for i, c in enumerate(cfgs):
@@ -107,7 +108,7 @@ def test_fused_runs_are_stored_as_separate_runs_that_say_so(tmp_path, monkeypatc
     assert all(torch.equal(a, b) for a, b in zip(init.state_dict().values(),
                                                   store.load_model(cfgs[0], (1, 28, 28), 4, epoch=0).state_dict().values()))
     with pytest.raises(AssertionError, match="seed only"):
-        fused.train_fused([cfgs[0], cfgs[0].replace(train={"lr": 0.5})], "cpu", "disabled")
+        train_runs([cfgs[0], cfgs[0].replace(train={"lr": 0.5})], "cpu", "disabled")
 
 
 def test_where_fusing_pays():
@@ -141,6 +142,6 @@ def test_each_fused_member_is_its_own_offline_wandb_run(tmp_path, monkeypatch):
     use_splits(monkeypatch, lambda cfg: synthetic_splits(n=256, shape=(1, 28, 28)))
     cfgs = [RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 1, "width": 8}, {"epochs": 2}, seed=s)
             for s in (0, 1)]
-    trained = fused.train_fused(cfgs, "cpu", "offline", groups=["01_mlp_baseline/runs", "04_gradient_flow/mlp"])
+    trained = train_runs(cfgs, "cpu", "offline", groups=["01_mlp_baseline/runs", "04_gradient_flow/mlp"])
     assert all(t.result.ok for t in trained)
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2

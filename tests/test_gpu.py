@@ -11,7 +11,8 @@ from labcore.core.config import ModelConfig, RunConfig, TrainConfig
 from labcore.store.planned import Planned
 from labcore.machine import configure
 from labcore.core.models import build_model
-from labcore.core.train import fit
+from labcore.core.train import fit, fit_members
+from labcore.store.training import train_runs
 
 from .synthetic import synthetic_splits, use_splits
 
@@ -134,7 +135,7 @@ def test_no_host_sync_in_the_training_step(optimizer):
         cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=batch_size, augment=True, optimizer=optimizer)
         make = lambda: build_model(ModelConfig("convnet", 1, 8, norm="batch"), (3, 16, 16), len(images.classes)).to(DEVICE)  # noqa: E731
         if together:
-            return _host_reads(lambda: fused.fit_fused([make(), make()], images, cfg, [0, 1], progress=False,
+            return _host_reads(lambda: fit_members([make(), make()], images, cfg, [0, 1], progress=False,
                                                        on_step=lambda step, loss: None, step_every=1))
         return _host_reads(lambda: fit(make(), images, cfg, 0, progress=False, on_step=lambda step, loss: None,
                                        step_every=1))

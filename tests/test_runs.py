@@ -116,14 +116,14 @@ def test_only_the_configs_own_failure_is_stored_and_a_bug_in_labcore_propagates(
     def nan_loss(*a, **k):
         raise RunFailed("training loss became nan in epoch 1")
 
-    monkeypatch.setattr(training, "fit", nan_loss)
+    monkeypatch.setattr(training, "fit_members", nan_loss)
     result = runs.run(_cfg(), store, device="cpu", tracking="disabled")
     assert not result.ok and result.error.startswith("RunFailed: training loss became nan")
 
     def shape_error(*a, **k):  # models are built on the meta device before anything trains: this would be a bug
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (128x64 and 32x10)")
 
-    monkeypatch.setattr(training, "fit", shape_error)
+    monkeypatch.setattr(training, "fit_members", shape_error)
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         runs.run(_cfg(lr=0.3), store, device="cpu", tracking="disabled")
     assert store.state(_cfg(lr=0.3)) == "pending"
@@ -131,7 +131,7 @@ def test_only_the_configs_own_failure_is_stored_and_a_bug_in_labcore_propagates(
     def bug(*a, **k):
         raise KeyError("val_acc")
 
-    monkeypatch.setattr(training, "fit", bug)
+    monkeypatch.setattr(training, "fit_members", bug)
     with pytest.raises(KeyError):
         runs.run(_cfg(lr=0.5), store, device="cpu", tracking="disabled")
     assert store.state(_cfg(lr=0.5)) == "pending", "nothing half-written enters the store"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from labcore.engine import fused
+from labcore.store.training import train_runs
 import torch
 
 from labcore.store import runs
@@ -48,7 +48,7 @@ def test_a_rederived_run_repeats_bit_for_bit_on_the_same_settings(store):
 
 def test_a_fused_run_is_rederived_fused_with_the_same_seeds_and_repeats_bit_for_bit(store):
     cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
-    first = fused.train_fused(cfgs, "cpu", "disabled")[1]
+    first = train_runs(cfgs, "cpu", "disabled")[1]
     assert list(first.result.fused) == [0, 1, 2]
     groups: dict = {}
     again = verify.rederive(cfgs[1], first.result, "cpu", lambda c: (), groups)

@@ -1,4 +1,5 @@
-"""Training and evaluation loops over in-memory splits. Everything returns values; nothing is only printed."""
+"""The training loop (one, for a model alone or several stacked: labcore.core.step) and evaluation over in-memory
+splits. Everything returns values; nothing is only printed."""
 from __future__ import annotations
 
 import math
@@ -18,10 +19,12 @@ from labcore.core.batches import batches
 from labcore.core.data import Splits
 from labcore.core.datasets import CLASSES, SHAPES
 from labcore.core.models import build_model
+from labcore.core.step import Learner, learner, make_optimizer, make_schedule, memory_format  # noqa: F401 - the step's home
 from labcore.machine import flush_denormals, resolve_precision, show_progress
 
 EpochCallback = Callable[[int, dict, nn.Module], None]
 StepCallback = Callable[[int, torch.Tensor], None]  # (global step, the batch's loss, still on the device)
+StateCallback = Callable[[dict], None]  # what a resumed run continues from, after every epoch
 
 
 class RunFailed(RuntimeError):
@@ -45,26 +48,6 @@ def init_model(cfg: RunConfig, device: str | torch.device = "cpu", in_shape: tup
     """The untrained model a run of `cfg` starts from (same seed, same weights as its epoch-0 checkpoint)."""
     seed_everything(cfg.seed)
     return build_model(cfg.model, *model_shape(cfg, in_shape, num_classes)).to(device)
-
-
-def make_optimizer(model: nn.Module | list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD with momentum, with the config's weight decay, over a model's parameters (or these tensors)."""
-    params = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
-    fused = params[0].device.type == "cuda"  # one kernel for all parameters on a GPU; CPUs unchanged
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               fused=fused or None)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-
-
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step learning-rate schedule: constant, cosine to zero, or /10 at the milestone fractions."""
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
-    if cfg.schedule == "multistep":
-        steps = [int(m * total_steps) for m in cfg.milestones]
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
 @torch.no_grad()
@@ -105,80 +88,117 @@ def epoch_row(epoch: int, loss_sum: float, correct: int, n_train: int, val_logit
             "val_acc": (val_logits.argmax(1) == y_val).float().mean().item(), "lr": lr, "seconds": seconds}
 
 
-def memory_format(model: nn.Module, cfg: TrainConfig) -> torch.memory_format:
-    """channels_last for convolutional models when `cfg.channels_last`, else the default layout.
-
-    Only where every convolution has at least 8 output channels: with fewer, PyTorch's channels-last CPU
-    kernels can be far slower (seen here: a width-4 ResNet34 stalled for minutes on its second step).
-    """
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if cfg.channels_last and convs and min(c.out_channels for c in convs) >= 8:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, seed: int,
         on_epoch: EpochCallback | None = None, progress: bool | None = None, compile: bool = False,
         on_step: StepCallback | None = None, step_every: int = 20, precision: str | None = None) -> list[dict]:
-    """Train `model` (already on its device) and return one dict per epoch.
+    """Train one `model` (already on its device) and return one dict per epoch: `fit_members` with one member.
 
-    Each dict has epoch, train_loss and train_acc (averaged over the epoch's batches, in training
-    mode, as the lab reported them), val_loss and val_acc (eval mode), lr and seconds. A loss that
-    becomes NaN or infinite stops training with RunFailed (after the epoch's callback has seen it).
-    `compile` runs the training steps through torch.compile (worth it only for long runs: the first
-    step compiles for 15-30 s). `on_step` sees every `step_every`-th batch's loss (W&B's per-step curve);
-    reading it forces a device sync, hence not every step. `precision`: 'fp32' or 'bf16' as resolved for this
-    device (default: `cfg.precision` resolved here, machine.resolve_precision).
+    A loss that becomes NaN or infinite stops training with RunFailed (after the epoch's callback has seen it).
+    `on_step(step, loss)` sees every `step_every`-th batch's loss, still on the device.
     """
-    device = next(model.parameters()).device
+    steps = (lambda step, losses: on_step(step, losses[0])) if on_step is not None else None
+    histories, failed = fit_members([model], splits, cfg, [seed], [on_epoch], progress, compile, steps, step_every,
+                                    precision)
+    if failed:
+        raise RunFailed(failed[0])
+    return histories[0]
+
+
+def fit_members(models: list[nn.Module], splits: Splits, cfg: TrainConfig, seeds: list[int],
+                on_epoch: list[EpochCallback | None] | None = None, progress: bool | None = None,
+                compile: bool = False, on_step: StepCallback | None = None, step_every: int = 20,
+                precision: str | None = None, resume_from: dict | None = None,
+                on_state: StateCallback | None = None) -> tuple[list[list[dict]], dict[int, str]]:
+    """Train `models` (already on their device; one alone, or several of one architecture stacked, labcore.core.step),
+    member i with seed `seeds[i]`; returns (each member's per-epoch rows, {member: why it failed}).
+
+    Each row has epoch, train_loss and train_acc (averaged over the epoch's batches, in training mode, as the lab
+    reported them), val_loss and val_acc (eval mode), lr and seconds (a member's share of the epoch's wall time).
+    A member whose loss becomes non-finite fails alone: it keeps being computed, its loss masked out, until the
+    others end. `on_step(step, losses [N])` every `step_every` steps (reading a loss forces a device sync).
+    `precision`: 'fp32' or 'bf16' as resolved for this device (default: `cfg.precision` resolved here).
+    `on_state(state)` receives, after every epoch, all a resumed run needs (`resume_from` continues from it:
+    weights, optimizer, schedule, every generator's state, the rows so far), so that the result is the same
+    bit for bit as a run never interrupted.
+    """
+    device = next(models[0].parameters()).device
     flush_denormals(device)
-    fmt = memory_format(model, cfg)
-    model.to(memory_format=fmt)  # parameters only; the state dict's values are unchanged
-    # On CUDA, CUDA graphs (reduce-overhead) also remove the per-kernel launch cost these small networks are bound by.
-    step_model = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if compile else model
-    precision = precision or resolve_precision(cfg.precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    gen = torch.Generator().manual_seed(seed)  # batch order and augmentation, independent of init
+    n = len(models)
     steps_per_epoch = -(-len(splits.y_train) // cfg.batch_size)
-    opt = make_optimizer(model, cfg)
-    sched = make_schedule(opt, cfg, cfg.epochs * steps_per_epoch)
+    learn = learner(models, cfg, cfg.epochs * steps_per_epoch, precision or resolve_precision(cfg.precision, device),
+                    compile)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]  # each member's batch order and augmentation
+    state = {"epoch": 0, "step": 0, "histories": [[] for _ in range(n)], "failed": {}}
+    if resume_from is not None:
+        state = _restore(resume_from, learn, gens, models)
+    histories, failed = state["histories"], state["failed"]
+    alive = torch.tensor([i not in failed for i in range(n)], dtype=torch.bool, device=device)
     show = show_progress() if progress is None else progress
-    history, step = [], 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not show, leave=False):
+    desc = "epochs" + (f" ({n} fused)" if n > 1 else "")
+    step = state["step"]
+    for epoch in tqdm(range(state["epoch"] + 1, cfg.epochs + 1), desc=desc, disable=not show, leave=False,
+                      initial=state["epoch"], total=cfg.epochs):
         start = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for xb, yb in batches(splits.x_train, splits.y_train, cfg.batch_size, splits.mean, splits.std,
-                              generator=gen, augmentation=cfg.augment):
-            xb, yb = xb.to(device, non_blocking=True).contiguous(memory_format=fmt), yb.to(device, non_blocking=True)
-            # The compiled step only ever sees full batches, so it never recompiles (nor records a second CUDA
-            # graph) for the epoch's shorter last batch, which runs eagerly on the same parameters.
-            net = step_model if len(yb) == cfg.batch_size else model
-            with autocast:
-                logits = net(xb)
-                loss = nn.functional.cross_entropy(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if on_step is not None and step % step_every == 0:
-                on_step(step, loss.detach())
-            # Accumulate on the device: no host sync per step.
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-        n = len(splits.y_train)
-        row = epoch_row(epoch, loss_sum.item(), correct.item(), n, predict(model, splits.x_val, splits),
-                        splits.y_val.cpu(), opt.param_groups[0]["lr"], time.perf_counter() - start)
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(epoch, row, model)
-        if not math.isfinite(row["train_loss"]):
-            raise RunFailed(f"training loss became {row['train_loss']} in epoch {epoch}")
-    return history
+        loss_sum, correct, step = _epoch(learn, splits, cfg, gens, alive, step, on_step, step_every)
+        val_logits = predict_members(learn, splits.x_val, splits)  # [N, V, K]
+        learn.sync(models)
+        y_val, n_train = splits.y_val.cpu(), len(splits.y_train)
+        seconds, losses, rights = (time.perf_counter() - start) / n, loss_sum.tolist(), correct.tolist()
+        for i in (i for i in range(n) if i not in failed):
+            row = epoch_row(epoch, losses[i], rights[i], n_train, val_logits[i], y_val, learn.lr(), seconds)
+            histories[i].append(row)
+            if on_epoch is not None and on_epoch[i] is not None:
+                on_epoch[i](epoch, row, models[i])
+            if not math.isfinite(row["train_loss"]):
+                failed[i] = f"training loss became {row['train_loss']} in epoch {epoch}"
+                alive[i] = False
+        if on_state is not None:
+            on_state({"epoch": epoch, "step": step, "histories": histories, "failed": failed,
+                      "learner": learn.state_dict(), "generators": [g.get_state() for g in gens],
+                      "torch_rng": torch.get_rng_state()})
+        if len(failed) == n:
+            break
+    return histories, failed
 
 
+def _epoch(learn: Learner, splits: Splits, cfg: TrainConfig, gens: list[torch.Generator], alive: torch.Tensor,
+           step: int, on_step: StepCallback | None, step_every: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over the training images, every member on its own order: (each member's summed loss [N], its
+    correct count [N], both on the device, no host sync per step; the global step reached)."""
+    device = alive.device
+    loss_sum = torch.zeros(learn.n, device=device)
+    correct = torch.zeros(learn.n, device=device, dtype=torch.long)
+    feeds = [batches(splits.x_train, splits.y_train, cfg.batch_size, splits.mean, splits.std, generator=g,
+                     augmentation=cfg.augment) for g in gens]
+    for parts in zip(*feeds):
+        parts = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in parts]
+        loss, right = learn.step(parts, alive)  # [N] each
+        step += 1
+        if on_step is not None and step % step_every == 0:
+            on_step(step, loss)
+        loss_sum += loss * len(parts[0][1])
+        correct += right
+    return loss_sum, correct, step
+
+
+def _restore(saved: dict, learn: Learner, gens: list[torch.Generator], models: list[nn.Module]) -> dict:
+    """Put a learner, its generators and its members' modules where `fit_members` left them (`on_state`)."""
+    assert len(saved["generators"]) == len(gens), "a resumed run must have the members it was saved with"
+    learn.load_state_dict(saved["learner"])
+    learn.sync(models)
+    for g, s in zip(gens, saved["generators"]):
+        g.set_state(s)
+    torch.set_rng_state(saved["torch_rng"])
+    return {"epoch": saved["epoch"], "step": saved["step"], "histories": [list(h) for h in saved["histories"]],
+            "failed": {int(k): v for k, v in saved["failed"].items()}}
+
+
+@torch.no_grad()
+def predict_members(learn: Learner, x: torch.Tensor, splits: Splits, batch_size: int = 1000) -> torch.Tensor:
+    """Every member's logits for uint8 images `x`, in eval mode and full precision: [N, len(x), K] on the CPU."""
+    out = [learn.forward(xb) for xb, _ in
+           batches(x, torch.zeros(len(x), device=x.device), batch_size, splits.mean, splits.std)]
+    return torch.cat(out, dim=1).float().cpu()
 
 
 def report_table(test: dict) -> pd.DataFrame:

@@ -32,10 +32,10 @@ from labcore.files import replacing
 from labcore.paths import cache_dir
 from labcore.machine import device_info, flush_denormals, pick_device, resolve_precision, show_progress
 from labcore.machine import threads as machine_threads
-from labcore.engine.fused import Fused
-from labcore.core.train import make_optimizer, memory_format
+from labcore.core.step import learner, memory_format
 
-CALIBRATION_VERSION = 2  # bump when what is measured changes (2: batch making timed, CPU time on one thread)
+CALIBRATION_VERSION = 3  # bump when what is measured changes (2: batch making timed, CPU time on one thread;
+# 3: the training loop's own step object, and the forward pass in fp32 as validation runs it)
 WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
 MAX_STEPS = 5  # timed steps per architecture (their median) ...
 BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU) ...
@@ -121,47 +121,25 @@ def _median_time(fn: Callable[[], None], clock: Callable[[], float], sync: Calla
 
 def _step_fns(cfg: RunConfig, dev: torch.device, members: int) -> tuple[Callable, Callable, nn.Module, torch.Tensor,
                                                                        torch.Tensor]:
-    """(a training step, a forward pass, the model, a batch x, y) of `cfg` on `dev`, as `fit` runs them, or as
-    `fused.fit_fused` runs `members` seeds at once (each on its own batch)."""
+    """(a training step, a forward pass, the model, a batch x, y) of `cfg` on `dev`: the very step that trains its
+    runs (labcore.core.step: the model alone, or `members` seeds stacked, each on its own batch), and the forward
+    pass that validates them."""
     shape, n_classes = SHAPES[cfg.data.name], len(CLASSES[cfg.data.name])
     torch.manual_seed(0)
     feed = _feed(cfg, dev)
     x, y = next(feed)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16,
-                              enabled=resolve_precision(cfg.train.precision, dev) == "bf16")
-    if members > 1:
-        models = [build_model(cfg.model, shape, n_classes).to(dev) for _ in range(members)]
-        group = Fused(models, cfg.train, total_steps=10**6)
-        alive = torch.ones(members, dtype=torch.bool, device=dev)
-
-        def fused_step() -> None:
-            parts = [next(feed) for _ in range(members)]
-            group.step(torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), alive)
-
-        def fused_forward() -> None:
-            group.forward(x)
-
-        return fused_step, fused_forward, models[0], x, y
-    model = build_model(cfg.model, shape, n_classes).to(dev)
-    fmt = memory_format(model, cfg.train)
-    model.to(memory_format=fmt)
-    opt = make_optimizer(model, cfg.train)
+    models = [build_model(cfg.model, shape, n_classes).to(dev) for _ in range(members)]
+    learn = learner(models, cfg.train, total_steps=10**6, precision=resolve_precision(cfg.train.precision, dev))
+    alive = torch.ones(members, dtype=torch.bool, device=dev)
+    fmt = memory_format(models[0], cfg.train) if members == 1 else torch.contiguous_format
 
     def step() -> None:
-        model.train()
-        xb, yb = next(feed)
-        with autocast:
-            loss = nn.functional.cross_entropy(model(xb.contiguous(memory_format=fmt)).float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        learn.step([next(feed) for _ in range(members)], alive)
 
     def forward() -> None:
-        model.eval()
-        with torch.no_grad(), autocast:
-            model(x.contiguous(memory_format=fmt))
+        learn.forward(x)
 
-    return step, forward, model, x.contiguous(memory_format=fmt), y
+    return step, forward, models[0], x.contiguous(memory_format=fmt), y
 
 
 def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False, members: int = 1) -> dict[str, float]:

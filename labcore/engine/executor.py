@@ -92,7 +92,7 @@ def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: 
                     held.enter_context(store.lock(p.cfg))
                 job = _still_pending(job, store, retry_failed)
                 for t in train_job(job, device, tracking, estimates if len(job) > 1 else alone, profile,
-                                   deterministic) if job else []:
+                                   deterministic, store.resume_root) if job else []:
                     store.put_or_lose(t)
                     out.trained.append(t.result)
                     progress.finished(t.result, t.result.node or "this process")

@@ -161,37 +161,27 @@ def timing(device: str, tiny: bool) -> dict[str, Any]:
 
 def steps(device: str, depth: int, n: int, width: int, members: int = 1) -> float:
     """Seconds for `n` training steps of He et al.'s CIFAR ResNet (after 5 warm-up steps), on random data; of
-    `members` seeds fused into one model when more than 1 (labcore.engine.fused: the whole group's steps)."""
+    `members` seeds fused into one model when more than 1 (labcore.core.step: the whole group's steps)."""
     import torch
-    from torch import nn
 
     from labcore.core.config import ModelConfig, TrainConfig
-    from labcore.engine.fused import Fused
-    from labcore.machine import configure, pick_device
     from labcore.core.models import build_model
-    from labcore.core.train import make_optimizer
+    from labcore.core.step import learner
+    from labcore.machine import configure, pick_device
 
     dev = pick_device(device)
     configure(dev)
     cfg, train = ModelConfig("cifar_resnet", depth, width, True, "batch"), TrainConfig(optimizer="sgd", lr=0.1)
     x = torch.randn(members, 128, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (members, 128), device=dev)
-    if members > 1:
-        group = Fused([build_model(cfg, (3, 32, 32)).to(dev) for _ in range(members)], train, total_steps=10**6)
-        alive = torch.ones(members, dtype=torch.bool, device=dev)
+    # The step that trains runs (labcore.core.step): the model alone (channels-last), or `members` stacked.
+    learn = learner([build_model(cfg, (3, 32, 32)).to(dev) for _ in range(members)], train, 10**6, "fp32")
+    alive = torch.ones(members, dtype=torch.bool, device=dev)
+    parts = [(x[i], y[i]) for i in range(members)]
 
-        def step() -> None:
-            group.step(x, y, alive)
-    else:
-        model = build_model(cfg, (3, 32, 32)).to(dev).to(memory_format=torch.channels_last)
-        opt = make_optimizer(model, train)
-        x1 = x[0].contiguous(memory_format=torch.channels_last)
+    def step() -> None:
+        learn.step(parts, alive)
 
-        def step() -> None:
-            loss = nn.functional.cross_entropy(model(x1), y[0])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for i in range(5 + n):
         if i == 5:

@@ -6,12 +6,13 @@ import dataclasses
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from labcore.engine import fused
-from labcore.store import runs
+from labcore.store import runs, training
 from labcore.text import human_seconds
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
@@ -54,15 +55,14 @@ def wandb_group(p: Planned) -> str:
 
 
 def train_job(job: list[Planned], device: str | torch.device, tracking: str, estimates: dict[str, float],
-              profile: str = "", deterministic: bool = False) -> list[runs.Trained]:
+              profile: str = "", deterministic: bool = False, resume_root: Path | None = None) -> list[runs.Trained]:
     """Train a job: one run alone (compiled when estimated long), or several seeds fused; one Trained per run, in
-    order. The machine's faults raise RunLost, as runs.train_run and fused.train_fused do."""
-    if len(job) == 1:
-        p, est = job[0], estimates.get(job[0].key)
-        return [runs.train_run(p.cfg, device, tracking, p.checkpoints, est, (est or 0) > COMPILE_AFTER_S,
-                               wandb_group(p), profile or None, deterministic)]
-    return fused.train_fused([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], estimates.get(job[0].key),
-                       [wandb_group(p) for p in job], profile or None, deterministic)
+    order, resumed from `resume_root` where an earlier attempt was interrupted. The machine's faults raise RunLost
+    (labcore.store.training.train_runs)."""
+    est = estimates.get(job[0].key)
+    return training.train_runs([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], est,
+                               len(job) == 1 and (est or 0) > COMPILE_AFTER_S, [wandb_group(p) for p in job],
+                               profile or None, deterministic, resume_root=resume_root)
 
 
 def describe_job(job: list[Planned]) -> str:

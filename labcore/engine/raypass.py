@@ -57,9 +57,13 @@ def check_same_data(result: runs.RunResult) -> None:
 
 
 def ray_task(job: list[Planned], tracking: str, threads: int, estimates: dict[str, float], profile: str = "",
-             deterministic: bool = False, code: dict[str, dict[str, str]] | None = None) -> list[runs.Trained]:
+             deterministic: bool = False, code: dict[str, dict[str, str]] | None = None,
+             resume_root: str | None = None) -> list[runs.Trained]:
     """One job on a Ray worker: train it with `threads` CPU threads, on the GPU Ray assigned (if any), once its
-    labcore code is checked to be the driver's (`code`)."""
+    labcore code is checked to be the driver's (`code`); resumable where the node sees the driver's run store
+    (`resume_root` is its .resume folder: a retried task continues from the last epoch its run finished)."""
+    from pathlib import Path
+
     import platform
 
     import ray
@@ -71,7 +75,9 @@ def ray_task(job: list[Planned], tracking: str, threads: int, estimates: dict[st
         deterministic_process()
     torch.set_num_threads(threads)
     share_gpu(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))  # a fractional GPU: its memory too
-    trained = train_job(job, task_device(ray.get_gpu_ids()), tracking, estimates, profile, deterministic)
+    shared = resume_root is not None and Path(resume_root).parent.is_dir()  # this node sees the store
+    trained = train_job(job, task_device(ray.get_gpu_ids()), tracking, estimates, profile, deterministic,
+                        Path(resume_root) if shared else None)
     node_id = ray.get_runtime_context().get_node_id()[:8]
     return [dataclasses.replace(t, result=dataclasses.replace(t.result, node=f"{t.result.node} ({RAY_NODE} {node_id})"))
             for t in trained]
@@ -155,7 +161,7 @@ class _Pass:
         tracking, cpus_per_run, profile, deterministic, code = self.args
         per_run = self.estimates if len(job) > 1 else self.alone
         self.inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
-                                deterministic, code)] = job
+                                deterministic, code, str(self.store.resume_root))] = job
 
     def again_alone(self, job: list[Planned], what: str) -> None:
         """A job the machine stopped: its runs are tried again at the end, each alone on its device."""

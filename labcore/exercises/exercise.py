@@ -222,3 +222,15 @@ def _merge_edited(profile: dict[str, Any], current: dict[str, Any], default: dic
         elif key not in default or value != default[key]:
             out[key] = value
     return out
+
+
+def step_that_trained(results: list) -> tuple[Any, str]:
+    """(the step method that trained `results`, why a page shows it): the seeds stacked into one model
+    (labcore.core.step.Stacked, how MLP seeds train on a CPU) where any of them trained fused, else a model alone."""
+    from labcore.core.step import Alone, Stacked
+
+    fused = [r for r in results if len(r.fused) > 1]
+    if fused:
+        return Stacked.step, (f"the step that trained these runs: their {len(fused[0].fused)} seeds stacked into one "
+                              "model, each on its own batch (vmap), then one loss, backward and optimizer step")
+    return Alone.step, "the step that trained these runs: forward, loss, backward, optimizer step"

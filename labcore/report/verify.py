@@ -162,7 +162,7 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunCo
     the calls of one verification), and serves every sampled member."""
     from labcore.store import runs
     from labcore.engine.fused import group_key
-    from labcore.engine.fused import train_fused
+    from labcore.store.training import train_runs
 
     deterministic = bool((rec.numerics or {}).get("deterministic"))
     precision = recorded_numerics(rec)["precision"]  # as it trained, whatever this machine would pick for "auto"
@@ -173,8 +173,8 @@ def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunCo
     key = (group_key(cfg), tuple(rec.fused))
     if key not in groups:
         members = [cfg.replace(seed=s) for s in rec.fused]
-        groups[key] = train_fused(members, device, "disabled", [checkpoints(c) for c in members],
-                                  deterministic=deterministic, precision=precision)
+        groups[key] = train_runs(members, device, "disabled", [checkpoints(c) for c in members],
+                                 deterministic=deterministic, precision=precision)
     return groups[key][list(rec.fused).index(cfg.seed)]
 
 

@@ -23,8 +23,9 @@ from typing import Any
 
 PACKAGE = Path(__file__).resolve().parents[1]  # labcore/
 
-# What trains a run: alone (store.training), or with its other seeds fused (engine.fused, on top of it).
-ROOTS = {"alone": ("labcore.store.training",), "fused": ("labcore.store.training", "labcore.engine.fused")}
+# What trains a run: alone, or with its other seeds fused (the same driver and loop, labcore.store.training; kept
+# apart so that records name how they trained).
+ROOTS = {"alone": ("labcore.store.training",), "fused": ("labcore.store.training",)}
 # The module whose code is fingerprinted per model family: a change to one family's classes leaves the others' runs.
 MODELS = "labcore.core.models"
 # Modules that training imports but that cannot change what it computes.

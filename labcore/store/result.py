@@ -30,6 +30,7 @@ class RunResult:
     data: dict | None = None  # the dataset it saw: {"name", "sha256" of its decoded content}
     commit: str | None = None  # the git commit of the checkout that trained it (None outside git)
     kept: dict | None = None  # kept for newer code after `make verify` re-derived runs identically (what, when)
+    resumed: dict | None = None  # continued after an interruption: {"epoch": last epoch done before, "wandb": how}
     cached: bool = False  # True when loaded from the store instead of trained now
 
     @property

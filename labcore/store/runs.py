@@ -104,6 +104,11 @@ class RunStore:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root or runs_dir()) / f"v{STORE_VERSION}"
 
+    @property
+    def resume_root(self) -> Path:
+        """Where runs training for this store keep their state after every epoch (labcore.store.resume_state)."""
+        return self.root / ".resume"
+
     def path(self, cfg: RunConfig) -> Path:
         """Folder of the run for `cfg` (present only once the run finished)."""
         return self.root / cfg.key()
@@ -288,7 +293,8 @@ def run(cfg: RunConfig, store: RunStore | None = None, device: str | torch.devic
         keep = to_train(store, cfg, checkpoints, retry_failed, refresh)
         if keep is None:
             return store.get(cfg)
-        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile, deterministic)
+        trained = train_run(cfg, device, tracking, keep, estimate_seconds, compile, group, profile, deterministic,
+                            resume_root=store.resume_root)
         store.put_or_lose(trained)
     return trained.result
 
