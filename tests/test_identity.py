@@ -99,6 +99,8 @@ def test_a_record_from_other_data_or_from_before_fingerprints_is_stale(store, mo
     record_file = store.path(cfg) / "result.json"
     record = json.loads(record_file.read_text())
     record_file.write_text(json.dumps({k: v for k, v in record.items() if k not in ("code", "data")}))
+    assert store.state(cfg) == "damaged", "an edited record no longer matches the checksum written with it"
+    (store.path(cfg) / "checksums.json").unlink()  # as old as it claims: from before checksums too
     assert store.state(cfg) == "stale" and "recorded before labcore kept the fingerprints" in store.staleness(cfg)
 
 

@@ -107,7 +107,8 @@ def test_summary_line_and_human_times():
 
     table = pd.DataFrame({"state": ["stored", "pending", "damaged", "failed"]})
     line = plan.summary_line("quick", table, 7200.0, "cpu")
-    assert line == ("plan quick: 4 runs, 1 stored, 2 pending, 1 failed (retry with RETRY_FAILED=1); "
+    assert line == ("plan quick: 4 runs, 1 stored, 1 pending, 1 damaged (files changed after training; `make train` retrains them), "
+                    "1 failed (retry with RETRY_FAILED=1); "
                     "about 2.0 h of compute on cpu (estimate)")
     assert [human_seconds(s) for s in (12, 600, 7200, 4 * 86400)] == ["12 s", "10.0 min", "2.0 h", "4.0 days"]
 

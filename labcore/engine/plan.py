@@ -144,11 +144,13 @@ def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | Non
     """The plan in one line: runs in total, stored, pending, stale (with `stale`: what changed) and failed, and the
     estimated compute of what `make train` would train."""
     counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
-    pending = int(counts.get("pending", 0) + counts.get("damaged", 0))
+    pending = int(counts.get("pending", 0))
     line = f"plan {profile}: {len(table)} runs, {int(counts.get('stored', 0))} stored, {pending} pending"
     if counts.get("stale", 0):
         line += f", {int(counts['stale'])} stale ({stale})"
-    pending += int(counts.get("stale", 0))
+    if counts.get("damaged", 0):
+        line += f", {int(counts['damaged'])} damaged (files changed after training; `make train` retrains them)"
+    pending += int(counts.get("stale", 0) + counts.get("damaged", 0))
     if counts.get("failed", 0):
         line += f", {int(counts['failed'])} failed (retry with RETRY_FAILED=1)"
     if pending and pending_seconds is not None:
@@ -168,15 +170,16 @@ def stale_summary(planned: list[Planned], table: pd.DataFrame, store) -> str:
 
 
 def by_family(table: pd.DataFrame, estimates: dict[str, float] | None = None) -> pd.DataFrame:
-    """Counts per dataset, family, depth and variant: runs, stored, pending, and pending compute (estimate)."""
+    """Counts per dataset, family, depth and variant: runs, stored, pending, stale, damaged, failed, and the compute
+    of what `make train` would train (estimate)."""
     t = table.assign(variant=table.residual.map({True: "residual", False: "plain"}),
-                     stored=table.state.eq("stored"), pending=table.state.isin(["pending", "damaged"]),
-                     stale=table.state.eq("stale"), failed=table.state.eq("failed"))
+                     stored=table.state.eq("stored"), pending=table.state.eq("pending"),
+                     stale=table.state.eq("stale"), damaged=table.state.eq("damaged"), failed=table.state.eq("failed"))
     t["pending_s"] = [estimates.get(k, float("nan")) if (estimates and p) else 0.0
-                      for k, p in zip(t.key, t.pending | t.stale)]
+                      for k, p in zip(t.key, t.pending | t.stale | t.damaged)]
     out = t.groupby(["dataset", "family", "depth", "variant"]).agg(
         runs=("key", "size"), stored=("stored", "sum"), pending=("pending", "sum"), stale=("stale", "sum"),
-        failed=("failed", "sum"),
+        damaged=("damaged", "sum"), failed=("failed", "sum"),
         pending_min=("pending_s", lambda s: s.sum() / 60)).reset_index()
     return out
 
@@ -251,6 +254,8 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
         summary += (f"; coarse: {n_coarse} of {len(costs)} architectures estimated from their FLOPs, not timed "
                     "(`make train` times each first; `make plan EXACT=1` now)")
     summary += precision_note(pending, estimates, total, device, calibrate if costs else False)
+    summary += "".join(f"\n[labcore] damaged: {p.cfg.label()} ({p.key}): {store.damage(p.cfg)}"
+                       for p, s in zip(planned, table.state) if s == "damaged")
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
             "alone_estimates": alone_estimates,
             "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -25,8 +26,8 @@ from labcore.core.models import build_model
 from labcore.core.train import model_shape
 from labcore.faults import lost
 from labcore.files import locked, replacing, sha256
-from labcore.paths import runs_dir
-from labcore.store import identity, training
+from labcore.paths import cache_dir, runs_dir
+from labcore.store import identity, integrity, training
 from labcore.store.result import RunResult, record_of
 from labcore.store.training import Trained, load_splits, train_run  # noqa: F401 - load_splits: notebooks read splits here
 
@@ -93,6 +94,10 @@ def stale_reason(record: dict, cfg: RunConfig) -> str | None:
     return "; ".join(why) or None
 
 
+class Damaged(ConfigError):
+    """A stored file is not what labcore wrote (its checksum differs): the run must be retrained, never served."""
+
+
 class RunStore:
     """Directory of finished (or failed) runs keyed by `RunConfig.key()`.
 
@@ -101,8 +106,11 @@ class RunStore:
     named and retrained, never surfaced as a decoding error.
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, memo: Path | None = None) -> None:
         self.root = Path(root or runs_dir()) / f"v{STORE_VERSION}"
+        # Verified hashes of weights, remembered in labcore's cache (never in the store: a copied store is checked anew).
+        tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
+        self.digests = integrity.Digests(memo or cache_dir() / f"verified-{tag}.json")
 
     @property
     def resume_root(self) -> Path:
@@ -133,6 +141,9 @@ class RunStore:
                 raw[k]  # noqa: B018 - a missing field is damage
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return "damaged", f"result.json unreadable ({type(exc).__name__})"
+        why = integrity.damage(folder, raw, folder.name, lambda c: RunConfig.build(**c), self.digests)
+        if why:
+            return "damaged", why
         status = raw.get("status", "ok")
         if status == "ok":
             wanted = ["model.pt"] + [f"checkpoints/epoch_{e}.pt" for e in raw.get("checkpoints", [])]
@@ -241,6 +252,9 @@ class RunStore:
         f = self.path(cfg) / ("model.pt" if epoch is None else f"checkpoints/epoch_{epoch}.pt")
         if not f.is_file():
             raise FileNotFoundError(f"run {cfg.label()} ({cfg.key()}) has no {f.name}; run it with checkpoints=({epoch},)")
+        why = integrity.check_loadable(f, self.path(cfg), self.digests)
+        if why:
+            raise Damaged(f"run {cfg.label()} ({cfg.key()}) is damaged: {why}; `make train` retrains it")
         state = torch.load(f, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.eval()
