@@ -83,17 +83,17 @@ def plan(args: argparse.Namespace) -> int:
     """Print what a profile would train and what it costs here."""
     from labcore.engine.calibrate import check_device
     from labcore.engine.plan import describe, other_cost, print_plan
-    from labcore.paths import runs_dir
+    from labcore.store.runs import RunStore
 
     profile, only = _profile(args.profile, args.only)
     calibrate = False if args.no_calibrate else True if args.exact else "coarse"
     d = describe(profile, only, check_device(args.device), calibrate=calibrate, fuse=args.fuse,
-                 resolved=_resolved(profile, only, args.studies))
+                 resolved=_resolved(profile, only, args.studies), store=RunStore(query=True))
     try:
         print_plan(d)
         if not args.profile:
             print(other_cost(profile, args.device))
-        print(f"run store: {runs_dir()}")
+        print(f"run store: {d['store'].root.parent}")
         sys.stdout.flush()  # a closed pipe fails here rather than at exit
     except BrokenPipeError:  # `make plan | head`: the reader has what it wanted; no traceback, no error at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -180,8 +181,9 @@ def _files(folder: Path) -> Iterator[os.DirEntry]:
 
 
 def source_signature(name: str, root: Path) -> str | None:
-    """A cheap signature of the files `name` is decoded from: their paths, sizes and modification times (None where
-    none are found). A file replaced in place changes it, so the decoded cache is decoded again, and hashed."""
+    """A cheap signature of the files `name` is decoded from: their paths, sizes, modification and change times and
+    inodes (None where none are found). A file replaced or rewritten in place changes it (its ctime, even where its
+    size and mtime are restored), so the decoded cache is decoded again, and hashed."""
     layout = _locate(name, root)
     folder = {"torchvision": root / DATASETS[name].torchvision_dir, "image-folder": root / name}.get(layout)
     entries = list(_files(folder)) if folder else []
@@ -192,7 +194,7 @@ def source_signature(name: str, root: Path) -> str | None:
     digest = hashlib.sha1(layout.encode())
     for e in sorted(entries, key=lambda e: e.path):
         st = e.stat()
-        digest.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
     return digest.hexdigest()
 
 
@@ -216,6 +218,23 @@ def _cached_meta(name: str, root: Path) -> dict | None:
         return None
     signature = source_signature(name, root)
     return meta if signature is None or meta.get("signature") == signature else None
+
+
+def known_content(name: str, root: Path | None = None) -> tuple[str | None, str | None]:
+    """(SHA-256 of `name`'s decoded content, None) where labcore's cache holds it for the files as they are now;
+    else (None, why it cannot say). Only stats the files: it never decodes, downloads or writes anything (what
+    `make plan` and the runs page ask)."""
+    folder = _roots(root)[0]
+    try:
+        meta = json.loads(_cache_file(name, folder).with_suffix(".json").read_text())
+        signature = source_signature(name, folder)
+    except FileNotFoundError:
+        return None, f"{name} was never read from {folder} here"
+    except (OSError, ValueError) as exc:
+        return None, f"{name} at {folder} cannot be read ({type(exc).__name__}: {getattr(exc, 'strerror', '') or exc})"
+    if signature is not None and meta.get("signature") != signature:
+        return None, f"{name}'s files under {folder} changed since labcore last read them"
+    return meta.get("sha256"), None
 
 
 def check_available(name: str) -> None:
@@ -255,6 +274,40 @@ def _decode(name: str, root: Path, may_download: bool) -> Raw:
     return _torchvision(name, root, download=False)
 
 
+def _decoded(name: str, root: Path, may_download: bool) -> Raw:
+    """`_decode`, with a data file that is cut short or damaged named in one line instead of a decoder's traceback."""
+    try:
+        return _decode(name, root, may_download)
+    except DataNotFoundError:
+        raise
+    except (RuntimeError, ValueError, EOFError, OSError, KeyError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        named = _damaged_file(name, root / DATASETS[name].torchvision_dir)
+        raise DataNotFoundError(f"{name} under {root} could not be decoded ({type(exc).__name__}: {first}): "
+                                f"{named or 'one of its files'} is damaged or cut short; "
+                                f"replace it with a complete copy, or {FIX}") from None
+
+
+def _damaged_file(name: str, folder: Path) -> Path | None:
+    """The first file of a torchvision-layout `folder` that does not read as its format says (after a decoding
+    error): an MNIST idx file whose size is not what its header promises, a CIFAR-10 batch that does not unpickle."""
+    import pickle
+
+    for f in (folder / n for n in _FILES[name]):
+        try:
+            if name == "mnist":
+                head = f.read_bytes()[:4 + 4 * 3]
+                dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(head[3])]
+                if f.stat().st_size != 4 + 4 * len(dims) + math.prod(dims):
+                    return f
+            else:
+                with open(f, "rb") as fh:
+                    pickle.load(fh, encoding="latin1")
+        except Exception:  # noqa: BLE001 - whatever a damaged file makes the reader raise
+            return f
+    return None
+
+
 def _roots(root: Path | None) -> tuple[Path, bool]:
     """(data root, may download): LABCORE_DATA's (labcore.paths) unless a root is given (never downloaded into)."""
     return data_root() if root is None else (Path(root).resolve(), False)
@@ -266,8 +319,12 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
     root, may_download = _roots(root)
     cache = _cache_file(name, root)
     if _cached_meta(name, root):
-        return Raw(**torch.load(cache, weights_only=True))
-    raw = _decode(name, root, may_download)
+        try:
+            return Raw(**torch.load(cache, weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - a cache cut short or damaged, whatever torch raises for it
+            print(f"[labcore] the decoded cache {cache} is damaged ({type(exc).__name__}); decoding {name} again",
+                  flush=True)
+    raw = _decoded(name, root, may_download)
     assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
     with replacing(cache) as tmp:  # a concurrent reader never sees half a file
         torch.save(raw.__dict__, tmp)

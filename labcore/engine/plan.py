@@ -287,6 +287,9 @@ def precision_note(pending: list[Planned], estimates: dict[str, float], total: f
 def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
     """The plan as `make plan` prints it: the summary line, the table by family, the largest run."""
     print(d["summary"], file=file)
+    for name, why in d["store"].unchecked.items():
+        print(f"[labcore] the data could not be checked ({why}): runs counted by their code alone; "
+              "`make train` reads it and retrains what it changes", file=file)
     if len(d["table"]):
         fam = by_family(d["table"], d["estimates"])
         print(fam.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=file)

@@ -15,12 +15,13 @@ import errno
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from labcore.core import data as data_mod
 from labcore.core.config import ConfigError, RunConfig
 from labcore.core.models import build_model
 from labcore.core.train import model_shape
@@ -77,9 +78,10 @@ def regime_change(old: RunResult, new: RunResult) -> list[str]:
     return [f"{k}: {a[k]} then, {b[k]} now" for k in a if a[k] != b[k]]
 
 
-def stale_reason(record: dict, cfg: RunConfig) -> str | None:
+def stale_reason(record: dict, cfg: RunConfig, content: Callable[[str], str | None] | None = None) -> str | None:
     """Why a stored record is not what today's code and data compute for `cfg`, in a few words, or None: the files
-    whose code differs (labcore.store.identity) and the dataset whose content differs."""
+    whose code differs (labcore.store.identity) and the dataset whose content differs (`content(name)`: today's
+    content hash, default decoding it; None where it cannot be known, and then the data is not compared)."""
     if not record.get("code"):
         return "recorded before labcore kept the fingerprints of the code and data that trained a run"
     why = []
@@ -87,9 +89,10 @@ def stale_reason(record: dict, cfg: RunConfig) -> str | None:
     if changed:
         why.append("trained by other code (" + ", ".join(changed) + ")")
     seen = (record.get("data") or {}).get("sha256")
+    now = (content or training.data_content)(cfg.data.name)
     if seen is None:
         why.append(f"{cfg.data.name}'s content not recorded")
-    elif seen != training.data_content(cfg.data.name):
+    elif now is not None and seen != now:
         why.append(f"trained on other {cfg.data.name} data (its content changed)")
     return "; ".join(why) or None
 
@@ -106,8 +109,12 @@ class RunStore:
     named and retrained, never surfaced as a decoding error.
     """
 
-    def __init__(self, root: str | Path | None = None, memo: Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, memo: Path | None = None, query: bool = False) -> None:
+        """`query`: only read (`make plan`, the runs page): the data's content is taken from labcore's cache where it
+        still follows the files, never decoded; a dataset it cannot check is named in `unchecked`, its runs judged by
+        their code alone."""
         self.root = Path(root or runs_dir()) / f"v{STORE_VERSION}"
+        self.query, self.unchecked = query, {}
         # Verified hashes of weights, remembered in labcore's cache (never in the store: a copied store is checked anew).
         tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
         self.digests = integrity.Digests(memo or cache_dir() / f"verified-{tag}.json")
@@ -156,7 +163,7 @@ class RunStore:
         """'stored' (usable, with those checkpoints), 'failed', 'stale' (computed by other code or from other data
         than today's: `staleness` says which), 'damaged' or 'pending'."""
         status, raw = self._read(cfg)
-        if status in ("ok", "failed") and stale_reason(raw, cfg):
+        if status in ("ok", "failed") and stale_reason(raw, cfg, self._content):
             return "stale"
         if status == "ok":
             return "stored" if set(checkpoints) <= self.checkpoint_epochs(cfg) else "pending"
@@ -165,7 +172,17 @@ class RunStore:
     def staleness(self, cfg: RunConfig) -> str | None:
         """Why the stored record of `cfg` no longer serves (other code, other data), or None."""
         status, raw = self._read(cfg)
-        return stale_reason(raw, cfg) if status in ("ok", "failed") else None
+        return stale_reason(raw, cfg, self._content) if status in ("ok", "failed") else None
+
+    def _content(self, name: str) -> str | None:
+        """Today's content hash of dataset `name`: decoded where needed, or in a query store only as the cache
+        knows it (None, with the reason kept in `unchecked`)."""
+        if not self.query:
+            return training.data_content(name)
+        sha, why = data_mod.known_content(name)
+        if sha is None:
+            self.unchecked[name] = why
+        return sha
 
     def get(self, cfg: RunConfig) -> RunResult | None:
         """The stored result for `cfg` (ok or failed), or None when it is missing or damaged."""
