@@ -50,7 +50,7 @@ help: ## show this help
 	@echo
 	@echo "Variables: PROFILE=smoke|quick|lab|full  ONLY=01_mlp_baseline,...  STUDIES=lab_cnn,...  EXECUTOR=local|ray  CPUS_PER_RUN  GPUS_PER_RUN"
 	@echo "           RETRY_FAILED=1  DETERMINISTIC=1  FUSE=auto|on|off  FORCE=1 (report: every notebook; clean: anyway)"
-	@echo "           EXACT=1 (plan)  SAMPLE=2|all (verify)  A=... B=... (diff)  LAB_PORT=8888 (lab)  PYTEST_ARGS=... (test)"
+	@echo "           EXACT=1 (plan)  SAMPLE=1|all SEED=N (verify)  A=... B=... (diff)  LAB_PORT=8888 (lab)  PYTEST_ARGS=... (test)"
 	@echo "           HAVE=<pip freeze of the node> PYTHON_VERSION=3.12.3 (bundle)  DEVICE=cuda|cpu OUT=<folder> (gpu-check)"
 	@echo "           Ray cluster: RAY_ADDRESS=host:port with RAY_AUTH_MODE=token"
 	@echo "Data: set LABCORE_DATA to a folder with MNIST/ and cifar10/ (an absolute path: LABCORE_DATA=\$$(realpath ../shared/data))."
@@ -87,8 +87,8 @@ test: $(STAMP) ## run the whole test suite: unit tests, end-to-end report, noteb
 lab: $(STAMP) ## JupyterLab on the project (notebooks/ open; reports/, parameters/ a click away; LAB_PORT=8888); prints the URL
 	$(BIN)/python -m labcore lab --port $(LAB_PORT)
 
-verify: $(STAMP) ## re-train a sample of PROFILE's stored runs (SAMPLE=2 per notebook, or all) and compare them with the store
-	$(BIN)/python -m labcore verify --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --sample '$(or $(SAMPLE),2)'
+verify: $(STAMP) ## check every run of PROFILE, re-train a sample (SAMPLE=1 per setting, or all; SEED=N) and compare
+	$(BIN)/python -m labcore verify --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --sample '$(or $(SAMPLE),1)' $(if $(SEED),--seed $(SEED))
 
 diff: $(STAMP) ## compare two builds number by number: A=reports/smoke B=<other reports/smoke>; writes reports/diff-*.html
 	$(BIN)/python -m labcore diff '$(A)' '$(B)'

@@ -146,12 +146,11 @@ def verify(args: argparse.Namespace) -> int:
     from labcore.report.verify import verify as verify_runs
 
     if args.sample != "all" and not args.sample.isdigit():
-        raise ConfigError(f"SAMPLE={args.sample!r}: give a number of runs per notebook, or all")
+        raise ConfigError(f"--sample {args.sample!r}: give a number of runs per distinct setting, or all")
     i, n = _shard(args.shard)
     profile, only = _profile(args.profile, args.only)
     result = verify_runs(profile, only, None if args.sample == "all" else int(args.sample), check_device(args.device),
-                         shard=(i, n),
-                         studies=parse_list(args.studies))
+                         shard=(i, n), studies=parse_list(args.studies), seed=args.seed)
     return 0 if result["ok"] else 1
 
 
@@ -300,7 +299,8 @@ def _options_report(p: argparse.ArgumentParser) -> None:
 
 def _options_verify(p: argparse.ArgumentParser) -> None:
     _selection(p)
-    p.add_argument("--sample", default="2", help="runs per notebook (of its cheapest half), or 'all'")
+    p.add_argument("--sample", default="1", help="runs per distinct setting (architecture, training, data), or 'all'")
+    p.add_argument("--seed", type=int, default=None, help="draw the sample with this seed (default: anew each time)")
     p.add_argument("--device", default="auto", help="where to re-derive: auto, cpu, cuda, ...")
     p.add_argument("--shard", default="0/1", help="i/n: the i-th of n processes sharing the sample")
 

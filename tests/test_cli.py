@@ -50,7 +50,7 @@ def test_a_bad_shard_is_one_line(shard, capsys):
 
 def test_a_bad_sample_is_one_line(capsys):
     assert cli.main(["verify", "--profile", "smoke", "--sample", "some"]) == 2
-    assert "SAMPLE='some'" in capsys.readouterr().err
+    assert "--sample 'some'" in capsys.readouterr().err, "named as typed: labcore verify --sample"
 
 
 def test_no_module_but_the_cli_has_a_main():

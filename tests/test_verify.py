@@ -72,15 +72,26 @@ def test_the_verdict_at_its_boundaries(diff, why, expected, ok):
     assert line.startswith(expected) and good is ok
 
 
-def test_a_sample_takes_the_cheapest_half_of_each_notebook_with_a_fixed_seed():
+def test_a_sample_covers_every_distinct_setting_and_is_drawn_anew_unless_seeded():
     from labcore.store.planned import Planned
 
-    planned = [Planned(_cfg(lr=0.01 * (i + 1)), notebooks=("01" if i < 6 else "02",)) for i in range(10)]
-    seconds = {p.key: float(i) for i, p in enumerate(planned)}
-    chosen = verify.pick(planned, seconds, 2)
-    assert len(chosen) == 4 and chosen == verify.pick(planned, seconds, 2), "the same sample every time"
-    assert all(seconds[p.key] in (0, 1, 2, 6, 7) for p in chosen), "from each notebook's cheapest half"
-    assert len(verify.pick(planned, seconds, None)) == 10
+    planned = [Planned(_cfg(lr=0.01 * (i % 4 + 1)).replace(seed=i // 4)) for i in range(12)]  # 4 settings x 3 seeds
+    chosen = verify.pick(planned, 1, seed=7)
+    assert len(chosen) == 4 and {p.cfg.train.lr for p in chosen} == {0.01, 0.02, 0.03, 0.04}, "every setting"
+    assert chosen == verify.pick(planned, 1, seed=7), "a given seed draws the same sample"
+    draws = {tuple(p.key for p in verify.pick(planned, 1, seed)) for seed in range(20)}
+    assert len(draws) > 1, "other seeds draw other seeds of the settings"
+    assert len(verify.pick(planned, 2, 0)) == 8 and len(verify.pick(planned, None, 0)) == 12
+
+
+def test_a_run_verify_finds_wrong_stays_flagged_until_retrained(store, capsys):
+    cfg = _cfg()
+    runs.run(cfg, store, device="cpu", tracking="disabled")
+    store.flag(cfg, "make verify re-derived it and it differs: test_acc by 0.1")
+    assert store.state(cfg) == "damaged" and "make verify re-derived it" in store.damage(cfg)
+    assert runs.RunStore(store.root.parent).state(cfg) == "damaged", "another process sees the flag"
+    again = runs.run(cfg, store, device="cpu", tracking="disabled")
+    assert not again.cached and store.state(cfg) == "stored" and "is damaged (make verify" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -1,13 +1,15 @@
 """`make verify`: re-derive stored runs from their configs alone and compare them, number by number and weight by
 weight, with what the run store holds.
 
-    python -m labcore verify --profile smoke [--only 01_mlp_baseline] [--sample 2|all]
+    python -m labcore verify --profile smoke [--only 01_mlp_baseline] [--sample 1|all] [--seed N]
 
 Each sampled run is trained again from its config in a scratch store (the run store is never written) and
 compared with its record: every epoch's metrics, the test metrics and predictions, and the final weights. With the
 same device, thread count, PyTorch version and numeric settings a run must repeat bit for bit; otherwise the
 tolerances below apply, and the line says why. A file changed after training (an edited number in result.json,
 other weights in model.pt) is named from the checksums the store wrote with the run, whatever re-training says.
+Every run of the profile is checked that way (cheap); the sample re-derived covers every distinct setting.
+A run that does not repeat is flagged in the store (`RunStore.flag`): never served again, retrained by the next build.
 """
 from __future__ import annotations
 
@@ -42,18 +44,29 @@ def changed_files(folder: Path) -> list[str] | None:
     return [name for name, digest in sums.items() if not (folder / name).is_file() or sha256(folder / name) != digest]
 
 
-def pick(planned: list[Planned], seconds: dict[str, float], n: int | None, seed: int = 0) -> list[Planned]:
-    """Per notebook, `n` of its cheapest half of stored runs (by their recorded seconds), chosen with a fixed seed;
-    every run when `n` is None. A run several notebooks share counts for the first."""
+def pick(planned: list[Planned], n: int | None, seed: int) -> list[Planned]:
+    """`n` runs of every distinct setting among `planned` (a config apart from its seed: its architecture, its
+    training and its data settings), drawn with `seed`; every run when `n` is None."""
+    from labcore.engine.fused import group_key
+
     if n is None:
         return list(planned)
-    rng, chosen = random.Random(seed), {}
-    for stem in dict.fromkeys(p.notebooks[0] for p in planned if p.notebooks):
-        mine = sorted((p for p in planned if p.notebooks and p.notebooks[0] == stem), key=lambda p: seconds[p.key])
-        cheap = mine[: max(n, (len(mine) + 1) // 2)]
-        for p in rng.sample(cheap, min(n, len(cheap))):
-            chosen[p.key] = p
-    return list(chosen.values())
+    rng, settings = random.Random(seed), {}
+    for p in planned:
+        settings.setdefault(group_key(p.cfg), []).append(p)
+    return [q for members in settings.values() for q in rng.sample(members, min(n, len(members)))]
+
+
+def check_store(store: Any, planned: list[Planned]) -> tuple[dict[str, str], list[str], str]:
+    """Every planned run's state, its files checked against their checksums and its record against its key (what
+    serving it checks); (states by key, one line per damaged run, what was checked and how long it took)."""
+    start = time.perf_counter()
+    states = {p.key: store.state(p.cfg, p.checkpoints) for p in planned}
+    damaged = [f"{p.cfg.label()} ({p.key}): {store.damage(p.cfg)}" for p in planned if states[p.key] == "damaged"]
+    files = sum(len(list(store.path(p.cfg).rglob("*.pt"))) + 1 for p in planned if states[p.key] != "pending")
+    return states, damaged, (f"{len(planned)} runs checked ({files} stored files against their checksums, every "
+                             f"record against its key) in {human_seconds(time.perf_counter() - start)}: "
+                             f"{len(damaged)} damaged")
 
 
 def _largest(a: list[float], b: list[float], relative: bool) -> float:
@@ -97,6 +110,173 @@ def settings_differ(stored: Any, now: Any) -> list[str]:
     if not stored.numerics:
         return out + ["its numeric settings were not recorded (a record from before they were)"]
     return out + [f"{k}: {a.get(k)} then, {b.get(k)} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def nondeterministic(rec: Any) -> list[str]:
+    """Why a run cannot repeat bit for bit even with the same settings: trained on a GPU without deterministic
+    algorithms (default cuDNN picks its kernels by timing, and some of them add in a varying order)."""
+    n = rec.numerics or {}
+    return [] if n.get("device") != "cuda" or n.get("deterministic") else \
+        ["trained on a GPU without DETERMINISTIC=1, so its sums need not repeat in the same order"]
+
+
+def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
+    """(line, ok) for one re-derived run: identical, within tolerance (with the reason), or what differs."""
+    if all(v == 0 for v in diff.values()):
+        return "identical" + (" (bit for bit)" if not why else f" despite {'; '.join(why)}"), True
+    if not why:
+        worst = max(diff, key=diff.get)
+        return f"differs with the same settings: {worst} by {diff[worst]:.3g} (expected bit for bit)", False
+    over = [k for k in ("acc", "loss", "weights") if diff.get(k, 0) > TOLERANCE[k]] + \
+        [k for k in ("epochs",) if k in diff]
+    if over:
+        return f"differs beyond tolerance: {', '.join(f'{k} by {diff[k]:.3g}' for k in over)} ({'; '.join(why)})", False
+    return (f"within tolerance (accuracies {diff.get('acc', 0):.2g}, losses {diff.get('loss', 0):.2g}, weights "
+            f"{diff.get('weights', 0):.2g}) because {'; '.join(why)}"), True
+
+
+def representatives(stale: list[Planned], records: dict[str, Any]) -> list[Planned]:
+    """The stale runs to re-derive: one per configuration apart from its seed (its architecture, its training and
+    its data settings: all a change of code can reach), the lowest seed. A fused record is re-derived fused with its
+    seeds, so one training checks every member."""
+    from labcore.engine.fused import group_key
+
+    first: dict[str, Planned] = {}
+    for p in sorted(stale, key=lambda p: p.cfg.seed):
+        first.setdefault(group_key(p.cfg), p)
+    return list(first.values())
+
+
+def keep_stale(store: Any, stale: list[Planned], repeated: dict[str, bool], log=print) -> tuple[int, int]:
+    """Keep for today's code the stale runs of every configuration whose representative repeated (`repeated`: key ->
+    ok): their numbers stand, their records name today's code and data and say that they were kept, after how many
+    re-derivations of how many. Returns (kept, re-derived)."""
+    from labcore.engine.fused import group_key
+
+    groups: dict[str, list[Planned]] = {}
+    for p in stale:
+        groups.setdefault(group_key(p.cfg), []).append(p)
+    kept, rederived = 0, len(repeated)
+    for members in groups.values():
+        if not any(repeated.get(p.key) for p in members):
+            log(f"[labcore] verify: {members[0].cfg.label()} and its seeds stay stale (`make train` retrains them)")
+            continue
+        for p in members:
+            store.keep(p.cfg, {"rederived": rederived, "of": len(stale), "why": store.staleness(p.cfg),
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            kept += 1
+    return kept, rederived
+
+
+def rederive(cfg: RunConfig, rec: Any, device: str, checkpoints: Callable[[RunConfig], tuple[int, ...]],
+             groups: dict | None = None) -> Any:
+    """Train the run again as it was trained: alone, or fused with the same seeds (its record names them), each
+    with the checkpoints `checkpoints(cfg)` gives. A fused group is trained once per `groups` (a cache shared by
+    the calls of one verification), and serves every sampled member."""
+    from labcore.store import runs
+    from labcore.engine.fused import group_key
+    from labcore.store.training import train_runs
+
+    deterministic = bool((rec.numerics or {}).get("deterministic"))
+    precision = recorded_numerics(rec)["precision"]  # as it trained, whatever this machine would pick for "auto"
+    if len(rec.fused) <= 1 or cfg.seed not in rec.fused:  # alone (or a record that does not name it: alone)
+        return runs.train_run(cfg, device, "disabled", checkpoints(cfg), compile=rec.compiled,
+                              deterministic=deterministic, precision=precision)
+    groups = {} if groups is None else groups
+    key = (group_key(cfg), tuple(rec.fused))
+    if key not in groups:
+        members = [cfg.replace(seed=s) for s in rec.fused]
+        groups[key] = train_runs(members, device, "disabled", [checkpoints(c) for c in members],
+                                 deterministic=deterministic, precision=precision)
+    return groups[key][list(rec.fused).index(cfg.seed)]
+
+
+def _check_one(p: Planned, rec: Any, store: Any, scratch: Any, device: str,
+               kept: Callable[[RunConfig], tuple[int, ...]], groups: dict) -> tuple[str, bool]:
+    """One sampled run: its files against their checksums, then re-derived (as it trained: same thread count,
+    fused with its seeds where it was) into `scratch` and compared with the store; (verdict line, repeats)."""
+    import torch
+
+    from labcore import machine
+
+    folder = store.path(p.cfg)
+    changed = changed_files(folder)
+    if changed:
+        return f"changed after training: {', '.join(changed)} (its checksum no longer matches)", False
+    with machine.threads((rec.numerics or {}).get("threads")):
+        again = rederive(p.cfg, rec, device, kept, groups)
+    scratch.put(again.result, again.model_state, again.checkpoints)
+    weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    diff = differences(rec, weights, again.result, again.model_state or {})
+    line, ok = verdict(diff, settings_differ(rec, again.result) + nondeterministic(rec))
+    return line + (" (a record from before checksums)" if changed is None else ""), ok
+
+
+def verify(profile: str, only: list[str] | None = None, sample: int | None = 1, device: str = "auto",
+           out_root: Path | None = None, log=print, shard: tuple[int, int] = (0, 1),
+           studies: list[str] | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Check every run of the profile, re-derive a sample and compare it (see the module); writes and returns the
+    summary, also saved as reports/<profile>/verify.json for the index. `sample`: runs per distinct setting (None:
+    all), drawn anew unless `seed` is given. A run found to differ is flagged in the store: the next build retrains
+    it. `shard` (i, n): only every n-th sampled run from the i-th, so that n processes share the work (each writes
+    verify-<i>of<n>.json)."""
+    from labcore.engine import plan
+    from labcore.store import runs
+
+    store = runs.RunStore()
+    planned = plan.profile_runs(profile, only, studies=studies)
+    states, damaged, checked = check_store(store, planned)
+    for line in damaged:
+        log(f"[labcore] verify: damaged: {line}")
+    stored = [p for p in planned if states[p.key] == "stored"]
+    stale = [p for p in planned if states[p.key] == "stale" and store.get(p.cfg).ok]
+    if not stored and not stale:
+        raise ConfigError(f"no run of profile {profile} is stored yet: `make train PROFILE={profile}` first")
+    seed = random.SystemRandom().randrange(10**6) if seed is None else seed
+    records = {p.key: store.get(p.cfg) for p in stored + stale}
+    chosen = (pick(stored, sample, seed) + representatives(stale, records))[shard[0]::shard[1]]
+    lines, start = _rederive_all(chosen, records, stale, store, device, log), time.perf_counter()
+    kept = keep_stale(store, stale, {r["key"]: r["ok"] for r in lines if r["stale"]}, log) if stale else (0, 0)
+    ok_count = sum(r["ok"] for r in lines)
+    identical = sum(r["verdict"].startswith("identical") for r in lines)
+    summary = (f"{checked}; {len(chosen)} runs re-derived ({'all' if sample is None else f'{sample} per setting'}, "
+               f"sample seed {seed}): {identical} identical"
+               + (f", {ok_count - identical} within tolerance" if ok_count > identical else "")
+               + (f", {len(chosen) - ok_count} differ (flagged: the next build retrains them)"
+                  if ok_count < len(chosen) else "")
+               + f" ({human_seconds(sum(r['seconds'] for r in lines))})"
+               + (f"; {kept[0]} of {len(stale)} stale runs kept for today's code after {kept[1]} re-derived"
+                  if stale else ""))
+    result = {"profile": profile, "summary": summary, "ok": ok_count == len(chosen) and not damaged, "runs": lines,
+              "damaged": damaged, "seed": seed, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out = (out_root or reports_dir()) / profile / ("verify.json" if shard[1] == 1 else f"verify-{shard[0]}of{shard[1]}.json")
+    with replacing(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    log(f"verify {profile}: {summary}; written to {out}")
+    return result
+
+
+def _rederive_all(chosen: list[Planned], records: dict, stale: list[Planned], store: Any, device: str,
+                  log) -> list[dict]:
+    """Re-derive each chosen run in a scratch store and compare; a stored run that differs is flagged in `store`."""
+    from labcore.store import runs
+
+    lines, groups = [], {}  # fused groups re-derived so far (one training serves every sampled member)
+
+    def kept(cfg: RunConfig) -> tuple[int, ...]:
+        return tuple(sorted(store.checkpoint_epochs(cfg)))
+
+    with tempfile.TemporaryDirectory(prefix="labcore-verify-") as scratch:
+        scratch_store = runs.RunStore(scratch)
+        for p in chosen:
+            start = time.perf_counter()
+            line, ok = _check_one(p, records[p.key], store, scratch_store, device, kept, groups)
+            lines.append({"run": p.cfg.label(), "key": p.key, "ok": ok, "verdict": line, "stale": p in stale,
+                          "seconds": time.perf_counter() - start})
+            log(f"[labcore] verify {p.cfg.label()} ({p.key}){' (stale)' if p in stale else ''}: {line}")
+            if not ok and p not in stale:
+                store.flag(p.cfg, f"make verify re-derived it and it differs: {line}")
+    return lines
 
 
 def nondeterministic(rec: Any) -> list[str]:

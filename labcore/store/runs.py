@@ -47,6 +47,8 @@ STORE_VERSION = 2
 
 
 
+FLAGGED = "flagged.json"  # written by `make verify` into a run it found not to repeat (RunStore.flag)
+
 # What torch's serializer says when the disk fills under it (a RuntimeError, not an OSError).
 _WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "basic_ios::clear", "iostream error")
 
@@ -151,6 +153,8 @@ class RunStore:
         why = integrity.damage(folder, raw, folder.name, lambda c: RunConfig.build(**c), self.digests)
         if why:
             return "damaged", why
+        if (folder / FLAGGED).is_file():
+            return "damaged", json.loads((folder / FLAGGED).read_text()).get("why", "flagged by make verify")
         status = raw.get("status", "ok")
         if status == "ok":
             wanted = ["model.pt"] + [f"checkpoints/epoch_{e}.pt" for e in raw.get("checkpoints", [])]
@@ -232,6 +236,12 @@ class RunStore:
             sums = {str(f.relative_to(tmp)).removesuffix(".tmp"): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
             (tmp / "checksums.json").write_text(json.dumps(sums, indent=1))
             (tmp / "result.json.tmp").rename(tmp / "result.json")  # last: its presence marks a complete folder
+
+    def flag(self, cfg: RunConfig, why: str) -> None:
+        """Mark a stored run as not what its config computes (`make verify` re-derived it otherwise): from now on it
+        is damaged, never served, and retrained by the next build, which replaces the folder."""
+        with replacing(self.path(cfg) / FLAGGED) as tmp:
+            tmp.write_text(json.dumps({"why": why[:500]}))
 
     def keep(self, cfg: RunConfig, kept: dict) -> None:
         """Keep a stale run for today's code and data (its numbers were re-derived identically, `make verify`): its
