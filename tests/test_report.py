@@ -1,5 +1,6 @@
 """Report building: parameters validated before anything runs, JSON schema, index, and the real `make report`."""
 import json
+import os
 import re
 import sys
 import types
@@ -394,3 +395,23 @@ def test_a_log_gets_one_line_per_notebook_and_no_bar(smoke_build):
     ended = [ln for ln in lines if re.search(r": (ok|failed) in \d", ln)]
     assert len(ended) == 4, lines
     assert "cells," not in smoke_build.report, "no progress bar in a log"
+
+
+@pytest.mark.slow
+def test_a_build_in_process_leaves_the_environment_as_it_found_it(smoke_build, tmp_path, monkeypatch):
+    """The kernels get their environment passed (build.kernel_env); the build's own process is never edited."""
+    from labcore.report import build
+
+    monkeypatch.setenv("LABCORE_DATA", os.path.relpath(os.environ["LABCORE_DATA"]))  # a relative root: kernels need it absolute
+    before = dict(os.environ)
+    records = build.build("smoke", only=["01_mlp_baseline"], out_root=tmp_path, executor="local", force=True)
+    assert records[0]["status"] == "ok", records[0].get("error")
+    assert dict(os.environ) == before
+
+
+def test_the_kernel_environment_is_built_from_the_given_one_not_this_process():
+    from labcore.report import build
+
+    env = build.kernel_env({"PATH": "/bin", "LABCORE_DATA": "data"})
+    assert env["LABCORE_HEADLESS"] == "1" and env["PATH"].endswith(":/bin") and os.path.isabs(env["LABCORE_DATA"])
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(build.PROJECT_ROOT)

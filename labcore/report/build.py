@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,29 @@ from labcore.report.publish import MIME, jsonable
 
 class IPCKernelManager(AsyncKernelManager):
     """Kernels that talk over Unix sockets: no TCP port is opened, so no other process or host can reach
-    the kernel, and its 'running over TCP without encryption' warning never reaches the terminal."""
+    the kernel, and its 'running over TCP without encryption' warning never reaches the terminal. A kernel starts
+    with `kernel_env` (kernel_env()), passed to it: this process's own environment is never edited."""
 
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+    kernel_env: dict[str, str] | None = None
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+        kw.setdefault("env", self.kernel_env if self.kernel_env is not None else kernel_env(os.environ))
+        return await super()._async_pre_start_kernel(**kw)
+
+
+def kernel_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a notebook kernel of this build gets: `environ`, with quiet progress bars, this interpreter's
+    tools first on PATH, this very labcore importable first (the one that planned, trained and fingerprinted the
+    runs, not another checkout's an editable install may point to: a page must show what this code computed), and
+    an absolute data root (kernels run in notebooks/)."""
+    env = dict(environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if env.get("LABCORE_DATA"):
+        env["LABCORE_DATA"] = str(Path(env["LABCORE_DATA"]).expanduser().resolve())
+    env["LABCORE_HEADLESS"] = "1"
+    return env
 
 
 def _result_output(nb: Any) -> dict[str, Any] | None:
@@ -86,7 +106,7 @@ def reuse(stem: str, out_dir: Path, old: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_notebook(stem: str, params: dict[str, Any], executed: Path, progress: dict[str, Any] | None,
-                  source: Path | None = None) -> str | None:
+                  source: Path | None = None, env: dict[str, str] | None = None) -> str | None:
     """Execute the notebook (or its `source`: the notebook without the sections the build leaves out) with papermill
     into `executed`; the error in one line, or None. `progress`: tqdm's settings for a bar of cells done (a
     terminal), or None (quiet: a log, the tests, CI)."""
@@ -97,7 +117,8 @@ def _run_notebook(stem: str, params: dict[str, Any], executed: Path, progress: d
         papermill.execute_notebook(str(source or NOTEBOOKS / f"{stem}.ipynb"), str(executed), parameters=params,
                                    cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=progress or False,
                                    report_mode=False, request_save_on_cell_execute=True,
-                                   kernel_manager_class=IPCKernelManager)
+                                   kernel_manager_class=type("BuildKernelManager", (IPCKernelManager,),
+                                                             {"kernel_env": env}))
     except Exception as exc:  # papermill's execution error, a dead kernel, ...
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
     if not executed.is_file():  # the kernel never started: nothing executed, keep the source for the record
@@ -139,11 +160,12 @@ def _sections(stem: str, profile: str, params: dict[str, Any], work: Path) -> tu
 
 def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
             reduced: list[str] | None = None, built: set[str] | None = None,
-            inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+            inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None,
+            env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
     return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
     `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
-    _run_notebook."""
+    _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's)."""
     import nbformat
 
     work = out_dir / f".work-{stem}"
@@ -153,7 +175,7 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
         executed = work / f"{stem}.ipynb"
         start = time.perf_counter()
         source, left = _sections(stem, profile, params, work)
-        error = _run_notebook(stem, params, executed, progress, source)
+        error = _run_notebook(stem, params, executed, progress, source, env)
         source.unlink()
         seconds = time.perf_counter() - start
         nb = nbformat.read(executed, as_version=4)
@@ -295,14 +317,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     needed = set().union(*(datasets_needed(p) for _, p in plan)) | {p.cfg.data.name for p in profile_runs(profile, only, resolved)}
     for name in sorted(needed):
         check(name)
-    # Kernels inherit the environment: quiet progress bars, and this interpreter's tools first on PATH
-    # (the 'python3' kernel is started by name), and an absolute data root (kernels run in notebooks/).
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    # The kernels import this very labcore (the one that planned, trained and fingerprinted the runs), not another
-    # checkout's an editable install may point to: a page must show what this code computed.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    if os.environ.get("LABCORE_DATA"):
-        os.environ["LABCORE_DATA"] = str(Path(os.environ["LABCORE_DATA"]).expanduser().resolve())
+    env = kernel_env(os.environ)  # passed to each kernel; this process's environment stays as it is
     tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
     trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved, cpus_per_run=cpus_per_run,
                     gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
@@ -310,8 +325,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
         print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
               "show failed runs; lost ones are trained in their kernel)", flush=True)
-    bars = show_progress()  # asked before the kernels' environment says headless: a terminal gets a bar per notebook
-    os.environ["LABCORE_HEADLESS"] = "1"
+    bars = show_progress()  # this process's terminal gets a bar per notebook; the kernels are headless
     out_dir = (out_root or reports_dir()) / profile
     records = []
     with _exclusive(out_dir):
@@ -326,7 +340,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
             last = last_seconds(out_dir, stem)
             print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
             rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params),
-                          {r.key for r in trained.trained}, now, progress_bar(profile, stem, last) if bars else None)
+                          {r.key for r in trained.trained}, now, progress_bar(profile, stem, last) if bars else None, env)
             print(f"[labcore] {profile}/{stem}: {rec['status']} in {human_seconds(rec['seconds'])}"
                   + (f" (last build {human_seconds(last)})" if last else "")
                   + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
