@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from labcore.core import batches, data
+from labcore.core import batches, data, decode
 from labcore.core.config import DataConfig
 
 from .conftest import needs_cifar, needs_mnist
@@ -187,7 +187,7 @@ def test_unset_and_offline_says_so_and_leaves_no_folder_behind(tmp_path, monkeyp
         (root / "MNIST" / "raw").mkdir(parents=True)  # torchvision creates its folders before it fails
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "_torchvision", offline)
+    monkeypatch.setattr(decode, "_torchvision", offline)
     # check() before a build, and fingerprint(), which a stored run's staleness asks for (make plan): both may
     # download into labcore's own ./data, and both say that LABCORE_DATA is unset (not that it names no folder)
     for ask in (data.check, lambda name: data.fingerprint.__wrapped__(name)):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from labcore.core import data as data_mod
+from labcore.core import decode
 from labcore.engine import plan
 from labcore.store import runs
 
@@ -34,7 +35,7 @@ def test_make_plan_counts_stored_runs_when_the_data_cannot_be_read(tmp_path, mon
     data = tmp_path / "data"
     {"empty": lambda: data.mkdir(), "missing": lambda: None, "a file": lambda: data.write_text("x")}[folder]()
     monkeypatch.setenv("LABCORE_DATA", str(data))
-    monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("a query decoded the data"))
+    monkeypatch.setattr(decode, "_decode", lambda *a: pytest.fail("a query decoded the data"))
     query = runs.RunStore(tmp_path / "store", memo=tmp_path / "memo.json", query=True)
     d = plan.describe("smoke", calibrate=False, store=query)
     buf = io.StringIO()

@@ -302,13 +302,13 @@ def test_missing_data_stops_a_build_with_runs_stored_before_any_notebook_and_lea
     and creates no data folder (it once failed inside the kernel, cut the advice off and hid the good report)."""
     from urllib.error import URLError
 
-    from labcore.core import data
+    from labcore.core import data, decode
     from labcore import paths
 
     monkeypatch.delenv("LABCORE_DATA", raising=False)
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(paths, "DEFAULT_DATA", tmp_path / "data")
-    monkeypatch.setattr(data, "_torchvision", lambda *a, **k: (_ for _ in ()).throw(URLError("no network")))
+    monkeypatch.setattr(decode, "_torchvision", lambda *a, **k: (_ for _ in ()).throw(URLError("no network")))
     out = tmp_path / "reports"
     (out / "smoke").mkdir(parents=True)
     (out / "smoke" / "01_mlp_baseline.json").write_text('{"status": "ok"}')
