@@ -105,7 +105,7 @@ def train(args: argparse.Namespace) -> int:
     from labcore.engine.executor import train as train_plan
     from labcore.machine import deterministic_process
     from labcore.store.tracking import check_mode
-    from labcore.text import human_seconds
+    from labcore.text import count, human_seconds
 
     if args.deterministic:
         deterministic_process()
@@ -119,7 +119,7 @@ def train(args: argparse.Namespace) -> int:
     after = ([f"{len(out.failed)} failed (stored as failed: `{again} RETRY_FAILED=1` trains them again)"]
              if out.failed else []) + ([f"{len(out.lost)} lost (still pending: `{again}` tries them again)"]
                                        if out.lost else [])
-    print(f"[labcore] trained {len(out.trained)} run(s) in {human_seconds(out.seconds)}"
+    print(f"[labcore] trained {count(len(out.trained), 'run')} in {human_seconds(out.seconds)}"
           + (f"; {'; '.join(after)}" if after else "; none failed or lost"), flush=True)
     return 0 if not out.failed and not out.lost else 1
 

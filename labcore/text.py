@@ -1,4 +1,4 @@
-"""Small formatting shared by every layer: durations as a person reads them."""
+"""Small formatting shared by every layer: durations and counts as a person reads them."""
 from __future__ import annotations
 
 
@@ -11,3 +11,8 @@ def human_seconds(s: float) -> str:
     if s < 2 * 86400:
         return f"{s / 3600:.1f} h"
     return f"{s / 86400:.1f} days"
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """'1 seed', '2 seeds', '1,000 images': a number with its noun in the right number (`plural` where not +s)."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"

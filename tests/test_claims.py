@@ -44,7 +44,7 @@ def test_order_chains_only_what_the_tests_support():
     chain, _ = claims.order(losses, higher_is_better=False)
     assert chain == "VGG16 > VGG19 > VGG24", "lower training loss is better, with clear gaps"
     sentence = claims.order_sentence(losses, "final training loss", higher_is_better=False)
-    assert "**VGG16 > VGG19 > VGG24**" in sentence and "lower" in sentence and "3 seed(s) each" in sentence
+    assert "**VGG16 > VGG19 > VGG24**" in sentence and "lower" in sentence and "3 seeds each" in sentence
 
 
 def test_with_one_seed_no_order_is_claimed():

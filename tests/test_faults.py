@@ -190,7 +190,7 @@ def test_fused_seeds_lost_to_memory_train_again_each_alone(store, monkeypatch, c
     progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=fused_jobs)
     out = executor._train_local(fused_jobs, {}, {}, store, "cpu", "disabled", False, progress, None, False)
     assert len(calls) > 1 and not out.lost and not out.failed and len(out.trained) == 3
-    assert "and 2 more seed(s), fused lost to out of device memory; trying its runs alone" in capsys.readouterr().out
+    assert "and 2 more seeds, fused lost to out of device memory; trying its runs alone" in capsys.readouterr().out
     assert all(store.get(c).ok and not store.get(c).fused for c in cfgs), "each trained alone in the end"
 
 

@@ -81,7 +81,7 @@ def test_the_plan_says_which_precision_and_why(monkeypatch, native):
     monkeypatch.setattr(machine, "native_bf16", lambda device: (native, "this CPU has AMX" if native else "no AMX"))
     d = plan.describe("lab", calibrate=False, store=runs.RunStore("/nonexistent-store"))
     line = d["summary"]
-    assert f"precision auto: 6 run(s) in {'bfloat16 autocast' if native else 'fp32'} here" in line
+    assert f"precision auto: 6 runs in {'bfloat16 autocast' if native else 'fp32'} here" in line
     assert ("this CPU has AMX" if native else "no AMX") in line
 
 

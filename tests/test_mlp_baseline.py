@@ -47,9 +47,9 @@ def test_the_runs_sentences_read_their_numbers_from_the_runs():
     r = RunResult(cfg, [], {}, 1, 1.0, "cpu", "torchvision:/data/MNIST/raw")
     long = RunResult(cfg.replace(train={"epochs": 100}), [], {}, 1, 1.0, "cpu", "x")
     assert data_sentence([r], 55000, 5000, 10000) == ("55,000 training, 5,000 validation and 10,000 test images from "
-                                                      "torchvision:/data/MNIST/raw; 1 seed(s).")
+                                                      "torchvision:/data/MNIST/raw; 1 seed.")
     assert settings_sentence([r], [long]) == ("Settings of this report: adam at learning rate 0.0001, 16 units, "
                                               "15 epochs above, 100 epochs in the long run.")
-    assert curves_title([r]) == "MLP (width 16, depth 2) on MNIST, 1 seed(s)"
+    assert curves_title([r]) == "MLP (width 16, depth 2) on MNIST, 1 seed"
     assert long_title([long]) == "The same MLP trained for 100 epochs"
     assert runs.caption(r, "Per-class report") == f"Per-class report of {cfg.label()} (seed 0):"

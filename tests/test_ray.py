@@ -124,7 +124,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_pass_trains_only_the_rest(env, tmp_pa
                            timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"{n} runs, {done} stored, {n - done} pending" in again.stdout
-    assert f"trained {n - done} run(s)" in again.stdout
+    assert f"trained {n - done} run" + ("" if n - done == 1 else "s") in again.stdout
 
 
 @contextlib.contextmanager
@@ -303,4 +303,4 @@ def test_fused_seeds_lost_in_a_ray_task_train_again_each_alone(env, tmp_path):
     all stored as trained (none failed)."""
     last, out = _with_one_fault(_FUSED_OUT_OF_MEMORY, env, tmp_path)
     assert last == {"trained": 3, "failed": 0, "lost": 0, "fused": [[], [], []]}
-    assert "and 2 more seed(s), fused lost to out of device memory; tried again at the end" in out
+    assert "and 2 more seeds, fused lost to out of device memory; tried again at the end" in out

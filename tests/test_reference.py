@@ -78,7 +78,7 @@ def test_he_table_sits_next_to_the_papers_table_6_and_deviations_are_computed():
     dev = "; ".join(reference.he_deviations(quick, "image-folder:/data/cifar10", 3))
     for part in ("per-pixel mean subtraction", "4,000 training images (1,000 held out", "JPEG mirror",
                  "256 iterations instead of 64,000", "learning rate 0.02 instead of 0.1",
-                 "8 filters in the first stage instead of 16", "3 seed(s) per depth"):
+                 "8 filters in the first stage instead of 16", "3 seeds per depth"):
         assert part in dev, part
     full = quick.replace(data={"val_size": 5000, "subset": None}, train={"epochs": 182, "lr": 0.1}, model={"width": 16})
     dev = "; ".join(reference.he_deviations(full, "torchvision:/data/cifar-10-batches-py", 3))
@@ -106,6 +106,6 @@ def test_he_sentences_name_the_depths_and_the_deviations_computed_from_the_runs(
     assert reference.he_depths_sentence(results, table6=False).endswith("(He et al.: 20 and 56).")
     text = reference.he_deviations_sentence(results)
     assert "learning rate 0.02 instead of 0.1" in text and "8 filters in the first stage instead of 16" in text
-    assert "2 seed(s) per depth" in text and text.endswith("not a replication of the paper's numbers.")
+    assert "2 seeds per depth" in text and text.endswith("not a replication of the paper's numbers.")
     assert reference.he_deviations_sentence(results, conclusion=False).endswith("where the paper reports single runs "
                                                                                "(ResNet-110: best of 5).")

@@ -415,3 +415,51 @@ def test_the_kernel_environment_is_built_from_the_given_one_not_this_process():
     env = build.kernel_env({"PATH": "/bin", "LABCORE_DATA": "data"})
     assert env["LABCORE_HEADLESS"] == "1" and env["PATH"].endswith(":/bin") and os.path.isabs(env["LABCORE_DATA"])
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(build.PROJECT_ROOT)
+
+
+class _Tables(__import__("html.parser").parser.HTMLParser):
+    """Every <table> of a page as rows of cell texts (header row first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self.tables:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+@pytest.mark.slow
+def test_every_table_of_a_smoke_build_reads_as_a_person_would_write_it(smoke_reports):
+    from labcore.report.publish import _is_count
+
+    pages = sorted(smoke_reports.glob("0*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        parser = _Tables()
+        parser.feed(text)
+        assert parser.tables, page.name
+        for table in parser.tables:
+            header = next((row for row in table if row), [])
+            for row in table[1:]:
+                for column, value in zip(header, row):
+                    where = f"{page.name}, column {column!r}: {value!r}"
+                    assert value not in ("NaN", "nan", "None", "True", "False"), where
+                    assert not re.search(r"\d[eE][+-]\d", value), where
+                    assert not (_is_count(column) and re.fullmatch(r"-?[\d,]+\.\d+", value)), where
+        prose = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
+        assert not re.search(r"\b(seed|run|epoch|initialisation)\(s\)", prose), page.name

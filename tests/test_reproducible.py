@@ -53,7 +53,7 @@ def test_what_a_student_changes_is_what_gets_retrained(tmp_path):
            "LABCORE_REPORTS": str(tmp_path / "reports"), "LABCORE_CACHE": str(tmp_path / "cache"),
            "LABCORE_TRACKING": "disabled"}
     first = _make(copy, env, "report")
-    assert "trained 2 run(s)" in first and f"smoke/{NB}: running" in first
+    assert "trained 2 runs" in first and f"smoke/{NB}: running" in first
     before = _test_acc(tmp_path / "reports")
 
     # A comment in the model's module and a new helper in the claims module: no run is stale, none retrains.

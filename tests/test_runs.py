@@ -274,7 +274,7 @@ def test_make_clean_names_offline_runs_never_synced(tmp_path, monkeypatch, capsy
     assert [p.name for p in tracking.unsynced_runs()] == ["offline-run-1-aaa"]
     assert cli.main(["check-clean"]) == 1
     err = capsys.readouterr().err
-    assert "1 W&B offline run(s) never synced (offline-run-1-aaa)" in err and "make clean FORCE=1" in err
+    assert "1 W&B offline run never synced (offline-run-1-aaa)" in err and "make clean FORCE=1" in err
     (tmp_path / "wandb" / "offline-run-1-aaa" / "run-aaa.wandb.synced").write_text("")
     assert cli.main(["check-clean"]) == 0
 

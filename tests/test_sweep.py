@@ -74,7 +74,7 @@ def test_a_best_depth_within_the_seed_spread_is_not_called_best():
     df = _table()
     df.loc[df.residual & (df.depth == 8), "test_acc"] = [0.40, 0.46, 0.44]  # overlaps depth 1's 0.41-0.43
     res = next(line for line in claims.depth_effect_sentences(df, sweep.trainability(df)) if "residual" in line)
-    assert "not distinguishable from depth 1 with 3 seed(s)" in res and "is best" not in res
+    assert "not distinguishable from depth 1 with 3 seeds" in res and "is best" not in res
     one = df[df.seed == 0]
     res = next(line for line in claims.depth_effect_sentences(one, sweep.trainability(one)) if "residual" in line)
     assert "one seed cannot rank depths" in res

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from labcore.text import count
+
 LEVEL = 0.95  # confidence of every test and interval here (two-sided)
 Z_ONE_SIDED = 1.645  # 95 % one-sided normal quantile, for the chance-level bound
 
@@ -49,7 +51,7 @@ class Comparison:
 
     @property
     def seeds(self) -> str:
-        return f"{self.n_a} seed(s)" if self.n_a == self.n_b else f"{self.n_a} and {self.n_b} seeds"
+        return count(self.n_a, "seed") if self.n_a == self.n_b else f"{self.n_a} and {self.n_b} seeds"
 
 
 def compare(a: Sequence[float], b: Sequence[float], name_a: str = "A", name_b: str = "B",
@@ -120,7 +122,7 @@ def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_i
     if not pairs:
         return f"Only {chain or 'nothing'} was measured by {measure}; there is no order to state."
     n = sorted({p.n_a for p in pairs} | {p.n_b for p in pairs})
-    seeds = f"{n[0]} seed(s) each" if len(n) == 1 else f"{n[0]} to {n[-1]} seeds"
+    seeds = f"{count(n[0], 'seed')} each" if len(n) == 1 else f"{n[0]} to {n[-1]} seeds"
     if all(p.verdict == "one seed" for p in pairs):
         return (f"By {measure}, the single runs come in the order {chain}; with one seed per model the spread "
                 f"between runs is unknown, so this is not an order that can be claimed.")

@@ -15,6 +15,7 @@ import pandas as pd
 
 from labcore.analysis import claims
 from labcore.core.config import RunConfig
+from labcore.text import count
 
 # (metric, value, what the lab wrote); "replica" rows are a re-run of the lab's loop on the mirrored data.
 LAB: dict[str, list[tuple[str, float, str]]] = {
@@ -185,7 +186,7 @@ def he_deviations(cfg: RunConfig, data_source: str, seeds: int) -> list[str]:
         out.append(f"learning rate {cfg.train.lr:g} instead of {HE_RECIPE['lr']:g}")
     if cfg.model.width != HE_RECIPE["width"]:
         out.append(f"{cfg.model.width} filters in the first stage instead of {HE_RECIPE['width']}")
-    out.append(f"{seeds} seed(s) per depth, where the paper reports single runs (ResNet-110: best of 5)")
+    out.append(f"{count(seeds, 'seed')} per depth, where the paper reports single runs (ResNet-110: best of 5)")
     return out
 
 

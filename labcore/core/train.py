@@ -202,5 +202,5 @@ def predict_members(learn: Learner, x: torch.Tensor, splits: Splits, batch_size:
 
 
 def report_table(test: dict) -> pd.DataFrame:
-    """`evaluate`'s per-class precision, recall and F1 as a table (3 digits), one row per class and average."""
-    return pd.DataFrame(test["report"]).T.round(3)
+    """`evaluate`'s per-class precision, recall, F1 and support (images), one row per class and average."""
+    return pd.DataFrame(test["report"]).T.rename_axis("class")

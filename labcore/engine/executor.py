@@ -24,7 +24,7 @@ from labcore.core.data import check as check_data
 from labcore.faults import RunLost, advice
 from labcore.files import Busy, locked
 from labcore.store.planned import Planned
-from labcore.text import human_seconds
+from labcore.text import human_seconds, count
 from labcore.engine.jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
 from labcore.engine.plan import describe
 from labcore.machine import pick_device
@@ -174,7 +174,7 @@ def _announce(todo: list[Planned], jobs: list[list[Planned]], executor: str, pro
     if todo:
         n_fused = sum(len(j) for j in jobs if len(j) > 1)
         fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
-        print(f"[labcore] training {len(todo)} run(s){fusing} with the {executor} executor; "
+        print(f"[labcore] training {count(len(todo), 'run')}{fusing} with the {executor} executor; "
               f"{progress.eta_text().replace('ETA', 'estimated', 1)} of wall time", flush=True)
 
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from labcore.engine import fused
 from labcore.store import runs, training
-from labcore.text import human_seconds
+from labcore.text import human_seconds, count
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
 from labcore.machine import show_progress
@@ -66,8 +66,8 @@ def train_job(job: list[Planned], device: str | torch.device, tracking: str, est
 
 
 def describe_job(job: list[Planned]) -> str:
-    """'<label>' for a run alone, '<label> and 2 more seed(s), fused' for a fused job."""
-    return job[0].cfg.label() + (f" and {len(job) - 1} more seed(s), fused" if len(job) > 1 else "")
+    """'<label>' for a run alone, '<label> and 2 more seeds, fused' for a fused job."""
+    return job[0].cfg.label() + (f" and {count(len(job) - 1, 'more seed')}, fused" if len(job) > 1 else "")
 
 
 def makespan(costs: Sequence[float], slots: int) -> float:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from labcore.exercises import exercise
 from labcore import machine
-from labcore.text import human_seconds
+from labcore.text import human_seconds, count
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
 from labcore.exercises.params import notebook_stems
@@ -272,7 +272,7 @@ def precision_note(pending: list[Planned], estimates: dict[str, float], total: f
     if not auto:
         return ""
     native, why = machine.native_bf16(machine.pick_device(device))
-    note = (f"; precision auto: {len(auto)} run(s) in {'bfloat16 autocast' if native else 'fp32'} here ({why})")
+    note = (f"; precision auto: {count(len(auto), 'run')} in {'bfloat16 autocast' if native else 'fp32'} here ({why})")
     if not (native and calibrate and total is not None and all(p.key in estimates for p in auto)):
         return note
     fp32 = [p.cfg.replace(train={"precision": "fp32"}) for p in auto]

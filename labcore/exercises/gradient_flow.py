@@ -20,6 +20,7 @@ from labcore.core.train import init_model
 from labcore.exercises.params import check_probe
 from labcore.store.runs import RunResult, RunStore
 from labcore.analysis.sweep import distinct, model_name
+from labcore.text import count
 
 NOTEBOOK = "04_gradient_flow"
 UPSTREAM = ("01_mlp_baseline", "03_residual")  # 01's MLP; 03's ConvNet twins and the ranking's VGG/ResNet runs
@@ -171,7 +172,7 @@ def lab_models_sentence(planned: dict[str, Any], tw: Twins, probe: dict) -> str:
     residual = planned["lab_pair"]["residual"]
     return ("Models as in the lab's gradient run? " + reference.caveat("lab_resnet", residual[0], only=("model.",))
             + f" Probe: {len(tw.batches)} batches of {probe['batch_size']} (the lab: 11 of 128), "
-            f"{len(residual)} initialisation(s).")
+            f"{count(len(residual), 'initialisation')}.")
 
 
 def lab_ratio(stats: pd.DataFrame) -> float:

@@ -12,6 +12,7 @@ from labcore.store import provenance, runs
 from labcore.core.config import ConfigError, RunConfig
 from labcore.store.planned import Planned, every_epoch
 from labcore.store.runs import RunResult
+from labcore.text import count
 
 NOTEBOOK = "01_mlp_baseline"
 
@@ -40,13 +41,13 @@ def runs_table(results: list[RunResult]) -> pd.DataFrame:
 def data_sentence(results: list[RunResult], n_train: int, n_val: int, n_test: int) -> str:
     """Where the images came from and how many each split has, for the runs' markdown."""
     return (f"{n_train:,} training, {n_val:,} validation and {n_test:,} test images from {results[0].data_source}; "
-            f"{len(results)} seed(s).")
+            f"{count(len(results), 'seed')}.")
 
 
 def curves_title(results: list[RunResult]) -> str:
-    """'MLP (width 16, depth 2) on MNIST, 3 seed(s)'."""
+    """'MLP (width 16, depth 2) on MNIST, 3 seeds'."""
     c = results[0].config
-    return f"MLP (width {c.model.width}, depth {c.model.depth}) on {c.data.name.upper()}, {len(results)} seed(s)"
+    return f"MLP (width {c.model.width}, depth {c.model.depth}) on {c.data.name.upper()}, {count(len(results), 'seed')}"
 
 
 def long_title(long_results: list[RunResult]) -> str:
@@ -115,7 +116,7 @@ def convergence(histories: list[dict] | list[list[dict]], window: int = 3, tol: 
 def convergence_sentence(c: dict) -> str:
     """Plain-language reading of `convergence(...)`: it claims nothing beyond the epochs it saw."""
     if c["verdict"] == "too short to tell":
-        return (f"**Too short to tell**: {c['epochs']} epoch(s) cannot show a plateau; "
+        return (f"**Too short to tell**: {count(c['epochs'], 'epoch')} cannot show a plateau; "
                 f"the best validation accuracy was {c['best_val_acc']:.4f} at epoch {c['best_epoch']}.")
     facts = (f"over the last {c['window']} epochs the validation accuracy changed by {c['val_acc_gain']:+.4f}, the "
              f"validation loss by {-c['val_loss_drop']:+.1%} and the training loss by {-c['train_loss_drop']:+.1%}; "

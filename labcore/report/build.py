@@ -32,7 +32,7 @@ from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selecti
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, reports_dir
-from labcore.text import human_seconds
+from labcore.text import human_seconds, count
 from labcore.report import render
 from labcore.report.inputs import changed, page_inputs
 from labcore.report.publish import MIME, jsonable
@@ -322,7 +322,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved, cpus_per_run=cpus_per_run,
                     gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
     if trained.trained or trained.lost:
-        print(f"[labcore] trained {len(trained.trained)} run(s) in {human_seconds(trained.seconds)} with the "
+        print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
               "show failed runs; lost ones are trained in their kernel)", flush=True)
     bars = show_progress()  # this process's terminal gets a bar per notebook; the kernels are headless

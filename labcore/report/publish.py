@@ -77,10 +77,61 @@ def format_metric(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+# Columns that count things: shown as integers with thousands separators, whatever their dtype (a count column with
+# a missing value becomes float in pandas). Matched as whole words of the column's name, lower-cased.
+COUNT_WORDS = {"runs", "seeds", "seed", "epochs", "epoch", "depth", "params", "parameters", "width", "support",
+               "count", "steps", "images", "layers", "blocks", "n", "batches", "initialisations", "members"}
+DASH = "\u2013"  # a missing value (a failed run, a spread that needs two seeds): explained under the table
+
+
+def _is_count(column: Any) -> bool:
+    words = str(column).lower().replace("_", " ").replace("(", " ").replace(")", " ").split()
+    return bool(COUNT_WORDS & set(words))
+
+
+def _scientific(v: float) -> str:
+    """1.1 x 10^5 as a person writes it (HTML superscript), 2 significant digits."""
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa} \u00d7 10<sup>{int(exponent)}</sup>"
+
+
+def cell(value: Any, column: Any = "", digits: int = 3) -> str:
+    """One table cell as the pages write it: integers (and counts) with thousands separators, other numbers at
+    `digits` decimals, very large or very small ones (p-values, factors) in scientific form, booleans as yes/no,
+    a missing value as a dash."""
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, str):
+        value = value.item()  # numpy scalars
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "\u221e" if value > 0 else "-\u221e"
+        if value.is_integer() and _is_count(column):
+            return f"{int(value):,}"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
+            return _scientific(value)
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
 def table(df: Any, digits: int = 3) -> Any:
-    """A DataFrame as a person would format it on a page: numbers to `digits` decimals, long text (the lab's claims)
-    in full rather than cut at pandas' 50 characters, no row numbers."""
-    return df.style.format(precision=digits, na_rep="-").hide(axis="index")
+    """A DataFrame as the pages show every table (one formatter, `cell`): no row numbers (a meaningful index, like
+    class names, becomes the first column), long text (the lab's claims) in full, a dash for a missing value,
+    explained once under the table."""
+    import pandas as pd
+
+    if not isinstance(df.index, pd.RangeIndex):
+        df = df.reset_index()
+    missing = bool(df.isna().to_numpy().any())
+    styler = df.style.format({c: (lambda v, c=c: cell(v, c, digits)) for c in df.columns}).hide(axis="index")
+    if missing:
+        styler = styler.set_caption(f"{DASH} no value (a failed run, or a spread that needs two seeds or more)")
+    return styler.set_table_styles([{"selector": "caption", "props": "caption-side: bottom; font-size: 0.85em; "
+                                                                     "text-align: left; color: #555"}])
 
 
 def source(obj: Any, why: str, folded: bool | None = None) -> Any:

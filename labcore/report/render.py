@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from labcore.report.publish import format_metric
+from labcore.text import count
 
 # What each profile's numbers mean; the banner says it on every page and on the index.
 PROFILE_NOTES = {
@@ -197,7 +198,7 @@ def _wandb(prov: dict[str, Any]) -> str:
     if not names:
         return ""
     listed = "".join(f"<li><code>{html.escape(n)}</code></li>" for n in names)
-    return (f"<h3>Weights &amp; Biases</h3><p>{len(names)} run(s), {html.escape(str(prov.get('tracking')))}, in "
+    return (f"<h3>Weights &amp; Biases</h3><p>{count(len(names), 'run')}, {html.escape(str(prov.get('tracking')))}, in "
             f"<code>{html.escape(str(prov.get('wandb_folder')))}</code> (a run trained before this report was "
             f"logged where and when it trained).</p><details><summary>run names</summary><ul>{listed}</ul></details>")
 

@@ -238,7 +238,7 @@ SCRIPT = r"""(() => {
   }
   function curves(run) {
     const hs = run.history, ep = hs.map(e => e.epoch), of = k => hs.map(e => e[k]);
-    const title = `${run.label}: ${hs.length} epoch(s), ${run.notebooks.join(', ')}`;
+    const title = `${run.label}: ${hs.length} ${hs.length === 1 ? "epoch" : "epochs"}, ${run.notebooks.join(', ')}`;
     const note = run.note ? `<p><strong>${esc(run.status)}</strong>: ${esc(run.note)}</p>` : '';
     if (!hs.length) return `<p><strong>${esc(run.label)}</strong>: no epoch history to draw.</p>` + note;
     const loss = [{n: 'train loss', v: of('train_loss'), c: '#0969da'},

@@ -17,6 +17,7 @@ import torch
 
 from labcore.core.config import RunConfig
 from labcore.files import replacing
+from labcore.text import count
 
 RESUME_VERSION = 1  # bump when what is saved changes shape
 
@@ -35,7 +36,7 @@ class Resume:
 
     def __init__(self, folder: Path, cfgs: list[RunConfig], info: dict) -> None:
         self.file = folder / "state.pt"
-        self.label = cfgs[0].label() + (f" and {len(cfgs) - 1} fused seed(s)" if len(cfgs) > 1 else "")
+        self.label = cfgs[0].label() + (f" and {count(len(cfgs) - 1, 'fused seed')}" if len(cfgs) > 1 else "")
         self.epochs = cfgs[0].train.epochs
         self.meta = {"version": RESUME_VERSION, "keys": [c.key() for c in cfgs], "code": info["code"],
                      "data": info["data"]["sha256"], "device": info["device"],

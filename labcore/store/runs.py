@@ -31,6 +31,7 @@ from labcore.paths import cache_dir, runs_dir
 from labcore.store import identity, integrity, training
 from labcore.store.result import RunResult, record_of
 from labcore.store.training import Trained, load_splits, train_run  # noqa: F401 - load_splits: notebooks read splits here
+from labcore.text import count
 
 # The states whose runs `make train` trains: never stored, damaged, or computed by other code or data than today's.
 TO_TRAIN = ("pending", "damaged", "stale")
@@ -389,7 +390,7 @@ def missing_message(missing: list, store: RunStore, notebook: str | None, profil
     stale = sum(store.state(p.cfg, p.checkpoints) == "stale" for p in missing)
     what = f"are not in the run store {store.root} yet" + (f" ({stale} of them stale: trained by other code or "
                                                           "data than today's)" if stale else "")
-    return (f"{len(missing)} run(s) this notebook needs {what} ({names}). With the profile's parameters, "
+    return (f"{count(len(missing), 'run')} this notebook needs {what} ({names}). With the profile's parameters, "
             f"`make train PROFILE={profile}{only}` trains them (`make plan PROFILE={profile}{only}` lists them with "
             "their cost here); for values you edited in this notebook, set train_missing = True in its parameters "
             "cell to train them in this kernel. Then run this cell again")

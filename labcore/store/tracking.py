@@ -12,6 +12,7 @@ from typing import Any
 
 from labcore.core.config import ConfigError
 from labcore.paths import PROJECT_ROOT
+from labcore.text import count
 
 MODES = ("offline", "online", "disabled")
 WATCH_EVERY = 100  # steps between W&B's gradient and parameter histograms (each costs a pass over all weights)
@@ -62,7 +63,7 @@ def unsynced_message() -> str | None:
     if not runs:
         return None
     shown = ", ".join(r.name for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
-    return (f"make clean would delete {len(runs)} W&B offline run(s) never synced ({shown}); upload them with "
+    return (f"make clean would delete {count(len(runs), 'W&B offline run')} never synced ({shown}); upload them with "
             f"`wandb sync {runs[0].parent}/offline-run-*`, or delete them anyway with `make clean FORCE=1`")
 
 

@@ -24,6 +24,7 @@ from labcore.store import identity, resume_state
 from labcore.store.resume_state import resume_folder
 from labcore.store.result import RunResult
 from labcore.store.tracking import Tracker, run_name
+from labcore.text import count
 
 # Errors that belong to the config (a loss that became NaN, a model that cannot be built): the run is stored as
 # failed with its error and not retried on its own. The machine's faults (memory, a CUDA error, disk space,
@@ -102,7 +103,7 @@ def train_runs(cfgs: list[RunConfig], device: str | torch.device = "auto", track
         return _train(cfgs, device, tracking, checkpoints or [() for _ in cfgs], estimate_seconds, compile,
                       groups or [None for _ in cfgs], profile, deterministic, precision, resume_root)
     except Exception as exc:
-        what = cfgs[0].label() + (f" and {len(cfgs) - 1} fused seed(s)" if len(cfgs) > 1 else "")
+        what = cfgs[0].label() + (f" and {count(len(cfgs) - 1, 'fused seed')}" if len(cfgs) > 1 else "")
         fault = lost(what, exc)
         if fault is None:
             raise
