@@ -26,6 +26,8 @@ class RunLost(RuntimeError):
 
 _DISK = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded"}
 _ACCESS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system"}
+_PLACE = {errno.ENOTDIR: "a file stands where labcore needs a folder", errno.EEXIST: "a file stands where labcore needs a "
+          "folder", errno.EISDIR: "a folder stands where labcore writes a file"}
 
 
 def classify(exc: BaseException) -> tuple[str, bool] | None:
@@ -42,7 +44,22 @@ def classify(exc: BaseException) -> tuple[str, bool] | None:
         return f"{_DISK[exc.errno]} at {exc.filename or 'an unnamed path'}", False
     if isinstance(exc, OSError) and exc.errno in _ACCESS:
         return f"{_ACCESS[exc.errno]} at {exc.filename or 'an unnamed path'}", False
+    if isinstance(exc, OSError) and exc.errno in _PLACE:
+        where = exc.filename if exc.errno == errno.EISDIR else _culprit(exc.filename)
+        return f"{_PLACE[exc.errno]}: {where or 'an unnamed path'}", False
     return None
+
+
+def _culprit(path: str | None) -> str | None:
+    """The file that stands in a folder's way on `path` (the nearest existing part of it that is not a folder)."""
+    if not path:
+        return path
+    from pathlib import Path
+
+    for part in [Path(path), *Path(path).parents]:
+        if part.exists():
+            return str(part)
+    return path
 
 
 def lost(label: str, exc: BaseException) -> RunLost | None:
@@ -64,7 +81,10 @@ def advice(exc: RunLost) -> str:
         return "free space there (or point LABCORE_RUNS / LABCORE_REPORTS elsewhere), then run the command again"
     if "permission" in exc.resource or "read-only" in exc.resource:
         return "make that folder writable (or point LABCORE_RUNS / LABCORE_REPORTS elsewhere), then run it again"
-    return "run the command again once the machine has the memory"
+    if "stands where" in exc.resource:
+        return ("move it out of the way (or point LABCORE_RUNS / LABCORE_CACHE / LABCORE_REPORTS at a folder), then "
+                "run the command again")
+    return "run the command again"
 
 
 def one_line(exc: OSError) -> str | None:

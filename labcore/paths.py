@@ -30,3 +30,16 @@ def runs_dir() -> Path:
 def reports_dir() -> Path:
     """Generated reports: $LABCORE_REPORTS or <project>/reports."""
     return Path(os.environ.get("LABCORE_REPORTS") or PROJECT_ROOT / "reports").expanduser().resolve()
+
+
+def check_folders(folders: dict[str, Path]) -> None:
+    """Raise NotADirectoryError naming the file, before any work, where a file stands in the way of one of these
+    folders ({variable: folder}: the run store, caches, reports), which labcore creates as it needs them."""
+    import errno
+
+    for variable, folder in folders.items():
+        for part in [folder, *folder.parents]:
+            if part.exists():
+                if not part.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, f"{variable} needs a folder at {folder}", str(part))
+                break

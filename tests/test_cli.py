@@ -92,3 +92,34 @@ def test_an_unavailable_device_is_one_line_naming_those_there_are(device, capsys
     assert cli.main(["plan", "--profile", "smoke", "--device", device, "--no-calibrate"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: --device {device}: no such device here; this machine has: cpu (or auto)\n"
+
+
+@pytest.mark.parametrize("variable", ["LABCORE_RUNS", "LABCORE_CACHE", "LABCORE_REPORTS"])
+@pytest.mark.parametrize("verb", ["report", "train"])
+def test_a_file_where_a_folder_belongs_is_one_line_before_any_training(tmp_path, monkeypatch, capsys, variable, verb):
+    from labcore.store import runs
+
+    in_the_way = tmp_path / "in-the-way"
+    in_the_way.write_text("not a folder")
+    monkeypatch.setenv("LABCORE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv(variable, str(in_the_way / "sub") if variable != "LABCORE_REPORTS" else str(in_the_way))
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: pytest.fail("trained before checking its folders"))
+    if verb == "train" and variable == "LABCORE_REPORTS":
+        pytest.skip("make train writes no report")
+    assert cli.main([verb, "--profile", "smoke", "--only", "01_mlp_baseline"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: a file stands where labcore needs a folder: {in_the_way}; move it out of the way (or point "
+                   "LABCORE_RUNS / LABCORE_CACHE / LABCORE_REPORTS at a folder), then run the command again\n")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("result.json"))
+
+
+def test_the_machine_faults_are_named_for_what_they_are():
+    import errno
+
+    from labcore.faults import classify
+
+    assert classify(PermissionError(errno.EACCES, "Permission denied", "/x"))[0] == "permission denied at /x"
+    assert "memory" not in classify(PermissionError(errno.EACCES, "Permission denied", "/x"))[0]
+    assert classify(OSError(errno.ENOSPC, "No space left", "/y"))[0].startswith("no space left on the disk")
+    assert classify(IsADirectoryError(errno.EISDIR, "Is a directory", "/z"))[0] == \
+        "a folder stands where labcore writes a file: /z"

@@ -151,3 +151,15 @@ def test_meta_check_agrees_with_a_real_forward_pass(family, depth, kernel, shape
         assert str(exc).startswith("model: ") and f"{shape[1]}x{shape[2]}" in str(exc), exc
         meta_ok = False
     assert meta_ok == real_ok
+
+
+def test_a_model_too_large_to_train_names_the_field_and_its_parameter_count():
+    from labcore.core.config import ConfigError, ModelConfig
+    from labcore.core.models import check_buildable
+
+    with pytest.raises(ConfigError) as err:
+        check_buildable(ModelConfig("mlp", 2, 2_000_000, False, "none"), (1, 28, 28), 10, "parameters/quick/x.yaml")
+    assert "model.width=2000000 gives 8,001,594,000,010 parameters" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="model.width=40000 and model.depth=700 give .* lower model.width or"):
+        check_buildable(ModelConfig("mlp", 700, 40_000, False, "none"), (1, 28, 28), 10, "x")  # neither alone
+    check_buildable(ModelConfig("mlp", 2, 4096, False, "none"), (1, 28, 28), 10, "x")  # 20 M parameters: fine

@@ -18,6 +18,8 @@ What `depth` and `width` mean per family (ModelConfig):
 """
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 
 import math
@@ -301,7 +303,33 @@ def _meta_problem(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes:
                 "lower model.depth")
     if tuple(out.shape) != (2, num_classes):
         return f"the model returns {tuple(out.shape)} for 2 images, not (2, {num_classes})"
-    return None
+    return _too_large(cfg, in_shape, num_classes, count_parameters(model))
+
+
+def _too_large(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int, n_params: int) -> str | None:
+    """Why a model with `n_params` parameters cannot train on any machine labcore is meant for, naming the field
+    that made it so (the one whose halving shrinks it most), or None. Training with Adam keeps 4 fp32 copies
+    (weights, gradients, 2 moments): 16 bytes a parameter, against twice this machine's memory and at least 160 GB."""
+    import os
+
+    need = 16 * n_params
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    if need <= max(2 * memory, 160 * 2**30):
+        return None
+    default = ModelConfig(cfg.family)  # the family's other fields at their defaults: which field alone is too large
+    alone = []
+    for field in ("width", "depth"):
+        with torch.device("meta"):
+            n = count_parameters(build_model(dataclasses.replace(default, **{field: getattr(cfg, field)}), in_shape,
+                                             num_classes))
+        alone += [field] if 16 * n > max(2 * memory, 160 * 2**30) else []
+    fields = alone if len(alone) == 1 else ["width", "depth"]
+    given = " and ".join(f"model.{f}={getattr(cfg, f)}" for f in fields)
+    return (f"{given} give{'s' if len(fields) == 1 else ''} {n_params:,} parameters, about {need / 2**30:,.0f} GiB "
+            f"to train with Adam; lower {' or '.join('model.' + f for f in fields)}")
 
 
 def count_layers(model: nn.Module) -> int:

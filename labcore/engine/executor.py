@@ -28,6 +28,7 @@ from labcore.text import human_seconds, count
 from labcore.engine.jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
 from labcore.engine.plan import describe
 from labcore.machine import pick_device
+from labcore.paths import cache_dir, check_folders, runs_dir
 
 EXECUTORS = ("local", "ray")
 MAX_LOST_RETRIES = 1  # a run the machine stopped (out of memory, a CUDA error) is tried this many more times
@@ -191,6 +192,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     if executor not in EXECUTORS + ("", "auto"):
         raise ConfigError(f"executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
     check_fuse(fuse)  # an unknown FUSE fails now, in one line, before any planning
+    check_folders({"LABCORE_RUNS": (store.root if store else runs_dir()), "LABCORE_CACHE": cache_dir()})
     if address and executor != "local":  # before planning and calibrating: a wrong cluster fails in a second
         from labcore.engine.raypass import check_cluster
 

@@ -31,7 +31,7 @@ from labcore.exercises.exercise import parameters
 from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selection, datasets_needed, notebook_stems
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
-from labcore.paths import PROJECT_ROOT, reports_dir
+from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir
 from labcore.text import human_seconds, count
 from labcore.report import render
 from labcore.report.inputs import changed, page_inputs
@@ -309,6 +309,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     from labcore.engine.plan import selected_notebooks
 
     check_selection(profile, only)
+    check_folders({"LABCORE_REPORTS": out_root or reports_dir(), "LABCORE_RUNS": runs_dir(), "LABCORE_CACHE": cache_dir()})
     plan = selected_notebooks(profile, only, studies)
     from labcore.engine.executor import train
     from labcore.engine.plan import profile_runs
