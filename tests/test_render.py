@@ -38,8 +38,20 @@ def test_utc_is_the_one_clock():
 def test_differences_name_each_reduced_setting_against_full():
     quick = {"data": {"subset": 4000, "val_size": 1000}, "seeds": [0, 1, 2], "train": {"epochs": 8}}
     full = {"data": {"subset": None, "val_size": 5000}, "seeds": [0, 1, 2], "train": {"epochs": 10}}
-    assert render.differences(quick, full) == ["data.subset: 4000 (full: all)", "data.val_size: 1000 (full: 5000)",
+    assert render.differences(quick, full) == ["data.val_size: 1000 (full: 5000)", "data.subset: 4000 (full: all)",
                                                "train.epochs: 8 (full: 10)"]
+
+
+def test_the_banner_lists_only_settings_that_differ_in_effect():
+    ours = {"train": {"epochs": 10, "precision": "fp32", "milestones": [0.5, 0.75]}, "residual": None,
+            "studies": {"a": {"model": {"width": 8}, "residual": None}, "mine": {"model": {"width": 4}}}}
+    full = {"train": {"epochs": 10}, "residual": [False],
+            "studies": {"a": {"model": {"width": 8}}, "b": {"model": {}}, "c": {"model": {}}}}
+    assert render.differences(ours, full) == ["studies.mine: only in this profile",
+                                              "studies: b, c not run here (full runs them)"]
+    assert render.differences({"train": {"precision": "auto"}}, {"train": {}}) == ["train.precision: auto (full: fp32)"]
+    assert render.differences({"studies": {"a": {"residual": [True]}}}, {"studies": {"a": {}}}) == \
+        ["studies.a.residual: [true] (full: the notebook's)"]
     assert render.differences(full, full) == []
     assert render.differences({"long_epochs": None, "deep_study": None}, {"long_epochs": 100, "deep_study": "convnet"}) \
         == ["long_epochs: none (full: 100)", "deep_study: none (full: convnet)"]  # only a subset's None means all
