@@ -26,7 +26,7 @@ from labcore.files import Busy, locked
 from labcore.store.planned import Planned
 from labcore.text import human_seconds, count
 from labcore.engine.jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
-from labcore.engine.plan import describe
+from labcore.engine.plan import describe, profile_runs
 from labcore.machine import pick_device
 from labcore.paths import cache_dir, check_folders, runs_dir
 
@@ -145,7 +145,8 @@ def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
 
 def _plan_as_trained(profile: str, only: list[str] | None, executor: str, address: str | None, device: str,
                      store: runs.RunStore, resolved: dict[str, dict] | None, cpus_per_run: int | None,
-                     gpus_per_run: float | None, fuse: str, retry_failed: bool) -> tuple[dict, str, torch.device]:
+                     gpus_per_run: float | None, fuse: str, retry_failed: bool,
+                     planned: list[Planned] | None = None) -> tuple[dict, str, torch.device]:
     """The plan (labcore.engine.plan.describe) estimated for the executor that will train it, that executor
     (picked when not given, and said), and the device kind its jobs train on (what decides fusing)."""
     import importlib.util
@@ -155,8 +156,9 @@ def _plan_as_trained(profile: str, only: list[str] | None, executor: str, addres
     on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
     planned_for = per_run if executor == "ray" and on_cpu else None
     runs_on = job_device(executor or "local", device, gpus_per_run)
-    d = describe(profile, only, device, store=store, resolved=resolved, threads=planned_for, fuse=fuse,
-                 fuse_device=runs_on, retry_failed=retry_failed)
+    planned = planned if planned is not None else profile_runs(profile, only, resolved)  # planned once, here at most
+    d = describe(profile, only, device, store=store, threads=planned_for, fuse=fuse, fuse_device=runs_on,
+                 retry_failed=retry_failed, planned=planned)
     print(d["summary"], flush=True)
     executor, why = choose_executor(executor, d["pending_seconds"], address, local_slots(device),
                                     importlib.util.find_spec("ray") is not None)
@@ -165,8 +167,8 @@ def _plan_as_trained(profile: str, only: list[str] | None, executor: str, addres
     cpu_ray = executor == "ray" and on_cpu and planned_for is None
     if d["pending_seconds"] and (cpu_ray or job_device(executor, device, gpus_per_run) != runs_on):
         runs_on = job_device(executor, device, gpus_per_run)  # picked other than planned: estimate again for it
-        d = describe(profile, only, device, store=store, resolved=resolved, threads=per_run if cpu_ray else planned_for,
-                     fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed)
+        d = describe(profile, only, device, store=store, threads=per_run if cpu_ray else planned_for,
+                     fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed, planned=planned)
     return d, executor, runs_on
 
 
@@ -183,9 +185,11 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
           device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
           gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
           store: runs.RunStore | None = None, headless: bool | None = None,
-          resolved: dict[str, dict] | None = None, deterministic: bool = False, fuse: str = "auto") -> Outcome:
+          resolved: dict[str, dict] | None = None, deterministic: bool = False, fuse: str = "auto",
+          planned: list[Planned] | None = None) -> Outcome:
     """Train every pending run of the profile's plan (failed ones too with `retry_failed`); `executor` ''
-    picks one (see choose_executor). `resolved`: the notebooks' parameters, when the caller has them.
+    picks one (see choose_executor). `resolved`: the notebooks' parameters, `planned`: the runs of a build plan
+    (labcore.engine.plan.BuildPlan), when the caller has them.
     `deterministic`: bit-for-bit repeatable numerics on the same device and software (machine.configure).
     `fuse`: train a config's seeds as one batched model where that pays on the device ('auto'; labcore.engine.fused),
     always ('on') or never ('off')."""
@@ -201,7 +205,7 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
     start = time.perf_counter()
     with exclusive(store, profile):
         d, executor, runs_on = _plan_as_trained(profile, only, executor, address, device, store, resolved,
-                                                cpus_per_run, gpus_per_run, fuse, retry_failed)
+                                                cpus_per_run, gpus_per_run, fuse, retry_failed, planned)
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in runs.to_train_states(retry_failed)]
         for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
             check_data(name)

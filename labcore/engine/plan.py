@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -38,15 +39,47 @@ def merge(planned: Iterable[Planned]) -> list[Planned]:
     return list(out.values())
 
 
-def profile_runs(profile: str, only: list[str] | None = None,
-                 resolved: dict[str, dict] | None = None, studies: list[str] | None = None) -> list[Planned]:
-    """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps
-    stems to parameters already resolved (so a caller that has them does not resolve them again). With `only`,
-    each run also keeps the checkpoints the profile's other notebooks need of it, so that building them later
-    retrains nothing (04 probes 01's and 03's runs at every epoch). `studies`: only those studies' runs."""
-    resolved = resolved or dict(selected_notebooks(profile, only, studies))
-    selected = merge(p for stem, params in resolved.items() for p in exercise.planned_runs(stem, params, profile))
-    others = [stem for stem in notebook_stems() if stem not in resolved] if only else []
+@dataclass(frozen=True)
+class BuildPlan:
+    """A build worked out once (`build_plan`): each page's validated parameters and the runs its notebook trains or
+    reads (upstream ones included), and every distinct run of the build, merged (with the checkpoints any page
+    needs). Training, page reuse and the notebooks' kernels read it; `to_json` is reports/<profile>/plan.json."""
+
+    profile: str
+    params: dict[str, dict[str, Any]]  # stem -> validated parameters, in build order
+    page_runs: dict[str, list[Planned]]  # stem -> the runs its notebook trains or reads
+    runs: list[Planned]  # every distinct run
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan for people and tools: pages (parameters, run keys) and runs (key, label, config, checkpoints)."""
+        return {"profile": self.profile,
+                "pages": {stem: {"parameters": params, "runs": [p.key for p in self.page_runs[stem]]}
+                          for stem, params in self.params.items()},
+                "runs": [{"key": p.key, "label": p.cfg.label(), "notebooks": list(p.notebooks), "study": p.study,
+                          "checkpoints": list(p.checkpoints), "config": p.cfg.to_dict()} for p in self.runs]}
+
+
+def build_plan(profile: str, only: list[str] | None = None, studies: list[str] | None = None) -> BuildPlan:
+    """The one place a build plans: every selected notebook's parameters, validated, and its runs, then every
+    distinct run of the build (labcore.report.build computes it once and passes it on)."""
+    selected = _selected(profile, only, studies)
+    page_runs = {stem: runs for stem, _, runs in selected}
+    return BuildPlan(profile, {stem: params for stem, params, _ in selected}, page_runs,
+                     profile_runs(profile, only, page_runs=page_runs))
+
+
+def profile_runs(profile: str, only: list[str] | None = None, resolved: dict[str, dict] | None = None,
+                 studies: list[str] | None = None, page_runs: dict[str, list[Planned]] | None = None) -> list[Planned]:
+    """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps stems to
+    parameters already resolved, `page_runs` stems to their runs already planned (so a caller that has them does
+    not plan again). With `only`, each run also keeps the checkpoints the profile's other notebooks need of it, so
+    that building them later retrains nothing (04 probes 01's and 03's runs at every epoch). `studies`: only those
+    studies' runs."""
+    if page_runs is None:
+        resolved = resolved or dict(selected_notebooks(profile, only, studies))
+        page_runs = {stem: exercise.planned_runs(stem, params, profile) for stem, params in resolved.items()}
+    selected = merge(p for runs in page_runs.values() for p in runs)
+    others = [stem for stem in notebook_stems() if stem not in page_runs] if only else []
     wanted = {p.key: p.checkpoints for p in merge(p for stem in others for p in _planned_or_none(stem, profile))}
     return [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | set(wanted.get(p.key, ())))), p.notebooks, p.study)
             for p in selected]
@@ -54,10 +87,17 @@ def profile_runs(profile: str, only: list[str] | None = None,
 
 def selected_notebooks(profile: str, only: list[str] | None = None, studies: list[str] | None = None
                        ) -> list[tuple[str, dict[str, Any]]]:
-    """(stem, validated parameters) of each notebook to build: `only` those, and with `studies`, those that plan
-    runs or models of them (the others are named in one line); an unknown study is a ConfigError naming the known."""
+    """(stem, validated parameters) of each notebook to build (`_selected`)."""
+    return [(stem, params) for stem, params, _ in _selected(profile, only, studies)]
+
+
+def _selected(profile: str, only: list[str] | None, studies: list[str] | None
+              ) -> list[tuple[str, dict[str, Any], list[Planned]]]:
+    """(stem, validated parameters, its runs) of each notebook to build: `only` those, and with `studies`, those that
+    plan runs or models of them (the others are named in one line); an unknown study is a ConfigError naming the
+    known."""
     stems = only or notebook_stems()
-    resolved = [(stem, exercise.parameters(stem, profile, studies)) for stem in stems]
+    resolved = [(stem, *exercise.parameters_and_runs(stem, profile, studies)) for stem in stems]
     if studies is None:
         return resolved
     known = {stem: exercise.studies_of(exercise.plan(stem, exercise.parameters(stem, profile), profile))
@@ -66,10 +106,9 @@ def selected_notebooks(profile: str, only: list[str] | None = None, studies: lis
     if unknown:
         raise ConfigError(f"STUDIES: no study {unknown[0]!r} in profile {profile}; its studies: "
                           + "; ".join(f"{stem}: {', '.join(names)}" for stem, names in known.items()))
-    kept = [(stem, params) for stem, params in resolved
-            if exercise.present(
-                exercise.checked(exercise.plan(stem, params, profile), params["selected"]))]
-    left = [stem for stem in stems if stem not in dict(kept)]
+    kept = [(stem, params, runs) for stem, params, runs in resolved
+            if exercise.present(exercise.checked(exercise.plan(stem, params, profile), params["selected"]))]
+    left = [stem for stem in stems if stem not in {k[0] for k in kept}]
     if left:
         print(f"[labcore] STUDIES={','.join(studies)}: {', '.join(left)} left out (none of their runs is selected)",
               flush=True)
@@ -209,8 +248,9 @@ def _step_costs(unstored: list[Planned], members: dict[str, int], device: str, c
 
 def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
              store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
-             fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False) -> dict[str, Any]:
-    """The plan of a profile: its runs with their state, estimates for every run not stored (failed ones
+             fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False,
+             planned: list[Planned] | None = None) -> dict[str, Any]:
+    """The plan of a profile (its runs as `planned` gives them, from a BuildPlan, else planned here): its runs with their state, estimates for every run not stored (failed ones
     too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
     ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
     that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
@@ -222,7 +262,7 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
     from labcore.engine.jobs import group_jobs
 
     store = store or RunStore()
-    planned = profile_runs(profile, only, resolved)
+    planned = planned if planned is not None else profile_runs(profile, only, resolved)
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in TO_TRAIN]

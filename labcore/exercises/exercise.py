@@ -156,13 +156,22 @@ def studies_of(groups: Any) -> list[str]:
     return list(dict.fromkeys(p.study for p in flatten(groups)))
 
 
-def checked(groups: Any, selected: list[str] | None = None) -> Any:
+def checked(groups: Any, selected: list[str] | None = None, build_runs: list[str] | None = None) -> Any:
     """A plan, returned once every model in it is built on the meta device (here, the one place that checks), so an
     impossible one fails now, as a ConfigError, not mid-training; with `selected`, only those studies' runs
-    (`select`: make report STUDIES=...). Notebooks wrap their plan in it."""
+    (`select`: make report STUDIES=...). Notebooks wrap their plan in it. `build_runs`: the run keys `make report`
+    planned for this page (its build plan, injected): the kernel must read exactly those, or it stops here."""
     for where, cfg in _configs(groups):
         check_buildable(cfg.model, SHAPES[cfg.data.name], len(CLASSES[cfg.data.name]), f"{where} ({cfg.label()})")
-    return select(groups, selected)
+    out = select(groups, selected)
+    if build_runs is not None:
+        mine = {p.key for p in flatten(out)}
+        if mine != set(build_runs):
+            extra, lacking = sorted(mine - set(build_runs)), sorted(set(build_runs) - mine)
+            raise ConfigError(f"this notebook plans other runs than its build planned ({len(extra)} more: "
+                              f"{', '.join(extra[:3]) or '-'}; {len(lacking)} fewer: {', '.join(lacking[:3]) or '-'}); "
+                              "a parameter was edited after the build planned: run `make report` again")
+    return out
 
 
 def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) -> list[Planned]:
@@ -173,19 +182,25 @@ def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) 
 
 
 def parameters(stem: str, profile: str, studies: list[str] | None = None) -> dict[str, Any]:
+    """Notebook `stem`'s parameters in `profile`, validated (`parameters_and_runs`)."""
+    return parameters_and_runs(stem, profile, studies)[0]
+
+
+def parameters_and_runs(stem: str, profile: str, studies: list[str] | None = None) -> tuple[dict[str, Any], list[Planned]]:
     """Notebook `stem`'s parameters in `profile`, validated: merged and type-checked (labcore.exercises.params), and its
     plan made with them, every model in it built on the meta device; errors name the parameter file. `studies`:
-    only those studies' runs (set as the notebook's `selected` parameter, which its plan passes to `checked`)."""
+    only those studies' runs (set as the notebook's `selected` parameter, which its plan passes to `checked`).
+    Returns them with the runs the notebook trains or reads (`planned_runs`): planned once, here."""
     params = merged_parameters(stem, profile)
     if studies is not None:
         params["selected"] = list(studies)
     try:
-        planned_runs(stem, params, profile)
+        runs = planned_runs(stem, params, profile)
         if isinstance(params.get("probe"), dict) and isinstance(params.get("data"), dict):
             check_probe(params["probe"], params["data"])
     except ConfigError as exc:
         raise ConfigError(f"{parameter_file(stem, profile)}: {exc}") from None
-    return params
+    return params, runs
 
 
 def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) -> dict[str, Any]:

@@ -161,11 +161,12 @@ def _sections(stem: str, profile: str, params: dict[str, Any], work: Path) -> tu
 def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
             reduced: list[str] | None = None, built: set[str] | None = None,
             inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None,
-            env: dict[str, str] | None = None) -> dict[str, Any]:
+            env: dict[str, str] | None = None, build_runs: list[str] | None = None) -> dict[str, Any]:
     """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
     return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
     `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
-    _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's)."""
+    _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's); `build_runs`: the run
+    keys the build planned for this page, injected for the kernel to check its plan against."""
     import nbformat
 
     work = out_dir / f".work-{stem}"
@@ -175,7 +176,8 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
         executed = work / f"{stem}.ipynb"
         start = time.perf_counter()
         source, left = _sections(stem, profile, params, work)
-        error = _run_notebook(stem, params, executed, progress, source, env)
+        injected = {**params, "build_runs": build_runs} if build_runs is not None else params
+        error = _run_notebook(stem, injected, executed, progress, source, env)
         source.unlink()
         seconds = time.perf_counter() - start
         nb = nbformat.read(executed, as_version=4)
@@ -297,6 +299,32 @@ def _why(stem: str, out_dir: Path, now: dict[str, str], force: bool) -> str:
     return ("changed since the last page: " + ", ".join(parts)) if parts else "its last page is incomplete"
 
 
+def _pages(plan: Any, out_dir: Path, built: set[str], force: bool) -> list[dict[str, Any]]:
+    """Execute each page of the build `plan` whose inputs changed (all with `force`), reuse the others; the records.
+    `built`: the run keys this build trained. Each kernel gets its page's run keys (`build_runs`) to check its own
+    plan against, and its environment passed (kernel_env)."""
+    env, bars = kernel_env(os.environ), show_progress()  # this process's terminal gets a bar per notebook
+    profile, records = plan.profile, []
+    for stem, params in plan.params.items():
+        now = page_inputs(stem, profile, params, planned=plan.page_runs[stem])
+        old = None if force else reusable(stem, out_dir, now)
+        if old is not None:
+            records.append(reuse(stem, out_dir, old))
+            print(f"[labcore] {profile}/{stem}: reused (its notebook, parameters, runs, code, data and packages "
+                  "are those of the page built last time; FORCE=1 runs it anyway)", flush=True)
+            continue
+        last = last_seconds(out_dir, stem)
+        print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
+        rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params), built, now,
+                      progress_bar(profile, stem, last) if bars else None, env,
+                      [p.key for p in plan.page_runs[stem]])
+        print(f"[labcore] {profile}/{stem}: {rec['status']} in {human_seconds(rec['seconds'])}"
+              + (f" (last build {human_seconds(last)})" if last else "")
+              + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
+        records.append(rec)
+    return records
+
+
 def build(profile: str, only: list[str] | None = None, out_root: Path | None = None, executor: str = "",
           address: str | None = None, cpus_per_run: int | None = None, gpus_per_run: float | None = None,
           deterministic: bool = False, fuse: str = "auto", force: bool = False,
@@ -306,46 +334,29 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     needs, and longest first), then execute each notebook whose page's inputs changed (all with `force`), which
     reads its runs, and reuse the other pages; returns the JSON records. `studies`: only those studies' runs and
     the pages' sections about them (a notebook with none of them is not built)."""
-    from labcore.engine.plan import selected_notebooks
+    from labcore.engine.executor import train
+    from labcore.engine.plan import build_plan
 
     check_selection(profile, only)
     check_folders({"LABCORE_REPORTS": out_root or reports_dir(), "LABCORE_RUNS": runs_dir(), "LABCORE_CACHE": cache_dir()})
-    plan = selected_notebooks(profile, only, studies)
-    from labcore.engine.executor import train
-    from labcore.engine.plan import profile_runs
-
-    resolved = dict(plan)
-    needed = set().union(*(datasets_needed(p) for _, p in plan)) | {p.cfg.data.name for p in profile_runs(profile, only, resolved)}
+    plan = build_plan(profile, only, studies)  # the one plan of this build: everything below reads it
+    needed = set().union(*(datasets_needed(p) for p in plan.params.values())) | {p.cfg.data.name for p in plan.runs}
     for name in sorted(needed):
         check(name)
-    env = kernel_env(os.environ)  # passed to each kernel; this process's environment stays as it is
-    tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for _, p in plan if "tracking" in p), "offline")
-    trained = train(profile, only, executor, address, tracking=tracking, resolved=resolved, cpus_per_run=cpus_per_run,
-                    gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
+    tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for p in plan.params.values()
+                                                           if "tracking" in p), "offline")
+    trained = train(profile, only, executor, address, tracking=tracking, resolved=plan.params,
+                    cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse,
+                    planned=plan.runs)
     if trained.trained or trained.lost:
         print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
               "show failed runs; lost ones are trained in their kernel)", flush=True)
-    bars = show_progress()  # this process's terminal gets a bar per notebook; the kernels are headless
     out_dir = (out_root or reports_dir()) / profile
-    records = []
     with _exclusive(out_dir):
-        for stem, params in plan:
-            now = page_inputs(stem, profile, params)
-            old = None if force else reusable(stem, out_dir, now)
-            if old is not None:
-                records.append(reuse(stem, out_dir, old))
-                print(f"[labcore] {profile}/{stem}: reused (its notebook, parameters, runs, code, data and packages "
-                      "are those of the page built last time; FORCE=1 runs it anyway)", flush=True)
-                continue
-            last = last_seconds(out_dir, stem)
-            print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
-            rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params),
-                          {r.key for r in trained.trained}, now, progress_bar(profile, stem, last) if bars else None, env)
-            print(f"[labcore] {profile}/{stem}: {rec['status']} in {human_seconds(rec['seconds'])}"
-                  + (f" (last build {human_seconds(last)})" if last else "")
-                  + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
-            records.append(rec)
+        with replacing(out_dir / "plan.json") as tmp:
+            tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
+        records = _pages(plan, out_dir, {r.key for r in trained.trained}, force)
         index = write_index(out_dir, profile)
     print(f"[labcore] index: {index}", flush=True)
     return records

@@ -1,0 +1,49 @@
+"""One plan per build (labcore.engine.plan.build_plan): `make report` plans each notebook once; training, page reuse
+and every kernel read that plan, and a kernel whose own plan differs stops in one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labcore.core.config import ConfigError
+from labcore.engine import executor, plan
+from labcore.engine.jobs import Outcome
+from labcore.exercises import exercise
+from labcore.exercises.params import notebook_stems
+from labcore.report import build
+
+
+def test_a_build_plans_each_notebook_once_and_every_part_reads_that_plan(tmp_path, monkeypatch):
+    planned_by_stem = {stem: [p.key for p in exercise.planned_runs(stem, exercise.parameters(stem, "smoke"), "smoke")]
+                       for stem in notebook_stems()}
+    all_runs = {p.key for p in plan.profile_runs("smoke")}
+    calls, trained_with, kernels = [], {}, {}
+    real = exercise.planned_runs
+    monkeypatch.setattr(exercise, "planned_runs", lambda stem, *a, **k: calls.append(stem) or real(stem, *a, **k))
+    monkeypatch.setattr(executor, "train", lambda *a, planned=None, **k: trained_with.update(
+        keys={p.key for p in planned}) or Outcome())
+
+    def execute(stem, profile, params, out_dir, *a, build_runs=None, **k):
+        kernels[stem] = build_runs
+        return {"status": "ok", "seconds": 0.0, "error": None}
+
+    monkeypatch.setattr(build, "execute", lambda stem, profile, params, out_dir, reduced, built, now, bar, env, runs:
+                        execute(stem, profile, params, out_dir, build_runs=runs))
+    monkeypatch.setattr(build, "write_index", lambda out_dir, profile: out_dir / "index.html")
+    build.build("smoke", out_root=tmp_path, force=True)
+    assert sorted(calls) == sorted(notebook_stems()), "each notebook planned once, in one place"
+    assert trained_with["keys"] == all_runs, "training trains the build's plan"
+    assert kernels == planned_by_stem, "each kernel is given exactly the runs the build planned for its page"
+    written = json.loads((tmp_path / "smoke" / "plan.json").read_text())
+    assert {k: v["runs"] for k, v in written["pages"].items()} == planned_by_stem
+    assert {r["key"] for r in written["runs"]} == all_runs
+
+
+def test_a_kernel_whose_plan_differs_from_its_builds_stops_in_one_line():
+    params = exercise.parameters("01_mlp_baseline", "smoke")
+    groups = exercise.plan("01_mlp_baseline", params, "smoke")
+    keys = [p.key for p in exercise.planned_runs("01_mlp_baseline", params, "smoke")]
+    assert exercise.checked(groups, None, keys) is not None
+    with pytest.raises(ConfigError, match="plans other runs than its build planned .1 more.*1 fewer: other"):
+        exercise.checked(groups, None, keys[1:] + ["other"])
