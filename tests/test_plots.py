@@ -106,3 +106,28 @@ def test_he_figure_names_its_line_styles():
     fig = FIGURES["training_error"]()
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert {"training", "validation", "20 layers", "56 layers"} <= set(labels)
+
+
+def test_an_axis_of_a_constant_metric_reads_plainly_and_every_box_is_labelled():
+    import numpy as np
+    import pandas as pd
+
+    from labcore.analysis import gradient_plots, plots
+
+    flat = [[{"epoch": e, "train_loss": 2.3, "val_loss": 2.3, "train_acc": 0.106, "val_acc": 0.106}
+             for e in range(1, 4)]]
+    fig = plots.training_curves(flat, title="at chance")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        lo, hi = ax.get_ylim()
+        assert hi - lo > 1e-3, "a constant metric gets a readable range"
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert all(len(t.replace("\u2212", "-")) <= 6 for t in labels), labels
+    params = [f"stages.0.{b}.conv.{w}" for b in range(30) for w in ("weight", "bias")]
+    tables = {"plain": pd.DataFrame([{"param": p, "norm": float(10 ** np.random.uniform(-9, 0))} for p in params
+                                     for _ in range(3)])}
+    fig = gradient_plots.grad_boxes(tables)
+    shown = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+    assert shown == [gradient_plots.short_param(p) for p in params] and shown[0] == "s0.0.w", "every box, in order"
+    assert len(fig.axes) == 2, "60 parameters over two rows of 30"
+    assert plots.sci_text(3.78e-10) == "3.8\u00d710\u207b\u00b9\u2070" and plots.sci_text(0.0433) == "0.043"

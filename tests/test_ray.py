@@ -94,7 +94,9 @@ def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_pat
     assert not out.lost and not out.failed and len(out.trained) == len(planned)
     assert sorted(puts) == sorted(p.key for p in planned), "every run stored exactly once"
     assert all(store.state(p.cfg, p.checkpoints) == "stored" for p in planned)
-    assert not [d for d in store.root.iterdir() if d.name.startswith(".") and d.name != ".locks"], "nothing half-written"
+    assert not [d for d in store.root.iterdir() if d.name.startswith(".") and d.name not in (".locks", ".resume")], \
+        "nothing half-written"
+    assert not list((store.root / ".resume").glob("*")), "finished runs keep no resume state"
     assert not wait_ray_gone()
 
 

@@ -82,6 +82,7 @@ def test_what_a_student_changes_is_what_gets_retrained(tmp_path):
     raw = bytearray(labels.read_bytes())
     raw[8:] = bytes((b + 1) % 10 for b in raw[8:])
     labels.write_bytes(bytes(raw))
-    assert "trained on other mnist data" in _make(copy, env, "plan")
+    assert "stale (trained on mnist data whose files changed since" in _make(copy, env, "plan"), "a query reads no data"
+    assert "trained on other mnist data" in _make(copy, env, "train")
     _make(copy, env, "report")
     assert _test_acc(tmp_path / "reports") < 0.5 * edited

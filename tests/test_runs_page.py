@@ -152,6 +152,12 @@ def test_a_reader_sorts_filters_and_opens_curves_in_a_real_browser(built):
             assert page.text_content("#lc-count") == "2 of 6 runs shown" and len(_cells(page, "seconds")) == 2
             page.fill("#lc-filter", "convnet failed")
             assert page.text_content("#lc-count") == "1 of 6 runs shown"
+            page.fill("#lc-filter", "baseline")
+            assert page.text_content("#lc-count") == "0 of 6 runs shown", "a plain word never matches a notebook"
+            page.fill("#lc-filter", "notebook:04")
+            assert page.text_content("#lc-count") == "1 of 6 runs shown", "field:value looks in that column"
+            page.fill("#lc-filter", "notebook:02 status:failed")
+            assert page.text_content("#lc-count") == "1 of 6 runs shown"
             page.fill("#lc-filter", "")
             label = run_name(cfgs["shared"].label(), cfgs["shared"].key())
             page.locator("tr.lc-run", has_text=label).first.click()
@@ -171,3 +177,16 @@ def test_the_executor_is_read_from_the_node_as_the_ray_pass_tags_it():
 
     assert executor_of("vm (ray node e7be6c1f)") == "ray"
     assert executor_of("vm") == "local" and executor_of(None) is None
+
+
+def test_rows_that_would_read_alike_say_what_differs():
+    rows = [{"label": "mlp-d2-w16-plain-s0-aaaa", "base": "mlp-d2-w16-plain-s0", "epochs": 15, "precision": "fp32",
+             "lr": 1e-3}, {"label": "mlp-d2-w16-plain-s0-bbbb", "base": "mlp-d2-w16-plain-s0", "epochs": 30,
+                           "precision": "fp32", "lr": 1e-3}, {"label": "x-cccc", "base": "x", "epochs": 1}]
+    labels = [r["label"] for r in runs_page._distinct(rows)]
+    assert labels == ["mlp-d2-w16-plain-s0-aaaa (epochs 15)", "mlp-d2-w16-plain-s0-bbbb (epochs 30)", "x-cccc"]
+
+
+def test_a_zero_count_is_not_drawn_as_an_alarm():
+    text = runs_page._intro([{"status": "ok"}])
+    assert "<span class='lc-zero'>failed: 0</span>" in text and "<span class='lc-s-ok'>ok: 1</span>" in text

@@ -98,7 +98,9 @@ def test_a_run_verify_finds_wrong_stays_flagged_until_retrained(store, capsys):
 def test_make_verify_rederives_the_smoke_build_identically(smoke_build, tmp_path):
     result = verify.verify("smoke", sample=1, out_root=tmp_path, log=lambda line: None)
     assert result["ok"] and result["runs"] and all(r["verdict"] == "identical (bit for bit)" for r in result["runs"])
-    assert result["summary"].startswith(f"{len(result['runs'])} of 29 runs re-derived: {len(result['runs'])} identical")
+    n = len(result["runs"])
+    assert result["summary"].startswith("29 runs checked (") and ": 0 damaged; " in result["summary"]
+    assert f"{n} runs re-derived (1 per setting, sample seed {result['seed']}): {n} identical" in result["summary"]
     assert json.loads((tmp_path / "smoke" / "verify.json").read_text())["summary"] == result["summary"]
 
 

@@ -11,25 +11,44 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from labcore.analysis.plots import report_figure, sparse_ticks, styled
+from labcore.analysis.plots import MAX_WIDTH, report_figure, sci_text, sparse_ticks, styled
+
+
+PER_ROW = 45  # boxes in one row of a panel: each labelled at the page's text size, across the page's width
 
 
 @styled
 def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
-    """Box plots of per-parameter gradient norms (over batches), one panel per model, parameters input -> output."""
-    fig = report_figure(5.25 * len(tables), 6)
-    axes = np.atleast_1d(fig.subplots(1, len(tables), sharey=True))
-    for ax, (label, df) in zip(axes, tables.items()):
-        params = list(dict.fromkeys(df["param"]))  # already sorted by depth
+    """Box plots of per-parameter gradient norms (over batches), one panel per model, parameters input -> output;
+    every box labelled (names shortened, `short_param`), a long model's parameters over several rows."""
+    rows = [(label, df, part, chunk) for label, df in tables.items()
+            for part, chunk in enumerate(_chunks(list(dict.fromkeys(df["param"]))))]  # already sorted by depth
+    fig = report_figure(MAX_WIDTH, 3.4 * len(rows))
+    axes = np.atleast_1d(fig.subplots(len(rows), 1, sharey=True))
+    for ax, (label, df, part, params) in zip(axes, rows):
         ax.boxplot([df.loc[df["param"] == p, "norm"].to_numpy() for p in params], positions=range(len(params)),
                    showfliers=False)
         ax.set_yscale("log")
-        sparse_ticks(ax, params, most=16, rotation=90)
-        ax.set_xticks(range(len(params)), minor=True)
-        ax.set_xlim(-1, len(params))
-        ax.set(title=label, ylabel="gradient L2 norm (log)" if ax is axes[0] else "")
+        ax.set_xticks(range(len(params)), [short_param(p) for p in params], rotation=90)
+        ax.set_xlim(-1, PER_ROW)
+        parts = sum(r[0] == label for r in rows)
+        ax.set(title=label + (f" ({part + 1} of {parts})" if parts > 1 else ""), ylabel="gradient L2 norm (log)")
     fig.suptitle(title or "Per-parameter gradient norms")
+    fig.supxlabel("parameter, input to output (w: weight, b: bias; s: stage, t: transition, then block numbers)")
     return fig
+
+
+def _chunks(params: list[str]) -> list[list[str]]:
+    """`params` in rows of at most PER_ROW, as even as possible."""
+    n = -(-len(params) // PER_ROW) or 1
+    size = -(-len(params) // n)
+    return [params[k:k + size] for k in range(0, len(params), size)] or [[]]
+
+
+def short_param(name: str) -> str:
+    """A parameter's name short enough to label every box: 'stages.0.11.conv.weight' -> 's0.11.w'."""
+    out = name.replace("stages.", "s").replace("transitions.", "t").replace("blocks.", "b").replace("layers.", "l")
+    return out.replace(".conv.", ".").replace(".weight", ".w").replace(".bias", ".b")
 
 
 @styled
@@ -101,15 +120,17 @@ def filter_grads(grads: Mapping[str, torch.Tensor], title: str = "") -> Figure:
     vmax = max(float(np.abs(t).max()) for t in tiles.values()) or 1.0
     cols = min(4, len(tiles))
     rows = -(-len(tiles) // cols)
-    fig = report_figure(3.2 * cols, 3.6 * rows)
+    fig = report_figure(3.6 * cols + 1.2, 4.0 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
     im = None
     for ax, (label, t) in zip(axes, tiles.items()):
         im = ax.imshow(t, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{label}\n|grad| = {np.linalg.norm(t):.2e}")
-    fig.colorbar(im, ax=list(axes), shrink=0.7, label="gradient (shared scale)")
+        # Three short lines, so that neighbouring titles never run into each other.
+        ax.set_title(label.replace(", epoch", "\nepoch").replace(", init", "\ninit") +
+                     f"\n|grad| = {sci_text(float(np.linalg.norm(t)))}", fontsize="small")
+    fig.colorbar(im, ax=list(axes), shrink=0.7, pad=0.04, label="gradient (shared scale)")
     fig.suptitle(title or "First convolution's weight gradient")
     return fig
 

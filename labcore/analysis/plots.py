@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import seaborn as sns
 import torch
@@ -77,13 +78,40 @@ class ReportFigure(Figure):
 
 
 def styled(make: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw the figure under STYLE (matplotlib reads its settings while drawing), leaving the global ones alone."""
+    """Draw the figure under STYLE (matplotlib reads its settings while drawing), leaving the global ones alone,
+    with readable ticks on every axis (`readable_axes`)."""
     @functools.wraps(make)
     def wrapper(*args, **kwargs) -> Figure:
         with matplotlib.rc_context(STYLE):
-            return make(*args, **kwargs)
+            fig = make(*args, **kwargs)
+            readable_axes(fig)
+            return fig
 
     return wrapper
+
+
+def readable_axes(fig: Figure) -> None:
+    """No axis labelled '0.1060000000 ... 0.1059999988': a linear axis whose values hardly vary (a constant metric,
+    every seed at chance) is widened to a few percent around them, and no axis uses an offset."""
+    for ax in fig.axes:
+        for get, set_, scale in ((ax.get_ylim, ax.set_ylim, ax.get_yscale), (ax.get_xlim, ax.set_xlim, ax.get_xscale)):
+            lo, hi = get()
+            if scale() == "linear" and abs(hi - lo) < 1e-6 * max(abs(lo), abs(hi), 1e-9):
+                pad = 0.05 * max(abs(lo), abs(hi)) or 0.05
+                set_(lo - pad, hi + pad)
+        for axis in (ax.xaxis, ax.yaxis):
+            fmt = axis.get_major_formatter()
+            if isinstance(fmt, matplotlib.ticker.ScalarFormatter):
+                fmt.set_useOffset(False)
+
+
+def sci_text(value: float, digits: int = 2) -> str:
+    """A number as a person writes it in a figure: 0.043, 2.5, or 3.8×10⁻¹⁰ for the very small and large."""
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.{digits}g}"
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    sup = str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return f"{mantissa}×10{sup}"
 
 
 def _stack(histories: Sequence[History], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,7 +28,8 @@ LANDSCAPE_WIDTH_PX = int((297 - 2 * MARGIN_MM) / 25.4 * 96) - 6
 
 PRINT_CSS = """
 body.jp-Notebook, body.lc-index { max-width: none !important; margin: 0 !important; padding: 0 !important; }
-pre, code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
+pre, code { white-space: pre-wrap !important; overflow-wrap: break-word !important; word-break: normal !important; }
+summary { list-style: none; } summary::-webkit-details-marker { display: none; }  /* no disclosure triangles */
 .jp-OutputArea-output, .jp-RenderedHTMLCommon, .lc-prov pre { overflow: visible !important; }
 img, svg, tr { break-inside: avoid; }
 h1, h2, h3, h4 { break-after: avoid; }
@@ -102,12 +103,13 @@ _PREPARE = """(width) => {
     t.replaceWith(box);
     box.appendChild(t);
     box.style.width = need + 'px';
-    let zoom = (width - left) / need;
+    const target = width - 2;  // two pixels of slack: a zoomed box's width is rounded, up as often as down
+    let zoom = (target - left) / need;
     for (let k = 0; k < 4; k++) {  // the box's own overflow, if any, measured and taken out
       box.style.zoom = String(zoom);
       const right = box.getBoundingClientRect().left + Math.max(box.scrollWidth, need) * zoom;
-      if (right <= width + 1) break;
-      zoom *= (width - left) / (right - left);
+      if (right <= target) break;
+      zoom *= (target - left) / (right - left);
     }
     scaled.push((t.innerText || '').slice(0, 40));
   });
@@ -154,7 +156,8 @@ def print_page(browser, path: Path, pdf: Path, title: str) -> PagePdf:
     if seen["overflow"] > 0:
         done.problems.append(f"{seen['overflow']} px wider than A4 after scaling its tables")
     footer = (f"<div style='font: 8px sans-serif; color: #57606a; width: 100%; padding: 0 {MARGIN_MM}mm; "
-              f"display: flex; justify-content: space-between'><span>{html.escape(title)}</span>"
+              f"display: flex; justify-content: space-between'><span>{html.escape(title)}, printed "
+              "<span class='date'></span></span>"
               "<span><span class='pageNumber'></span> / <span class='totalPages'></span></span></div>")
     pdf.parent.mkdir(parents=True, exist_ok=True)
     with replacing(pdf) as tmp:
@@ -179,13 +182,16 @@ def fits_a4(width: float, height: float) -> bool:
     return short <= A4_PT[0] + 1 and long <= A4_PT[1] + 1.5
 
 
-def join(parts: list[PagePdf], titles: dict[str, str], out: Path) -> Path:
-    """One PDF of all `parts` in order, with a bookmark per page (its title)."""
+def join(parts: list[PagePdf], titles: dict[str, str], out: Path, title: str = "") -> Path:
+    """One PDF of all `parts` in order, with a bookmark per page (its title), and the document's own title and date."""
+    import time
+
     from pypdf import PdfWriter
 
     writer = PdfWriter()
     for part in parts:
         writer.append(str(part.pdf), outline_item=titles.get(part.page, part.page))
+    writer.add_metadata({"/Title": title or out.stem, "/CreationDate": time.strftime("D:%Y%m%d%H%M%S+00'00'", time.gmtime())})
     with replacing(out) as tmp, open(tmp, "wb") as f:
         writer.write(f)
     return out
@@ -211,7 +217,7 @@ def write_pdfs(out_dir: Path, profile: str) -> tuple[list[PagePdf], Path]:
                 parts.append(print_page(browser, path, out_dir / "pdf" / f"{path.stem}.pdf", title))
         finally:
             browser.close()
-    return parts, join(parts, titles, out_dir / f"labcore-{profile}.pdf")
+    return parts, join(parts, titles, out_dir / f"labcore-{profile}.pdf", f"labcore reports, {profile} profile")
 
 
 def _title(path: Path) -> str:

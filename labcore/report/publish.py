@@ -118,10 +118,10 @@ def cell(value: Any, column: Any = "", digits: int = 3) -> str:
     return str(value)
 
 
-def table(df: Any, digits: int = 3) -> Any:
+def table(df: Any, digits: int = 3, dash: str = "no value") -> Any:
     """A DataFrame as the pages show every table (one formatter, `cell`): no row numbers (a meaningful index, like
     class names, becomes the first column), long text (the lab's claims) in full, a dash for a missing value,
-    explained once under the table."""
+    explained once under the table (`dash`: what it means there)."""
     import pandas as pd
 
     if not isinstance(df.index, pd.RangeIndex):
@@ -129,7 +129,7 @@ def table(df: Any, digits: int = 3) -> Any:
     missing = bool(df.isna().to_numpy().any())
     styler = df.style.format({c: (lambda v, c=c: cell(v, c, digits)) for c in df.columns}).hide(axis="index")
     if missing:
-        styler = styler.set_caption(f"{DASH} no value (a failed run, or a spread that needs two seeds or more)")
+        styler = styler.set_caption(f"{DASH} {dash}")
     return styler.set_table_styles([{"selector": "caption", "props": "caption-side: bottom; font-size: 0.85em; "
                                                                      "text-align: left; color: #555"}])
 

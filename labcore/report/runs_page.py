@@ -53,7 +53,7 @@ def _row(key: str, notebooks: list[str], store: RunStore) -> dict:
         return _lost(key, notebooks)
     state, result = store.state(cfg), store.get(cfg)
     m, t, d, name = cfg.model, cfg.train, cfg.data, run_name(cfg.label(), key)
-    row = {"key": key, "label": name, "wandb": name,
+    row = {"key": key, "label": name, "wandb": name, "base": cfg.label(), "precision": t.precision,
            "notebooks": notebooks, "family": m.family, "depth": m.depth, "width": m.width,
            "variant": "residual" if m.residual else "plain", "seed": cfg.seed, "epochs": t.epochs, "lr": t.lr,
            "optimizer": t.optimizer, "dataset": d.name, "train_size": "subset" if d.subset else "full",
@@ -79,12 +79,29 @@ def _row(key: str, notebooks: list[str], store: RunStore) -> dict:
     return row
 
 
+# What may tell two runs with one label apart, in the order it is named.
+DISTINGUISH = ("dataset", "epochs", "lr", "optimizer", "precision", "train_size", "n_train")
+
+
 def rows(records: list[dict], store: RunStore) -> list[dict]:
     """One row per run the build's records name (a run several notebooks use is one row listing them all), in
     notebook order, then by label."""
     rank = {rec["notebook"]: i for i, rec in enumerate(records)}
     out = [_row(key, notebooks, store) for key, notebooks in used_keys(records).items()]
-    return sorted(out, key=lambda r: (rank[r["notebooks"][0]], r["label"]))
+    return sorted(_distinct(out), key=lambda r: (rank[r["notebooks"][0]], r["label"]))
+
+
+def _distinct(rows: list[dict]) -> list[dict]:
+    """Rows whose configs share a label (family, depth, width, variant, seed) get what else differs appended to it,
+    e.g. '(precision fp32)' or '(epochs 30)': no two rows read alike."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r.get("base") or r["label"], []).append(r)
+    for same in (g for g in by.values() if len(g) > 1):
+        differ = [k for k in DISTINGUISH if len({str(r.get(k)) for r in same}) > 1]
+        for r in same:
+            r["label"] += " (" + ", ".join(f"{k} {r.get(k)}" for k in differ) + ")" if differ else ""
+    return rows
 
 
 def _secs(s: float) -> str:
@@ -119,6 +136,10 @@ COLUMNS: list[tuple[str, str, bool, Callable[[Any], str]]] = [
     ("train images", "n_train", True, _fmt(",")), ("where it trained", "where", False, str),
     ("code", "code", False, str), ("data", "data", False, str),
 ]
+
+
+# The columns a plain word of the filter looks in (a field's own column: `notebook:03`, `family:vgg`, `status:failed`).
+PLAIN = ("label", "family", "variant", "status", "dataset")
 
 
 def _cell(r: dict, key: str, numeric: bool, text: Callable[[Any], str]) -> str:
@@ -158,7 +179,7 @@ tr.lc-run:hover td { box-shadow: inset 0 0 0 99em rgba(9, 105, 218, .07); }  /* 
 .lc-s-damaged td, .lc-key .lc-s-damaged { background: #fbefff; }
 td.status { font-weight: bold; } .lc-s-ok td.status { color: #1a7f37; } .lc-s-failed td.status { color: #cf222e; }
 tr.lc-open td { font-weight: 600; border-top: 2px solid #0969da; }  /* keeps its status colour */
-.lc-key span { padding: 1px 6px; border: 1px solid #d0d7de; }
+.lc-key span { padding: 1px 6px; border: 1px solid #d0d7de; } .lc-key .lc-zero { color: #57606a; }
 #lc-filter { font-size: 15px; padding: 4px 8px; width: 24em; } #lc-count { margin-left: 12px; color: #57606a; }
 tr.lc-detail > td { background: #fff; padding: 8px 12px 12px; } .lc-detail p { margin: 4px 0; max-width: 940px; }
 .lc-curves { position: sticky; left: 12px; width: max-content; }  /* in view however far the table is scrolled */
@@ -189,12 +210,21 @@ SCRIPT = r"""(() => {
       h.setAttribute('aria-sort', j === i ? (dir > 0 ? 'ascending' : 'descending') : 'none');
     });
   }
+  const fields = heads.map(h => h.dataset.f), plain = heads.map(h => h.dataset.plain === '1');
+  const tokens = text => text.toLowerCase().split(/[^a-z0-9.]+/).filter(Boolean);
+  function matches(tr, term) {  // 'field:value' looks in that column; a plain word is a whole word of the run's
+    const cut = term.indexOf(':');  // name, family, variant, status or dataset (never of a notebook's name)
+    if (cut > 0) {
+      const f = term.slice(0, cut), v = term.slice(cut + 1);
+      return fields.some((name, i) => name.startsWith(f) && tr.cells[i].textContent.toLowerCase().includes(v));
+    }
+    return plain.some((yes, i) => yes && tokens(tr.cells[i].textContent).some(t => t === term || t.startsWith(term)));
+  }
   function filter() {
     const terms = box.value.toLowerCase().split(/\s+/).filter(Boolean);
     let shown = 0;
-    for (const tr of all) {  // every word typed must appear in some cell of the row
-      const cells = Array.from(tr.cells, td => td.textContent.toLowerCase());
-      tr.hidden = !terms.every(t => cells.some(c => c.includes(t)));
+    for (const tr of all) {  // every term typed must match
+      tr.hidden = !terms.every(t => matches(tr, t));
       shown += !tr.hidden;
     }
     detail.hidden = !open || open.hidden;
@@ -241,10 +271,11 @@ SCRIPT = r"""(() => {
     const title = `${run.label}: ${hs.length} ${hs.length === 1 ? "epoch" : "epochs"}, ${run.notebooks.join(', ')}`;
     const note = run.note ? `<p><strong>${esc(run.status)}</strong>: ${esc(run.note)}</p>` : '';
     if (!hs.length) return `<p><strong>${esc(run.label)}</strong>: no epoch history to draw.</p>` + note;
+    // The same style for the same split in both charts: training solid blue, validation dashed orange.
     const loss = [{n: 'train loss', v: of('train_loss'), c: '#0969da'},
                   {n: 'val loss', v: of('val_loss'), c: '#bc4c00', dash: 1}];
-    const acc = [{n: 'val acc', v: of('val_acc'), c: '#1a7f37'},
-                 {n: 'train acc', v: of('train_acc'), c: '#8250df', dash: 1}];
+    const acc = [{n: 'train acc', v: of('train_acc'), c: '#0969da'},
+                 {n: 'val acc', v: of('val_acc'), c: '#bc4c00', dash: 1}];
     return '<svg xmlns="http://www.w3.org/2000/svg" width="940" height="300" font-size="12" font-family="system-ui">' +
       `<title>${esc(title)}</title><text class="lc-title" x="58" y="16" font-size="14" font-weight="700">` +
       `${esc(title)}</text>` + chart(0, 'loss per epoch', 'cross-entropy loss', ep, loss) +
@@ -272,7 +303,8 @@ SCRIPT = r"""(() => {
 def _intro(rows: list[dict]) -> str:
     """The paragraph that says what the page shows, and the key to its colours."""
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "lost", "stale", "damaged")}
-    key = " ".join(f"<span class='lc-s-{s}'>{s}: {n}</span>" for s, n in counts.items() if n or s in ("ok", "failed"))
+    key = " ".join(f"<span class='{f'lc-s-{s}' if n else 'lc-zero'}'>{s}: {n}</span>" for s, n in counts.items()
+                   if n or s in ("ok", "failed"))  # a zero count in grey: nothing to look at
     return ("<p>Each row is one run (one config, one seed) that this build's pages used, read from the run store; a "
             "run several notebooks share is one row naming them all. Its label is its Weights &amp; Biases name: the "
             "config's family, depth, width, variant and seed, then the first 8 characters of its run-store key. "
@@ -285,14 +317,17 @@ def _intro(rows: list[dict]) -> str:
             "(local or Ray). <em>Code</em> and <em>data</em> are short fingerprints of the labcore code and the "
             "decoded dataset that computed the run: a run whose fingerprints differ from today's is stale. "
             "<span class='lc-screen-only'>Click a column header to sort (again to reverse), type in the filter to "
-            "keep the rows that match every word, click a row to draw its curves under it.</span></p>"
+            "keep the rows that match every term (a plain word looks in the run's name, family, variant, status and "
+            "dataset; <code>field:value</code> in one column, e.g. <code>notebook:03 family:vgg</code>), click a row "
+            "to draw its curves under it.</span></p>"
             f"<p class='lc-key'>{key}</p>")
 
 
 def page(profile: str, rows: list[dict], banner_html: str = "") -> str:
     """The runs page of a profile: the rows as a sortable, filterable table, each row's curves on a click."""
-    heads = "".join(f"<th tabindex='0'{' data-type=n' if numeric else ''} aria-sort='none'>{html.escape(h)}"
-                    "<span class='lc-arrow'></span></th>" for h, _, numeric, _ in COLUMNS)
+    heads = "".join(f"<th tabindex='0'{' data-type=n' if numeric else ''} data-f='{key}'"
+                    f"{' data-plain=1' if key in PLAIN else ''} aria-sort='none'>{html.escape(h)}"
+                    "<span class='lc-arrow'></span></th>" for h, key, numeric, _ in COLUMNS)
     data = [{k: r.get(k) for k in ("label", "notebooks", "status", "note", "history")} for r in rows]
     p = html.escape(profile)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -301,7 +336,7 @@ def page(profile: str, rows: list[dict], banner_html: str = "") -> str:
 <body class="lc-index lc-runs"><nav class='lc-toc'><a href='index.html'>&larr; all reports</a></nav>
 <h1>Every run of <code>{p}</code></h1>
 {banner_html}{_intro(rows)}
-<p><label>Filter: <input id="lc-filter" type="search" placeholder="words, e.g. vgg residual"></label>
+<p><label>Filter: <input id="lc-filter" type="search" placeholder="e.g. vgg residual, or notebook:03 status:failed"></label>
 <span id="lc-count" aria-live="polite">{len(rows)} of {len(rows)} runs shown</span></p>
 <div class="lc-scroll"><table id="lc-runs"><thead><tr>{heads}</tr></thead>
 <tbody>{''.join(_tr(i, r) for i, r in enumerate(rows))}</tbody></table></div>

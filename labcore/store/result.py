@@ -65,6 +65,21 @@ class RunResult:
                 "status": self.status, "error": self.error, "device": self.device, "data_source": self.data_source}
 
 
+def class_table(test: dict[str, Any]) -> Any:
+    """The test set's per-class precision, recall, F1 and support (images), one row per class, then the macro and
+    weighted averages, then accuracy (its F1 column; support: every test image), as scikit-learn's report reads."""
+    import pandas as pd
+
+    report = dict(test["report"])
+    accuracy = report.pop("accuracy", None)
+    table = pd.DataFrame(report).T.rename_axis("class").rename(columns={"f1-score": "F1", "support": "support (images)"})
+    if accuracy is not None:
+        total = table["support (images)"].iloc[-1]
+        table.loc["accuracy"] = [float("nan"), float("nan"), accuracy, total]
+    table["support (images)"] = table["support (images)"].astype(int)
+    return table
+
+
 def record_of(result: RunResult) -> dict[str, Any]:
     """The result as the store writes it (result.json): every field, the config as a plain dict."""
     record = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("config", "cached")}

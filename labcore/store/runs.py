@@ -33,6 +33,9 @@ from labcore.store.result import RunResult, record_of
 from labcore.store.training import Trained, load_splits, train_run  # noqa: F401 - load_splits: notebooks read splits here
 from labcore.text import count
 
+# A query store's answer for a dataset whose files changed since labcore decoded them (their content may differ).
+FILES_CHANGED = "files changed"
+
 # The states whose runs `make train` trains: never stored, damaged, or computed by other code or data than today's.
 TO_TRAIN = ("pending", "damaged", "stale")
 
@@ -95,6 +98,8 @@ def stale_reason(record: dict, cfg: RunConfig, content: Callable[[str], str | No
     now = (content or training.data_content)(cfg.data.name)
     if seen is None:
         why.append(f"{cfg.data.name}'s content not recorded")
+    elif now == FILES_CHANGED:
+        why.append(f"trained on {cfg.data.name} data whose files changed since (`make train` reads them again)")
     elif now is not None and seen != now:
         why.append(f"trained on other {cfg.data.name} data (its content changed)")
     return "; ".join(why) or None
@@ -185,6 +190,8 @@ class RunStore:
         if not self.query:
             return training.data_content(name)
         sha, why = data_mod.known_content(name)
+        if sha is None and "changed since" in (why or ""):  # files rewritten since they were decoded: not served unread
+            return FILES_CHANGED
         if sha is None:
             self.unchecked[name] = why
         return sha
