@@ -16,3 +16,12 @@ def human_seconds(s: float) -> str:
 def count(n: int, word: str, plural: str | None = None) -> str:
     """'1 seed', '2 seeds', '1,000 images': a number with its noun in the right number (`plural` where not +s)."""
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
+def sci(value: float, digits: int = 2) -> str:
+    """A number as a person writes it in a sentence or a figure: 0.043, 2.5, or 1.2×10⁸ for the very large and
+    small (`digits` significant digits)."""
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.{digits}g}"
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa}×10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))

@@ -119,3 +119,15 @@ def test_a_page_shows_the_parameters_that_ran_once():
     nb = render.parameters_once(nbformat.v4.new_notebook(cells=[params, injected, nbformat.v4.new_code_cell("x = 1")]))
     assert len(nb.cells) == 2 and "seeds = [0, 1, 2]" in nb.cells[0].source and "seeds = [0]\n" not in nb.cells[0].source
     assert nb.cells[0].source.startswith("# The parameters this report ran with")
+
+
+def test_a_pages_runs_are_counted_by_where_they_came_from_naming_only_what_there_is():
+    assert render._origin(2, 2) == "all trained by this build"
+    assert render._origin(6, 0) == "all read from the run store"
+    assert render._origin(6, 2) == "2 trained by this build, 4 read from the run store"
+
+
+def test_a_cpu_builds_provenance_names_no_cudnn():
+    from labcore.store.provenance import collect
+
+    assert "cuDNN" not in collect("cpu")["packages"]

@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from labcore.text import sci
+
 History = list[dict]
 
 
@@ -106,12 +108,8 @@ def readable_axes(fig: Figure) -> None:
 
 
 def sci_text(value: float, digits: int = 2) -> str:
-    """A number as a person writes it in a figure: 0.043, 2.5, or 3.8×10⁻¹⁰ for the very small and large."""
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.{digits}g}"
-    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
-    sup = str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-    return f"{mantissa}×10{sup}"
+    """A number as a figure writes it (labcore.text.sci): 0.043, 2.5, or 3.8×10⁻¹⁰."""
+    return sci(value, digits)
 
 
 def _stack(histories: Sequence[History], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from labcore.core.train import init_model
 from labcore.exercises.params import check_probe
 from labcore.store.runs import RunResult, RunStore
 from labcore.analysis.sweep import distinct, model_name
-from labcore.text import count
+from labcore.text import count, sci
 
 NOTEBOOK = "04_gradient_flow"
 UPSTREAM = ("01_mlp_baseline", "03_residual")  # 01's MLP; 03's ConvNet twins and the ranking's VGG/ResNet runs
@@ -246,7 +246,7 @@ def first_conv_norms(table: pd.DataFrame) -> dict[str, float]:
 
 def first_conv_sentence(table: pd.DataFrame) -> str:
     """Residual over plain first-convolution gradient norm, by depth and epoch."""
-    return "; ".join(f"at {r['weight layers']} layers, epoch {r['epoch']}: residual/plain = **{r['residual / plain']:.3g}x**"
+    return "; ".join(f"at {r['weight layers']} layers, epoch {r['epoch']}: residual/plain = **{sci(r['residual / plain'])}x**"
                      for r in table.to_dict(orient="records")) + "."
 
 

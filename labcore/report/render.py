@@ -95,6 +95,16 @@ def _effective(section: str, value: dict[str, Any]) -> dict[str, Any]:
     return {**{f.name: f.default for f in dataclasses.fields(cls)}, **value}
 
 
+def _origin(total: int, trained: int) -> str:
+    """Where a page's runs came from, naming only what there is: 'all trained by this build', 'all read from the
+    run store', or '2 trained by this build, 4 read from the run store'."""
+    if trained == total:
+        return "all trained by this build"
+    if trained == 0:
+        return "all read from the run store"
+    return f"{trained} trained by this build, {total - trained} read from the run store"
+
+
 def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str = "", other: str = "full",
                 none: str = "all") -> list[str]:
     """'key: value (full: value)' for every leaf where `params` differs from `reference` in effect (dotted keys; a
@@ -332,8 +342,8 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
         if rec["status"] != "ok" and (out_dir / "previous" / f"{stem}.html").is_file():
             files += f" · <a href='previous/{stem}.html'>the last good report</a>"
         runs = rec.get("runs") or {}
-        counted = (f", {runs['total']} run{'s' if runs['total'] != 1 else ''} ({runs['trained_by_build']} trained by "
-                   "this build, the rest read from the run store)") if runs.get("total") else ""
+        counted = f", {count(runs['total'], 'run')} ({_origin(runs['total'], runs['trained_by_build'])})" \
+            if runs.get("total") else ""
         if rec.get("reused"):
             counted += (f"; page reused by the build of {html.escape(utc(rec['reused']))}: nothing it depends on "
                         "had changed")

@@ -40,7 +40,8 @@ def collect(device: torch.device | str, data_source: str | None = None, datasets
     return {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
-        "packages": package_versions(),
+        "packages": {k: v for k, v in package_versions().items()  # cuDNN only where a GPU computed the page
+                     if k != "cuDNN" or torch.device(device).type == "cuda"},
         "device": device_info(device),
         "platform": platform.platform(),
         "data_source": data_source,
