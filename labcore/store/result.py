@@ -53,6 +53,17 @@ class RunResult:
         """The last epoch's value of a history metric, e.g. final('val_acc'); NaN when there is none."""
         return self.history[-1][metric] if self.history else float("nan")
 
+    def regime_change(self, new: "RunResult") -> list[str]:
+        """How `new`, a result of the same config, was computed otherwise than this one: 'device: cpu then, cuda
+        now', ... (empty if alike)."""
+        def regime(r: RunResult) -> dict:
+            n = r.numerics or {}
+            return {"device": r.device, "fused": bool(len(r.fused) > 1), "compiled": r.compiled,
+                    "precision": n.get("precision", r.config.train.precision),
+                    **{k: n.get(k) for k in ("threads", "deterministic", "tf32_matmul", "torch")}}
+        a, b = regime(self), regime(new)
+        return [f"{k}: {a[k]} then, {b[k]} now" for k in a if a[k] != b[k]]
+
     def summary(self) -> dict[str, Any]:
         """Flat scalars for tables: config labels, final metrics, test accuracy, size, time and status."""
         m = self.config.model

@@ -73,17 +73,6 @@ def save_tensors(state: dict[str, torch.Tensor], path: Path, folder: Path) -> No
                       f"{need / 2**20:.1f} MiB", str(folder)) from exc
 
 
-def regime_change(old: RunResult, new: RunResult) -> list[str]:
-    """How two results of one config were computed differently: 'device: cpu then, cuda now', ... (empty if alike)."""
-    def regime(r: RunResult) -> dict:
-        n = r.numerics or {}
-        return {"device": r.device, "fused": bool(len(r.fused) > 1), "compiled": r.compiled,
-                "precision": n.get("precision", r.config.train.precision),
-                **{k: n.get(k) for k in ("threads", "deterministic", "tf32_matmul", "torch")}}
-    a, b = regime(old), regime(new)
-    return [f"{k}: {a[k]} then, {b[k]} now" for k in a if a[k] != b[k]]
-
-
 def stale_reason(record: dict, cfg: RunConfig, content: Callable[[str], str | None] | None = None) -> str | None:
     """Why a stored record is not what today's code and data compute for `cfg`, in a few words, or None: the files
     whose code differs (labcore.store.identity) and the dataset whose content differs (`content(name)`: today's
@@ -225,7 +214,7 @@ class RunStore:
         """Store a run atomically: written to a private folder, then renamed into place (hold `lock`). Replacing a
         record computed another way (device, numeric settings, fused, compiled) says so in one line."""
         old = self.get(result.config)
-        changed = regime_change(old, result) if old is not None else []
+        changed = old.regime_change(result) if old is not None else []
         if changed:
             print(f"[labcore] run {result.config.label()} ({result.key}) replaces a record computed otherwise: "
                   + "; ".join(changed), flush=True)
