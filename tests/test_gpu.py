@@ -12,7 +12,6 @@ from labcore.store.planned import Planned
 from labcore.machine import configure
 from labcore.core.models import build_model
 from labcore.core.train import fit, fit_members
-from labcore.store.training import train_runs
 
 from .synthetic import synthetic_splits, use_splits
 
@@ -124,7 +123,6 @@ def test_no_host_sync_in_the_training_step(optimizer):
     so an epoch of 4x as many steps reads exactly as often; the same for fused seeds (labcore.engine.fused). With Adam
     only on a GPU: on the CPU PyTorch's Adam reads its step count per parameter (labcore's GPU path uses the
     fused CUDA Adam, which keeps it on the device)."""
-    from labcore.engine import fused
 
     if optimizer == "adam" and DEVICE.type == "cpu":
         pytest.skip("on the CPU, PyTorch's Adam reads its step count back (fused or not); `make gpu-check` runs this")

@@ -98,3 +98,18 @@ def test_a_data_file_cut_short_is_one_line_naming_it(tmp_path, monkeypatch):
     with pytest.raises(data_mod.DataNotFoundError) as err:
         data_mod.load_raw("mnist", tmp_path / "data")
     assert str(f) in str(err.value) and "cut short" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("query", [True, False])
+def test_a_store_works_out_each_datasets_content_once_however_many_runs_it_checks(tmp_path, monkeypatch, query):
+    """The signature stats every file of a dataset (60,000 for CIFAR-10); a plan of 99 runs asked it 198 times."""
+    asked = []
+    monkeypatch.setattr(data_mod, "known_content", lambda name, root=None: asked.append(name) or ("sha-" + name, None))
+    monkeypatch.setattr(runs.training, "data_content", lambda name: asked.append(name) or "sha-" + name)
+    store = runs.RunStore(tmp_path / "store", memo=tmp_path / "memo.json", query=query)
+    for cfg in [p.cfg for p in plan.profile_runs("smoke") if p.cfg.data.name == "mnist"][:5]:
+        record = {"code": runs.identity.code_fingerprint("alone", cfg.model.family), "data": {"sha256": "sha-mnist"}}
+        assert runs.stale_reason(record, cfg, store._content) is None
+        assert store.staleness(cfg) is None  # not stored: asks nothing
+    store._content("cifar10")
+    assert asked == ["mnist", "cifar10"], "one content check per dataset and store"

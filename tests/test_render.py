@@ -131,3 +131,25 @@ def test_a_cpu_builds_provenance_names_no_cudnn():
     from labcore.store.provenance import collect
 
     assert "cuDNN" not in collect("cpu")["packages"]
+
+
+def test_provenance_tables_go_through_the_pages_formatter():
+    record = {"notebook": "01_mlp_baseline", "profile": "smoke",
+              "provenance": {"seeds": [0, 1, 2], "packages": {"torch": "2.15.0"},
+                             "regimes": [{"device": "cpu", "tf32": False, "deterministic": None, "fused": True,
+                                          "compiled": False, "runs": 12000.0},
+                                         {"device": "cpu", "tf32": False, "deterministic": True, "fused": False,
+                                          "compiled": False, "runs": 3.0}]}}
+    page = render.provenance_section(record)
+    assert ">0, 1, 2<" in page and ">yes<" in page and ">no<" in page and ">12,000<" in page
+    assert ">False<" not in page and ">None<" not in page and "[0, 1, 2]" not in page
+    assert "\u2013 not recorded" in page, "a dash is explained once under its table"
+    assert "\u2013 not recorded" not in render.provenance_section({**record, "provenance": {"seeds": [0]}})
+
+
+def test_a_headline_number_reads_as_a_person_writes_it_at_every_scale():
+    from labcore.report.publish import format_metric
+
+    assert format_metric(0.9203) == "0.9203"
+    assert format_metric(1.05e5) == "1.050\u00d710\u2075" and format_metric(3.8e-10) == "3.800\u00d710\u207b\u00b9\u2070"
+    assert format_metric(7) == "7"

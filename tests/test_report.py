@@ -303,7 +303,7 @@ def test_missing_data_stops_a_build_with_runs_stored_before_any_notebook_and_lea
     and creates no data folder (it once failed inside the kernel, cut the advice off and hid the good report)."""
     from urllib.error import URLError
 
-    from labcore.core import data, decode
+    from labcore.core import decode
     from labcore import paths
 
     monkeypatch.delenv("LABCORE_DATA", raising=False)
@@ -419,11 +419,11 @@ def test_the_kernel_environment_is_built_from_the_given_one_not_this_process():
 
 
 class _Tables(__import__("html.parser").parser.HTMLParser):
-    """Every <table> of a page as rows of cell texts (header row first)."""
+    """Every <table> of a page as rows of (cell text, is a <th>) pairs, in order."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.tables, self._cell = [], None
+        self.tables, self._cell, self._th = [], None, False
 
     def handle_starttag(self, tag, attrs):
         if tag == "table":
@@ -431,16 +431,47 @@ class _Tables(__import__("html.parser").parser.HTMLParser):
         elif tag == "tr" and self.tables:
             self.tables[-1].append([])
         elif tag in ("td", "th") and self.tables:
-            self._cell = ""
+            self._cell, self._th = "", tag == "th"
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
-            self.tables[-1][-1].append(self._cell.strip())
+            self.tables[-1][-1].append((self._cell.strip(), self._th))
             self._cell = None
 
     def handle_data(self, data):
         if self._cell is not None:
             self._cell += data
+
+
+def _cells_by_column(table: list) -> list:
+    """(column name, value) for every value cell: a table whose first row is all <th> names its columns there; a
+    key/value table (a <th> opening each row, like a page's summary) names each value by its row."""
+    rows = [row for row in table if row]
+    if rows and all(is_th for _, is_th in rows[0]):
+        names = [text for text, _ in rows[0]]
+        return [(name, text) for row in rows[1:] for name, (text, _) in zip(names, row)]
+    return [(row[0][0], text) for row in rows if row[0][1] for text, is_th in row[1:] if not is_th]
+
+
+def test_a_key_value_table_names_each_value_by_its_row_not_by_the_first_row():
+    parser = _Tables()
+    parser.feed("<table><tr><th>Test accuracy</th><td>0.340, mean of 1 seed</td></tr>"
+                "<tr><th>Epochs</th><td>3</td></tr></table>"
+                "<table><tr><th>model</th><th>params</th></tr><tr><td>MLP</td><td>1,000</td></tr></table>")
+    assert _cells_by_column(parser.tables[0]) == [("Test accuracy", "0.340, mean of 1 seed"), ("Epochs", "3")]
+    assert _cells_by_column(parser.tables[1]) == [("model", "MLP"), ("params", "1,000")]
+
+
+@pytest.mark.parametrize("column, value, shown", [
+    ("epochs", 30.0, "30"), ("n_params", 1234567.0, "1,234,567"), ("support", 980.0, "980"),
+    ("Validation accuracy after 2 epochs", 1.0, "1.000"), ("0.340, mean of 3 seeds", 1.0, "1.000"),
+    ("loss at epoch 5", 2.0, "2.000"), ("test accuracy", 1.0, "1.000"), ("epochs", 2.5, "2.500"),
+    ("runs", True, "yes"), ("p-value", 3.8e-10, "3.8 \u00d7 10<sup>-10</sup>"), ("accuracy", float("nan"), "\u2013"),
+])
+def test_a_cell_is_a_count_only_where_its_column_counts_not_where_a_number_qualifies_it(column, value, shown):
+    from labcore.report.publish import cell
+
+    assert cell(value, column) == shown
 
 
 @pytest.mark.slow
@@ -455,12 +486,10 @@ def test_every_table_of_a_smoke_build_reads_as_a_person_would_write_it(smoke_rep
         parser.feed(text)
         assert parser.tables, page.name
         for table in parser.tables:
-            header = next((row for row in table if row), [])
-            for row in table[1:]:
-                for column, value in zip(header, row):
-                    where = f"{page.name}, column {column!r}: {value!r}"
-                    assert value not in ("NaN", "nan", "None", "True", "False"), where
-                    assert not re.search(r"\d[eE][+-]\d", value), where
-                    assert not (_is_count(column) and re.fullmatch(r"-?[\d,]+\.\d+", value)), where
+            for column, value in _cells_by_column(table):
+                where = f"{page.name}, column {column!r}: {value!r}"
+                assert value not in ("NaN", "nan", "None", "True", "False"), where
+                assert not re.search(r"\d[eE][+-]\d", value), where
+                assert not (_is_count(column) and re.fullmatch(r"-?[\d,]+\.0+", value)), where
         prose = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
         assert not re.search(r"\b(seed|run|epoch|initialisation)\(s\)", prose), page.name

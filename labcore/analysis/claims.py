@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from labcore.text import count
+from labcore.text import count, sci
 
 LEVEL = 0.95  # confidence of every test and interval here (two-sided)
 Z_ONE_SIDED = 1.645  # 95 % one-sided normal quantile, for the chance-level bound
@@ -268,7 +268,7 @@ def degradation_sentence(df: pd.DataFrame) -> str:
                    "indistinguishable": f"not distinguishable with {c.seeds}",
                    "one seed": "a single seed cannot tell whether the difference is real"}[c.verdict]
         lines.append(f"**{name}**: final training error {c.mean_b:.3f} at {lo} layers against {c.mean_a:.3f} at "
-                     f"{hi} layers ({c.seeds}{f', Welch p = {c.p:.2g}' if c.p is not None else ''}): {reading}.")
+                     f"{hi} layers ({c.seeds}{f', Welch p = {sci(c.p, 2)}' if c.p is not None else ''}): {reading}.")
     if not lines:
         return "Only one depth was trained, so depth cannot be compared."
     return " ".join(lines) + (" He et al. report degradation for plain networks (plain-56 above plain-20 in training "

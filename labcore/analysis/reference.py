@@ -15,7 +15,7 @@ import pandas as pd
 
 from labcore.analysis import claims
 from labcore.core.config import RunConfig
-from labcore.text import count
+from labcore.text import count, sci
 
 # (metric, value, what the lab wrote); "replica" rows are a re-run of the lab's loop on the mirrored data.
 LAB: dict[str, list[tuple[str, float, str]]] = {
@@ -136,7 +136,7 @@ def compare(experiment: str, measured: dict[str, Sequence[float]], cfg: RunConfi
         tol, log = _tolerance(metric, value)
         mean, lo, hi = claims.interval(vals)
         rows.append({"metric": metric, "lab": value, "claim": claim, "measured (mean)": mean,
-                     "95% interval": "one seed" if not math.isfinite(lo) else f"{lo:.3g} to {hi:.3g}",
+                     "95% interval": "one seed" if not math.isfinite(lo) else f"{sci(lo, 3)} to {sci(hi, 3)}",
                      "seeds": int(np.isfinite(vals).sum()), "difference": mean - value,
                      "verdict": claims.agreement(vals, value, tol, log=log, comparable=comparable)})
     table = pd.DataFrame(rows)

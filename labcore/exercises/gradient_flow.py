@@ -205,7 +205,7 @@ def depth_curves(store: RunStore, tw: Twins, device: torch.device) -> dict[str, 
 def shrinkage_sentence(curves: dict[str, pd.DataFrame]) -> str:
     """The last-over-first gradient ratio of every curve of `depth_curves`."""
     return ("Gradient at the last layer divided by the gradient at the first (how much it shrinks on the way back): "
-            + "; ".join(f"{k}: **{probes.attenuation(t):.3g}x**" for k, t in curves.items()) + ".")
+            + "; ".join(f"{k}: **{sci(probes.attenuation(t), 3)}x**" for k, t in curves.items()) + ".")
 
 
 def twins_table(trained: dict[tuple[int, bool], list[RunResult]], tw: Twins) -> pd.DataFrame:
@@ -263,7 +263,7 @@ def layer_epochs(store: RunStore, tw: Twins, probe: dict, device: torch.device) 
 def by_epoch_sentence(evolution: dict[str, pd.DataFrame]) -> str:
     """The last-over-first ratio epoch by epoch for each model of `layer_epochs`."""
     return ("Last-layer over first-layer gradient, epoch by epoch: " + "; ".join(
-        f"**{n}**: " + ", ".join(f"{a:.3g}x" for a in probes.attenuation_by_epoch(t).values())
+        f"**{n}**: " + ", ".join(f"{sci(a, 3)}x" for a in probes.attenuation_by_epoch(t).values())
         for n, t in evolution.items()) + ". Rows near the input whose colour stays dark are layers that receive "
         "almost no gradient, and so barely change while the rest of the network trains.")
 
@@ -290,7 +290,7 @@ def mlp_flow_figures(grads: pd.DataFrame) -> list:
 def mlp_sentence(layers: pd.DataFrame, mlp_run: RunResult) -> str:
     """The MLP's last-over-first ratio at every epoch, and its final validation accuracy."""
     return ("Last-layer over first-layer gradient of the MLP: " + ", ".join(
-        f"epoch {e}: {a:.3g}x" for e, a in probes.attenuation_by_epoch(layers).items())
+        f"epoch {e}: {sci(a, 3)}x" for e, a in probes.attenuation_by_epoch(layers).items())
         + f". Final validation accuracy {mlp_run.final('val_acc'):.3f}.")
 
 
@@ -325,7 +325,7 @@ def attenuation_sentence(table: pd.DataFrame, family: str = "VGG") -> str:
                  "falls with every step in depth" if all(b < a for a, b in zip(vals, vals[1:])) else
                  "does not move in one direction with depth")
         parts.append(f"{when}, the last layer's gradient is " + ", ".join(
-            f"{v:.3g}x ({m})" for v, m in zip(vals, sub["model"])) + f" the first layer's: the ratio {trend}")
+            f"{sci(v, 3)}x ({m})" for v, m in zip(vals, sub["model"])) + f" the first layer's: the ratio {trend}")
     deepest = sub.iloc[-1]
     if (sub[list(columns)] <= 1).all().all():
         verdict = (f"Every ratio is at most 1: the input layers of these {family} networks receive at least as much "
@@ -381,7 +381,7 @@ def _deep_summary(tw: Twins, curves: dict[str, pd.DataFrame], first_conv: pd.Dat
                "first_conv_norms": first_conv_norms(first_conv)}
     return metrics, [
         (f"Gradient shrinkage, last / first layer, ConvNet-{deepest} {after}",
-         f"plain {atten['plain, ' + after]:.3g}x, residual {atten['residual, ' + after]:.3g}x"),
+         f"plain {sci(atten['plain, ' + after], 3)}x, residual {sci(atten['residual, ' + after], 3)}x"),
         (f"First-convolution gradient, residual / plain, {deepest} layers, epoch {tw.epochs}",
-         f"{final['residual / plain'].iloc[0]:.3g}x"),
+         f"{sci(final['residual / plain'].iloc[0], 3)}x"),
     ]

@@ -27,8 +27,7 @@ from traitlets import CaselessStrEnum
 
 from labcore.core.config import ConfigError
 from labcore.core.data import check
-from labcore.exercises.exercise import parameters
-from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selection, datasets_needed, notebook_stems
+from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selection, datasets_needed
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from labcore.analysis import claims
-from labcore.report import render
+from labcore.report import publish, render
 from labcore.core.config import ConfigError
 from labcore.files import replacing
 from labcore.paths import reports_dir
-
 
 
 def load_build(folder: Path) -> dict[str, dict[str, Any]]:
@@ -151,8 +150,8 @@ def settings_lines(result: dict[str, Any]) -> list[str]:
 
 def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
     """The comparison as a self-contained page in the reports' style."""
-    def cell(v: Any) -> str:
-        return html.escape(f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v))
+    def cell(v: Any) -> str:  # the pages' one formatter (publish.cell); text escaped
+        return html.escape(v) if isinstance(v, str) else publish.cell(v)
 
     parts = []
     for stem, r in result.items():

@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any
 
+from labcore.text import sci
+
 MIME = "application/vnd.labcore.result+json"
 
 
@@ -74,7 +76,7 @@ def figure_png(figure: Any, width_inches: float = 5.0) -> str:
 
 def format_metric(v: Any) -> str:
     """A metric as plain text (callers escape it for HTML)."""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return sci(v, 4) if isinstance(v, float) else str(v)
 
 
 # Columns that count things: shown as integers with thousands separators, whatever their dtype (a count column with
@@ -85,8 +87,12 @@ DASH = "\u2013"  # a missing value (a failed run, a spread that needs two seeds)
 
 
 def _is_count(column: Any) -> bool:
-    words = str(column).lower().replace("_", " ").replace("(", " ").replace(")", " ").split()
-    return bool(COUNT_WORDS & set(words))
+    """Whether a column holds counts: it names one (runs, epochs, parameters ...), not only beside a number that
+    qualifies another quantity ("accuracy after 2 epochs", "mean of 3 seeds", "loss at epoch 5")."""
+    words = str(column).lower().replace("_", " ").replace("(", " ").replace(")", " ").replace(",", " ").split()
+    numeric = [w.replace(".", "", 1).isdigit() for w in words]
+    return any(w in COUNT_WORDS and not (i and numeric[i - 1]) and not (i + 1 < len(words) and numeric[i + 1])
+               for i, w in enumerate(words))
 
 
 def _scientific(v: float) -> str:

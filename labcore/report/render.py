@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from labcore.report.publish import format_metric
+from labcore.report.publish import DASH, cell, format_metric
 from labcore.text import count
 
 # What each profile's numbers mean; the banner says it on every page and on the index.
@@ -189,9 +189,24 @@ def banner_notes(record: dict[str, Any]) -> list[str]:
     return out
 
 
+def _value(v: Any, column: str) -> str:
+    """One provenance cell through the pages' one formatter (publish.cell): yes/no, counts with separators, a dash
+    for what was not recorded; text escaped, a list as its items."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_value(x, column) for x in v)
+    return html.escape(v) if isinstance(v, str) else cell(v, column)
+
+
+def _dash_note(body: str) -> str:
+    """The dash explained once under a table that shows one (as publish.table captions its own)."""
+    return (f"<p style='font-size: 0.85em; color: #555'>{DASH} not recorded for these runs</p>"
+            if f">{DASH}<" in body else "")
+
+
 def _table(rows: dict[str, Any]) -> str:
-    return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                               for k, v in rows.items() if v not in (None, "", {})) + "</table>"
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_value(v, str(k))}</td></tr>"
+                   for k, v in rows.items() if v not in (None, "", {}))
+    return f"<table>{body}</table>"
 
 
 def _rows(rows: list[dict] | None, caption: str) -> str:
@@ -200,8 +215,8 @@ def _rows(rows: list[dict] | None, caption: str) -> str:
         return ""
     cols = [c for c in rows[0] if any(r.get(c) not in (None, "") for r in rows)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<h3>{html.escape(caption)}</h3><table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(f"<td>{_value(r.get(c), c)}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<h3>{html.escape(caption)}</h3><table><tr>{head}</tr>{body}</table>" + _dash_note(body)
 
 
 def provenance_section(record: dict[str, Any]) -> str:
@@ -260,9 +275,9 @@ def contents(body: str) -> str:
 
 def exercise_title(nb: Any) -> str:
     """The notebook's first '# ' heading, e.g. 'Exercise 1.1: an MLP baseline on MNIST'."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            for line in c.source.splitlines():
                 if line.startswith("# "):
                     return line[2:].strip()
     return "labcore report"

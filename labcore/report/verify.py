@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labcore.text import human_seconds
+from labcore.text import human_seconds, sci
 from labcore.core.config import ConfigError, RunConfig
 from labcore.store.planned import Planned
 from labcore.files import replacing, sha256
@@ -126,13 +126,13 @@ def verdict(diff: dict[str, float], why: list[str]) -> tuple[str, bool]:
         return "identical" + (" (bit for bit)" if not why else f" despite {'; '.join(why)}"), True
     if not why:
         worst = max(diff, key=diff.get)
-        return f"differs with the same settings: {worst} by {diff[worst]:.3g} (expected bit for bit)", False
+        return f"differs with the same settings: {worst} by {sci(diff[worst], 3)} (expected bit for bit)", False
     over = [k for k in ("acc", "loss", "weights") if diff.get(k, 0) > TOLERANCE[k]] + \
         [k for k in ("epochs",) if k in diff]
     if over:
-        return f"differs beyond tolerance: {', '.join(f'{k} by {diff[k]:.3g}' for k in over)} ({'; '.join(why)})", False
-    return (f"within tolerance (accuracies {diff.get('acc', 0):.2g}, losses {diff.get('loss', 0):.2g}, weights "
-            f"{diff.get('weights', 0):.2g}) because {'; '.join(why)}"), True
+        return f"differs beyond tolerance: {', '.join(f'{k} by {sci(diff[k], 3)}' for k in over)} ({'; '.join(why)})", False
+    return (f"within tolerance (accuracies {sci(diff.get('acc', 0), 2)}, losses {sci(diff.get('loss', 0), 2)}, weights "
+            f"{sci(diff.get('weights', 0), 2)}) because {'; '.join(why)}"), True
 
 
 def representatives(stale: list[Planned], records: dict[str, Any]) -> list[Planned]:

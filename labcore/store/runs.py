@@ -88,7 +88,8 @@ def stale_reason(record: dict, cfg: RunConfig, content: Callable[[str], str | No
     if seen is None:
         why.append(f"{cfg.data.name}'s content not recorded")
     elif now == FILES_CHANGED:
-        why.append(f"trained on {cfg.data.name} data whose files changed since (`make train` reads them again)")
+        why.append(f"trained on {cfg.data.name} data whose files changed since labcore last read them (a fresh copy of "
+                   "them counts too; `make train` reads them again and retrains only what their content changes)")
     elif now is not None and seen != now:
         why.append(f"trained on other {cfg.data.name} data (its content changed)")
     return "; ".join(why) or None
@@ -112,6 +113,7 @@ class RunStore:
         their code alone."""
         self.root = Path(root or runs_dir()) / f"v{STORE_VERSION}"
         self.query, self.unchecked = query, {}
+        self._contents: dict[str, str | None] = {}  # dataset -> content hash, once per store (_content)
         # Verified hashes of weights, remembered in labcore's cache (never in the store: a copied store is checked anew).
         tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
         self.digests = integrity.Digests(memo or cache_dir() / f"verified-{tag}.json")
@@ -174,6 +176,12 @@ class RunStore:
         return stale_reason(raw, cfg, self._content) if status in ("ok", "failed") else None
 
     def _content(self, name: str) -> str | None:
+        """Today's content hash of dataset `name`, once per store (its signature stats 60,000 files for CIFAR-10)."""
+        if name not in self._contents:
+            self._contents[name] = self._content_now(name)
+        return self._contents[name]
+
+    def _content_now(self, name: str) -> str | None:
         """Today's content hash of dataset `name`: decoded where needed, or in a query store only as the cache
         knows it (None, with the reason kept in `unchecked`)."""
         if not self.query:
