@@ -62,8 +62,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
-plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing)
-	$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE))
+plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing; JSON=1: the plan itself)
+	$(if $(JSON),@)$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE)) $(if $(JSON),--json)
 
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
 	$(BIN)/python -m labcore train --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --executor '$(EXECUTOR)' \

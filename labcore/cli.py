@@ -8,6 +8,8 @@ or written. Heavy modules (PyTorch) are imported only by the verb that needs the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import secrets
 import sys
@@ -20,8 +22,7 @@ PROFILE_HELP = ("smoke, quick, lab (the lab notebook's own runs at its settings)
                 "CUDA GPU or a Ray cluster, quick otherwise)")
 ONLY_HELP = "comma-separated notebook stems, e.g. 01_mlp_baseline (default: every notebook)"
 FUSE_CHOICES = ("auto", "on", "off")  # labcore.engine.jobs.FUSE_MODES (checked equal by tests/test_cli.py)
-STUDIES_HELP = ("comma-separated studies, e.g. lab_cnn,lab_resnet: only their runs, and only the pages' sections about "
-                "them (default: every study)")
+STUDIES_HELP = "comma-separated studies, e.g. lab_cnn,lab_resnet: only their runs and sections (default: all)"
 
 
 # ---------------------------------------------------------------- shared options
@@ -44,9 +45,8 @@ def _training(p: argparse.ArgumentParser) -> None:
                    help="GPUs per run with Ray (default: 1 where the cluster has GPUs); 0.25 lets 4 runs share one")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no cuDNN benchmark, no "
                    "TF32: runs repeat bit for bit on the same device and software, more slowly on a GPU")
-    p.add_argument("--fuse", default="auto", choices=FUSE_CHOICES,
-                   help="train a config's seeds as one batched model: auto (where measured "
-                   "to pay: the MLPs on a CPU, everything on a GPU), on, off")
+    p.add_argument("--fuse", default="auto", choices=FUSE_CHOICES, help="train a config's seeds as one batched "
+                   "model: auto (where measured to pay: the MLPs on a CPU, everything on a GPU), on, off")
 
 
 def _again(command: str, args: argparse.Namespace) -> str:
@@ -80,15 +80,21 @@ def _profile(given: str, only_text: str) -> tuple[str, list[str] | None]:
 # ---------------------------------------------------------------- the verbs
 
 def plan(args: argparse.Namespace) -> int:
-    """Print what a profile would train and what it costs here."""
+    """Print what a profile would train and what it costs here (with --json, the build's plan itself)."""
     from labcore.engine.calibrate import check_device
-    from labcore.engine.plan import describe, other_cost, print_plan
+    from labcore.engine.plan import build_plan, describe, other_cost, plan_json, print_plan
+    from labcore.exercises.params import parse_list
     from labcore.store.runs import RunStore
 
-    profile, only = _profile(args.profile, args.only)
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # --json: the plan alone on stdout
+        profile, only = _profile(args.profile, args.only)
+        built = build_plan(profile, only, parse_list(args.studies))  # the plan `make report` makes and writes
+    if args.json:
+        print(json.dumps(plan_json(built, RunStore(query=True)), indent=1))
+        return 0
     calibrate = False if args.no_calibrate else True if args.exact else "coarse"
-    d = describe(profile, only, check_device(args.device), calibrate=calibrate, fuse=args.fuse,
-                 resolved=_resolved(profile, only, args.studies), store=RunStore(query=True))
+    d = describe(profile, only, check_device(args.device), calibrate=calibrate, fuse=args.fuse, planned=built.runs,
+                 store=RunStore(query=True))
     try:
         print_plan(d)
         if not args.profile:
@@ -276,8 +282,8 @@ def _options_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-calibrate", action="store_true", help="skip the step timing (counts only)")
     p.add_argument("--fuse", default="auto", choices=FUSE_CHOICES,
                    help="as `make train` will: auto, on or off (labcore.engine.fused)")
-    p.add_argument("--exact", action="store_true", help="time every architecture now (minutes on a CPU for full) "
-                   "instead of a coarse FLOP-based estimate for those not timed yet")
+    p.add_argument("--exact", action="store_true", help="time every architecture now, not from FLOPs (minutes: full)")
+    p.add_argument("--json", action="store_true", help="print the build's plan.json, each run with its state")
 
 
 def _options_train(p: argparse.ArgumentParser) -> None:
@@ -330,8 +336,7 @@ def _options_gpu_check(p: argparse.ArgumentParser) -> None:
 def _options_bundle(p: argparse.ArgumentParser) -> None:
     from labcore.engine.bundle import BUNDLE, LENT_NODE
 
-    p.add_argument("--have", type=Path, default=LENT_NODE, help="what the node already has: its `pip freeze`, with a "
-                   "'# python 3.12.3' line (default: the lent H200 machine's, shipped in labcore/engine/nodes/)")
+    p.add_argument("--have", type=Path, default=LENT_NODE, help="its pip freeze (default: the H200's, engine/nodes/)")
     p.add_argument("--python", default=None, help="the node's Python version, e.g. 3.12.3 (default: from --have)")
     p.add_argument("--out", type=Path, default=BUNDLE, help="the bundle's folder (default: .gpu-bundle/)")
 
@@ -340,19 +345,15 @@ def _options_bundle(p: argparse.ArgumentParser) -> None:
 VERBS: dict[str, tuple[str, Callable, Callable, str]] = {
     "plan": ("print what a profile would train and what it costs here (trains nothing)", _options_plan, plan, ""),
     "train": ("train every pending or stale run of a profile's plan", _options_train, train, "make train"),
-    "report": ("train what the notebooks need, then build the pages that changed", _options_report, report,
-               "make report"),
+    "report": ("train what the notebooks need, then build the changed pages", _options_report, report, "make report"),
     "verify": ("re-derive stored and stale runs and compare them with the store", _options_verify, verify, ""),
     "diff": ("compare two builds of one profile number by number", _options_diff, diff, ""),
     "lab": ("JupyterLab on the project, on loopback, printing the URL to open", _options_lab, lab, ""),
-    "check-report": ("open the built pages in headless Chromium: checks and screenshots", _options_built,
-                     check_report, ""),
-    "pdf": ("print the built pages to A4 PDFs: one per page and the whole build, index first", _options_built,
-            pdf, ""),
+    "check-report": ("check the built pages in headless Chromium; screenshots", _options_built, check_report, ""),
+    "pdf": ("print the built pages to A4 PDFs: one per page, and the whole build index first", _options_built, pdf, ""),
     "gpu-check": ("prove the GPU path in one command (DEVICE=cpu: tiny sizes here)", _options_gpu_check, gpu_check, ""),
     "bundle": ("write the wheels and data an offline GPU node lacks", _options_bundle, bundle, ""),
-    "check-clean": ("refuse while W&B offline runs are unsynced (make clean asks first)", lambda p: None, check_clean,
-                    ""),
+    "check-clean": ("refuse while W&B offline runs are unsynced (make clean asks)", lambda p: None, check_clean, ""),
 }
 
 
@@ -383,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _failed(exc: Exception) -> int:
-    """Bad input and the machine's refusals as one line (exit 2, or `refused`'s); anything else is a bug: raised.
-    The classes are imported here, after the fact, so that a verb that never touches PyTorch never imports it."""
+    """Bad input and the machine's refusals as one line (exit 2, or `refused`'s); anything else is a bug: raised."""
     from labcore.core.config import ConfigError
     from labcore.core.data import DataNotFoundError
     from labcore.faults import RunLost, advice, refused

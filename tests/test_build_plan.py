@@ -47,3 +47,17 @@ def test_a_kernel_whose_plan_differs_from_its_builds_stops_in_one_line():
     assert exercise.checked(groups, None, keys) is not None
     with pytest.raises(ConfigError, match="plans other runs than its build planned .1 more.*1 fewer: other"):
         exercise.checked(groups, None, keys[1:] + ["other"])
+
+
+@pytest.mark.parametrize("only", [None, ["03_residual"]])
+def test_make_plan_json_prints_the_plan_a_build_writes_with_each_runs_state(tmp_path, monkeypatch, capsys, only):
+    from labcore.cli import main
+
+    monkeypatch.setenv("LABCORE_RUNS", str(tmp_path / "runs"))
+    argv = ["plan", "--profile", "smoke", "--json"] + (["--only", ",".join(only)] if only else [])
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = plan.build_plan("smoke", only).to_json()
+    assert printed["pages"] == written["pages"], "the same pages, parameters and run keys as plan.json"
+    assert [{k: v for k, v in r.items() if k != "state"} for r in printed["runs"]] == written["runs"]
+    assert {r["state"] for r in printed["runs"]} == {"pending"}, "an empty store: every run pending"

@@ -50,13 +50,15 @@ class BuildPlan:
     page_runs: dict[str, list[Planned]]  # stem -> the runs its notebook trains or reads
     runs: list[Planned]  # every distinct run
 
-    def to_json(self) -> dict[str, Any]:
-        """The plan for people and tools: pages (parameters, run keys) and runs (key, label, config, checkpoints)."""
+    def to_json(self, states: dict[str, str] | None = None) -> dict[str, Any]:
+        """The plan for people and tools: pages (parameters, run keys) and runs (key, label, config, checkpoints;
+        with `states`, each run's state in the store, as `make plan JSON=1` prints it)."""
         return {"profile": self.profile,
                 "pages": {stem: {"parameters": params, "runs": [p.key for p in self.page_runs[stem]]}
                           for stem, params in self.params.items()},
                 "runs": [{"key": p.key, "label": p.cfg.label(), "notebooks": list(p.notebooks), "study": p.study,
-                          "checkpoints": list(p.checkpoints), "config": p.cfg.to_dict()} for p in self.runs]}
+                          "checkpoints": list(p.checkpoints), "config": p.cfg.to_dict()}
+                         | ({"state": states[p.key]} if states else {}) for p in self.runs]}
 
 
 def build_plan(profile: str, only: list[str] | None = None, studies: list[str] | None = None) -> BuildPlan:
@@ -66,6 +68,11 @@ def build_plan(profile: str, only: list[str] | None = None, studies: list[str] |
     page_runs = {stem: runs for stem, _, runs in selected}
     return BuildPlan(profile, {stem: params for stem, params, _ in selected}, page_runs,
                      profile_runs(profile, only, page_runs=page_runs))
+
+
+def plan_json(built: BuildPlan, store: RunStore) -> dict[str, Any]:
+    """`built` as plan.json holds it, each run with its state in `store` (`make plan JSON=1`)."""
+    return built.to_json(dict(zip([p.key for p in built.runs], status_table(built.runs, store).state)))
 
 
 def profile_runs(profile: str, only: list[str] | None = None, resolved: dict[str, dict] | None = None,
@@ -250,7 +257,8 @@ def describe(profile: str, only: list[str] | None = None, device: str = "auto", 
              store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
              fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False,
              planned: list[Planned] | None = None) -> dict[str, Any]:
-    """The plan of a profile (its runs as `planned` gives them, from a BuildPlan, else planned here): its runs with their state, estimates for every run not stored (failed ones
+    """The plan of a profile (its runs as `planned` gives them, from a BuildPlan, else planned here): its runs with
+    their state, estimates for every run not stored (failed ones
     too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
     ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
     that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
