@@ -22,6 +22,8 @@ def sci(value: float, digits: int = 2) -> str:
     """A number as a person writes it in a sentence or a figure: 0.043, 2.5, or 1.2×10⁸ for the very large and
     small (`digits` significant digits)."""
     if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.{digits}g}"
+        if abs(value) >= 10**digits:  # where `g` would write 1e+03: the digits kept, the rest as zeros (12,000)
+            return f"{round(value, digits - len(str(int(abs(value))))):,.0f}"
+        return f"{value:,.{digits}g}"
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     return f"{mantissa}×10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))

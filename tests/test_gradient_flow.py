@@ -12,7 +12,7 @@ def test_attenuation_sentence_names_a_trend_only_when_every_step_agrees():
                           "last/first at initialisation": [10.0, 100.0, 1000.0, 2.0],
                           "last/first after training": [5.0, 50.0, 20.0, 2.0]})
     text = attenuation_sentence(table, "VGG")
-    assert "At initialisation, the last layer's gradient is 10x (VGG16), 100x (VGG19), 1e+03x (VGG24)" in text
+    assert "At initialisation, the last layer's gradient is 10x (VGG16), 100x (VGG19), 1,000x (VGG24)" in text
     assert "the ratio grows with every step in depth" in text
     assert "After training" in text and "does not move in one direction with depth" in text
     assert "not a test over seeds" in text and "ResNet18" not in text

@@ -153,3 +153,14 @@ def test_a_headline_number_reads_as_a_person_writes_it_at_every_scale():
     assert format_metric(0.9203) == "0.9203"
     assert format_metric(1.05e5) == "1.050\u00d710\u2075" and format_metric(3.8e-10) == "3.800\u00d710\u207b\u00b9\u2070"
     assert format_metric(7) == "7"
+
+
+@pytest.mark.parametrize("value, digits, shown", [
+    (0.043, 2, "0.043"), (2.5, 2, "2.5"), (999, 3, "999"), (1000, 3, "1,000"), (12345, 2, "12,000"),
+    (1234.5, 4, "1,234"), (-2500, 2, "-2,500"), (1e5, 2, "1.0\u00d710\u2075"), (9.9e-4, 2, "9.9\u00d710\u207b\u2074"),
+    (0, 2, "0"),
+])
+def test_a_number_in_a_sentence_never_reads_1e_plus_03(value, digits, shown):
+    from labcore.text import sci
+
+    assert sci(value, digits) == shown

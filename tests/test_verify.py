@@ -62,7 +62,7 @@ def test_a_fused_run_is_rederived_fused_with_the_same_seeds_and_repeats_bit_for_
 
 
 @pytest.mark.parametrize("diff, why, expected, ok", [
-    ({"acc": 0.0, "loss": 1e-7, "weights": 0.0}, [], "differs with the same settings: loss by 1e-07", False),
+    ({"acc": 0.0, "loss": 1e-7, "weights": 0.0}, [], "differs with the same settings: loss by 1.00\u00d710\u207b\u2077", False),
     ({"acc": 0.02, "loss": 0.05, "weights": 0.05}, ["threads: 1 then, 2 now"], "within tolerance", True),
     ({"acc": 0.021, "loss": 0.0, "weights": 0.0}, ["threads: 1 then, 2 now"], "differs beyond tolerance: acc by 0.021",
      False),

@@ -224,7 +224,7 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 1, 
     from labcore.store import runs
 
     store = runs.RunStore()
-    planned = plan.profile_runs(profile, only, studies=studies)
+    planned = plan.build_plan(profile, only, studies).runs  # the plan a build of this selection makes
     states, damaged, checked = check_store(store, planned)
     for line in damaged:
         log(f"[labcore] verify: damaged: {line}")
