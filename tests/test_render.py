@@ -164,3 +164,16 @@ def test_a_number_in_a_sentence_never_reads_1e_plus_03(value, digits, shown):
     from labcore.text import sci
 
     assert sci(value, digits) == shown
+
+
+@pytest.mark.parametrize("index", [[0, 1, 2], [3, 7, 9], ["a", "b", "c"]])
+def test_a_tables_named_index_is_shown_as_its_first_column_whatever_its_values(index):
+    import pandas as pd
+
+    from labcore.report.publish import table
+
+    html = table(pd.DataFrame({"seed": index, "test_acc": [0.9, 0.91, 0.92]}).set_index("seed")).to_html()
+    assert ">seed</th>" in html and ">test_acc</th>" in html
+    assert ">0.910<" in html
+    unnamed = table(pd.DataFrame({"test_acc": [0.9, 0.91, 0.92]})).to_html()
+    assert ">index</th>" not in unnamed, "row numbers are not a column"

@@ -130,8 +130,8 @@ def table(df: Any, digits: int = 3, dash: str = "no value") -> Any:
     explained once under the table (`dash`: what it means there)."""
     import pandas as pd
 
-    if not isinstance(df.index, pd.RangeIndex):
-        df = df.reset_index()
+    if not isinstance(df.index, pd.RangeIndex) or any(n is not None for n in df.index.names):
+        df = df.reset_index()  # a named index is data (seeds 0, 1, 2 are a RangeIndex to pandas, yet a column)
     missing = bool(df.isna().to_numpy().any())
     styler = df.style.format({c: (lambda v, c=c: cell(v, c, digits)) for c in df.columns}).hide(axis="index")
     if missing:
