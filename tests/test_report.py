@@ -466,7 +466,7 @@ def test_a_key_value_table_names_each_value_by_its_row_not_by_the_first_row():
     ("epochs", 30.0, "30"), ("n_params", 1234567.0, "1,234,567"), ("support", 980.0, "980"),
     ("Validation accuracy after 2 epochs", 1.0, "1.000"), ("0.340, mean of 3 seeds", 1.0, "1.000"),
     ("loss at epoch 5", 2.0, "2.000"), ("test accuracy", 1.0, "1.000"), ("epochs", 2.5, "2.500"),
-    ("runs", True, "yes"), ("p-value", 3.8e-10, "3.8 \u00d7 10<sup>-10</sup>"), ("accuracy", float("nan"), "\u2013"),
+    ("runs", True, "yes"), ("seconds per run", 67.9, "67.9"), ("seconds", 6.581, "6.6"), ("wall_minutes", 1234.0, "1,234.0"), ("p-value", 3.8e-10, "3.8 \u00d7 10<sup>-10</sup>"), ("accuracy", float("nan"), "\u2013"),
 ])
 def test_a_cell_is_a_count_only_where_its_column_counts_not_where_a_number_qualifies_it(column, value, shown):
     from labcore.report.publish import cell

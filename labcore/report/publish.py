@@ -95,6 +95,11 @@ def _is_count(column: Any) -> bool:
                for i, w in enumerate(words))
 
 
+def _is_duration(column: Any) -> bool:
+    """Whether a column holds wall-clock times (its name says seconds, minutes or hours)."""
+    return bool({"seconds", "minutes", "hours"} & set(str(column).lower().replace("_", " ").split()))
+
+
 def _scientific(v: float) -> str:
     """1.1 x 10^5 as a person writes it (HTML superscript), 2 significant digits."""
     mantissa, exponent = f"{v:.1e}".split("e")
@@ -118,6 +123,8 @@ def cell(value: Any, column: Any = "", digits: int = 3) -> str:
             return "\u221e" if value > 0 else "-\u221e"
         if value.is_integer() and _is_count(column):
             return f"{int(value):,}"
+        if _is_duration(column):  # wall-clock time is measured to a tenth at best: 67.9 s, not 67.900
+            return f"{value:,.1f}"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
             return _scientific(value)
         return f"{value:,.{digits}f}"
