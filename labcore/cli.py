@@ -56,14 +56,6 @@ def _again(command: str, args: argparse.Namespace) -> str:
                                  if getattr(args, key, "")])
 
 
-def _resolved(profile: str, only: list[str] | None, text: str) -> dict | None:
-    """The selected notebooks' parameters when STUDIES selects some studies (None: every study, resolved later)."""
-    from labcore.engine.plan import selected_notebooks
-    from labcore.exercises.params import parse_list
-
-    return None if parse_list(text) is None else dict(selected_notebooks(profile, only, parse_list(text)))
-
-
 def _profile(given: str, only_text: str) -> tuple[str, list[str] | None]:
     """The profile (picked and said on the first line when none is given) and the checked notebook selection."""
     from labcore.engine.plan import choose_profile
@@ -93,8 +85,7 @@ def plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan_json(built, RunStore(query=True)), indent=1))
         return 0
     calibrate = False if args.no_calibrate else True if args.exact else "coarse"
-    d = describe(profile, only, check_device(args.device), calibrate=calibrate, fuse=args.fuse, planned=built.runs,
-                 store=RunStore(query=True))
+    d = describe(built, check_device(args.device), calibrate=calibrate, fuse=args.fuse, store=RunStore(query=True))
     try:
         print_plan(d)
         if not args.profile:
@@ -109,6 +100,8 @@ def plan(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     """Train every pending or stale run of a profile's plan; 1 when some failed or were lost."""
     from labcore.engine.executor import train as train_plan
+    from labcore.engine.plan import build_plan
+    from labcore.exercises.params import parse_list
     from labcore.machine import deterministic_process
     from labcore.store.tracking import check_mode
     from labcore.text import count, human_seconds
@@ -117,10 +110,9 @@ def train(args: argparse.Namespace) -> int:
         deterministic_process()
     check_mode(args.tracking, "--tracking")
     profile, only = _profile(args.profile, args.only)
-    out = train_plan(profile, only, args.executor, args.address, tracking=args.tracking,
-                     cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, cpus=args.cpus,
-                     retry_failed=args.retry_failed, deterministic=args.deterministic, fuse=args.fuse,
-                     resolved=_resolved(profile, only, args.studies))
+    out = train_plan(build_plan(profile, only, parse_list(args.studies)), args.executor, args.address,
+                     tracking=args.tracking, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                     cpus=args.cpus, retry_failed=args.retry_failed, deterministic=args.deterministic, fuse=args.fuse)
     again = _again("make train", args)
     after = ([f"{len(out.failed)} failed (stored as failed: `{again} RETRY_FAILED=1` trains them again)"]
              if out.failed else []) + ([f"{len(out.lost)} lost (still pending: `{again}` tries them again)"]

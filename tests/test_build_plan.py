@@ -21,8 +21,8 @@ def test_a_build_plans_each_notebook_once_and_every_part_reads_that_plan(tmp_pat
     calls, trained_with, kernels = [], {}, {}
     real = exercise.planned_runs
     monkeypatch.setattr(exercise, "planned_runs", lambda stem, *a, **k: calls.append(stem) or real(stem, *a, **k))
-    monkeypatch.setattr(executor, "train", lambda *a, planned=None, **k: trained_with.update(
-        keys={p.key for p in planned}) or Outcome())
+    monkeypatch.setattr(executor, "train", lambda built, *a, **k: trained_with.update(
+        keys={p.key for p in built.runs}) or Outcome())
 
     def execute(stem, profile, params, out_dir, *a, build_runs=None, **k):
         kernels[stem] = build_runs

@@ -70,3 +70,36 @@ def test_a_requirement_this_machine_lacks_is_one_line():
         pass
     with pytest.raises(ConfigError, match="the node needs aiohttp, which is not installed here"):
         bundle.closure(bundle.roots(), bare)
+
+
+def test_installing_the_bundle_passes_its_paths_to_the_children_and_edits_nothing_here(tmp_path, monkeypatch):
+    """On a node without the notebook stack, `install` puts the wheels in a folder of their own and returns the
+    PYTHONPATH and JUPYTER_PATH its children need; this process's environment and import path stay as they were."""
+    import builtins
+    import os
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_papermill(name, *a, **k):
+        if name == "papermill":
+            raise ImportError("papermill is not on this node")
+        return real_import(name, *a, **k)
+
+    (tmp_path / "bundle" / "wheels").mkdir(parents=True)
+    (tmp_path / "bundle" / "wheels" / "papermill-2.6.0-py3-none-any.whl").write_bytes(b"")
+    site, pips = tmp_path / "site", []
+    monkeypatch.setattr(builtins, "__import__", no_papermill)
+    monkeypatch.setattr(bundle, "_pip", lambda cmd, failed: pips.append(cmd) or
+                        (site / "share" / "jupyter" / "kernels" / "python3").mkdir(parents=True))
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    env_before, path_before = dict(os.environ), list(sys.path)
+    env = bundle.install(site, tmp_path / "bundle")
+    assert dict(os.environ) == env_before and sys.path == path_before, "nothing of this process is edited"
+    assert env == {"PYTHONPATH": os.pathsep.join([str(site), str(bundle.PROJECT_ROOT), "/elsewhere"]),
+                   "JUPYTER_PATH": str(site / "share" / "jupyter")}
+    assert pips and pips[0][-1].endswith("papermill-2.6.0-py3-none-any.whl") and "--target" in pips[0]
+    assert not (site / "share" / "jupyter" / "kernels").exists(), "the node's own interpreter runs the kernels"
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert bundle.install(site, tmp_path / "bundle") == {}, "where papermill is installed, nothing to pass"

@@ -1,5 +1,6 @@
 """`make diff`: two builds of one profile compared number by number; settings first, seed noise respected."""
 import json
+import os
 import shutil
 
 import pytest
@@ -28,7 +29,9 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
     (params / "smoke" / "01_mlp_baseline.yaml").write_text(text)
     monkeypatch.setattr(lp, "PARAMETERS", params)
     monkeypatch.setenv("LABCORE_TRACKING", "disabled")
+    before = dict(os.environ)
     report.build("smoke", ["01_mlp_baseline"], out_root=tmp_path / "b", executor="local")
+    assert dict(os.environ) == before, "a build passes its kernels their environment and edits none of its own"
     a = tmp_path / "a" / "smoke"
     a.mkdir(parents=True)
     shutil.copy(smoke_reports / "01_mlp_baseline.json", a)

@@ -169,14 +169,13 @@ def test_make_train_with_an_injected_oom_keeps_the_run_pending(tmp_path, monkeyp
     once stored that run as failed, and a second `make train` did not retrain it."""
     from labcore.engine import plan
 
-    store = runs.RunStore(tmp_path)
-    plan.describe("smoke", ["01_mlp_baseline"], store=store)  # the calibration's steps first: the fault is in training
+    store, built = runs.RunStore(tmp_path), plan.build_plan("smoke", ["01_mlp_baseline"])
+    plan.describe(built, store=store)  # the calibration's steps first: the fault is in training
     _fail_steps(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), times=2)
-    out = executor.train("smoke", ["01_mlp_baseline"], executor="local", tracking="disabled", store=store, headless=True)
+    out = executor.train(built, executor="local", tracking="disabled", store=store, headless=True)
     assert len(out.lost) == 1 and not out.failed
     monkeypatch.undo()
-    again = executor.train("smoke", ["01_mlp_baseline"], executor="local", tracking="disabled", store=store,
-                           headless=True)
+    again = executor.train(built, executor="local", tracking="disabled", store=store, headless=True)
     assert len(again.trained) == 1 and again.trained[0].ok and not again.lost
 
 
@@ -192,6 +191,26 @@ def test_fused_seeds_lost_to_memory_train_again_each_alone(store, monkeypatch, c
     assert len(calls) > 1 and not out.lost and not out.failed and len(out.trained) == 3
     assert "and 2 more seeds, fused lost to out of device memory; trying its runs alone" in capsys.readouterr().out
     assert all(store.get(c).ok and not store.get(c).fused for c in cfgs), "each trained alone in the end"
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2])
+def test_one_retry_policy_tries_each_lost_run_alone_up_to_its_limit(limit, capsys):
+    """jobs.Retries is the policy of both executors (in this process and on Ray): a fused job comes back as its
+    runs alone, a run alone as itself, each until it has been tried `limit` times; then it is spent (lost)."""
+    cfgs = [_cfg().replace(seed=s) for s in (0, 1, 2)]
+    todo = [Planned(c) for c in cfgs]
+    progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=[todo])
+    retries = jobs.Retries({p.key: 2.0 for p in todo}, progress, limit=limit)
+    again, spent = retries.again(todo, "out of device memory")
+    assert (again, spent) == (([[p] for p in todo], []) if limit else ([], todo))
+    for attempt in range(2, limit + 2):  # each run alone, lost again and again
+        again, spent = retries.again([todo[0]], "out of device memory")
+        assert (again, spent) == (([[todo[0]]], []) if attempt <= limit else ([], [todo[0]])), attempt
+    said = capsys.readouterr().out
+    assert ("fused lost to out of device memory; trying its runs alone" in said) == (limit > 0)
+    assert said.count("trying it once more") == max(0, limit - 1)
+    if limit:
+        assert progress.eta() == 6.0, "retried runs each take their own slot, with their estimate alone"
 
 
 def test_fused_seeds_are_stored_each_under_its_own_key(store):

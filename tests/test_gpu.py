@@ -74,19 +74,23 @@ def test_a_run_out_of_device_memory_is_retried_not_stored_as_failed(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_make_gpu_check_runs_here_on_tiny_sizes(tmp_path):
-    """`make gpu-check DEVICE=cpu`: the very script the GPU machine runs, on tiny sizes, so it cannot rot."""
+def test_gpu_check_runs_here_on_tiny_sizes_and_leaves_the_environment_as_it_was(tmp_path, capsys):
+    """`make gpu-check DEVICE=cpu` (its verb, in this process): the very script the GPU machine runs, on tiny sizes,
+    so it cannot rot; its children (pytest, the build, the timings) get their environment passed, and this
+    process's is unchanged."""
     import json
-    import subprocess
+    import os
 
-    from .conftest import HAVE_MNIST, NO_DATA, ROOT
+    from labcore.cli import main
+
+    from .conftest import HAVE_MNIST, NO_DATA
 
     if not HAVE_MNIST:
         pytest.skip(NO_DATA)
-    proc = subprocess.run(["make", "-s", "gpu-check", "DEVICE=cpu", f"GPU_CHECK_OUT={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == f"gpu-check: wrote {tmp_path / 'gpu-check.json'}"
+    before = dict(os.environ)
+    assert main(["gpu-check", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert dict(os.environ) == before, "gpu-check edited its own process's environment"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"gpu-check: wrote {tmp_path / 'gpu-check.json'}"
     result = json.loads((tmp_path / "gpu-check.json").read_text())
     assert result["device"] == "cpu" and result["tests"]["failed"] == 0 and result["tests"]["passed"] >= 3
     assert result["notebooks"] == {"01_mlp_baseline": "ok"}

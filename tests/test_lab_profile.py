@@ -78,7 +78,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch, amx, avx512_bf16, expected)
 @pytest.mark.parametrize("native", [True, False])
 def test_the_plan_says_which_precision_and_why(monkeypatch, native):
     monkeypatch.setattr(machine, "native_bf16", lambda device: (native, "this CPU has AMX" if native else "no AMX"))
-    d = plan.describe("lab", calibrate=False, store=runs.RunStore("/nonexistent-store"))
+    d = plan.describe(plan.build_plan("lab"), calibrate=False, store=runs.RunStore("/nonexistent-store"))
     line = d["summary"]
     assert f"precision auto: 6 runs in {'bfloat16 autocast' if native else 'fp32'} here" in line
     assert ("this CPU has AMX" if native else "no AMX") in line
@@ -158,13 +158,13 @@ def test_select_keeps_the_groups_and_only_the_chosen_studies():
 
 
 def test_studies_select_runs_and_notebooks(capsys):
-    kept = dict(plan.selected_notebooks("smoke", None, ["vgg"]))
-    assert sorted(kept) == ["02_cnn_depth", "03_residual", "04_gradient_flow"]
+    built = plan.build_plan("smoke", None, ["vgg"])
+    assert sorted(built.params) == ["02_cnn_depth", "03_residual", "04_gradient_flow"]
     assert "01_mlp_baseline left out (none of their runs is selected)" in capsys.readouterr().out
-    runs_ = plan.profile_runs("smoke", resolved=kept)
+    runs_ = built.runs
     assert {p.study for p in runs_} == {"vgg"} and {p.cfg.model.family for p in runs_} == {"vgg"}
     with pytest.raises(ConfigError, match="no study 'vggg' in profile smoke; its studies: 01_mlp_baseline: runs, long"):
-        plan.selected_notebooks("smoke", None, ["vggg"])
+        plan.build_plan("smoke", None, ["vggg"])
 
 
 # ---------------------------------------------------------------- sections a build leaves out

@@ -115,7 +115,7 @@ def test_summary_line_and_human_times():
 
 def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
     with pytest.raises(ConfigError, match="executor 'slurm' is unknown; choose one of: local, ray"):
-        executor.train("smoke", executor="slurm")
+        executor.train(plan.build_plan("smoke"), executor="slurm")
     with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1:1"):
         raypass.check_address("127.0.0.1:1", timeout=2)
     with pytest.raises(ConfigError, match="is not host:port"):
@@ -124,18 +124,18 @@ def test_bad_executor_and_unreachable_cluster_fail_at_once(monkeypatch):
 
 
 def test_a_wrong_cluster_fails_before_anything_is_planned(monkeypatch, tmp_path):
-    """An unreachable RAY_ADDRESS, or a driver without token authentication, is refused before planning and
-    calibrating (which take seconds to minutes), not after."""
+    """An unreachable RAY_ADDRESS, or a driver without token authentication, is refused before the plan is
+    estimated and calibrated (which takes seconds to minutes), not after."""
     import socket
 
     monkeypatch.setattr(executor, "describe", lambda *a, **k: pytest.fail("planned before checking the cluster"))
-    store = runs.RunStore(tmp_path)
+    store, built = runs.RunStore(tmp_path), plan.build_plan("smoke")  # the plan (no calibration: describe does that)
     with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1:1"):
-        executor.train("smoke", address="127.0.0.1:1", store=store)
+        executor.train(built, address="127.0.0.1:1", store=store)
     with socket.create_server(("127.0.0.1", 0)) as server:  # something answers, on loopback only
         monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
         with pytest.raises(ConfigError, match="without token authentication"):
-            executor.train("smoke", address=f"127.0.0.1:{server.getsockname()[1]}", store=store)
+            executor.train(built, address=f"127.0.0.1:{server.getsockname()[1]}", store=store)
 
 
 @pytest.mark.parametrize("given, pending, threads", [
@@ -158,7 +158,7 @@ def test_ray_runs_are_planned_at_their_threads_without_a_wasted_calibration(monk
     monkeypatch.setattr(executor, "describe", describe)
     monkeypatch.setattr(executor, "local_slots", lambda device: 2)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    out = executor.train("smoke", executor=given, device="cpu", store=runs.RunStore(tmp_path))
+    out = executor.train(plan.build_plan("smoke"), executor=given, device="cpu", store=runs.RunStore(tmp_path))
     assert calls == threads and not out.trained
 
 

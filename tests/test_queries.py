@@ -37,7 +37,7 @@ def test_make_plan_counts_stored_runs_when_the_data_cannot_be_read(tmp_path, mon
     monkeypatch.setenv("LABCORE_DATA", str(data))
     monkeypatch.setattr(decode, "_decode", lambda *a: pytest.fail("a query decoded the data"))
     query = runs.RunStore(tmp_path / "store", memo=tmp_path / "memo.json", query=True)
-    d = plan.describe("smoke", calibrate=False, store=query)
+    d = plan.describe(plan.build_plan("smoke"), calibrate=False, store=query)
     buf = io.StringIO()
     plan.print_plan(d, file=buf)
     out = buf.getvalue()

@@ -20,7 +20,7 @@ import pytest
 from labcore.engine import executor
 from labcore.store import runs
 from labcore.exercises.params import notebook_stems
-from labcore.engine.plan import profile_runs
+from labcore.engine.plan import build_plan, profile_runs
 
 from .conftest import needs_cifar, needs_isolated_ray, needs_mnist, ray_processes, stored_runs, wait_ray_gone
 
@@ -87,7 +87,7 @@ def test_a_killed_worker_is_retried_and_every_run_is_stored_exactly_once(tmp_pat
 
     killer = threading.Thread(target=kill_first_worker, daemon=True)
     killer.start()
-    out = executor.train("smoke", ["04_gradient_flow"], executor="ray", cpus=2, tracking="disabled", store=store)
+    out = executor.train(build_plan("smoke", ["04_gradient_flow"]), executor="ray", cpus=2, tracking="disabled", store=store)
     killer.join(timeout=5)
     planned = profile_runs("smoke", ["04_gradient_flow"])
     assert killed, "a worker was killed mid-run"
@@ -228,6 +228,7 @@ def test_ray_gives_each_gpu_run_its_own_gpu_in_a_fresh_worker_and_a_cpu_run_none
 _OUT_OF_MEMORY_ONCE = """
 import json, os, sys
 from labcore.engine import executor, raypass
+from labcore.engine.plan import build_plan
 
 marker = sys.argv[1]
 
@@ -249,7 +250,7 @@ def flaky(*args):
 
 real_remote_task = raypass.remote_task
 raypass.remote_task = lambda cpus, gpus, fn=None: real_remote_task(cpus, gpus, fn=flaky)
-out = executor.train("smoke", ["01_mlp_baseline"], executor="ray", cpus=2, tracking="disabled")
+out = executor.train(build_plan("smoke", ["01_mlp_baseline"]), executor="ray", cpus=2, tracking="disabled")
 print(json.dumps({"trained": len(out.trained), "failed": len(out.failed), "lost": len(out.lost)}))
 """
 
@@ -273,7 +274,7 @@ def test_a_run_lost_to_memory_in_a_ray_task_is_tried_again_and_stored_as_trained
     last, out = _with_one_fault(_OUT_OF_MEMORY_ONCE, env, tmp_path)
     n = len(profile_runs("smoke", ["01_mlp_baseline"]))
     assert last == {"trained": n, "failed": 0, "lost": 0}
-    assert "lost to out of device memory; tried again at the end, each run alone on its device" in out
+    assert "lost to out of device memory; trying it once more at the end, each alone on its device" in out
     stored = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("v*/*/result.json")]
     assert len(stored) == n and all(r["status"] == "ok" for r in stored)
 
@@ -305,4 +306,4 @@ def test_fused_seeds_lost_in_a_ray_task_train_again_each_alone(env, tmp_path):
     all stored as trained (none failed)."""
     last, out = _with_one_fault(_FUSED_OUT_OF_MEMORY, env, tmp_path)
     assert last == {"trained": 3, "failed": 0, "lost": 0, "fused": [[], [], []]}
-    assert "and 2 more seeds, fused lost to out of device memory; tried again at the end" in out
+    assert "and 2 more seeds, fused lost to out of device memory; trying its runs alone at the end" in out

@@ -355,12 +355,13 @@ def test_a_page_depends_on_its_own_notebook_and_the_code_it_imports(tmp_path, mo
     shutil.copytree(lp.NOTEBOOKS, tmp_path / "notebooks")
     monkeypatch.setattr(lp, "NOTEBOOKS", tmp_path / "notebooks")
     params = {stem: exercise.parameters(stem, "smoke") for stem in ("01_mlp_baseline", "02_cnn_depth")}
-    before = {stem: inputs.page_inputs(stem, "smoke", p) for stem, p in params.items()}
+    planned = {stem: exercise.planned_runs(stem, p, "smoke") for stem, p in params.items()}
+    before = {stem: inputs.page_inputs(stem, "smoke", p, planned[stem]) for stem, p in params.items()}
     nb_file = tmp_path / "notebooks" / "02_cnn_depth.ipynb"
     nb = json_module.loads(nb_file.read_text())
     nb["cells"].append({"cell_type": "markdown", "id": "added01", "metadata": {}, "source": ["One more sentence."]})
     nb_file.write_text(json_module.dumps(nb))
-    after = {stem: inputs.page_inputs(stem, "smoke", p) for stem, p in params.items()}
+    after = {stem: inputs.page_inputs(stem, "smoke", p, planned[stem]) for stem, p in params.items()}
     assert after["01_mlp_baseline"] == before["01_mlp_baseline"]
     assert inputs.changed(before["02_cnn_depth"], after["02_cnn_depth"]) == ["notebook"]
     code = {stem: set(identity.closure(tuple(inputs.notebook_source(stem)[1]) + inputs.RENDERING))

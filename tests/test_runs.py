@@ -206,7 +206,8 @@ def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mea
 
 
 def test_wandb_writes_only_inside_the_project(tmp_path):
-    """A fresh process with an empty HOME: every W&B file lands under WANDB_DIR, none in ~/.cache or ~/.config."""
+    """A fresh process with an empty HOME: every W&B file lands under WANDB_DIR, none in ~/.cache or ~/.config; the
+    process's environment is as it was once the run is finished."""
     import os
     import subprocess
     import sys
@@ -215,9 +216,10 @@ def test_wandb_writes_only_inside_the_project(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "XDG_"))}
     env.update(HOME=str(home), WANDB_DIR=str(wb), LABCORE_TRACKING="offline")
-    code = ("from labcore.store.tracking import Tracker\n"
+    code = ("import os\nfrom labcore.store.tracking import Tracker\nbefore = dict(os.environ)\n"
             "t = Tracker('offline', 'mlp-d1-w8-plain-s0-12345678', {'a': 1}, group='01_x/runs', tags=('smoke',))\n"
-            "t.log({'loss': 1.0}); t.finish({'acc': 0.5})\n")
+            "t.log({'loss': 1.0}); t.finish({'acc': 0.5})\n"
+            "assert dict(os.environ) == before, 'the run left W&B settings in the environment'\n")
     for _ in range(2):
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, cwd=tmp_path)
     assert len(list((wb / "wandb").glob("offline-run-*"))) == 2, "the offline runs are in the project"

@@ -174,11 +174,13 @@ def bundle(node: Node, out: Path = BUNDLE, data_root: Path | None = None) -> dic
             "folder": str(out)}
 
 
-def install(site: Path, folder: Path = BUNDLE) -> None:
-    """Install the bundle's wheels into `site` (not the node's Python) when the notebook stack is missing here."""
+def install(site: Path, folder: Path = BUNDLE) -> dict[str, str]:
+    """Install the bundle's wheels into `site` (not the node's Python) when the notebook stack is missing here;
+    returns what a child process's environment needs to use them ({} when the stack is here). This process's own
+    environment and import path are left as they are: the children get theirs passed explicitly."""
     try:
         import papermill  # noqa: F401 - only whether it imports
-        return
+        return {}
     except ImportError:
         pass
     wheels = sorted((folder / "wheels").glob("*.whl"))
@@ -192,8 +194,12 @@ def install(site: Path, folder: Path = BUNDLE) -> None:
     # Its python3 kernel spec would start `python`, which the node may lack: without it, jupyter_client starts
     # ipykernel with this very interpreter (its native kernel).
     shutil.rmtree(site / "share" / "jupyter" / "kernels", ignore_errors=True)
-    sys.path.insert(0, str(site))
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])
     # --target puts nbconvert's templates (and ipykernel's kernel spec) under <site>/share/jupyter, off Jupyter's
-    # default search path: without this every page would fail to render for want of its template.
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(site / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")])
+    # default search path: without JUPYTER_PATH every page would fail to render for want of its template.
+    return {"PYTHONPATH": _paths(site, PROJECT_ROOT, os.environ.get("PYTHONPATH")),
+            "JUPYTER_PATH": _paths(site / "share" / "jupyter", os.environ.get("JUPYTER_PATH"))}
+
+
+def _paths(*parts: Path | str | None) -> str:
+    """A search path of the parts given (an unset one left out)."""
+    return os.pathsep.join(str(p) for p in parts if p)

@@ -25,13 +25,12 @@ from labcore.faults import RunLost, advice
 from labcore.files import Busy, locked
 from labcore.store.planned import Planned
 from labcore.text import human_seconds, count
-from labcore.engine.jobs import Outcome, Progress, check_fuse, describe_job, group_jobs, train_job
-from labcore.engine.plan import describe, profile_runs
+from labcore.engine.jobs import Outcome, Progress, Retries, check_fuse, group_jobs, train_job
+from labcore.engine.plan import BuildPlan, describe
 from labcore.machine import pick_device
 from labcore.paths import cache_dir, check_folders, runs_dir
 
 EXECUTORS = ("local", "ray")
-MAX_LOST_RETRIES = 1  # a run the machine stopped (out of memory, a CUDA error) is tried this many more times
 RAY_AFTER_S = 600.0  # with no EXECUTOR given, Ray once this much training is pending: its start-up (about 10 s) pays off
 
 
@@ -75,18 +74,18 @@ def local_slots(device: str = "auto") -> int:
 def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
                  store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
                  deterministic: bool) -> Outcome:
-    """Train one job after another here. A job the machine stops (RunLost) is tried once more (fused seeds: each
-    run alone), with the device's cached memory released; lost again, a run stays pending with its reason. After
-    a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay pending.
-    `estimates`: each run's share of its fused job; `alone`: each run's estimate trained alone."""
+    """Train one job after another here. A job the machine stops (RunLost) is tried again as jobs.Retries says
+    (each run alone, at once), with the device's cached memory released; lost again, a run stays pending with its
+    reason. After a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay
+    pending. `estimates`: each run's share of its fused job; `alone`: each run's estimate trained alone."""
     import gc
 
     import torch
 
-    out = Outcome()
-    queue = [(job, 0) for job in jobs]  # (job, its attempt)
+    out, retries = Outcome(), Retries(alone, progress)
+    queue = list(jobs)
     while queue:
-        job, attempt = queue.pop(0)
+        job = queue.pop(0)
         try:
             with contextlib.ExitStack() as held:
                 for p in sorted(job, key=lambda p: p.key):  # one order for every process: no deadlock
@@ -109,16 +108,12 @@ def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: 
         if fault.fresh_process:
             for p in job:
                 out.lose(p, progress, fault.resource, fault.reason, advice(fault))
-            for p in (q for j, _ in queue for q in j):
+            for p in (q for j in queue for q in j):
                 out.lose(p, progress, "not started", "the GPU context was lost")
             return out
-        if len(job) > 1 or attempt < MAX_LOST_RETRIES:
-            again = "its runs alone" if len(job) > 1 else "it once more"
-            print(f"[labcore] {describe_job(job)} lost to {fault.resource}; trying {again}", flush=True)
-            queue[0:0] = [([p], attempt + 1) for p in job]
-            progress.alone(job, alone)
-            continue
-        for p in job:
+        again, spent = retries.again(job, fault.resource)
+        queue[0:0] = again
+        for p in spent:
             out.lose(p, progress, fault.resource, fault.reason, advice(fault))
     return out
 
@@ -143,11 +138,10 @@ def exclusive(store: runs.RunStore, profile: str) -> Iterator[None]:
                           f"{busy.holder}) on this run store; wait for it to finish") from None
 
 
-def _plan_as_trained(profile: str, only: list[str] | None, executor: str, address: str | None, device: str,
-                     store: runs.RunStore, resolved: dict[str, dict] | None, cpus_per_run: int | None,
-                     gpus_per_run: float | None, fuse: str, retry_failed: bool,
-                     planned: list[Planned] | None = None) -> tuple[dict, str, torch.device]:
-    """The plan (labcore.engine.plan.describe) estimated for the executor that will train it, that executor
+def _plan_as_trained(built: BuildPlan, executor: str, address: str | None, device: str, store: runs.RunStore,
+                     cpus_per_run: int | None, gpus_per_run: float | None, fuse: str,
+                     retry_failed: bool) -> tuple[dict, str, torch.device]:
+    """The build plan estimated for the executor that will train it (labcore.engine.plan.describe), that executor
     (picked when not given, and said), and the device kind its jobs train on (what decides fusing)."""
     import importlib.util
 
@@ -156,9 +150,8 @@ def _plan_as_trained(profile: str, only: list[str] | None, executor: str, addres
     on_cpu, per_run = pick_device(device).type == "cpu", cpus_per_run or 1
     planned_for = per_run if executor == "ray" and on_cpu else None
     runs_on = job_device(executor or "local", device, gpus_per_run)
-    planned = planned if planned is not None else profile_runs(profile, only, resolved)  # planned once, here at most
-    d = describe(profile, only, device, store=store, threads=planned_for, fuse=fuse, fuse_device=runs_on,
-                 retry_failed=retry_failed, planned=planned)
+    d = describe(built, device, store=store, threads=planned_for, fuse=fuse, fuse_device=runs_on,
+                 retry_failed=retry_failed)
     print(d["summary"], flush=True)
     executor, why = choose_executor(executor, d["pending_seconds"], address, local_slots(device),
                                     importlib.util.find_spec("ray") is not None)
@@ -167,8 +160,8 @@ def _plan_as_trained(profile: str, only: list[str] | None, executor: str, addres
     cpu_ray = executor == "ray" and on_cpu and planned_for is None
     if d["pending_seconds"] and (cpu_ray or job_device(executor, device, gpus_per_run) != runs_on):
         runs_on = job_device(executor, device, gpus_per_run)  # picked other than planned: estimate again for it
-        d = describe(profile, only, device, store=store, threads=per_run if cpu_ray else planned_for,
-                     fuse=fuse, fuse_device=runs_on, retry_failed=retry_failed, planned=planned)
+        d = describe(built, device, store=store, threads=per_run if cpu_ray else planned_for, fuse=fuse,
+                     fuse_device=runs_on, retry_failed=retry_failed)
     return d, executor, runs_on
 
 
@@ -181,15 +174,12 @@ def _announce(todo: list[Planned], jobs: list[list[Planned]], executor: str, pro
               f"{progress.eta_text().replace('ETA', 'estimated', 1)} of wall time", flush=True)
 
 
-def train(profile: str, only: list[str] | None = None, executor: str = "", address: str | None = None,
-          device: str = "auto", tracking: str = "offline", cpus_per_run: int | None = None,
-          gpus_per_run: float | None = None, cpus: int | None = None, retry_failed: bool = False,
-          store: runs.RunStore | None = None, headless: bool | None = None,
-          resolved: dict[str, dict] | None = None, deterministic: bool = False, fuse: str = "auto",
-          planned: list[Planned] | None = None) -> Outcome:
-    """Train every pending run of the profile's plan (failed ones too with `retry_failed`); `executor` ''
-    picks one (see choose_executor). `resolved`: the notebooks' parameters, `planned`: the runs of a build plan
-    (labcore.engine.plan.BuildPlan), when the caller has them.
+def train(built: BuildPlan, executor: str = "", address: str | None = None, device: str = "auto",
+          tracking: str = "offline", cpus_per_run: int | None = None, gpus_per_run: float | None = None,
+          cpus: int | None = None, retry_failed: bool = False, store: runs.RunStore | None = None,
+          headless: bool | None = None, deterministic: bool = False, fuse: str = "auto") -> Outcome:
+    """Train every pending run of the build plan `built` (labcore.engine.plan.build_plan; failed ones too with
+    `retry_failed`); `executor` '' picks one (see choose_executor).
     `deterministic`: bit-for-bit repeatable numerics on the same device and software (machine.configure).
     `fuse`: train a config's seeds as one batched model where that pays on the device ('auto'; labcore.engine.fused),
     always ('on') or never ('off')."""
@@ -203,9 +193,10 @@ def train(profile: str, only: list[str] | None = None, executor: str = "", addre
         check_cluster(address)
     store = store or runs.RunStore()
     start = time.perf_counter()
+    profile = built.profile
     with exclusive(store, profile):
-        d, executor, runs_on = _plan_as_trained(profile, only, executor, address, device, store, resolved,
-                                                cpus_per_run, gpus_per_run, fuse, retry_failed, planned)
+        d, executor, runs_on = _plan_as_trained(built, executor, address, device, store, cpus_per_run, gpus_per_run,
+                                                fuse, retry_failed)
         todo = [p for p, s in zip(d["planned"], d["table"].state) if s in runs.to_train_states(retry_failed)]
         for name in sorted({p.cfg.data.name for p in todo}):  # a missing dataset stops here, not in the first run
             check_data(name)

@@ -42,8 +42,8 @@ def _part(result: dict, name: str, fn, log) -> None:
     log(f"{name}: {json.dumps(result[name], default=str)[:2000]}")
 
 
-def software(device: str) -> dict[str, Any]:
-    """The GPU (or CPU) and the software that ran the check."""
+def software(device: str, env: dict[str, str]) -> dict[str, Any]:
+    """The GPU (or CPU) and the software that ran the check (the notebook stack as the children find it, `env`)."""
     import torch
 
     from labcore.machine import device_info, pick_device
@@ -56,20 +56,19 @@ def software(device: str) -> dict[str, Any]:
         p = torch.cuda.get_device_properties(dev)
         info.update(gpu=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
                     multiprocessors=p.multi_processor_count)
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + sys.path  # the bundle's site first
     for name in ("papermill", "nbconvert", "ipykernel", "numpy", "pandas", "matplotlib"):
-        try:
-            info[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            info[name] = None
+        dist = next(iter(metadata.distributions(name=name, path=path)), None)
+        info[name] = dist.version if dist else None
     return info
 
 
-def run_tests(out: Path, device: str) -> dict[str, Any]:
+def run_tests(out: Path, device: str, env: dict[str, str]) -> dict[str, Any]:
     """The `gpu`-marked tests (tests/test_gpu.py, tests/test_fused.py) on `device`: passed, failed, skipped."""
     import xml.etree.ElementTree as ET
 
     xml = out / "gpu-tests.xml"
-    env = {**os.environ, "LABCORE_TEST_DEVICE": device}
+    env = {**env, "LABCORE_TEST_DEVICE": device}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu and not slow", "tests/test_gpu.py",
                            "tests/test_fused.py", "-q", "-p", "no:cacheprovider",
                            "-o", "addopts=", f"--junitxml={xml}"], cwd=PROJECT_ROOT, env=env, capture_output=True,
@@ -82,9 +81,9 @@ def run_tests(out: Path, device: str) -> dict[str, Any]:
             "tail": proc.stdout[-1500:]}
 
 
-def notebooks(device: str, tiny: bool, work: Path) -> dict[str, str]:
+def notebooks(device: str, tiny: bool, work: Path, env: dict[str, str]) -> dict[str, str]:
     """The smoke profile's notebooks (only 01 when `tiny`) trained and rendered on `device`: status per notebook."""
-    env = {**os.environ, "LABCORE_RUNS": str(work / "runs"), "LABCORE_REPORTS": str(work / "reports"),
+    env = {**env, "LABCORE_RUNS": str(work / "runs"), "LABCORE_REPORTS": str(work / "reports"),
            "LABCORE_TRACKING": "disabled", "LABCORE_HEADLESS": "1"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # every notebook's device "auto" then means the CPU
@@ -101,22 +100,28 @@ def notebooks(device: str, tiny: bool, work: Path) -> dict[str, str]:
     return status
 
 
-def estimate(device: str, tiny: bool, work: Path) -> dict[str, Any]:
+def estimate(device: str, tiny: bool, work: Path, env: dict[str, str]) -> dict[str, Any]:
     """The calibration of the full profile's architectures on `device` (quick's 01 when `tiny`), and the plan's
-    compute: one run at a time (FUSE=off, the sum of the estimates) and with seeds fused where that pays there."""
+    compute: one run at a time (FUSE=off, the sum of the estimates) and with seeds fused where that pays there.
+    Measured in a child process whose cache is a fresh folder: a calibration made here and now (the project's own
+    cache, where the timing part records what packs best on this card, is left alone)."""
+    call = f"print(json.dumps(_estimate_here({device!r}, {tiny!r}, {str(work)!r})))"
+    proc = subprocess.run([sys.executable, "-c", f"import json; from labcore.engine.gpucheck import _estimate_here; {call}"],
+                          cwd=PROJECT_ROOT, env={**env, "LABCORE_CACHE": str(work / "cache")}, capture_output=True,
+                          text=True, timeout=1800)
+    if proc.returncode:
+        raise RuntimeError((proc.stdout[-500:] + proc.stderr[-1500:]).strip())
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _estimate_here(device: str, tiny: bool, work: str) -> dict[str, Any]:
+    """`estimate`'s figures, computed in this process (a child of the check with its own LABCORE_CACHE)."""
     from labcore.engine import plan
     from labcore.store import runs
 
-    before = os.environ.get("LABCORE_CACHE")
-    os.environ["LABCORE_CACHE"] = str(work / "cache")  # a fresh calibration, measured here and now
     profile, only = ("quick", ["01_mlp_baseline"]) if tiny else ("full", None)  # tiny: 3 MLP seeds, fused on a CPU
-    try:
-        d = plan.describe(profile, only, device=device, store=runs.RunStore(work / "empty-store"), fuse="auto")
-    finally:  # the project's own cache again (where the timing part records what packs best on this card)
-        if before is None:
-            os.environ.pop("LABCORE_CACHE")
-        else:
-            os.environ["LABCORE_CACHE"] = before
+    d = plan.describe(plan.build_plan(profile, only), device=device, store=runs.RunStore(Path(work) / "empty-store"),
+                      fuse="auto")
     return {"profile": profile, "runs": len(d["planned"]), "one_at_a_time_s": d["alone_seconds"],
             "fused_s": d["pending_seconds"], "fused_runs": sum(n > 1 for n in d["members"].values()),
             "device": d["device"]}
@@ -129,7 +134,7 @@ def _steps_command(device: str, depth: int, n: int, width: int, members: int) ->
     return [sys.executable, "-c", f"from labcore.engine.gpucheck import steps; {call}"]
 
 
-def timing(device: str, tiny: bool) -> dict[str, Any]:
+def timing(device: str, tiny: bool, env: dict[str, str]) -> dict[str, Any]:
     """He et al.'s ResNet-20 and -56 (width 16, batch 128, CIFAR-sized inputs on the device) for a few hundred
     steps: one run alone; 4 seeds fused into one model (labcore.engine.fused); and 4 runs at once in separate processes
     sharing the device (fractional). Sizes are 2 and a depth-8 width-4 net when `tiny`."""
@@ -138,11 +143,13 @@ def timing(device: str, tiny: bool) -> dict[str, Any]:
     for depth in ((8,) if tiny else (20, 56)):
         cmd = _steps_command(device, depth, steps, 4 if tiny else 16, 1)
         start = time.perf_counter()
-        alone = float(subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split()[-1])
+        alone = float(subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                                     check=True).stdout.split()[-1])
         fused_cmd = _steps_command(device, depth, steps, 4 if tiny else 16, runs_at_once)
-        fused = float(subprocess.run(fused_cmd, cwd=PROJECT_ROOT, capture_output=True,
+        fused = float(subprocess.run(fused_cmd, cwd=PROJECT_ROOT, env=env, capture_output=True,
                                      text=True, check=True).stdout.split()[-1])
-        procs = [subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(runs_at_once)]
+        procs = [subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(runs_at_once)]
         shared = [float(p.communicate()[0].split()[-1]) for p in procs]
         wall = time.perf_counter() - start
         gains = {"fused": round(runs_at_once * alone / fused, 2), "fractional": round(runs_at_once * alone / max(shared), 2)}
@@ -219,15 +226,17 @@ def check(device: str, out: Path) -> Path:
         log_file.flush()
 
     work = Path(tempfile.mkdtemp(prefix="labcore-gpu-check-"))
+    # Every child (pytest, the build and its kernels, the timings) gets this environment passed explicitly: the
+    # bundle's data where it carries some, its wheels where the node lacks the notebook stack.
+    env = {**os.environ, **install(work / "site")}
     if (BUNDLE / "data").is_dir():
-        os.environ["LABCORE_DATA"] = str(BUNDLE / "data")
-    install(work / "site")
+        env["LABCORE_DATA"] = str(BUNDLE / "data")
     result: dict[str, Any] = {"device": device, "tiny": tiny}
-    _part(result, "software", lambda: software(device), log)
-    _part(result, "tests", lambda: run_tests(out, device), log)
-    _part(result, "notebooks", lambda: notebooks(device, tiny, work), log)
-    _part(result, "estimate", lambda: estimate(device, tiny, work), log)
-    _part(result, "timing", lambda: timing(device, tiny), log)
+    _part(result, "software", lambda: software(device, env), log)
+    _part(result, "tests", lambda: run_tests(out, device, env), log)
+    _part(result, "notebooks", lambda: notebooks(device, tiny, work, env), log)
+    _part(result, "estimate", lambda: estimate(device, tiny, work, env), log)
+    _part(result, "timing", lambda: timing(device, tiny, env), log)
     result["full_estimate_s"] = packed(result["estimate"], result["timing"])
     path = out / "gpu-check.json"
     with replacing(path) as tmp:

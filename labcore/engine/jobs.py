@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
 from labcore.machine import show_progress
 
+MAX_LOST_RETRIES = 1  # times a run the machine stopped (out of memory, a CUDA error, its Ray worker died) is tried again
 COMPILE_AFTER_S = 1200.0  # torch.compile a run estimated longer than this (compiling costs 15-30 s)
 FUSE_MODES = ("auto", "on", "off")  # fuse seeds where measured to pay on the device, always, never
 
@@ -173,3 +175,28 @@ class Outcome:
     def failed(self) -> list[runs.RunResult]:
         """Runs that failed on their own (stored as failed)."""
         return [r for r in self.trained if not r.ok]
+
+
+class Retries:
+    """The one retry policy of both executors (in this process and on Ray) for a job the machine stopped: each of
+    its runs is tried again alone (a fused job's seeds each on their own), up to MAX_LOST_RETRIES times; after that
+    it stays pending, lost, with its reason. A run that fails on its own (a NaN loss) is stored as failed, not
+    retried; a bug is not retried either. Where a retry goes in the queue is the executor's business: here at
+    once, on Ray at the end of the pass (each alone on its device)."""
+
+    def __init__(self, alone: dict[str, float], progress: Progress, limit: int = MAX_LOST_RETRIES) -> None:
+        self.alone, self.progress, self.limit = alone, progress, limit  # alone: each run's estimate trained alone
+        self.tries: Counter[str] = Counter()  # run key -> times tried again so far
+
+    def again(self, job: list[Planned], what: str, when: str = "") -> tuple[list[list[Planned]], list[Planned]]:
+        """(`job`'s runs to try again, each as a job alone; its runs that have had their tries). Says which, in
+        one line: `what` stopped it, `when` the retry comes (e.g. ' at the end')."""
+        again = [p for p in job if self.tries[p.key] < self.limit]
+        keys = {p.key for p in again}
+        for p in again:
+            self.tries[p.key] += 1
+        if again:
+            how = "its runs alone" if len(job) > 1 else "it once more"
+            print(f"[labcore] {describe_job(job)} lost to {what}; trying {how}{when}", flush=True)
+            self.progress.alone(again, self.alone)
+        return [[p] for p in again], [p for p in job if p.key not in keys]

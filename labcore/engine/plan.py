@@ -23,7 +23,7 @@ from labcore import machine
 from labcore.text import human_seconds, count
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
-from labcore.exercises.params import notebook_stems
+from labcore.exercises.params import check_selection, notebook_stems
 from labcore.store.runs import TO_TRAIN, RunStore, to_train_states
 
 
@@ -63,11 +63,19 @@ class BuildPlan:
 
 def build_plan(profile: str, only: list[str] | None = None, studies: list[str] | None = None) -> BuildPlan:
     """The one place a build plans: every selected notebook's parameters, validated, and its runs, then every
-    distinct run of the build (labcore.report.build computes it once and passes it on)."""
+    distinct run of the build (labcore.report.build computes it once and passes it on; `make train`, `make plan`,
+    `make verify` and the estimates read the same value). With `only`, each run also keeps the checkpoints the
+    profile's other notebooks need of it, so that building them later retrains nothing (04 probes 01's and 03's
+    runs at every epoch). `studies`: only those studies' runs."""
+    check_selection(profile, only)
     selected = _selected(profile, only, studies)
     page_runs = {stem: runs for stem, _, runs in selected}
-    return BuildPlan(profile, {stem: params for stem, params, _ in selected}, page_runs,
-                     profile_runs(profile, only, page_runs=page_runs))
+    merged = merge(p for runs in page_runs.values() for p in runs)
+    others = [stem for stem in notebook_stems() if stem not in page_runs] if only else []
+    wanted = {p.key: p.checkpoints for p in merge(p for stem in others for p in _planned_or_none(stem, profile))}
+    runs = [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | set(wanted.get(p.key, ())))), p.notebooks, p.study)
+            for p in merged]
+    return BuildPlan(profile, {stem: params for stem, params, _ in selected}, page_runs, runs)
 
 
 def plan_json(built: BuildPlan, store: RunStore) -> dict[str, Any]:
@@ -75,27 +83,9 @@ def plan_json(built: BuildPlan, store: RunStore) -> dict[str, Any]:
     return built.to_json(dict(zip([p.key for p in built.runs], status_table(built.runs, store).state)))
 
 
-def profile_runs(profile: str, only: list[str] | None = None, resolved: dict[str, dict] | None = None,
-                 studies: list[str] | None = None, page_runs: dict[str, list[Planned]] | None = None) -> list[Planned]:
-    """Every distinct run the profile's notebooks (or `only` those) need, validated; `resolved` maps stems to
-    parameters already resolved, `page_runs` stems to their runs already planned (so a caller that has them does
-    not plan again). With `only`, each run also keeps the checkpoints the profile's other notebooks need of it, so
-    that building them later retrains nothing (04 probes 01's and 03's runs at every epoch). `studies`: only those
-    studies' runs."""
-    if page_runs is None:
-        resolved = resolved or dict(selected_notebooks(profile, only, studies))
-        page_runs = {stem: exercise.planned_runs(stem, params, profile) for stem, params in resolved.items()}
-    selected = merge(p for runs in page_runs.values() for p in runs)
-    others = [stem for stem in notebook_stems() if stem not in page_runs] if only else []
-    wanted = {p.key: p.checkpoints for p in merge(p for stem in others for p in _planned_or_none(stem, profile))}
-    return [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | set(wanted.get(p.key, ())))), p.notebooks, p.study)
-            for p in selected]
-
-
-def selected_notebooks(profile: str, only: list[str] | None = None, studies: list[str] | None = None
-                       ) -> list[tuple[str, dict[str, Any]]]:
-    """(stem, validated parameters) of each notebook to build (`_selected`)."""
-    return [(stem, params) for stem, params, _ in _selected(profile, only, studies)]
+def profile_runs(profile: str, only: list[str] | None = None, studies: list[str] | None = None) -> list[Planned]:
+    """Every distinct run the profile's notebooks (or `only` those) need: the runs of its build plan."""
+    return build_plan(profile, only, studies).runs
 
 
 def _selected(profile: str, only: list[str] | None, studies: list[str] | None
@@ -159,7 +149,7 @@ def other_cost(profile: str, device: str = "auto") -> str:
     """One line on what the profile not picked would cost here: from the cached calibration if it covers every
     architecture (measuring nothing), else how to ask for it."""
     other = "quick" if profile == "full" else "full"
-    d = describe(other, device=device, calibrate="cached")
+    d = describe(build_plan(other), device=device, calibrate="cached")
     if d["pending_seconds"] is None and any(d["table"]["state"].isin(TO_TRAIN)):
         return f"PROFILE={other}: `make plan PROFILE={other}` estimates what it would cost here"
     if d["pending_seconds"] is None:
@@ -253,24 +243,22 @@ def _step_costs(unstored: list[Planned], members: dict[str, int], device: str, c
     return costs, dev
 
 
-def describe(profile: str, only: list[str] | None = None, device: str = "auto", calibrate: bool | str = True,
-             store=None, resolved: dict[str, dict] | None = None, threads: int | None = None,
-             fuse: str = "auto", fuse_device: Any = None, retry_failed: bool = False,
-             planned: list[Planned] | None = None) -> dict[str, Any]:
-    """The plan of a profile (its runs as `planned` gives them, from a BuildPlan, else planned here): its runs with
-    their state, estimates for every run not stored (failed ones
-    too, for RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending
-    ones, and the peak memory of the largest pending run. `threads`: estimate for runs that train with
-    that many CPU threads (a Ray task's), not all of this process's. `calibrate`: True times every architecture
-    not timed yet (cached), "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache
-    covers every architecture), False none at all (counts only). `fuse`, `fuse_device` (default: `device`'s) and
-    `retry_failed`: the runs are grouped as `make train` will (labcore.engine.jobs): a fused run's estimate is its share
-    of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take."""
+def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = True, store=None,
+             threads: int | None = None, fuse: str = "auto", fuse_device: Any = None,
+             retry_failed: bool = False) -> dict[str, Any]:
+    """The build plan `built` with each run's state, estimates for every run not stored (failed ones too, for
+    RETRY_FAILED) on `device` from a cached calibration, the estimated compute of the pending ones, and the peak
+    memory of the largest pending run. `threads`: estimate for runs that train with that many CPU threads (a Ray
+    task's), not all of this process's. `calibrate`: True times every architecture not timed yet (cached),
+    "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache covers every
+    architecture), False none at all (counts only). `fuse`, `fuse_device` (default: `device`'s) and
+    `retry_failed`: the runs are grouped as `make train` will (labcore.engine.jobs): a fused run's estimate is its
+    share of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take."""
     from labcore.engine import calibrate as cal
     from labcore.engine.jobs import group_jobs
 
     store = store or RunStore()
-    planned = planned if planned is not None else profile_runs(profile, only, resolved)
+    profile, planned = built.profile, built.runs
     table = status_table(planned, store)
     unstored = [p for p, s in zip(planned, table.state) if s != "stored"]
     pending = [p for p, s in zip(planned, table.state) if s in TO_TRAIN]

@@ -2,8 +2,8 @@
 
 Every job (one run, or fused seeds: labcore.engine.jobs) is one task that asks for its resources (CPU threads, a GPU or
 a fraction of one); the worker reads its own node's LABCORE_DATA and sends the finished runs (results, weights,
-checkpoints) back to the driver, which alone writes the run store. A worker or node that dies is retried by Ray a
-bounded number of times; a job the machine stops (RunLost) is tried again at the end, each run alone on its device.
+checkpoints) back to the driver, which alone writes the run store. A job the machine stops (RunLost), or whose
+worker or node dies, is tried again at the end, each run alone on its device (jobs.Retries: the one retry policy).
 """
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from labcore.store import identity, runs, training
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
 from labcore.faults import RunLost, advice
-from labcore.engine.jobs import Outcome, Progress, describe_job, train_job
+from labcore.engine.jobs import Outcome, Progress, Retries, train_job
 from labcore.machine import deterministic_process, share_gpu
 
 RAY_NODE = "ray node"  # a run a Ray task trained names its node "<host> (ray node <id>)"
-MAX_RETRIES = 2  # a task whose worker process or node dies is tried this many more times
 
 
 def task_device(gpu_ids: Sequence) -> str:
@@ -116,7 +115,8 @@ def connect(address: str | None, cpus: int | None, gpus: float | None = None) ->
 
     Token authentication is required (RAY_AUTH_MODE=token): a Ray cluster runs whatever code it is sent.
     The dashboard and its job server stay off. Ray reads these settings when it is first imported, so
-    they are set before that.
+    they are set before that, in this process's environment: the one place labcore edits its own (Ray's driver has
+    no other way in, and its core caches the token for the life of the process, so it stays for a later pass).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
@@ -137,11 +137,12 @@ def connect(address: str | None, cpus: int | None, gpus: float | None = None) ->
 def remote_task(cpus_per_run: int, gpus_per_run: float, fn=None):
     """`ray_task` (or `fn`) as a Ray remote function with its resources set on the function itself: a GPU task gets a fresh
     worker each time (max_calls=1; `.options()` cannot set that), so a worker pinned to one GPU is never reused
-    for a run that Ray assigned another, and a CUDA error cannot outlive its run."""
+    for a run that Ray assigned another, and a CUDA error cannot outlive its run. Ray retries nothing itself: a task
+    whose worker or node died is retried by labcore's one policy (jobs.Retries), as a run lost in this process is."""
     import ray
 
     return ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_calls=1 if gpus_per_run else 0,
-                      max_retries=MAX_RETRIES, retry_exceptions=False)(fn or ray_task)
+                      max_retries=0, retry_exceptions=False)(fn or ray_task)
 
 
 class _Pass:
@@ -152,8 +153,8 @@ class _Pass:
         self.estimates, self.alone, self.store, self.progress = estimates, alone, store, progress
         self.args = submit_args  # (tracking, cpus_per_run, profile, deterministic, code): the same for every task
         self.inflight: dict[Any, list[Planned]] = {}
-        self.retry: list[Planned] = []
-        self.tried: set[str] = set()
+        self.retry: list[list[Planned]] = []  # jobs of one run each, tried at the end of the pass
+        self.retries = Retries(alone, progress)
         self.out = Outcome()
 
     def submit(self, job: list[Planned], fn: Any) -> None:
@@ -163,12 +164,12 @@ class _Pass:
         self.inflight[fn.remote(job, tracking, cpus_per_run, {p.key: per_run.get(p.key) for p in job}, profile,
                                 deterministic, code, str(self.store.resume_root))] = job
 
-    def again_alone(self, job: list[Planned], what: str) -> None:
-        """A job the machine stopped: its runs are tried again at the end, each alone on its device."""
-        print(f"[labcore] {describe_job(job)} lost to {what}; tried again at the end, each run alone on its "
-              "device", flush=True)
-        self.retry.extend(job)
-        self.progress.alone(job, self.alone)
+    def lost(self, job: list[Planned], resource: str, reason: str, advice_line: str = "") -> None:
+        """A job the machine stopped: its runs tried again at the end, each alone (jobs.Retries), or lost."""
+        again, spent = self.retries.again(job, resource, " at the end, each alone on its device")
+        self.retry.extend(again)
+        for p in spent:
+            self.out.lose(p, self.progress, resource, reason, advice_line)
 
     def settle(self, ref: Any) -> None:
         """A finished task: its runs stored, or retried alone, or lost with the reason; a bug propagates."""
@@ -183,18 +184,11 @@ class _Pass:
                 raise exc.cause from None  # one line: which node, which files
             if not isinstance(exc.cause, RunLost):
                 raise  # a bug in labcore: stop here (train_ray cancels the rest)
-            c = exc.cause
-            if len(job) > 1 or job[0].key not in self.tried:
-                self.again_alone(job, c.resource)
-            else:
-                self.out.lose(job[0], self.progress, c.resource, c.reason, advice(c))
+            self.lost(job, exc.cause.resource, exc.cause.reason, advice(exc.cause))
             return
-        except RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
+        except RayError as exc:  # its worker or node died (e.g. Ray's out-of-memory killer, a node that left)
             why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            if len(job) > 1:  # e.g. Ray's out-of-memory killer: N members take N times the memory
-                self.again_alone(job, f"{type(exc).__name__}: {why}")
-            else:
-                self.out.lose(job[0], self.progress, type(exc).__name__, why)
+            self.lost(job, type(exc).__name__, why)
             return
         for p, t in zip(job, trained):
             self.keep(p, t)
@@ -217,8 +211,9 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
               address: str | None, cpus_per_run: int, gpus_per_run: float | None, cpus: int | None,
               progress: Progress, profile: str, deterministic: bool = False) -> Outcome:
     """Train the jobs as Ray tasks. A job the machine stops (RunLost, e.g. out of GPU memory beside other runs) is
-    tried again at the end, each of its runs alone, one at a time, with a whole GPU to itself (in a fresh worker);
-    a worker or node that dies is retried by Ray; lost after that, its runs stay pending with the reason. Any
+    tried again at the end, each of its runs alone, one at a time, with a whole GPU to itself (in a fresh worker),
+    as is one whose worker or node died (jobs.Retries, the policy of both executors); lost after that, its runs
+    stay pending with the reason. Any
     other error is a bug: it stops the pass and propagates. `estimates`: each run's share of its fused job;
     `alone`: each run's estimate trained alone."""
     started = connect(address, cpus)
@@ -240,9 +235,7 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
             state.submit(job, task)
         while state.inflight or state.retry:
             if not state.inflight:  # the main pass is done: lost runs once more, one at a time, each alone
-                p = state.retry.pop(0)
-                state.tried.add(p.key)
-                state.submit([p], alone_task)
+                state.submit(state.retry.pop(0), alone_task)
             ready, _ = ray.wait(list(state.inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 state.settle(ref)

@@ -27,7 +27,7 @@ from traitlets import CaselessStrEnum
 
 from labcore.core.config import ConfigError
 from labcore.core.data import check
-from labcore.exercises.params import NOTEBOOKS, merged_parameters, check_selection, datasets_needed
+from labcore.exercises.params import NOTEBOOKS, merged_parameters, datasets_needed
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir
@@ -305,7 +305,7 @@ def _pages(plan: Any, out_dir: Path, built: set[str], force: bool) -> list[dict[
     env, bars = kernel_env(os.environ), show_progress()  # this process's terminal gets a bar per notebook
     profile, records = plan.profile, []
     for stem, params in plan.params.items():
-        now = page_inputs(stem, profile, params, planned=plan.page_runs[stem])
+        now = page_inputs(stem, profile, params, plan.page_runs[stem])
         old = None if force else reusable(stem, out_dir, now)
         if old is not None:
             records.append(reuse(stem, out_dir, old))
@@ -336,7 +336,6 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     from labcore.engine.executor import train
     from labcore.engine.plan import build_plan
 
-    check_selection(profile, only)
     check_folders({"LABCORE_REPORTS": out_root or reports_dir(), "LABCORE_RUNS": runs_dir(), "LABCORE_CACHE": cache_dir()})
     plan = build_plan(profile, only, studies)  # the one plan of this build: everything below reads it
     needed = set().union(*(datasets_needed(p) for p in plan.params.values())) | {p.cfg.data.name for p in plan.runs}
@@ -344,9 +343,8 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
         check(name)
     tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for p in plan.params.values()
                                                            if "tracking" in p), "offline")
-    trained = train(profile, only, executor, address, tracking=tracking, resolved=plan.params,
-                    cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse,
-                    planned=plan.runs)
+    trained = train(plan, executor, address, tracking=tracking, cpus_per_run=cpus_per_run,
+                    gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
     if trained.trained or trained.lost:
         print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with the "
               f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "

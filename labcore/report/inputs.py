@@ -13,7 +13,6 @@ import hashlib
 import json
 from typing import Any
 
-from labcore.exercises import exercise
 from labcore.exercises import params as notebook_params
 from labcore.exercises.params import datasets_needed
 from labcore.store import identity, training
@@ -52,15 +51,14 @@ def notebook_source(stem: str) -> tuple[str, list[str]]:
     return json.dumps(cells), sorted(modules)
 
 
-def page_inputs(stem: str, profile: str, params: dict[str, Any], store: RunStore | None = None,
-                planned: list | None = None) -> dict[str, str]:
+def page_inputs(stem: str, profile: str, params: dict[str, Any], planned: list,
+                store: RunStore | None = None) -> dict[str, str]:
     """{part: fingerprint} of everything that determines notebook `stem`'s page with `params` in `profile`; its runs
-    as `planned` gives them (the build plan's), else planned here."""
+    as `planned` gives them (the build plan's page_runs: a page is never planned again here)."""
     store = store or RunStore()
     cells, imported = notebook_source(stem)
     code = {m: _sha(identity.module_path(m).read_bytes()) for m in identity.closure(tuple(imported) + RENDERING)
             if m not in OTHER_PAGES}
-    planned = planned if planned is not None else exercise.planned_runs(stem, params, profile)
     runs = {p.key: _stored(store, p) for p in planned}
     datasets = sorted({p.cfg.data.name for p in planned} | datasets_needed(params))
     return {"notebook": _sha(cells), "parameters": _sha(json.dumps(params, sort_keys=True, default=str)),

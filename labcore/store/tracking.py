@@ -85,6 +85,9 @@ class Tracker:
         self._steps: list[tuple[int, Any]] = []  # (step, loss tensor) of this epoch, sent with the epoch's row
         if self.mode == "disabled":
             return
+        # W&B reads its settings from the environment (at import and init); they hold for this run only: `finish`
+        # puts back what the process had, so a build leaves its environment as it found it.
+        self._environ = {var: os.environ.get(var) for var in [*wandb_dirs(), "WANDB_SILENT"]}
         os.environ.setdefault("WANDB_SILENT", "true")
         wandb_dir = keep_wandb_in_project()  # before `import wandb`: it reads the locations at import and init
         import wandb
@@ -130,3 +133,8 @@ class Tracker:
             self.run.summary.update(summary or {})
             self.run.finish()
             self.run = None
+            for var, was in self._environ.items():
+                if was is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = was
