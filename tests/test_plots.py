@@ -131,3 +131,19 @@ def test_an_axis_of_a_constant_metric_reads_plainly_and_every_box_is_labelled():
     assert shown == [gradient_plots.short_param(p) for p in params] and shown[0] == "s0.0.w", "every box, in order"
     assert len(fig.axes) == 2, "60 parameters over two rows of 30"
     assert plots.sci_text(3.78e-10) == "3.8\u00d710\u207b\u00b9\u2070" and plots.sci_text(0.0433) == "0.043"
+
+
+@pytest.mark.parametrize("first, log", [(15.0, False), (21.0, True), (100.0, True)])
+def test_a_panel_with_one_diverged_epoch_goes_log_and_says_so(first, log):
+    """A validation loss of 100 at epoch 1, then about 2.5 (ResNet-56 plain in the quick build): on a linear axis
+    every other curve is a flat line at the bottom. Beyond a 30-fold span (the lowest curve ends at 0.675 here: 15
+    is 22-fold, 21 is 31-fold) the panel is log-scaled and its title says so; the other panels are untouched."""
+    results = _results(depths=(20, 56), residual=(False,))
+    for r in results:
+        if r.config.model.depth == 56:
+            r.history[0]["val_loss"] = first
+    fig = plots.depth_study(results, title="cifar_resnet")
+    panels = {ax.get_title().removesuffix(" (log scale)"): ax for ax in fig.axes if ax.get_title()}
+    assert (panels["validation loss"].get_yscale() == "log") == log
+    assert panels["validation loss"].get_title().endswith("(log scale)") == log
+    assert {panels[t].get_yscale() for t in ("training loss", "training accuracy", "validation accuracy")} == {"linear"}

@@ -173,7 +173,12 @@ def test_a_tables_named_index_is_shown_as_its_first_column_whatever_its_values(i
     from labcore.report.publish import table
 
     html = table(pd.DataFrame({"seed": index, "test_acc": [0.9, 0.91, 0.92]}).set_index("seed")).to_html()
-    assert ">seed</th>" in html and ">test_acc</th>" in html
+    assert ">seed</th>" in html and ">test accuracy</th>" in html
     assert ">0.910<" in html
     unnamed = table(pd.DataFrame({"test_acc": [0.9, 0.91, 0.92]})).to_html()
     assert ">index</th>" not in unnamed, "row numbers are not a column"
+    stacked = pd.concat([pd.DataFrame({"claim": ["mean", "std"]})] * 2)  # index 0, 1, 0, 1
+    assert "index" not in table(stacked).to_html() and table(stacked).data.columns.tolist() == ["claim"]
+    named_rows = table(pd.DataFrame({"mean": [0.1, 0.2]}, index=["lab CNN", "ConvNet-40 plain"]))
+    assert named_rows.data.columns.tolist() == ["", "mean"] and ">ConvNet-40 plain<" in named_rows.to_html(), \
+        "unnamed labels stay, as a first column without a header"

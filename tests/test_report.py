@@ -475,6 +475,19 @@ def test_a_cell_is_a_count_only_where_its_column_counts_not_where_a_number_quali
     assert cell(value, column) == shown
 
 
+@pytest.mark.parametrize("column, shown", [
+    ("test_acc_mean", "test accuracy (mean)"), ("val_acc_std", "validation accuracy (std)"), ("n_params", "parameters"),
+    ("seeds_trained", "seeds trained"), ("train_loss", "train loss"), ("seconds per run", "seconds per run"),
+    ("lab_cnn", "lab cnn"), ("study", "study"), ("test acc", "test acc"),
+])
+def test_a_header_says_its_column_in_words_and_keeps_what_already_is(column, shown):
+    from labcore.report.publish import _is_count, header
+
+    assert header(column) == shown
+    assert _is_count(header(column)) == _is_count(column.replace("n_params", "parameters")), \
+        "a header in words counts what its code name counted, and nothing more"
+
+
 @pytest.mark.slow
 def test_every_table_of_a_smoke_build_reads_as_a_person_would_write_it(smoke_reports):
     from labcore.report.publish import _is_count
@@ -486,9 +499,11 @@ def test_every_table_of_a_smoke_build_reads_as_a_person_would_write_it(smoke_rep
         parser = _Tables()
         parser.feed(text)
         assert parser.tables, page.name
+        assert 'class="dataframe"' not in text, f"{page.name}: a raw DataFrame (row numbers, raw headers): publish.table"
         for table in parser.tables:
             for column, value in _cells_by_column(table):
                 where = f"{page.name}, column {column!r}: {value!r}"
+                assert "_" not in column, f"{where}: a header in code words (publish.header)"
                 assert value not in ("NaN", "nan", "None", "True", "False"), where
                 assert not re.search(r"\d[eE][+-]\d", value), where
                 assert not (_is_count(column) and re.fullmatch(r"-?[\d,]+\.0+", value)), where

@@ -92,10 +92,16 @@ def styled(make: Callable[..., Figure]) -> Callable[..., Figure]:
     return wrapper
 
 
+LOG_SPAN = 30.0  # a positive curve spanning more than this factor (a loss of 100 at epoch 1, then 2) is drawn on a log axis
+
+
 def readable_axes(fig: Figure) -> None:
     """No axis labelled '0.1060000000 ... 0.1059999988': a linear axis whose values hardly vary (a constant metric,
-    every seed at chance) is widened to a few percent around them, and no axis uses an offset."""
+    every seed at chance) is widened to a few percent around them, and no axis uses an offset. A panel whose positive
+    curves span more than LOG_SPAN (one diverged epoch) gets a log y axis, said in its title, so the others stay
+    readable instead of a flat line at the bottom."""
     for ax in fig.axes:
+        _log_if_wide(ax)
         for get, set_, scale in ((ax.get_ylim, ax.set_ylim, ax.get_yscale), (ax.get_xlim, ax.set_xlim, ax.get_xscale)):
             lo, hi = get()
             if scale() == "linear" and abs(hi - lo) < 1e-6 * max(abs(lo), abs(hi), 1e-9):
@@ -105,6 +111,19 @@ def readable_axes(fig: Figure) -> None:
             fmt = axis.get_major_formatter()
             if isinstance(fmt, matplotlib.ticker.ScalarFormatter):
                 fmt.set_useOffset(False)
+
+
+def _log_if_wide(ax) -> None:
+    """A log y axis for a linear panel whose plotted curves are all positive and span more than LOG_SPAN."""
+    ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()
+          if len(line.get_ydata()) > 2]  # curves; a chance line (2 points) does not count
+    ys = np.concatenate(ys) if ys else np.array([])
+    ys = ys[np.isfinite(ys)]
+    if ax.get_yscale() != "linear" or not len(ys) or ys.min() <= 0 or ys.max() / ys.min() <= LOG_SPAN:
+        return
+    ax.set_yscale("log")
+    if ax.get_title():
+        ax.set_title(f"{ax.get_title()} (log scale)")
 
 
 def sci_text(value: float, digits: int = 2) -> str:
@@ -275,9 +294,22 @@ def versus_depth(df, metric: str = "test_acc", title: str = "") -> Figure:
         ax.set_xticks(depths[:: -(-len(depths) // 6)])  # the depths trained (at most 6 labels), not a grid
         if len(depths) == 1:
             ax.set_xlim(depths[0] - 1, depths[0] + 1)
-        ax.legend()
+    one_legend(fig, axes[len(studies):])
     fig.suptitle(title or f"{metric.replace('_', ' ')} against depth")
     return fig
+
+
+def one_legend(fig: Figure, spare: Sequence = ()) -> None:
+    """One legend for all panels (the same lines in each), in the first empty panel, else below them: a legend in
+    every panel hides the points it sits on."""
+    entries = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if len(spare):
+        spare[0].legend(entries.values(), entries.keys(), loc="center")
+    else:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=len(entries))
 
 
 @styled

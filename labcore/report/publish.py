@@ -131,14 +131,33 @@ def cell(value: Any, column: Any = "", digits: int = 3) -> str:
     return str(value)
 
 
+HEADER_WORDS = {"n": "", "acc": "accuracy", "val": "validation", "params": "parameters", "std": "(std)",
+                "mean": "(mean)"}  # a column name's code words as a header says them
+
+
+def header(column: Any) -> str:
+    """A column name as a table header reads: 'test_acc_mean' -> 'test accuracy (mean)', 'n_params' ->
+    'parameters'; a name without underscores is already words and stays as it is."""
+    name = str(column)
+    if "_" not in name:
+        return name
+    return " ".join(w for w in (HEADER_WORDS.get(part, part) for part in name.split("_")) if w)
+
+
 def table(df: Any, digits: int = 3, dash: str = "no value") -> Any:
     """A DataFrame as the pages show every table (one formatter, `cell`): no row numbers (a meaningful index, like
-    class names, becomes the first column), long text (the lab's claims) in full, a dash for a missing value,
-    explained once under the table (`dash`: what it means there)."""
+    class names, becomes the first column), headers in words (`header`), long text (the lab's claims) in full, a dash
+    for a missing value, explained once under the table (`dash`: what it means there)."""
     import pandas as pd
 
-    if not isinstance(df.index, pd.RangeIndex) or any(n is not None for n in df.index.names):
+    if any(n is not None for n in df.index.names):
         df = df.reset_index()  # a named index is data (seeds 0, 1, 2 are a RangeIndex to pandas, yet a column)
+    elif pd.api.types.is_integer_dtype(df.index):
+        df = df.reset_index(drop=True)  # unnamed integers are row numbers (0, 1, 0, 1 after a concat): not shown
+    else:
+        df = df.reset_index(names=[""])  # unnamed labels (class or model names): a first column, no header
+    df = df.rename(columns={c: header(c) for c in df.columns})
+    assert df.columns.is_unique, f"two columns read alike as headers: {list(df.columns)}"
     missing = bool(df.isna().to_numpy().any())
     styler = df.style.format({c: (lambda v, c=c: cell(v, c, digits)) for c in df.columns}).hide(axis="index")
     if missing:
