@@ -306,6 +306,8 @@ def one_legend(fig: Figure, spare: Sequence = ()) -> None:
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
+    if not entries:  # nothing labelled: no legend (matplotlib refuses a legend of 0 columns)
+        return
     if len(spare):
         spare[0].legend(entries.values(), entries.keys(), loc="center")
     else:
