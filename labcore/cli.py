@@ -58,8 +58,8 @@ def _again(command: str, args: argparse.Namespace) -> str:
 
 def _profile(given: str, only_text: str) -> tuple[str, list[str] | None]:
     """The profile (picked and said on the first line when none is given) and the checked notebook selection."""
-    from labcore.engine.plan import choose_profile
-    from labcore.exercises.params import check_selection, parse_only
+    from labcore.engine.plan import check_selection, choose_profile
+    from labcore.exercises.params import parse_only
 
     profile, first = choose_profile(given)
     only = parse_only(only_text)

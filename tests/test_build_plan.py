@@ -19,17 +19,16 @@ def test_a_build_plans_each_notebook_once_and_every_part_reads_that_plan(tmp_pat
                        for stem in notebook_stems()}
     all_runs = {p.key for p in plan.profile_runs("smoke")}
     calls, trained_with, kernels = [], {}, {}
-    real = exercise.planned_runs
-    monkeypatch.setattr(exercise, "planned_runs", lambda stem, *a, **k: calls.append(stem) or real(stem, *a, **k))
+    real = exercise.plan_page
+    monkeypatch.setattr(exercise, "plan_page", lambda stem, *a, **k: calls.append(stem) or real(stem, *a, **k))
     monkeypatch.setattr(executor, "train", lambda built, *a, **k: trained_with.update(
         keys={p.key for p in built.runs}) or Outcome())
 
-    def execute(stem, profile, params, out_dir, *a, build_runs=None, **k):
-        kernels[stem] = build_runs
+    def execute(stem, profile, page, out_dir, *a, **k):
+        kernels[stem] = [p.key for p in page.runs]  # what the kernel is injected as `build_runs`
         return {"status": "ok", "seconds": 0.0, "error": None}
 
-    monkeypatch.setattr(build, "execute", lambda stem, profile, params, out_dir, reduced, built, now, bar, env, runs:
-                        execute(stem, profile, params, out_dir, build_runs=runs))
+    monkeypatch.setattr(build, "execute", execute)
     monkeypatch.setattr(build, "write_index", lambda out_dir, profile: out_dir / "index.html")
     build.build("smoke", out_root=tmp_path, force=True)
     assert sorted(calls) == sorted(notebook_stems()), "each notebook planned once, in one place"
@@ -38,6 +37,18 @@ def test_a_build_plans_each_notebook_once_and_every_part_reads_that_plan(tmp_pat
     written = json.loads((tmp_path / "smoke" / "plan.json").read_text())
     assert {k: v["runs"] for k, v in written["pages"].items()} == planned_by_stem
     assert {r["key"] for r in written["runs"]} == all_runs
+
+
+def test_a_build_reads_each_parameter_file_once(monkeypatch):
+    read = []
+    real = exercise.merged_parameters
+    monkeypatch.setattr(exercise, "merged_parameters", lambda stem, profile: read.append(stem) or real(stem, profile))
+    plan.build_plan("smoke")
+    assert sorted(read) == notebook_stems(), "04 plans 01's and 03's runs from the parameters already read"
+    read.clear()
+    built = plan.build_plan("smoke", ["04_gradient_flow"])  # its upstream, then the others for their checkpoints
+    assert sorted(read) == notebook_stems()
+    assert list(built.pages) == ["04_gradient_flow"]
 
 
 def test_a_kernel_whose_plan_differs_from_its_builds_stops_in_one_line():
@@ -61,3 +72,13 @@ def test_make_plan_json_prints_the_plan_a_build_writes_with_each_runs_state(tmp_
     assert printed["pages"] == written["pages"], "the same pages, parameters and run keys as plan.json"
     assert [{k: v for k, v in r.items() if k != "state"} for r in printed["runs"]] == written["runs"]
     assert {r["state"] for r in printed["runs"]} == {"pending"}, "an empty store: every run pending"
+
+
+def test_a_second_build_of_one_reports_folder_is_refused_before_it_trains(tmp_path, monkeypatch):
+    from labcore.files import locked
+
+    monkeypatch.setattr(executor, "train", lambda *a, **k: pytest.fail("trained while another build held the folder"))
+    with locked(tmp_path / "smoke" / ".build.lock"):  # another build of this folder, mid-way
+        with pytest.raises(ConfigError, match=r"another build \(pid \d+\) is writing .*; wait for it"):
+            build.build("smoke", ["01_mlp_baseline"], out_root=tmp_path)
+    assert not (tmp_path / "smoke" / "plan.json").exists(), "the refused build wrote nothing"

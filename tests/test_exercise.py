@@ -182,6 +182,12 @@ def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default(
         exercise.profile_parameters("01_mlp_baseline", "qiuck", defaults)
 
 
+def test_a_kernel_make_report_started_reads_no_parameter_file_again(monkeypatch):
+    injected = {**exercise.parameters("01_mlp_baseline", "quick"), "build_runs": ["k"]}  # what the build injects
+    monkeypatch.setattr(exercise, "merged_parameters", lambda *a: pytest.fail("read a parameter file again"))
+    assert exercise.profile_parameters("01_mlp_baseline", "quick", injected) == {}
+
+
 def test_editing_one_key_of_a_parameter_dict_keeps_the_profiles_other_keys():
     defaults = lp.notebook_defaults("01_mlp_baseline")
     quick = exercise.parameters("01_mlp_baseline", "quick")

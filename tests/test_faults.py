@@ -37,7 +37,7 @@ def _fail_steps(monkeypatch, exc: BaseException, times: int) -> list:
 
 def _train(todo, store):
     progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True)
-    return executor._train_local([[p] for p in todo], {}, {}, store, "cpu", "disabled", False, progress, None, False)
+    return jobs.train_here([[p] for p in todo], {}, {}, store, "cpu", "disabled", False, progress, None, False)
 
 
 @pytest.mark.parametrize("exc, resource, fresh", [
@@ -187,7 +187,7 @@ def test_fused_seeds_lost_to_memory_train_again_each_alone(store, monkeypatch, c
     fused_jobs = jobs.group_jobs(todo, torch.device("cpu"), fuse="on")
     assert [len(j) for j in fused_jobs] == [3]
     progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=fused_jobs)
-    out = executor._train_local(fused_jobs, {}, {}, store, "cpu", "disabled", False, progress, None, False)
+    out = jobs.train_here(fused_jobs, {}, {}, store, "cpu", "disabled", False, progress, None, False)
     assert len(calls) > 1 and not out.lost and not out.failed and len(out.trained) == 3
     assert "and 2 more seeds, fused lost to out of device memory; trying its runs alone" in capsys.readouterr().out
     assert all(store.get(c).ok and not store.get(c).fused for c in cfgs), "each trained alone in the end"
@@ -222,5 +222,5 @@ def test_fused_seeds_are_stored_each_under_its_own_key(store):
     assert jobs.Progress({p.key: 1.0 for p in todo}, 3, headless=True, jobs=grouped).eta() == 2.0, \
         "a fused job takes one slot: its members' shares add up"
     progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=grouped)
-    out = executor._train_local(grouped, {}, {}, store, "cpu", "disabled", False, progress, None, False)
+    out = jobs.train_here(grouped, {}, {}, store, "cpu", "disabled", False, progress, None, False)
     assert len(out.trained) == 3 and [list(store.get(c).fused) for c in cfgs] == [[0, 1], [0, 1]]

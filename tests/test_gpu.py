@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from labcore.engine import executor, jobs
+from labcore.engine import jobs
 from labcore.store import runs
 from labcore.core.config import ModelConfig, RunConfig, TrainConfig
 from labcore.store.planned import Planned
@@ -68,7 +68,7 @@ def test_a_run_out_of_device_memory_is_retried_not_stored_as_failed(tmp_path, mo
     cfg = RunConfig.build(model={"family": "mlp", "width": 8, "depth": 1}, train={"epochs": 1, "lr": 1e-2})
     store = runs.RunStore(tmp_path)
     progress = jobs.Progress({cfg.key(): 1.0}, 1, headless=True)
-    out = executor._train_local([[Planned(cfg)]], {}, {}, store, DEVICE.type, "disabled", False, progress, None, False)
+    out = jobs.train_here([[Planned(cfg)]], {}, {}, store, DEVICE.type, "disabled", False, progress, None, False)
     assert out.trained and out.trained[0].ok and not out.lost and store.state(cfg) == "stored"
     assert out.trained[0].numerics["device"] == DEVICE.type
 

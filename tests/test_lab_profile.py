@@ -159,7 +159,7 @@ def test_select_keeps_the_groups_and_only_the_chosen_studies():
 
 def test_studies_select_runs_and_notebooks(capsys):
     built = plan.build_plan("smoke", None, ["vgg"])
-    assert sorted(built.params) == ["02_cnn_depth", "03_residual", "04_gradient_flow"]
+    assert sorted(built.pages) == ["02_cnn_depth", "03_residual", "04_gradient_flow"]
     assert "01_mlp_baseline left out (none of their runs is selected)" in capsys.readouterr().out
     runs_ = built.runs
     assert {p.study for p in runs_} == {"vgg"} and {p.cfg.model.family for p in runs_} == {"vgg"}
@@ -193,13 +193,13 @@ def test_sections_without_their_runs_become_one_note_each():
 
 
 def test_the_build_leaves_out_the_lab_profiles_absent_sections(tmp_path):
-    params = exercise.parameters("02_cnn_depth", "lab")
-    source, left = _sections("02_cnn_depth", "lab", params, tmp_path)
+    page = exercise.plan_page("02_cnn_depth", "lab")
+    source, left = _sections("02_cnn_depth", page.present, "profile lab does not plan", tmp_path)
     cells = json.loads(source.read_text())["cells"]
     assert left == ["VGG16, VGG19 and VGG24", "He et al.'s plain networks: shallow against deep"]
     assert not [c for c in cells if "needs:vgg" in c["metadata"].get("tags", [])]
     assert [c for c in cells if "needs:lab_cnn_fp32" in c["metadata"].get("tags", [])]
-    source, left = _sections("04_gradient_flow", "lab", exercise.parameters("04_gradient_flow", "lab"), tmp_path)
+    source, left = _sections("04_gradient_flow", exercise.plan_page("04_gradient_flow", "lab").present, "", tmp_path)
     assert [t.split(" ")[0] for t in left] == ["part", "2.", "3.", "4.", "6."]  # the twins' boxes, sections 2-4, 6
 
 

@@ -284,10 +284,9 @@ def test_report_trains_the_plan_first_so_a_shared_run_is_trained_once_with_every
     monkeypatch.setattr(runs.RunStore, "put", lambda self, result, *a, **k: puts.append(result.key) or real_put(self, result, *a, **k))
     seen = {}
 
-    def execute(stem, profile, params, out_dir, reduced=None, built=None, inputs=None, progress=None, env=None,
-                build_runs=None):
-        store = runs.RunStore()
-        seen[stem] = {p.key: store.state(p.cfg, p.checkpoints) for p in exercise.planned_runs(stem, params, profile)}
+    def execute(stem, profile, page, out_dir, reduced=None, built=None, inputs=None, progress=None, env=None):
+        store = runs.RunStore()  # what the kernel's own plan finds stored
+        seen[stem] = {p.key: store.state(p.cfg, p.checkpoints) for p in exercise.planned_runs(stem, page.params, profile)}
         return {"status": "ok", "seconds": 0.0, "error": None}
 
     monkeypatch.setattr(report, "execute", execute)
@@ -354,14 +353,13 @@ def test_a_page_depends_on_its_own_notebook_and_the_code_it_imports(tmp_path, mo
 
     shutil.copytree(lp.NOTEBOOKS, tmp_path / "notebooks")
     monkeypatch.setattr(lp, "NOTEBOOKS", tmp_path / "notebooks")
-    params = {stem: exercise.parameters(stem, "smoke") for stem in ("01_mlp_baseline", "02_cnn_depth")}
-    planned = {stem: exercise.planned_runs(stem, p, "smoke") for stem, p in params.items()}
-    before = {stem: inputs.page_inputs(stem, "smoke", p, planned[stem]) for stem, p in params.items()}
+    pages = {stem: exercise.plan_page(stem, "smoke") for stem in ("01_mlp_baseline", "02_cnn_depth")}
+    before = {stem: inputs.page_inputs(stem, "smoke", page) for stem, page in pages.items()}
     nb_file = tmp_path / "notebooks" / "02_cnn_depth.ipynb"
     nb = json_module.loads(nb_file.read_text())
     nb["cells"].append({"cell_type": "markdown", "id": "added01", "metadata": {}, "source": ["One more sentence."]})
     nb_file.write_text(json_module.dumps(nb))
-    after = {stem: inputs.page_inputs(stem, "smoke", p, planned[stem]) for stem, p in params.items()}
+    after = {stem: inputs.page_inputs(stem, "smoke", page) for stem, page in pages.items()}
     assert after["01_mlp_baseline"] == before["01_mlp_baseline"]
     assert inputs.changed(before["02_cnn_depth"], after["02_cnn_depth"]) == ["notebook"]
     code = {stem: set(identity.closure(tuple(inputs.notebook_source(stem)[1]) + inputs.RENDERING))

@@ -11,7 +11,6 @@ and not retried; one the machine stops (out of memory, a CUDA error, a full disk
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ import torch
 from labcore.store import runs
 from labcore.core.config import ConfigError
 from labcore.core.data import check as check_data
-from labcore.faults import RunLost, advice
 from labcore.files import Busy, locked
 from labcore.store.planned import Planned
 from labcore.text import human_seconds, count
-from labcore.engine.jobs import Outcome, Progress, Retries, check_fuse, group_jobs, train_job
+from labcore.engine.jobs import Outcome, Progress, check_fuse, group_jobs, train_here
 from labcore.engine.plan import BuildPlan, describe
 from labcore.machine import pick_device
 from labcore.paths import cache_dir, check_folders, runs_dir
@@ -67,62 +65,6 @@ def local_slots(device: str = "auto") -> int:
     if device in ("auto", "cuda") and torch.cuda.is_available():
         return torch.cuda.device_count()
     return os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------- in this process
-
-def _train_local(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
-                 store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
-                 deterministic: bool) -> Outcome:
-    """Train one job after another here. A job the machine stops (RunLost) is tried again as jobs.Retries says
-    (each run alone, at once), with the device's cached memory released; lost again, a run stays pending with its
-    reason. After a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay
-    pending. `estimates`: each run's share of its fused job; `alone`: each run's estimate trained alone."""
-    import gc
-
-    import torch
-
-    out, retries = Outcome(), Retries(alone, progress)
-    queue = list(jobs)
-    while queue:
-        job = queue.pop(0)
-        try:
-            with contextlib.ExitStack() as held:
-                for p in sorted(job, key=lambda p: p.key):  # one order for every process: no deadlock
-                    held.enter_context(store.lock(p.cfg))
-                job = _still_pending(job, store, retry_failed)
-                for t in train_job(job, device, tracking, estimates if len(job) > 1 else alone, profile,
-                                   deterministic, store.resume_root) if job else []:
-                    store.put_or_lose(t)
-                    out.trained.append(t.result)
-                    progress.finished(t.result, t.result.node or "this process")
-            continue
-        except RunLost as exc:
-            fault = exc
-        fault.__traceback__ = None  # outside the handler, with no traceback holding the job's tensors
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        done = {r.key for r in out.trained}
-        job = [p for p in job if p.key not in done]  # a full disk may stop a job after some of its runs were stored
-        if fault.fresh_process:
-            for p in job:
-                out.lose(p, progress, fault.resource, fault.reason, advice(fault))
-            for p in (q for j in queue for q in j):
-                out.lose(p, progress, "not started", "the GPU context was lost")
-            return out
-        again, spent = retries.again(job, fault.resource)
-        queue[0:0] = again
-        for p in spent:
-            out.lose(p, progress, fault.resource, fault.reason, advice(fault))
-    return out
-
-
-def _still_pending(job: list[Planned], store: runs.RunStore, retry_failed: bool) -> list[Planned]:
-    """The job's runs still to train (another process may have stored some meanwhile), each with the checkpoints
-    `runs.to_train` gives it."""
-    keep = {p.key: runs.to_train(store, p.cfg, p.checkpoints, retry_failed) for p in job}
-    return [dataclasses.replace(p, checkpoints=keep[p.key]) for p in job if keep[p.key] is not None]
 
 
 # ---------------------------------------------------------------- the pass
@@ -212,8 +154,8 @@ def train(built: BuildPlan, executor: str = "", address: str | None = None, devi
             if not todo:
                 out = Outcome()
             elif executor == "local":
-                out = _train_local(jobs, estimates, alone, store, device, tracking, retry_failed, progress, profile,
-                                   deterministic)
+                out = train_here(jobs, estimates, alone, store, device, tracking, retry_failed, progress, profile,
+                                 deterministic)
             else:
                 from labcore.engine.raypass import train_ray
 

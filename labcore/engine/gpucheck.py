@@ -105,8 +105,8 @@ def estimate(device: str, tiny: bool, work: Path, env: dict[str, str]) -> dict[s
     compute: one run at a time (FUSE=off, the sum of the estimates) and with seeds fused where that pays there.
     Measured in a child process whose cache is a fresh folder: a calibration made here and now (the project's own
     cache, where the timing part records what packs best on this card, is left alone)."""
-    call = f"print(json.dumps(_estimate_here({device!r}, {tiny!r}, {str(work)!r})))"
-    proc = subprocess.run([sys.executable, "-c", f"import json; from labcore.engine.gpucheck import _estimate_here; {call}"],
+    call = f"print(json.dumps(estimate_here({device!r}, {tiny!r}, {str(work)!r})))"
+    proc = subprocess.run([sys.executable, "-c", f"import json; from labcore.engine.gpucheck import estimate_here; {call}"],
                           cwd=PROJECT_ROOT, env={**env, "LABCORE_CACHE": str(work / "cache")}, capture_output=True,
                           text=True, timeout=1800)
     if proc.returncode:
@@ -114,7 +114,7 @@ def estimate(device: str, tiny: bool, work: Path, env: dict[str, str]) -> dict[s
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _estimate_here(device: str, tiny: bool, work: str) -> dict[str, Any]:
+def estimate_here(device: str, tiny: bool, work: str) -> dict[str, Any]:
     """`estimate`'s figures, computed in this process (a child of the check with its own LABCORE_CACHE)."""
     from labcore.engine import plan
     from labcore.store import runs

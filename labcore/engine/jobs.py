@@ -1,7 +1,9 @@
 """The units both executors train: a job is one run alone, or the seeds of one config fused into one batched
-model (labcore.engine.fused) where that pays on the device; plus a pass's progress (runs done, ETA) and outcome."""
+model (labcore.engine.fused) where that pays on the device; a pass's progress (runs done, ETA), outcome and retries;
+and the in-process executor (`train_here`), one job after another (Ray's is labcore.engine.raypass)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 from collections import Counter
@@ -16,6 +18,7 @@ from labcore.engine import fused
 from labcore.store import runs, training
 from labcore.text import human_seconds, count
 from labcore.core.config import ConfigError
+from labcore.faults import RunLost, advice
 from labcore.store.planned import Planned
 from labcore.machine import show_progress
 
@@ -200,3 +203,57 @@ class Retries:
             print(f"[labcore] {describe_job(job)} lost to {what}; trying {how}{when}", flush=True)
             self.progress.alone(again, self.alone)
         return [[p] for p in again], [p for p in job if p.key not in keys]
+
+
+# ---------------------------------------------------------------- the in-process executor
+
+def train_here(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
+                 store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
+                 deterministic: bool) -> Outcome:
+    """Train one job after another here. A job the machine stops (RunLost) is tried again as jobs.Retries says
+    (each run alone, at once), with the device's cached memory released; lost again, a run stays pending with its
+    reason. After a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay
+    pending. `estimates`: each run's share of its fused job; `alone`: each run's estimate trained alone."""
+    import gc
+
+    out, retries = Outcome(), Retries(alone, progress)
+    queue = list(jobs)
+    while queue:
+        job = queue.pop(0)
+        try:
+            with contextlib.ExitStack() as held:
+                for p in sorted(job, key=lambda p: p.key):  # one order for every process: no deadlock
+                    held.enter_context(store.lock(p.cfg))
+                job = _still_pending(job, store, retry_failed)
+                for t in train_job(job, device, tracking, estimates if len(job) > 1 else alone, profile,
+                                   deterministic, store.resume_root) if job else []:
+                    store.put_or_lose(t)
+                    out.trained.append(t.result)
+                    progress.finished(t.result, t.result.node or "this process")
+            continue
+        except RunLost as exc:
+            fault = exc
+        fault.__traceback__ = None  # outside the handler, with no traceback holding the job's tensors
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        done = {r.key for r in out.trained}
+        job = [p for p in job if p.key not in done]  # a full disk may stop a job after some of its runs were stored
+        if fault.fresh_process:
+            for p in job:
+                out.lose(p, progress, fault.resource, fault.reason, advice(fault))
+            for p in (q for j in queue for q in j):
+                out.lose(p, progress, "not started", "the GPU context was lost")
+            return out
+        again, spent = retries.again(job, fault.resource)
+        queue[0:0] = again
+        for p in spent:
+            out.lose(p, progress, fault.resource, fault.reason, advice(fault))
+    return out
+
+
+def _still_pending(job: list[Planned], store: runs.RunStore, retry_failed: bool) -> list[Planned]:
+    """The job's runs still to train (another process may have stored some meanwhile), each with the checkpoints
+    `runs.to_train` gives it."""
+    keep = {p.key: runs.to_train(store, p.cfg, p.checkpoints, retry_failed) for p in job}
+    return [dataclasses.replace(p, checkpoints=keep[p.key]) for p in job if keep[p.key] is not None]

@@ -23,7 +23,8 @@ from labcore import machine
 from labcore.text import human_seconds, count
 from labcore.core.config import ConfigError
 from labcore.store.planned import Planned
-from labcore.exercises.params import check_selection, notebook_stems
+from labcore.exercises.exercise import PagePlan
+from labcore.exercises.params import PROFILES, notebook_stems
 from labcore.store.runs import TO_TRAIN, RunStore, to_train_states
 
 
@@ -39,43 +40,63 @@ def merge(planned: Iterable[Planned]) -> list[Planned]:
     return list(out.values())
 
 
+def check_selection(profile: str, only: list[str] | None) -> None:
+    """A one-line ConfigError for an unknown profile or notebook name."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    stems = notebook_stems()
+    for name in only or []:
+        if name not in stems:
+            raise ConfigError(f"no notebook named {name!r}; available: {', '.join(stems)}")
+
+
 @dataclass(frozen=True)
 class BuildPlan:
-    """A build worked out once (`build_plan`): each page's validated parameters and the runs its notebook trains or
-    reads (upstream ones included), and every distinct run of the build, merged (with the checkpoints any page
-    needs). Training, page reuse and the notebooks' kernels read it; `to_json` is reports/<profile>/plan.json."""
+    """A build worked out once (`build_plan`): each page's plan (its validated parameters, the runs its notebook
+    trains or reads, upstream ones included, the sections it keeps, the data it reads) and every distinct run of the
+    build, merged (with the checkpoints any page needs). Training, page reuse, the pages' sections and the notebooks'
+    kernels read it; `to_json` is reports/<profile>/plan.json."""
 
     profile: str
-    params: dict[str, dict[str, Any]]  # stem -> validated parameters, in build order
-    page_runs: dict[str, list[Planned]]  # stem -> the runs its notebook trains or reads
+    pages: dict[str, PagePlan]  # stem -> its page's plan, in build order
     runs: list[Planned]  # every distinct run
 
     def to_json(self, states: dict[str, str] | None = None) -> dict[str, Any]:
         """The plan for people and tools: pages (parameters, run keys) and runs (key, label, config, checkpoints;
         with `states`, each run's state in the store, as `make plan JSON=1` prints it)."""
         return {"profile": self.profile,
-                "pages": {stem: {"parameters": params, "runs": [p.key for p in self.page_runs[stem]]}
-                          for stem, params in self.params.items()},
+                "pages": {stem: {"parameters": page.params, "runs": [p.key for p in page.runs],
+                                 "sections": list(page.present), "datasets": list(page.datasets)}
+                          for stem, page in self.pages.items()},
                 "runs": [{"key": p.key, "label": p.cfg.label(), "notebooks": list(p.notebooks), "study": p.study,
                           "checkpoints": list(p.checkpoints), "config": p.cfg.to_dict()}
                          | ({"state": states[p.key]} if states else {}) for p in self.runs]}
 
 
 def build_plan(profile: str, only: list[str] | None = None, studies: list[str] | None = None) -> BuildPlan:
-    """The one place a build plans: every selected notebook's parameters, validated, and its runs, then every
-    distinct run of the build (labcore.report.build computes it once and passes it on; `make train`, `make plan`,
-    `make verify` and the estimates read the same value). With `only`, each run also keeps the checkpoints the
-    profile's other notebooks need of it, so that building them later retrains nothing (04 probes 01's and 03's
-    runs at every epoch). `studies`: only those studies' runs."""
+    """The one place a build plans: every selected notebook's page (labcore.exercises.exercise.plan_page: parameters
+    validated, runs planned and checked), each parameter file read once, then every distinct run of the build
+    (labcore.report.build computes it once and passes it on; `make train`, `make plan`, `make verify` and the
+    estimates read the same value). With `only`, each run also keeps the checkpoints the profile's other notebooks
+    need of it, so that building them later retrains nothing (04 probes 01's and 03's runs at every epoch).
+    `studies`: only those studies' runs, and only the pages that plan any of them."""
     check_selection(profile, only)
-    selected = _selected(profile, only, studies)
-    page_runs = {stem: runs for stem, _, runs in selected}
-    merged = merge(p for runs in page_runs.values() for p in runs)
-    others = [stem for stem in notebook_stems() if stem not in page_runs] if only else []
-    wanted = {p.key: p.checkpoints for p in merge(p for stem in others for p in _planned_or_none(stem, profile))}
-    runs = [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | set(wanted.get(p.key, ())))), p.notebooks, p.study)
-            for p in merged]
-    return BuildPlan(profile, {stem: params for stem, params, _ in selected}, page_runs, runs)
+    loaded: dict[str, dict[str, Any]] = {}  # each notebook's parameters, read once for every page that needs them
+    pages = {stem: exercise.plan_page(stem, profile, studies, loaded) for stem in only or notebook_stems()}
+    wanted: dict[str, set[str]] = {}
+    for stem in [s for s in notebook_stems() if s not in pages] if only else []:
+        try:  # where another notebook's parameters do not plan, this build goes on; building that one says why
+            others = exercise.plan_page(stem, profile, None, loaded).runs
+        except ConfigError as exc:
+            print(f"[labcore] {stem} not planned, so its checkpoints are not kept: {exc}", file=sys.stderr)
+            continue
+        for p in others:
+            wanted.setdefault(p.key, set()).update(p.checkpoints)
+    if studies is not None:
+        pages = _with_studies(pages, studies, profile)
+    runs = [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | wanted.get(p.key, set()))), p.notebooks, p.study)
+            for p in merge(p for page in pages.values() for p in page.runs)]
+    return BuildPlan(profile, pages, runs)
 
 
 def plan_json(built: BuildPlan, store: RunStore) -> dict[str, Any]:
@@ -88,38 +109,18 @@ def profile_runs(profile: str, only: list[str] | None = None, studies: list[str]
     return build_plan(profile, only, studies).runs
 
 
-def _selected(profile: str, only: list[str] | None, studies: list[str] | None
-              ) -> list[tuple[str, dict[str, Any], list[Planned]]]:
-    """(stem, validated parameters, its runs) of each notebook to build: `only` those, and with `studies`, those that
-    plan runs or models of them (the others are named in one line); an unknown study is a ConfigError naming the
-    known."""
-    stems = only or notebook_stems()
-    resolved = [(stem, *exercise.parameters_and_runs(stem, profile, studies)) for stem in stems]
-    if studies is None:
-        return resolved
-    known = {stem: exercise.studies_of(exercise.plan(stem, exercise.parameters(stem, profile), profile))
-             for stem in stems}
-    unknown = sorted(set(studies) - {s for names in known.values() for s in names})
+def _with_studies(pages: dict[str, PagePlan], studies: list[str], profile: str) -> dict[str, PagePlan]:
+    """The pages that plan runs or models of `studies` (the others are named in one line); an unknown study is a
+    ConfigError naming the known."""
+    unknown = sorted(set(studies) - {s for page in pages.values() for s in page.studies})
     if unknown:
         raise ConfigError(f"STUDIES: no study {unknown[0]!r} in profile {profile}; its studies: "
-                          + "; ".join(f"{stem}: {', '.join(names)}" for stem, names in known.items()))
-    kept = [(stem, params, runs) for stem, params, runs in resolved
-            if exercise.present(exercise.checked(exercise.plan(stem, params, profile), params["selected"]))]
-    left = [stem for stem in stems if stem not in {k[0] for k in kept}]
+                          + "; ".join(f"{stem}: {', '.join(page.studies)}" for stem, page in pages.items()))
+    left = [stem for stem, page in pages.items() if not page.present]
     if left:
         print(f"[labcore] STUDIES={','.join(studies)}: {', '.join(left)} left out (none of their runs is selected)",
               flush=True)
-    return kept
-
-
-def _planned_or_none(stem: str, profile: str) -> list[Planned]:
-    """Notebook `stem`'s runs in `profile`, or none, said in one line, where its parameters do not plan (a build of
-    other notebooks goes on; building this one names the problem)."""
-    try:
-        return exercise.planned_runs(stem, exercise.parameters(stem, profile), profile)
-    except ConfigError as exc:
-        print(f"[labcore] {stem} not planned, so its checkpoints are not kept: {exc}", file=sys.stderr)
-        return []
+    return {stem: page for stem, page in pages.items() if page.present}
 
 
 def default_profile() -> tuple[str, str]:

@@ -28,7 +28,7 @@ from labcore.store.planned import Planned, flatten
 from labcore.core.datasets import CLASSES, SHAPES
 from labcore.core.models import check_buildable
 from labcore.exercises import params as _params
-from labcore.exercises.params import check_probe, merged_parameters, notebook_defaults, parameter_file
+from labcore.exercises.params import check_probe, datasets_needed, merged_parameters, notebook_defaults, parameter_file
 
 
 def _configs(groups: Any, where: str = "") -> list[tuple[str, RunConfig]]:
@@ -104,19 +104,31 @@ def load(stem: str) -> Exercise:
     return Exercise(stem, module, tuple(a for a in arguments if a != "upstream"), upstream)
 
 
-def upstream_plans(stem: str, profile: str | None, _seen: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+def upstream_plans(stem: str, profile: str | None, _seen: tuple[str, ...] = (),
+                   loaded: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """{stem: plan} of every notebook exercise `stem` declares in UPSTREAM, each planned from its own parameters in
-    `profile` (from its parameters cell when `profile` is None)."""
+    `profile` (from its parameters cell when `profile` is None). `loaded`: parameters already read in this build,
+    {stem: parameters}, filled as it goes, so that each parameter file is read once."""
     out = {}
     for u in load(stem).upstream:
         if u in (*_seen, stem):
             raise ConfigError(f"upstream cycle: {' -> '.join((*_seen, stem, u))}; an exercise cannot read its own runs")
-        params = merged_parameters(u, profile) if profile else notebook_defaults(u)
-        out[u] = plan(u, params, profile, (*_seen, stem))
+        out[u] = plan(u, _parameters_of(u, profile, loaded), profile, (*_seen, stem), loaded)
     return out
 
 
-def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def _parameters_of(stem: str, profile: str | None, loaded: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """Notebook `stem`'s parameters in `profile` (its parameters cell's without one), read once per `loaded`."""
+    if profile is None:
+        return notebook_defaults(stem)
+    loaded = {} if loaded is None else loaded
+    if stem not in loaded:
+        loaded[stem] = merged_parameters(stem, profile)
+    return dict(loaded[stem])  # a copy: a page's `selected` must not reach another page's parameters
+
+
+def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: tuple[str, ...] = (),
+         loaded: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The plan of exercise `stem` with `params` (and, where it declares any, its upstream in `profile`)."""
     ex = load(stem)
     missing = [a for a in ex.arguments if a not in params]
@@ -124,7 +136,7 @@ def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: t
         raise ConfigError(f"{stem} needs parameter {missing[0]!r} to plan its runs")
     kwargs = {a: params[a] for a in ex.arguments}
     if ex.upstream:
-        kwargs["upstream"] = upstream_plans(stem, profile, _seen)
+        kwargs["upstream"] = upstream_plans(stem, profile, _seen, loaded)
     return ex.module.plan(**kwargs)
 
 
@@ -181,34 +193,51 @@ def planned_runs(stem: str, params: dict[str, Any], profile: str | None = None) 
     return [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in flatten(groups)]
 
 
-def parameters(stem: str, profile: str, studies: list[str] | None = None) -> dict[str, Any]:
-    """Notebook `stem`'s parameters in `profile`, validated (`parameters_and_runs`)."""
-    return parameters_and_runs(stem, profile, studies)[0]
+@dataclass(frozen=True)
+class PagePlan:
+    """One notebook's part of a build, planned once (`plan_page`): what its kernel is given and what its page reads."""
+
+    params: dict[str, Any]  # its parameters in the profile, validated (with `selected` where STUDIES is set)
+    runs: list[Planned]  # the runs it trains or reads (upstream ones included), each model checked
+    present: tuple[str, ...]  # its plan's groups that hold runs or models (`present`): sections about others go
+    studies: tuple[str, ...]  # every study its plan names, before any selection
+    datasets: tuple[str, ...]  # every dataset it reads: its runs' and its parameters' data sections'
 
 
-def parameters_and_runs(stem: str, profile: str, studies: list[str] | None = None) -> tuple[dict[str, Any], list[Planned]]:
-    """Notebook `stem`'s parameters in `profile`, validated: merged and type-checked (labcore.exercises.params), and its
-    plan made with them, every model in it built on the meta device; errors name the parameter file. `studies`:
-    only those studies' runs (set as the notebook's `selected` parameter, which its plan passes to `checked`).
-    Returns them with the runs the notebook trains or reads (`planned_runs`): planned once, here."""
-    params = merged_parameters(stem, profile)
+def plan_page(stem: str, profile: str, studies: list[str] | None = None,
+              loaded: dict[str, dict[str, Any]] | None = None) -> PagePlan:
+    """Notebook `stem`'s page in `profile`: its parameters merged and type-checked (labcore.exercises.params), its plan
+    made with them, every model in it built on the meta device (`checked`); errors name the parameter file.
+    `studies`: only those studies' runs (set as the notebook's `selected` parameter, which its plan passes to
+    `checked`). `loaded`: parameters already read in this build (`upstream_plans`)."""
+    loaded = {} if loaded is None else loaded
+    params = _parameters_of(stem, profile, loaded)
     if studies is not None:
         params["selected"] = list(studies)
     try:
-        runs = planned_runs(stem, params, profile)
+        groups = plan(stem, params, profile, loaded=loaded)
+        chosen = checked(groups, params.get("selected"))
         if isinstance(params.get("probe"), dict) and isinstance(params.get("data"), dict):
             check_probe(params["probe"], params["data"])
     except ConfigError as exc:
         raise ConfigError(f"{parameter_file(stem, profile)}: {exc}") from None
-    return params, runs
+    runs = [Planned(p.cfg, p.checkpoints, (stem,), p.study) for p in flatten(chosen)]
+    datasets = {p.cfg.data.name for p in runs} | datasets_needed(params)
+    return PagePlan(params, runs, tuple(present(chosen)), tuple(studies_of(groups)), tuple(sorted(datasets)))
+
+
+def parameters(stem: str, profile: str, studies: list[str] | None = None) -> dict[str, Any]:
+    """Notebook `stem`'s parameters in `profile`, validated, its plan checked with them (`plan_page`)."""
+    return plan_page(stem, profile, studies).params
 
 
 def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) -> dict[str, Any]:
     """For a notebook opened in JupyterLab with its `profile` parameter set: that profile's parameters, exactly as
     `make report` gives them (validated), for every parameter whose `current` value is still the parameters cell's
-    default. A value set otherwise wins: one the user edited, or one `make report` injected (the build resolved the
-    parameters already, so nothing is read twice). {} when `profile` is None."""
-    if profile is None:
+    default. A value set otherwise wins: one the user edited, or one `make report` injected. {} when `profile` is
+    None, and in a kernel `make report` started (`build_runs` set): the build injected every parameter of its plan,
+    so no parameter file is read or planned again there."""
+    if profile is None or current.get("build_runs") is not None:
         return {}
     from labcore.exercises.params import PROFILES
 

@@ -27,16 +27,6 @@ def notebook_stems() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def check_selection(profile: str, only: list[str] | None) -> None:
-    """A one-line ConfigError for an unknown profile or notebook name."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    stems = notebook_stems()
-    for name in only or []:
-        if name not in stems:
-            raise ConfigError(f"no notebook named {name!r}; available: {', '.join(stems)}")
-
-
 def parse_list(text: str) -> list[str] | None:
     """STUDIES=lab_cnn,lab_resnet -> ['lab_cnn', 'lab_resnet']; empty -> None (all)."""
     return [s.strip() for s in text.split(",") if s.strip()] or None
@@ -98,9 +88,8 @@ MAX_FILE_BYTES = 1 << 20  # a parameter file is a few hundred bytes; anything ne
 
 
 def _load_plain(path: Path) -> dict[str, Any]:
-    """A parameter file as papermill reads it: labcore's loader and PyYAML's safe loader must agree (a float written
-    without a dot, 1e-3, is text to YAML 1.1: refused, naming the key and the spelling that works). A file too large
-    to be parameters, or not UTF-8 text, is one line naming it."""
+    """A parameter file as labcore reads it; a file too large to be parameters, or not UTF-8 text, is one line
+    naming it."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{_shown(path)} is {path.stat().st_size:,} bytes, not a parameter file (at most "
                           f"{MAX_FILE_BYTES:,}); check that it is the YAML you meant")
@@ -108,13 +97,17 @@ def _load_plain(path: Path) -> dict[str, Any]:
         path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{_shown(path)} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
-    given = load_yaml(path)
+    return load_yaml(path)
+
+
+def _check_spelling(path: Path, given: dict[str, Any]) -> None:
+    """A parameter file must read as papermill reads it: labcore's loader and PyYAML's safe loader must agree (a
+    float written without a dot, 1e-3, is text to YAML 1.1: refused, naming the key and the spelling that works)."""
     found = _as_text(given, yaml.safe_load(path.read_text()) or {})
     if found:
         key, text = found
         raise ConfigError(f"{_shown(path)}: {key} is written {text}, which YAML 1.1 (PyYAML, so papermill) reads as "
                           f"text; write {text.replace('e', '.0e', 1) if '.' not in text else text}")
-    return given
 
 
 def parameter_file(stem: str, profile: str) -> str:
@@ -150,6 +143,7 @@ def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
             check_mode(params["tracking"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
+    _check_spelling(path, given)
     return params
 
 

@@ -27,7 +27,8 @@ from traitlets import CaselessStrEnum
 
 from labcore.core.config import ConfigError
 from labcore.core.data import check
-from labcore.exercises.params import NOTEBOOKS, merged_parameters, datasets_needed
+from labcore.exercises.exercise import PagePlan
+from labcore.exercises.params import NOTEBOOKS, merged_parameters
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir
@@ -142,30 +143,26 @@ def last_seconds(out_dir: Path, stem: str) -> float | None:
     return old.get("seconds") if old.get("status") == "ok" else None
 
 
-def _sections(stem: str, profile: str, params: dict[str, Any], work: Path) -> tuple[Path, list[str]]:
-    """The notebook to execute, written into `work`, without the sections whose groups its plan lacks
-    (labcore.report.sections), and the headings left out."""
-    from labcore.exercises import exercise
+def _sections(stem: str, present: tuple[str, ...], why: str, work: Path) -> tuple[Path, list[str]]:
+    """The notebook to execute, written into `work`, without the sections about groups not `present` in its plan
+    (labcore.report.sections; `why` says why in the page), and the headings left out."""
     from labcore.report.sections import leave_out
 
-    groups = exercise.checked(exercise.plan(stem, params, profile), params.get("selected"))
-    why = (f"this build's STUDIES={','.join(params['selected'])} leaves out" if params.get("selected") is not None
-           else f"profile {profile} does not plan")
-    nb, left = leave_out(json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text()), set(exercise.present(groups)), why)
+    nb, left = leave_out(json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text()), set(present), why)
     source = work / f"source-{stem}.ipynb"
     source.write_text(json.dumps(nb))
     return source, left
 
 
-def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
+def execute(stem: str, profile: str, page: PagePlan, out_dir: Path,
             reduced: list[str] | None = None, built: set[str] | None = None,
             inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None,
-            env: dict[str, str] | None = None, build_runs: list[str] | None = None) -> dict[str, Any]:
-    """Run one notebook with papermill; write <stem>.ipynb, .html, .json (and the summary figure's .png);
-    return the JSON record. `reduced`: how the profile's parameters differ from full's (for the banner);
-    `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
-    _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's); `build_runs`: the run
-    keys the build planned for this page, injected for the kernel to check its plan against."""
+            env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one notebook with papermill, with its `page` of the build plan (its parameters, and its run keys injected
+    as `build_runs` for the kernel to check its own plan against); write <stem>.ipynb, .html, .json (and the summary
+    figure's .png); return the JSON record. `reduced`: how the profile's parameters differ from full's (for the
+    banner); `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
+    _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's)."""
     import nbformat
 
     work = out_dir / f".work-{stem}"
@@ -174,8 +171,11 @@ def execute(stem: str, profile: str, params: dict[str, Any], out_dir: Path,
     try:  # a full disk or Ctrl-C here leaves no half-written staging folder behind
         executed = work / f"{stem}.ipynb"
         start = time.perf_counter()
-        source, left = _sections(stem, profile, params, work)
-        injected = {**params, "build_runs": build_runs} if build_runs is not None else params
+        params = page.params
+        why = (f"this build's STUDIES={','.join(params['selected'])} leaves out" if params.get("selected") is not None
+               else f"profile {profile} does not plan")
+        source, left = _sections(stem, page.present, why, work)
+        injected = {**params, "build_runs": [p.key for p in page.runs]}
         error = _run_notebook(stem, injected, executed, progress, source, env)
         source.unlink()
         seconds = time.perf_counter() - start
@@ -304,8 +304,8 @@ def _pages(plan: Any, out_dir: Path, built: set[str], force: bool) -> list[dict[
     plan against, and its environment passed (kernel_env)."""
     env, bars = kernel_env(os.environ), show_progress()  # this process's terminal gets a bar per notebook
     profile, records = plan.profile, []
-    for stem, params in plan.params.items():
-        now = page_inputs(stem, profile, params, plan.page_runs[stem])
+    for stem, page in plan.pages.items():
+        now = page_inputs(stem, profile, page)
         old = None if force else reusable(stem, out_dir, now)
         if old is not None:
             records.append(reuse(stem, out_dir, old))
@@ -314,9 +314,8 @@ def _pages(plan: Any, out_dir: Path, built: set[str], force: bool) -> list[dict[
             continue
         last = last_seconds(out_dir, stem)
         print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
-        rec = execute(stem, profile, params, out_dir, _reduced(stem, profile, params), built, now,
-                      progress_bar(profile, stem, last) if bars else None, env,
-                      [p.key for p in plan.page_runs[stem]])
+        rec = execute(stem, profile, page, out_dir, _reduced(stem, profile, page.params), built, now,
+                      progress_bar(profile, stem, last) if bars else None, env)
         print(f"[labcore] {profile}/{stem}: {rec['status']} in {human_seconds(rec['seconds'])}"
               + (f" (last build {human_seconds(last)})" if last else "")
               + (f" ({rec['error']})" if rec["error"] else ""), flush=True)
@@ -338,21 +337,22 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
 
     check_folders({"LABCORE_REPORTS": out_root or reports_dir(), "LABCORE_RUNS": runs_dir(), "LABCORE_CACHE": cache_dir()})
     plan = build_plan(profile, only, studies)  # the one plan of this build: everything below reads it
-    needed = set().union(*(datasets_needed(p) for p in plan.params.values())) | {p.cfg.data.name for p in plan.runs}
-    for name in sorted(needed):
-        check(name)
-    tracking = os.environ.get("LABCORE_TRACKING") or next((p["tracking"] for p in plan.params.values()
-                                                           if "tracking" in p), "offline")
-    trained = train(plan, executor, address, tracking=tracking, cpus_per_run=cpus_per_run,
-                    gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
-    if trained.trained or trained.lost:
-        print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with the "
-              f"{trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the notebooks "
-              "show failed runs; lost ones are trained in their kernel)", flush=True)
+    plan_text = json.dumps(plan.to_json(), indent=1, default=str)  # written beside the pages for people and tools
+    for name in sorted({d for page in plan.pages.values() for d in page.datasets}):
+        check(name)  # every dataset a page reads, before anything is trained or written
     out_dir = (out_root or reports_dir()) / profile
-    with _exclusive(out_dir):
+    with _exclusive(out_dir):  # held from before training: a second build of this folder is refused at once
         with replacing(out_dir / "plan.json") as tmp:
-            tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
+            tmp.write_text(plan_text)
+        tracking = os.environ.get("LABCORE_TRACKING") or next((page.params["tracking"] for page in
+                                                               plan.pages.values() if "tracking" in page.params),
+                                                              "offline")
+        trained = train(plan, executor, address, tracking=tracking, cpus_per_run=cpus_per_run,
+                        gpus_per_run=gpus_per_run, deterministic=deterministic, fuse=fuse)
+        if trained.trained or trained.lost:
+            print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with "
+                  f"the {trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the "
+                  "notebooks show failed runs; lost ones are trained in their kernel)", flush=True)
         records = _pages(plan, out_dir, {r.key for r in trained.trained}, force)
         index = write_index(out_dir, profile)
     print(f"[labcore] index: {index}", flush=True)

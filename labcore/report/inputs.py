@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from labcore.exercises import params as notebook_params
-from labcore.exercises.params import datasets_needed
+from labcore.exercises.exercise import PagePlan
 from labcore.store import identity, training
 from labcore.store.provenance import package_versions
 from labcore.store.runs import RunStore
@@ -51,20 +51,18 @@ def notebook_source(stem: str) -> tuple[str, list[str]]:
     return json.dumps(cells), sorted(modules)
 
 
-def page_inputs(stem: str, profile: str, params: dict[str, Any], planned: list,
-                store: RunStore | None = None) -> dict[str, str]:
-    """{part: fingerprint} of everything that determines notebook `stem`'s page with `params` in `profile`; its runs
-    as `planned` gives them (the build plan's page_runs: a page is never planned again here)."""
+def page_inputs(stem: str, profile: str, page: PagePlan, store: RunStore | None = None) -> dict[str, str]:
+    """{part: fingerprint} of everything that determines notebook `stem`'s page in `profile`: its `page` of the build
+    plan gives its parameters, runs and data (a page is never planned again here)."""
     store = store or RunStore()
     cells, imported = notebook_source(stem)
     code = {m: _sha(identity.module_path(m).read_bytes()) for m in identity.closure(tuple(imported) + RENDERING)
             if m not in OTHER_PAGES}
-    runs = {p.key: _stored(store, p) for p in planned}
-    datasets = sorted({p.cfg.data.name for p in planned} | datasets_needed(params))
-    return {"notebook": _sha(cells), "parameters": _sha(json.dumps(params, sort_keys=True, default=str)),
+    runs = {p.key: _stored(store, p) for p in page.runs}
+    return {"notebook": _sha(cells), "parameters": _sha(json.dumps(page.params, sort_keys=True, default=str)),
             "profile": profile, "runs": _sha(json.dumps(runs, sort_keys=True)),
             "code": _sha(json.dumps(code, sort_keys=True)),
-            "data": _sha(json.dumps({d: training.data_content(d) for d in datasets})),
+            "data": _sha(json.dumps({d: training.data_content(d) for d in page.datasets})),
             "packages": _sha(json.dumps(package_versions(), sort_keys=True))}
 
 
