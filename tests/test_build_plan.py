@@ -82,3 +82,14 @@ def test_a_second_build_of_one_reports_folder_is_refused_before_it_trains(tmp_pa
         with pytest.raises(ConfigError, match=r"another build \(pid \d+\) is writing .*; wait for it"):
             build.build("smoke", ["01_mlp_baseline"], out_root=tmp_path)
     assert not (tmp_path / "smoke" / "plan.json").exists(), "the refused build wrote nothing"
+
+
+def test_a_lock_met_while_training_is_not_called_another_build(tmp_path, monkeypatch):
+    from labcore.files import Busy
+
+    def busy(*a, **k):
+        raise Busy(tmp_path / "runs" / "x.lock", "123")
+
+    monkeypatch.setattr(executor, "train", busy)
+    with pytest.raises(Busy, match="locked by process 123"):
+        build.build("smoke", ["01_mlp_baseline"], out_root=tmp_path)

@@ -182,7 +182,7 @@ def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default(
         exercise.profile_parameters("01_mlp_baseline", "qiuck", defaults)
 
 
-def test_a_kernel_make_report_started_reads_no_parameter_file_again(monkeypatch):
+def test_in_a_kernel_make_report_started_the_profile_adds_nothing_and_reads_no_file(monkeypatch):
     injected = {**exercise.parameters("01_mlp_baseline", "quick"), "build_runs": ["k"]}  # what the build injects
     monkeypatch.setattr(exercise, "merged_parameters", lambda *a: pytest.fail("read a parameter file again"))
     assert exercise.profile_parameters("01_mlp_baseline", "quick", injected) == {}

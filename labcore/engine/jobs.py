@@ -208,8 +208,8 @@ class Retries:
 # ---------------------------------------------------------------- the in-process executor
 
 def train_here(jobs: list[list[Planned]], estimates: dict[str, float], alone: dict[str, float],
-                 store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
-                 deterministic: bool) -> Outcome:
+               store: runs.RunStore, device: str, tracking: str, retry_failed: bool, progress: Progress, profile: str,
+               deterministic: bool) -> Outcome:
     """Train one job after another here. A job the machine stops (RunLost) is tried again as jobs.Retries says
     (each run alone, at once), with the device's cached memory released; lost again, a run stays pending with its
     reason. After a CUDA error this process cannot use its GPU any more, so the pass stops there and the rest stay

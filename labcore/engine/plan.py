@@ -62,8 +62,9 @@ class BuildPlan:
     runs: list[Planned]  # every distinct run
 
     def to_json(self, states: dict[str, str] | None = None) -> dict[str, Any]:
-        """The plan for people and tools: pages (parameters, run keys) and runs (key, label, config, checkpoints;
-        with `states`, each run's state in the store, as `make plan JSON=1` prints it)."""
+        """The plan for people and tools: pages (parameters, run keys, the sections their runs fill, the datasets
+        they read) and runs (key, label, config, checkpoints; with `states`, each run's state in the store, as
+        `make plan JSON=1` prints it)."""
         return {"profile": self.profile,
                 "pages": {stem: {"parameters": page.params, "runs": [p.key for p in page.runs],
                                  "sections": list(page.present), "datasets": list(page.datasets)}
@@ -83,6 +84,8 @@ def build_plan(profile: str, only: list[str] | None = None, studies: list[str] |
     check_selection(profile, only)
     loaded: dict[str, dict[str, Any]] = {}  # each notebook's parameters, read once for every page that needs them
     pages = {stem: exercise.plan_page(stem, profile, studies, loaded) for stem in only or notebook_stems()}
+    if studies is not None:  # first: a page STUDIES leaves out is one of the "other" notebooks below
+        pages = _with_studies(pages, studies, profile)
     wanted: dict[str, set[str]] = {}
     for stem in [s for s in notebook_stems() if s not in pages] if only else []:
         try:  # where another notebook's parameters do not plan, this build goes on; building that one says why
@@ -92,8 +95,6 @@ def build_plan(profile: str, only: list[str] | None = None, studies: list[str] |
             continue
         for p in others:
             wanted.setdefault(p.key, set()).update(p.checkpoints)
-    if studies is not None:
-        pages = _with_studies(pages, studies, profile)
     runs = [Planned(p.cfg, tuple(sorted(set(p.checkpoints) | wanted.get(p.key, set()))), p.notebooks, p.study)
             for p in merge(p for page in pages.values() for p in page.runs)]
     return BuildPlan(profile, pages, runs)

@@ -16,6 +16,7 @@ notebook, fails loudly before anything runs.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -124,7 +125,7 @@ def _parameters_of(stem: str, profile: str | None, loaded: dict[str, dict[str, A
     loaded = {} if loaded is None else loaded
     if stem not in loaded:
         loaded[stem] = merged_parameters(stem, profile)
-    return dict(loaded[stem])  # a copy: a page's `selected` must not reach another page's parameters
+    return copy.deepcopy(loaded[stem])  # a copy: nothing one page sets (`selected`) reaches another's parameters
 
 
 def plan(stem: str, params: dict[str, Any], profile: str | None = None, _seen: tuple[str, ...] = (),
@@ -236,7 +237,8 @@ def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) 
     `make report` gives them (validated), for every parameter whose `current` value is still the parameters cell's
     default. A value set otherwise wins: one the user edited, or one `make report` injected. {} when `profile` is
     None, and in a kernel `make report` started (`build_runs` set): the build injected every parameter of its plan,
-    so no parameter file is read or planned again there."""
+    so the page's own parameter file is not read again there (04's kernel still reads its upstream's, to plan the
+    runs it checks against `build_runs`)."""
     if profile is None or current.get("build_runs") is not None:
         return {}
     from labcore.exercises.params import PROFILES

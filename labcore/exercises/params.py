@@ -117,7 +117,7 @@ def parameter_file(stem: str, profile: str) -> str:
 
 def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
     """Notebook defaults overridden by parameters/<profile>/<stem>.yaml, every config section type-checked.
-    (labcore.exercises.exercise.parameters also plans with them, building every model on the meta device.)"""
+    (labcore.exercises.exercise.plan_page also plans with them, building every model on the meta device.)"""
     path = PARAMETERS / profile / f"{stem}.yaml"
     if not path.is_file():
         raise ConfigError(f"no parameter file {_shown(path)} for notebook {stem} "

@@ -273,13 +273,15 @@ def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | Non
 
 @contextlib.contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
-    """One build per reports folder at a time; a second one is refused at once, before touching anything."""
-    try:
-        with locked(out_dir / ".build.lock", wait=False):
-            yield
-    except Busy as busy:
-        raise ConfigError(f"another build (pid {busy.holder}) is writing {out_dir}; wait for it, or build elsewhere "
-                          "with LABCORE_REPORTS=<folder>") from None
+    """One build per reports folder at a time; a second one is refused at once, before touching anything. (Only the
+    lock's own refusal is said so: a Busy from inside the block, from training, passes through unchanged.)"""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(locked(out_dir / ".build.lock", wait=False))
+        except Busy as busy:
+            raise ConfigError(f"another build (pid {busy.holder}) is writing {out_dir}; wait for it, or build "
+                              "elsewhere with LABCORE_REPORTS=<folder>") from None
+        yield
 
 
 def _why(stem: str, out_dir: Path, now: dict[str, str], force: bool) -> str:
@@ -342,8 +344,6 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
         check(name)  # every dataset a page reads, before anything is trained or written
     out_dir = (out_root or reports_dir()) / profile
     with _exclusive(out_dir):  # held from before training: a second build of this folder is refused at once
-        with replacing(out_dir / "plan.json") as tmp:
-            tmp.write_text(plan_text)
         tracking = os.environ.get("LABCORE_TRACKING") or next((page.params["tracking"] for page in
                                                                plan.pages.values() if "tracking" in page.params),
                                                               "offline")
@@ -353,6 +353,8 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
             print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with "
                   f"the {trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the "
                   "notebooks show failed runs; lost ones are trained in their kernel)", flush=True)
+        with replacing(out_dir / "plan.json") as tmp:  # once trained: beside the pages built from it
+            tmp.write_text(plan_text)
         records = _pages(plan, out_dir, {r.key for r in trained.trained}, force)
         index = write_index(out_dir, profile)
     print(f"[labcore] index: {index}", flush=True)
