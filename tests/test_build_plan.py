@@ -13,7 +13,14 @@ from labcore.exercises import exercise
 from labcore.exercises.params import notebook_stems
 from labcore.report import build
 
+from .conftest import HAVE_CIFAR, HAVE_MNIST, NO_DATA
 
+# A build checks every dataset its pages read before it trains or writes anything.
+needs_all_data = pytest.mark.skipif(not (HAVE_MNIST and HAVE_CIFAR), reason=NO_DATA)
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=NO_DATA)
+
+
+@needs_all_data
 def test_a_build_plans_each_notebook_once_and_every_part_reads_that_plan(tmp_path, monkeypatch):
     planned_by_stem = {stem: [p.key for p in exercise.planned_runs(stem, exercise.parameters(stem, "smoke"), "smoke")]
                        for stem in notebook_stems()}
@@ -74,6 +81,7 @@ def test_make_plan_json_prints_the_plan_a_build_writes_with_each_runs_state(tmp_
     assert {r["state"] for r in printed["runs"]} == {"pending"}, "an empty store: every run pending"
 
 
+@needs_mnist
 def test_a_second_build_of_one_reports_folder_is_refused_before_it_trains(tmp_path, monkeypatch):
     from labcore.files import locked
 
@@ -84,6 +92,7 @@ def test_a_second_build_of_one_reports_folder_is_refused_before_it_trains(tmp_pa
     assert not (tmp_path / "smoke" / "plan.json").exists(), "the refused build wrote nothing"
 
 
+@needs_mnist
 def test_a_lock_met_while_training_is_not_called_another_build(tmp_path, monkeypatch):
     from labcore.files import Busy
 
