@@ -103,12 +103,12 @@ def train(args: argparse.Namespace) -> int:
     from labcore.engine.plan import build_plan
     from labcore.exercises.params import parse_list
     from labcore.machine import deterministic_process
-    from labcore.store.tracking import check_mode
+    from labcore.core.config import check_tracking_mode
     from labcore.text import count, human_seconds
 
     if args.deterministic:
         deterministic_process()
-    check_mode(args.tracking, "--tracking")
+    check_tracking_mode(args.tracking, "--tracking")
     profile, only = _profile(args.profile, args.only)
     out = train_plan(build_plan(profile, only, parse_list(args.studies)), args.executor, args.address,
                      tracking=args.tracking, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,

@@ -1,13 +1,16 @@
-"""Two file-system habits every writer in labcore shares: an exclusive lock, and a write that is never seen half
-done. A leaf module (standard library only)."""
+"""File-system habits every writer in labcore shares: an exclusive lock, a write that is never seen half done, and
+tensors written with a full disk named as the OSError it is. A leaf module (the standard library, and torch only to
+write tensors)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 class Busy(RuntimeError):
@@ -84,3 +87,25 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# What torch's serializer says when the disk fills under it (a RuntimeError, not an OSError).
+_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "basic_ios::clear", "iostream error")
+
+
+def save_tensors(state: dict[str, Any], path: Path, folder: Path) -> None:
+    """torch.save, with a disk that fills while writing named as the OSError it is (ENOSPC at `folder`, with the
+    space the weights need and what is free), so the machine's fault rules (labcore.faults) take it."""
+    import torch  # only the writers of weights pay for it: the rest of this module is the standard library
+
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        if not any(s in str(exc) for s in _WRITE_FAILED):
+            raise
+        need = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+        free = shutil.disk_usage(path.parent).free
+        if free > 2 * need + 2**26:  # room enough: not a full disk, so the error is not the machine's to name
+            raise
+        raise OSError(errno.ENOSPC, f"writing {path.name} failed with {free / 2**20:.1f} MiB free; the weights need "
+                      f"{need / 2**20:.1f} MiB", str(folder)) from exc

@@ -35,28 +35,6 @@ def test_utc_is_the_one_clock():
     assert render.utc().endswith(" UTC")
 
 
-def test_differences_name_each_reduced_setting_against_full():
-    quick = {"data": {"subset": 4000, "val_size": 1000}, "seeds": [0, 1, 2], "train": {"epochs": 8}}
-    full = {"data": {"subset": None, "val_size": 5000}, "seeds": [0, 1, 2], "train": {"epochs": 10}}
-    assert render.differences(quick, full) == ["data.val_size: 1000 (full: 5000)", "data.subset: 4000 (full: all)",
-                                               "train.epochs: 8 (full: 10)"]
-
-
-def test_the_banner_lists_only_settings_that_differ_in_effect():
-    ours = {"train": {"epochs": 10, "precision": "fp32", "milestones": [0.5, 0.75]}, "residual": None,
-            "studies": {"a": {"model": {"width": 8}, "residual": None}, "mine": {"model": {"width": 4}}}}
-    full = {"train": {"epochs": 10}, "residual": [False],
-            "studies": {"a": {"model": {"width": 8}}, "b": {"model": {}}, "c": {"model": {}}}}
-    assert render.differences(ours, full) == ["studies.mine: only in this profile",
-                                              "studies: b, c not run here (full runs them)"]
-    assert render.differences({"train": {"precision": "auto"}}, {"train": {}}) == ["train.precision: auto (full: fp32)"]
-    assert render.differences({"studies": {"a": {"residual": [True]}}}, {"studies": {"a": {}}}) == \
-        ["studies.a.residual: [true] (full: the notebook's)"]
-    assert render.differences(full, full) == []
-    assert render.differences({"long_epochs": None, "deep_study": None}, {"long_epochs": 100, "deep_study": "convnet"}) \
-        == ["long_epochs: none (full: 100)", "deep_study: none (full: convnet)"]  # only a subset's None means all
-
-
 @pytest.mark.parametrize("profile, words", [("smoke", "meaningless"), ("quick", "reduced settings"),
                                             ("full", "the lab&#x27;s settings")])
 def test_banner_says_what_the_profile_means_and_marks_a_dirty_tree(profile, words):
@@ -69,7 +47,7 @@ def test_banner_says_what_the_profile_means_and_marks_a_dirty_tree(profile, word
 
 
 def test_page_is_self_contained_with_title_banner_contents_folded_code_and_provenance():
-    page = render.page(_notebook(), _record())
+    page = render.notebook_page(_notebook(), _record())
     assert re.search(r"<title>Exercise 9: a probe \(smoke profile\)</title>", page)
     assert "<script src" not in page and not re.search(r"""(src|href)=["']https?:""", page), "nothing from a CDN"
     assert "mathjax" not in page.lower() and "require.min.js" not in page
@@ -86,7 +64,7 @@ def test_page_is_self_contained_with_title_banner_contents_folded_code_and_prove
 
 
 def test_a_failed_notebook_says_so_at_the_top():
-    page = render.page(_notebook(), _record(status="failed", error="ValueError: boom"))
+    page = render.notebook_page(_notebook(), _record(status="failed", error="ValueError: boom"))
     assert page.index("This notebook failed: ValueError: boom") < page.index("id=\"Exercise-9")
 
 

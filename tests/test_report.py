@@ -284,7 +284,7 @@ def test_report_trains_the_plan_first_so_a_shared_run_is_trained_once_with_every
     monkeypatch.setattr(runs.RunStore, "put", lambda self, result, *a, **k: puts.append(result.key) or real_put(self, result, *a, **k))
     seen = {}
 
-    def execute(stem, profile, page, out_dir, reduced=None, built=None, inputs=None, progress=None, env=None):
+    def execute(stem, profile, page, out_dir, built=None, inputs=None, progress=None, env=None):
         store = runs.RunStore()  # what the kernel's own plan finds stored
         seen[stem] = {p.key: store.state(p.cfg, p.checkpoints) for p in exercise.planned_runs(stem, page.params, profile)}
         return {"status": "ok", "seconds": 0.0, "error": None}

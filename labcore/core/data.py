@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import torch
 from labcore.core.config import DataConfig
 from labcore.files import replacing
 from labcore.core.datasets import CLASSES, DATASETS, SIZES
-from labcore.core.decode import FIX, DataNotFoundError, Raw, _decoded, _locate, _not_found, save_arrays  # noqa: F401 - data's face
+from labcore.core.decode import (FIX, DataNotFoundError, Raw, _decoded, _locate, _not_found, check_complete,  # noqa: F401
+                                 content_sha256, save_arrays, source_signature)  # data's face
 from labcore.paths import cache_dir, data_root
 
 _CACHE_VERSION = 1  # bump when the decoded format changes
@@ -56,42 +55,6 @@ class Splits:
 def _cache_file(name: str, root: Path) -> Path:
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]  # one cache per data root
     return cache_dir() / f"{name}-v{_CACHE_VERSION}-{tag}.pt"
-
-
-def _files(folder: Path) -> Iterator[os.DirEntry]:
-    """Every file below `folder` (os.scandir: CIFAR-10's 60,000 images in a fraction of a second)."""
-    with os.scandir(folder) as entries:
-        for e in entries:
-            if e.is_dir():
-                yield from _files(Path(e.path))
-            elif e.is_file():
-                yield e
-
-
-def source_signature(name: str, root: Path) -> str | None:
-    """A cheap signature of the files `name` is decoded from: their paths, sizes, modification and change times and
-    inodes (None where none are found). A file replaced or rewritten in place changes it (its ctime, even where its
-    size and mtime are restored), so the decoded cache is decoded again, and hashed."""
-    layout = _locate(name, root)
-    folder = {"torchvision": root / DATASETS[name].torchvision_dir, "image-folder": root / name}.get(layout)
-    entries = list(_files(folder)) if folder else []
-    if layout == "arrays":
-        entries = [e for e in os.scandir(root) if e.name == f"{name}.npz"]
-    if not entries:
-        return None
-    digest = hashlib.sha1(layout.encode())
-    for e in sorted(entries, key=lambda e: e.path):
-        st = e.stat()
-        digest.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
-    return digest.hexdigest()
-
-
-def _content(raw: Raw) -> str:
-    """SHA-256 of the decoded tensors (images and labels, train then test), whatever the file format on disk."""
-    digest = hashlib.sha256()
-    for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
-        digest.update(t.contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _cached_meta(name: str, root: Path) -> dict | None:
@@ -149,12 +112,12 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
             print(f"[labcore] the decoded cache {cache} is damaged ({type(exc).__name__}); decoding {name} again",
                   flush=True)
     raw = _decoded(name, root, may_download)
+    meta = {"signature": source_signature(name, root), "sha256": content_sha256(raw), "source": raw.source,
+            "train": len(raw.y_train), "test": len(raw.y_test)}
     assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
     with replacing(cache) as tmp:  # a concurrent reader never sees half a file
         torch.save(raw.__dict__, tmp)
-    meta = {"signature": source_signature(name, root), "sha256": _content(raw), "source": raw.source,
-            "train": len(raw.y_train), "test": len(raw.y_test)}
-    with replacing(cache.with_suffix(".json")) as tmp:
+    with replacing(cache.with_suffix(".json")) as tmp:  # the tensors first: meta without them reads as no cache
         tmp.write_text(json.dumps(meta))
     return raw
 
@@ -206,14 +169,6 @@ def load(cfg: DataConfig, root: Path | None = None) -> Splits:
         classes=CLASSES[cfg.name], mean=mean, std=std, source=raw.source,
         content=fingerprint(cfg.name, root)["sha256"],
     )
-
-
-def check_complete(name: str, raw: Raw) -> None:
-    """A copy with fewer images than the dataset has would silently shrink every split: one line naming it."""
-    if not raw.source.startswith("arrays-subset:") and (len(raw.y_train), len(raw.y_test)) != SIZES[name]:
-        raise DataNotFoundError(f"{name} at {raw.source} has {len(raw.y_train):,} training and {len(raw.y_test):,} test "
-                                f"images, not {SIZES[name][0]:,} and {SIZES[name][1]:,}: the copy is incomplete; "
-                                f"replace it with a complete one, or {FIX}")
 
 
 def check(name: str) -> str:

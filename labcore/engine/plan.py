@@ -85,7 +85,7 @@ def build_plan(profile: str, only: list[str] | None = None, studies: list[str] |
     loaded: dict[str, dict[str, Any]] = {}  # each notebook's parameters, read once for every page that needs them
     pages = {stem: exercise.plan_page(stem, profile, studies, loaded) for stem in only or notebook_stems()}
     if studies is not None:  # first: a page STUDIES leaves out is one of the "other" notebooks below
-        pages = _with_studies(pages, studies, profile)
+        pages = exercise.with_studies(pages, studies, profile)
     wanted: dict[str, set[str]] = {}
     for stem in [s for s in notebook_stems() if s not in pages] if only else []:
         try:  # where another notebook's parameters do not plan, this build goes on; building that one says why
@@ -108,20 +108,6 @@ def plan_json(built: BuildPlan, store: RunStore) -> dict[str, Any]:
 def profile_runs(profile: str, only: list[str] | None = None, studies: list[str] | None = None) -> list[Planned]:
     """Every distinct run the profile's notebooks (or `only` those) need: the runs of its build plan."""
     return build_plan(profile, only, studies).runs
-
-
-def _with_studies(pages: dict[str, PagePlan], studies: list[str], profile: str) -> dict[str, PagePlan]:
-    """The pages that plan runs or models of `studies` (the others are named in one line); an unknown study is a
-    ConfigError naming the known."""
-    unknown = sorted(set(studies) - {s for page in pages.values() for s in page.studies})
-    if unknown:
-        raise ConfigError(f"STUDIES: no study {unknown[0]!r} in profile {profile}; its studies: "
-                          + "; ".join(f"{stem}: {', '.join(page.studies)}" for stem, page in pages.items()))
-    left = [stem for stem, page in pages.items() if not page.present]
-    if left:
-        print(f"[labcore] STUDIES={','.join(studies)}: {', '.join(left)} left out (none of their runs is selected)",
-              flush=True)
-    return {stem: page for stem, page in pages.items() if page.present}
 
 
 def default_profile() -> tuple[str, str]:

@@ -227,6 +227,20 @@ def plan_page(stem: str, profile: str, studies: list[str] | None = None,
     return PagePlan(params, runs, tuple(present(chosen)), tuple(studies_of(groups)), tuple(sorted(datasets)))
 
 
+def with_studies(pages: dict[str, PagePlan], studies: list[str], profile: str) -> dict[str, PagePlan]:
+    """The pages that plan runs or models of `studies` (the others are named in one line); an unknown study is a
+    ConfigError naming the known."""
+    unknown = sorted(set(studies) - {s for page in pages.values() for s in page.studies})
+    if unknown:
+        raise ConfigError(f"STUDIES: no study {unknown[0]!r} in profile {profile}; its studies: "
+                          + "; ".join(f"{stem}: {', '.join(page.studies)}" for stem, page in pages.items()))
+    left = [stem for stem, page in pages.items() if not page.present]
+    if left:
+        print(f"[labcore] STUDIES={','.join(studies)}: {', '.join(left)} left out (none of their runs is selected)",
+              flush=True)
+    return {stem: page for stem, page in pages.items() if page.present}
+
+
 def parameters(stem: str, profile: str, studies: list[str] | None = None) -> dict[str, Any]:
     """Notebook `stem`'s parameters in `profile`, validated, its plan checked with them (`plan_page`)."""
     return plan_page(stem, profile, studies).params

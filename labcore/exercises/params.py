@@ -6,6 +6,7 @@ notebook runs or any run is planned, so a typo fails in a second with a one-line
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 
 import yaml
@@ -15,7 +16,6 @@ from typing import Any
 from labcore.core.config import SECTIONS, ConfigError, ProbeConfig, from_dict, load_yaml, validate_params
 from labcore.core.data import sizes
 from labcore.paths import PROJECT_ROOT
-from labcore.store.tracking import check_mode
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 PARAMETERS = PROJECT_ROOT / "parameters"
@@ -139,12 +139,64 @@ def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
             suffix = name.rsplit("_", 1)[-1]
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
                 from_dict(SECTIONS[suffix], value, name)  # e.g. lab_plain_model
-        if "tracking" in params:
-            check_mode(params["tracking"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     _check_spelling(path, given)
     return params
+
+
+def _effective(section: str, value: dict[str, Any]) -> dict[str, Any]:
+    """A parameters section with the config's defaults filled in (what the run would use)."""
+    return {**{f.name: f.default for f in dataclasses.fields(SECTIONS[section])}, **value}
+
+
+def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str = "", other: str = "full",
+                none: str = "all") -> list[str]:
+    """'key: value (full: value)' for every leaf where `params` differs from `reference` in effect (dotted keys; a
+    config section's missing keys read as their defaults, a missing `residual` as plain only, or in a study as the
+    notebook's); studies only one side
+    has are named together in one line. `other` names the reference, `none` how a missing or None value reads."""
+    out, absent = [], []
+    for key in dict.fromkeys([*params, *reference]):
+        a, b, name = params.get(key), reference.get(key), f"{prefix}{key}"
+        if key in SECTIONS and isinstance(a, dict) and isinstance(b, dict):
+            a, b = _effective(key, a), _effective(key, b)
+        if key == "residual":  # unset: plain only at the top; a study's inherits the notebook's
+            unset = [False] if not prefix else "the notebook's"
+            a, b = a if a is not None else unset, b if b is not None else unset
+        if prefix.endswith("studies.") and isinstance(b, dict) and a is None:
+            absent.append(key)
+        elif prefix.endswith("studies.") and isinstance(a, dict) and b is None:
+            out.append(f"{name}: only in this profile")
+        elif key in SECTIONS and (a is None) != (b is None):  # a study's own section on one side only
+            out += [f"{name}.{k}: {_short(v, 'none')} ({other}: the notebook's)" for k, v in (a or {}).items()]
+            out += [f"{name}.{k}: the notebook's ({other}: {_short(v, 'none')})" for k, v in (b or {}).items()]
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{name}.", other, none)
+        elif json.dumps(a, default=str) != json.dumps(b, default=str):  # a tuple default equals its list
+            empty = none if key in ("subset", "test_subset") else "none"  # a None subset means all images
+            out.append(f"{name}: {_short(a, empty)} ({other}: {_short(b, empty)})")
+    if absent:
+        out.append(f"{prefix}: {', '.join(absent)} not run here ({other} runs them)".replace(".:", ":"))
+    return out
+
+
+def _short(value: Any, none: str = "all") -> str:
+    """A value as one line of YAML; None as `none`."""
+    return none if value is None else yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def against_full(stem: str, profile: str, params: dict[str, Any]) -> list[str] | None:
+    """How notebook `stem`'s `params` in `profile` differ from the full profile's (`differences`), for the page's
+    banner; None for full itself, or without a full parameter file."""
+    if profile == "full":
+        return None
+    try:
+        full = merged_parameters(stem, "full")  # only compared, never planned: no need to plan it
+    except ConfigError:
+        return None
+    return differences({k: v for k, v in params.items() if k != "profile"},  # set by the build: always differs
+                       {k: v for k, v in full.items() if k != "profile"})
 
 
 def check_probe(probe: dict[str, Any], data: dict[str, Any]) -> None:

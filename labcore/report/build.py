@@ -28,7 +28,7 @@ from traitlets import CaselessStrEnum
 from labcore.core.config import ConfigError
 from labcore.core.data import check
 from labcore.exercises.exercise import PagePlan
-from labcore.exercises.params import NOTEBOOKS, merged_parameters
+from labcore.exercises.params import NOTEBOOKS, against_full
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir
@@ -154,14 +154,12 @@ def _sections(stem: str, present: tuple[str, ...], why: str, work: Path) -> tupl
     return source, left
 
 
-def execute(stem: str, profile: str, page: PagePlan, out_dir: Path,
-            reduced: list[str] | None = None, built: set[str] | None = None,
+def execute(stem: str, profile: str, page: PagePlan, out_dir: Path, built: set[str] | None = None,
             inputs: dict[str, str] | None = None, progress: dict[str, Any] | None = None,
             env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one notebook with papermill, with its `page` of the build plan (its parameters, and its run keys injected
     as `build_runs` for the kernel to check its own plan against); write <stem>.ipynb, .html, .json (and the summary
-    figure's .png); return the JSON record. `reduced`: how the profile's parameters differ from full's (for the
-    banner); `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
+    figure's .png); return the JSON record. `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
     _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's)."""
     import nbformat
 
@@ -187,7 +185,7 @@ def execute(stem: str, profile: str, page: PagePlan, out_dir: Path,
         record["left_out"] = left
         if (payload or {}).get("figure_png"):
             (work / f"{stem}-summary.png").write_bytes(base64.b64decode(payload["figure_png"]))
-        (work / f"{stem}.html").write_text(render.page(nb, record, reduced), encoding="utf-8")
+        (work / f"{stem}.html").write_text(render.notebook_page(nb, record), encoding="utf-8")
         (work / f"{stem}.json").write_text(json.dumps(jsonable(record), indent=2))
         _install(work, out_dir, stem, keep_previous=record["status"] != "ok")
         return record
@@ -210,12 +208,13 @@ def _record(stem: str, profile: str, nb: Any, payload: dict[str, Any], params: d
         "headline": payload.get("headline", []),
         "metrics": payload.get("metrics", {}),
         "parameters": params,
+        "runs": _run_counts(payload.get("provenance") or {}, built),
+        "reduced": against_full(stem, profile, params),  # how its settings differ from full's (the banner names them)
         # A notebook that failed before publishing: this environment, the device it would have used.
         "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
                                                            tracking=params.get("tracking"),
                                                            note="notebook failed before publishing"),
         "summary_figure": f"{stem}-summary.png" if payload.get("figure_png") else None,
-        "runs": _run_counts(payload.get("provenance") or {}, built),
         "seconds": round(seconds, 1),
         "error": error,
         "inputs": inputs,  # what the page is a function of (labcore.report.inputs): reused while they hold
@@ -257,18 +256,6 @@ def write_index(out_dir: Path, profile: str) -> Path:
     with replacing(index) as tmp:
         tmp.write_text(render.index(out_dir, profile, records), encoding="utf-8")
     return index
-
-
-def _reduced(stem: str, profile: str, params: dict[str, Any]) -> list[str] | None:
-    """How `params` differ from the full profile's (None for full itself, or without a full parameter file)."""
-    if profile == "full":
-        return None
-    try:
-        full = merged_parameters(stem, "full")  # only compared, never planned: no need to plan it
-        return render.differences({k: v for k, v in params.items() if k != "profile"},  # set by the build: always differs
-                                  {k: v for k, v in full.items() if k != "profile"})
-    except ConfigError:
-        return None
 
 
 @contextlib.contextmanager
@@ -316,7 +303,7 @@ def _pages(plan: Any, out_dir: Path, built: set[str], force: bool) -> list[dict[
             continue
         last = last_seconds(out_dir, stem)
         print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)
-        rec = execute(stem, profile, page, out_dir, _reduced(stem, profile, page.params), built, now,
+        rec = execute(stem, profile, page, out_dir, built, now,
                       progress_bar(profile, stem, last) if bars else None, env)
         print(f"[labcore] {profile}/{stem}: {rec['status']} in {human_seconds(rec['seconds'])}"
               + (f" (last build {human_seconds(last)})" if last else "")
@@ -339,7 +326,6 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
 
     check_folders({"LABCORE_REPORTS": out_root or reports_dir(), "LABCORE_RUNS": runs_dir(), "LABCORE_CACHE": cache_dir()})
     plan = build_plan(profile, only, studies)  # the one plan of this build: everything below reads it
-    plan_text = json.dumps(plan.to_json(), indent=1, default=str)  # written beside the pages for people and tools
     for name in sorted({d for page in plan.pages.values() for d in page.datasets}):
         check(name)  # every dataset a page reads, before anything is trained or written
     out_dir = (out_root or reports_dir()) / profile
@@ -353,8 +339,8 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
             print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with "
                   f"the {trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the "
                   "notebooks show failed runs; lost ones are trained in their kernel)", flush=True)
-        with replacing(out_dir / "plan.json") as tmp:  # once trained: beside the pages built from it
-            tmp.write_text(plan_text)
+        with replacing(out_dir / "plan.json") as tmp:  # once trained: beside the pages built from it, for people and tools
+            tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
         records = _pages(plan, out_dir, {r.key for r in trained.trained}, force)
         index = write_index(out_dir, profile)
     print(f"[labcore] index: {index}", flush=True)

@@ -19,6 +19,7 @@ from typing import Any
 from labcore.analysis import claims
 from labcore.report import publish, render
 from labcore.core.config import ConfigError
+from labcore.exercises.params import differences
 from labcore.files import replacing
 from labcore.paths import reports_dir
 
@@ -43,7 +44,7 @@ def precisions(prov: dict[str, Any]) -> str:
 def settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """What differs between two records of one notebook in what produced them: parameters, commit, packages,
     device, the precision its runs trained in, data (checksums of the decoded images)."""
-    out = render.differences(a.get("parameters") or {}, b.get("parameters") or {}, other="B", none="not set")
+    out = differences(a.get("parameters") or {}, b.get("parameters") or {}, other="B", none="not set")
     pa, pb = a.get("provenance") or {}, b.get("provenance") or {}
     ca, cb = (pa.get("git") or {}).get("commit"), (pb.get("git") or {}).get("commit")
     if ca != cb:

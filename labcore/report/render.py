@@ -81,20 +81,6 @@ def utc(stamp: str | None = None) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-# Config sections whose missing keys mean the dataclass default: compared as their effective values.
-_SECTIONS = ("data", "model", "train")
-
-
-def _effective(section: str, value: dict[str, Any]) -> dict[str, Any]:
-    """A parameters section with the config's defaults filled in (what the run would use)."""
-    import dataclasses
-
-    from labcore.core.config import DataConfig, ModelConfig, TrainConfig
-
-    cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[section]
-    return {**{f.name: f.default for f in dataclasses.fields(cls)}, **value}
-
-
 def _origin(total: int, trained: int) -> str:
     """Where a page's runs came from, naming only what there is: 'all trained by this build', 'all read from the
     run store', or '2 trained by this build, 4 read from the run store'."""
@@ -103,41 +89,6 @@ def _origin(total: int, trained: int) -> str:
     if trained == 0:
         return "all read from the run store"
     return f"{trained} trained by this build, {total - trained} read from the run store"
-
-
-def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str = "", other: str = "full",
-                none: str = "all") -> list[str]:
-    """'key: value (full: value)' for every leaf where `params` differs from `reference` in effect (dotted keys; a
-    config section's missing keys read as their defaults, a missing `residual` as plain only, or in a study as the
-    notebook's); studies only one side
-    has are named together in one line. `other` names the reference, `none` how a missing or None value reads."""
-    out, absent = [], []
-    for key in dict.fromkeys([*params, *reference]):
-        a, b, name = params.get(key), reference.get(key), f"{prefix}{key}"
-        if key in _SECTIONS and isinstance(a, dict) and isinstance(b, dict):
-            a, b = _effective(key, a), _effective(key, b)
-        if key == "residual":  # unset: plain only at the top; a study's inherits the notebook's
-            unset = [False] if not prefix else "the notebook's"
-            a, b = a if a is not None else unset, b if b is not None else unset
-        if prefix.endswith("studies.") and isinstance(b, dict) and a is None:
-            absent.append(key)
-        elif prefix.endswith("studies.") and isinstance(a, dict) and b is None:
-            out.append(f"{name}: only in this profile")
-        elif key in _SECTIONS and (a is None) != (b is None):  # a study's own section on one side only
-            out += [f"{name}.{k}: {_short(v, 'none')} ({other}: the notebook's)" for k, v in (a or {}).items()]
-            out += [f"{name}.{k}: the notebook's ({other}: {_short(v, 'none')})" for k, v in (b or {}).items()]
-        elif isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{name}.", other, none)
-        elif json.dumps(a, default=str) != json.dumps(b, default=str):  # a tuple default equals its list
-            empty = none if key in ("subset", "test_subset") else "none"  # a None subset means all images
-            out.append(f"{name}: {_short(a, empty)} ({other}: {_short(b, empty)})")
-    if absent:
-        out.append(f"{prefix}: {', '.join(absent)} not run here ({other} runs them)".replace(".:", ":"))
-    return out
-
-
-def _short(value: Any, none: str = "all") -> str:
-    return none if value is None else yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
 def _commit(git: dict[str, Any] | None) -> tuple[str, bool]:
@@ -298,8 +249,9 @@ def parameters_once(nb: Any) -> Any:
     return nb
 
 
-def page(nb: Any, record: dict[str, Any], reduced: list[str] | None = None) -> str:
-    """One executed notebook as a self-contained HTML page with banner, contents and provenance."""
+def notebook_page(nb: Any, record: dict[str, Any]) -> str:
+    """One executed notebook as a self-contained HTML page with banner (its settings `reduced` against full's, as its
+    record names them), contents and provenance."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
@@ -309,7 +261,7 @@ def page(nb: Any, record: dict[str, Any], reduced: list[str] | None = None) -> s
                             template_file="labcore.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"labcore_css": CSS})
     prov = record.get("provenance") or {}
-    top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"), reduced,
+    top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"), record.get("reduced"),
                  banner_notes(record))
     if record.get("status") != "ok":
         top += f"<div class='lc-banner lc-smoke'><p class='lc-failed'>This notebook failed: {html.escape(record.get('error') or '')}</p></div>"

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from labcore.core.config import ConfigError, RunConfig
 from labcore.core.models import build_model
 from labcore.core.train import model_shape
 from labcore.faults import lost
-from labcore.files import locked, replacing, sha256
+from labcore.files import locked, replacing, save_tensors, sha256
 from labcore.paths import cache_dir, runs_dir
 from labcore.store import identity, integrity, training
 from labcore.store.result import RunResult, record_of
@@ -52,26 +50,6 @@ STORE_VERSION = 2
 
 
 FLAGGED = "flagged.json"  # written by `make verify` into a run it found not to repeat (RunStore.flag)
-
-# What torch's serializer says when the disk fills under it (a RuntimeError, not an OSError).
-_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "basic_ios::clear", "iostream error")
-
-
-def save_tensors(state: dict[str, torch.Tensor], path: Path, folder: Path) -> None:
-    """torch.save, with a disk that fills while writing named as the OSError it is (ENOSPC at `folder`, with the
-    space the weights need and what is free), so the machine's fault rules (labcore.faults) take it."""
-    try:
-        torch.save(state, path)
-    except RuntimeError as exc:
-        if not any(s in str(exc) for s in _WRITE_FAILED):
-            raise
-        need = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
-        free = shutil.disk_usage(path.parent).free
-        if free > 2 * need + 2**26:  # room enough: not a full disk, so the error is not the machine's to name
-            raise
-        raise OSError(errno.ENOSPC, f"writing {path.name} failed with {free / 2**20:.1f} MiB free; the weights need "
-                      f"{need / 2**20:.1f} MiB", str(folder)) from exc
-
 
 def stale_reason(record: dict, cfg: RunConfig, content: Callable[[str], str | None] | None = None) -> str | None:
     """Why a stored record is not what today's code and data compute for `cfg`, in a few words, or None: the files
