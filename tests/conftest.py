@@ -30,6 +30,17 @@ from labcore.core.data import DataNotFoundError, Splits, check_available  # noqa
 from .synthetic import synthetic_splits  # noqa: E402
 
 
+def settled_environ() -> dict[str, str]:
+    """This process's environment once torch has set its own default: its first decomposed op on the meta device
+    (as planning runs every model) imports torch._dynamo, which writes TORCHINDUCTOR_CACHE_DIR into os.environ,
+    once per process, whoever triggers it. Tests that pin "labcore edits no environment" compare against this."""
+    import torch
+
+    meta = {"device": "meta"}
+    torch.nn.functional.linear(torch.empty(2, 3, **meta), torch.empty(4, 3, **meta), torch.empty(4, **meta))
+    return dict(os.environ)
+
+
 def _available(name: str) -> bool:
     try:
         check_available(name)

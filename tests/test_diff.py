@@ -8,7 +8,7 @@ import pytest
 from labcore import cli
 from labcore.report import diff
 
-from .conftest import ROOT
+from .conftest import ROOT, settled_environ
 
 
 def test_a_build_compared_with_itself_has_no_differences(smoke_reports, tmp_path, capsys):
@@ -29,7 +29,7 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
     (params / "smoke" / "01_mlp_baseline.yaml").write_text(text)
     monkeypatch.setattr(lp, "PARAMETERS", params)
     monkeypatch.setenv("LABCORE_TRACKING", "disabled")
-    before = dict(os.environ)
+    before = settled_environ()
     report.build("smoke", ["01_mlp_baseline"], out_root=tmp_path / "b", executor="local")
     assert dict(os.environ) == before, "a build passes its kernels their environment and edits none of its own"
     a = tmp_path / "a" / "smoke"
@@ -37,7 +37,7 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
     shutil.copy(smoke_reports / "01_mlp_baseline.json", a)
     assert cli.main(["diff", str(a), str(tmp_path / "b" / "smoke"), "--out", str(tmp_path / "d.html")]) == 1
     line = capsys.readouterr().out
-    assert "1 report(s) with other settings" in line
+    assert "1 report with other settings" in line
     assert "  01_mlp_baseline: train.lr: 0.001 (B: 0.003)" in line, "the setting, named on the terminal"
     result = diff.diff(a, tmp_path / "b" / "smoke")["01_mlp_baseline"]
     assert result["settings"][0] == "train.lr: 0.001 (B: 0.003)"

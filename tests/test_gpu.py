@@ -13,6 +13,7 @@ from labcore.machine import configure
 from labcore.core.models import build_model
 from labcore.core.train import fit, fit_members
 
+from .conftest import settled_environ
 from .synthetic import synthetic_splits, use_splits
 
 DEVICE = torch.device(os.environ.get("LABCORE_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -87,7 +88,7 @@ def test_gpu_check_runs_here_on_tiny_sizes_and_leaves_the_environment_as_it_was(
 
     if not HAVE_MNIST:
         pytest.skip(NO_DATA)
-    before = dict(os.environ)
+    before = settled_environ()
     assert main(["gpu-check", "--device", "cpu", "--out", str(tmp_path)]) == 0
     assert dict(os.environ) == before, "gpu-check edited its own process's environment"
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"gpu-check: wrote {tmp_path / 'gpu-check.json'}"

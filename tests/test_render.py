@@ -43,6 +43,7 @@ def test_banner_says_what_the_profile_means_and_marks_a_dirty_tree(profile, word
     assert words in text and f"<code>{profile}</code>" in text and "2026-11-25 05:30 UTC" in text
     assert "0123456789 (dirty" in text and "lc-dirty" in text and "6 settings" in text and "2 more" in text
     clean = render.banner(profile, None, {"commit": "0123456789abcdef", "dirty": False}, None)
+    assert "(1 setting)" in render.banner(profile, None, None, None, ["train.epochs: 8 (full: 10)"]), "one, not 1 settings"
     assert "dirty" not in clean
 
 

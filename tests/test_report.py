@@ -15,7 +15,7 @@ from labcore.report import build as report
 from labcore.exercises import params as lp
 from labcore.core.config import ConfigError
 
-from .conftest import HAVE_CIFAR, HAVE_MNIST, NO_DATA
+from .conftest import HAVE_CIFAR, HAVE_MNIST, NO_DATA, settled_environ
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -403,7 +403,7 @@ def test_a_build_in_process_leaves_the_environment_as_it_found_it(smoke_build, t
     from labcore.report import build
 
     monkeypatch.setenv("LABCORE_DATA", os.path.relpath(os.environ["LABCORE_DATA"]))  # a relative root: kernels need it absolute
-    before = dict(os.environ)
+    before = settled_environ()
     records = build.build("smoke", only=["01_mlp_baseline"], out_root=tmp_path, executor="local", force=True)
     assert records[0]["status"] == "ok", records[0].get("error")
     assert dict(os.environ) == before

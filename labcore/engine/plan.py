@@ -169,7 +169,7 @@ def summary_line(profile: str, table: pd.DataFrame, pending_seconds: float | Non
     estimated compute of what `make train` would train."""
     counts = table["state"].value_counts() if len(table) else pd.Series(dtype=int)
     pending = int(counts.get("pending", 0))
-    line = f"plan {profile}: {len(table)} runs, {int(counts.get('stored', 0))} stored, {pending} pending"
+    line = f"plan {profile}: {count(len(table), 'run')}, {int(counts.get('stored', 0))} stored, {pending} pending"
     if counts.get("stale", 0):
         line += f", {int(counts['stale'])} stale ({stale})"
     if counts.get("damaged", 0):

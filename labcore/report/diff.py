@@ -22,6 +22,7 @@ from labcore.core.config import ConfigError
 from labcore.exercises.params import differences
 from labcore.files import replacing
 from labcore.paths import reports_dir
+from labcore.text import count
 
 
 def load_build(folder: Path) -> dict[str, dict[str, Any]]:
@@ -139,9 +140,10 @@ def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
     beyond = [m for m in rows if m["verdict"] not in ("identical", "within seed noise")]
     words = sum(len(r["headlines"]) for r in result.values())
     if not settings_n and not beyond and not words:
-        return f"no differences: {len(rows)} metrics in {len(result)} reports identical or within seed noise", True
-    return (f"{settings_n} report(s) with other settings; {len(beyond)} of {len(rows)} metrics differ beyond seed "
-            f"noise or cannot be compared; {words} headline(s) changed their words"), False
+        return (f"no differences: {count(len(rows), 'metric')} in {count(len(result), 'report')} identical or within seed "
+                "noise"), True
+    return (f"{count(settings_n, 'report')} with other settings; {len(beyond)} of {count(len(rows), 'metric')} differ "
+            f"beyond seed noise or cannot be compared; {count(words, 'headline')} changed their words"), False
 
 
 def settings_lines(result: dict[str, Any]) -> list[str]:

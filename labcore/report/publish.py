@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from labcore.text import sci
+from labcore.text import count, sci
 
 MIME = "application/vnd.labcore.result+json"
 
@@ -183,7 +183,7 @@ def source(obj: Any, why: str, folded: bool | None = None) -> Any:
     code = highlight("".join(lines), PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True))
     name = getattr(obj, "__qualname__", getattr(obj, "__name__", "code"))
     label = (f"<code>{html.escape(name)}</code> in <code>{html.escape(where)}</code>, line {first} "
-             f"({len(lines)} lines): {html.escape(why)}")
+             f"({count(len(lines), 'line')}): {html.escape(why)}")
     fold = len(lines) > 30 if folded is None else folded
     return HTML(f"<details class='lc-source'{'' if fold else ' open'}><summary>{label}</summary>{code}</details>")
 

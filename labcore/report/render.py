@@ -112,7 +112,7 @@ def banner(profile: str, when: str | None, git: dict[str, Any] | None, device: s
     if reduced:
         shown = "; ".join(html.escape(r) for r in reduced[:4])
         more = "".join(f"<li>{html.escape(r)}</li>" for r in reduced[4:])
-        lines.append(f"<p>Reduced against <code>full</code> ({len(reduced)} settings): {shown}"
+        lines.append(f"<p>Reduced against <code>full</code> ({count(len(reduced), 'setting')}): {shown}"
                      + (f"</p><details><summary>{len(reduced) - 4} more</summary><ul>{more}</ul></details>" if more else "</p>"))
     lines += [f"<p>{html.escape(n)}</p>" for n in notes or []]
     return f"<div class='{classes}' id='lc-banner'>{''.join(lines)}</div>"
