@@ -161,7 +161,7 @@ def test_a_new_exercise_is_its_notebook_its_parameter_files_and_its_module(tmp_p
     plan = subprocess.run(["make", "-s", "plan", "PROFILE=smoke", "ONLY=05_toy"], cwd=copy, env=env,
                           capture_output=True, text=True, timeout=300)
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert "plan smoke: 1 runs, 0 stored, 1 pending" in plan.stdout, plan.stdout
+    assert "plan smoke: 1 run, 0 stored, 1 pending" in plan.stdout, plan.stdout
     report = subprocess.run(["make", "-s", "report", "PROFILE=smoke", "ONLY=05_toy"], cwd=copy, env=env,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
