@@ -103,12 +103,12 @@ def train(args: argparse.Namespace) -> int:
     from labcore.engine.plan import build_plan
     from labcore.exercises.params import parse_list
     from labcore.machine import deterministic_process
-    from labcore.core.config import check_tracking_mode
+    from labcore.store.tracking import check_mode
     from labcore.text import count, human_seconds
 
     if args.deterministic:
         deterministic_process()
-    check_tracking_mode(args.tracking, "--tracking")
+    check_mode(args.tracking, "--tracking")
     profile, only = _profile(args.profile, args.only)
     out = train_plan(build_plan(profile, only, parse_list(args.studies)), args.executor, args.address,
                      tracking=args.tracking, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
@@ -206,11 +206,12 @@ def check_report(args: argparse.Namespace) -> int:
     """Open the built pages in headless Chromium; 1 when a page has a problem."""
     from labcore.paths import reports_dir
     from labcore.report.browse import check_reports
+    from labcore.text import count
 
     profile, _ = _profile(args.profile, "")
     checks = check_reports((args.out or reports_dir()) / profile, profile)
     for c in checks:
-        print(f"{c.page}: {'ok' if not c.problems else f'{len(c.problems)} problem(s)'}; screenshot {c.screenshot}")
+        print(f"{c.page}: {'ok' if not c.problems else count(len(c.problems), 'problem')}; screenshot {c.screenshot}")
         for p in c.problems:
             print(f"  - {p}")
     return 0 if not any(c.problems for c in checks) else 1
@@ -220,13 +221,14 @@ def pdf(args: argparse.Namespace) -> int:
     """Print the built pages to A4 PDFs, one per page and one for the build; 1 when something did not fit."""
     from labcore.paths import reports_dir
     from labcore.report.pdf import write_pdfs
+    from labcore.text import count
 
     profile, _ = _profile(args.profile, "")
     parts, whole = write_pdfs((args.out or reports_dir()) / profile, profile)
     for part in parts:
-        extra = f", {part.folds} folded code block(s) in its appendix" if part.folds else ""
-        scaled = f", {len(part.scaled)} wide table(s) scaled to the page" if part.scaled else ""
-        print(f"{part.pdf}: {part.sheets} page(s){extra}{scaled}")
+        extra = f", {count(part.folds, 'folded code block')} in its appendix" if part.folds else ""
+        scaled = f", {count(len(part.scaled), 'wide table')} scaled to the page" if part.scaled else ""
+        print(f"{part.pdf}: {count(part.sheets, 'page')}{extra}{scaled}")
         for problem in part.problems:
             print(f"  - {problem}")
     print(f"pdf: {whole} ({sum(p.sheets for p in parts)} pages, {whole.stat().st_size / 2**20:.1f} MiB)")

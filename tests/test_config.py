@@ -75,15 +75,3 @@ def test_the_fields_a_family_reads_and_the_defaults_everywhere_are_accepted():
     ModelConfig(family="vgg", norm="batch")
     assert ModelConfig(family="lab_resnet", norm="none").norm == "none"  # the default, spelled out: same key
 
-
-@pytest.mark.parametrize("mode", ["offline", "online", "disabled"])
-def test_each_tracking_mode_is_a_valid_parameter(mode):
-    validate_params({"tracking": mode})
-
-
-@pytest.mark.parametrize("mode", ["cloud", "Offline", "", None])
-def test_any_other_tracking_mode_is_one_line_naming_the_modes(mode):
-    with pytest.raises(ConfigError, match=r"tracking mode is .* \(parameter 'tracking'\); choose one of: offline, online, "
-                                          r"disabled") as info:
-        validate_params({"tracking": mode})
-    assert "\n" not in str(info.value)

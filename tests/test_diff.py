@@ -72,3 +72,13 @@ def test_every_run_of_a_runs_list_is_compared_on_its_own():
     b = {"metrics": {"runs": [{**run, "val_acc": 0.91}]}, "parameters": {}}
     rows = {r["metric"]: r["verdict"] for r in diff.metric_rows(a, b, [])}
     assert rows == {"val_acc of run mlp-d2-w16-plain-s1": "differs", "test_acc of run mlp-d2-w16-plain-s1": "identical"}
+
+
+def test_make_diff_reads_its_reports_without_importing_torch():
+    """`make diff` compares JSON records: it answers in a second, with no deep-learning stack to load."""
+    import subprocess
+    import sys
+
+    code = "import sys, labcore.report.diff; assert 'torch' not in sys.modules, 'make diff imported torch'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

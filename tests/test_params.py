@@ -1,4 +1,7 @@
 """How a profile's parameters differ from full's, in effect (the banner of a page and `make diff` name them)."""
+import pytest
+
+from labcore.core.config import ConfigError
 from labcore.exercises import params
 
 
@@ -32,3 +35,23 @@ def test_against_full_names_differences_for_a_profile_and_nothing_for_full_or_a_
     assert params.against_full("01_mlp_baseline", "full", params.merged_parameters("01_mlp_baseline", "full")) is None
     monkeypatch.setattr(params, "PARAMETERS", tmp_path)  # no parameters/full/ here: nothing to compare with
     assert params.against_full("01_mlp_baseline", "quick", quick) is None
+
+
+def _tracking(tmp_path, monkeypatch, mode):
+    (tmp_path / "smoke").mkdir(exist_ok=True)
+    (tmp_path / "smoke" / "01_mlp_baseline.yaml").write_text(f"tracking: {mode}\n")
+    monkeypatch.setattr(params, "PARAMETERS", tmp_path)
+    return params.merged_parameters("01_mlp_baseline", "smoke")["tracking"]
+
+
+@pytest.mark.parametrize("mode", ["offline", "online", "disabled"])
+def test_each_tracking_mode_is_a_valid_parameter(tmp_path, monkeypatch, mode):
+    assert _tracking(tmp_path, monkeypatch, mode) == mode
+
+
+@pytest.mark.parametrize("mode", ["cloud", "Offline", "''"])
+def test_any_other_tracking_mode_is_one_line_naming_the_file_and_the_modes(tmp_path, monkeypatch, mode):
+    with pytest.raises(ConfigError, match=r"01_mlp_baseline.yaml: tracking mode is .* \(parameter 'tracking'\); choose "
+                                          r"one of: offline, online, disabled") as info:
+        _tracking(tmp_path, monkeypatch, mode)
+    assert "\n" not in str(info.value)

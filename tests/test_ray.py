@@ -53,7 +53,7 @@ def test_smoke_plan_on_embedded_ray_then_report_retrains_nothing(smoke_build):
     n = len(profile_runs("smoke"))  # the smoke plan's distinct runs (counted by hand in test_plan)
     assert f"plan smoke: {n} runs, 0 stored, {n} pending" in smoke_build.train, \
         "the smoke build trains from an empty store (run this test in a fresh session)\n" + smoke_build.train[:2000]
-    assert "Ray cluster: 1 node(s), 2 CPUs" in smoke_build.train and f"run {n}/{n} ok" in smoke_build.train
+    assert "Ray cluster: 1 node, 2 CPUs" in smoke_build.train and f"run {n}/{n} ok" in smoke_build.train
     assert len(smoke_build.stored_after_train) == n and not smoke_build.ray_left, "no Ray process outlives training"
     assert f"plan smoke: {n} runs, {n} stored, 0 pending" in smoke_build.report
     assert smoke_build.stored_after_report == smoke_build.stored_after_train, "the report trained and rewrote nothing"
@@ -177,7 +177,7 @@ def test_two_nodes_with_token_authentication_and_a_node_that_leaves_mid_run(env,
         out, _ = proc.communicate(timeout=600)
     assert killed, "the second node was killed while it trained"
     assert proc.returncode == 0, out[-3000:]
-    assert "Ray cluster: 2 node(s), 2 CPUs" in out and f"run {n}/{n} ok" in out and "not trained" not in out
+    assert "Ray cluster: 2 nodes, 2 CPUs" in out and f"run {n}/{n} ok" in out and "not trained" not in out
     assert len(stored_runs(tmp_path / "runs")) == n, "every run stored exactly once"
 
 

@@ -362,6 +362,13 @@ def test_a_page_depends_on_its_own_notebook_and_the_code_it_imports(tmp_path, mo
     after = {stem: inputs.page_inputs(stem, "smoke", page) for stem, page in pages.items()}
     assert after["01_mlp_baseline"] == before["01_mlp_baseline"]
     assert inputs.changed(before["02_cnn_depth"], after["02_cnn_depth"]) == ["notebook"]
+    shutil.copytree(lp.PARAMETERS, tmp_path / "parameters")  # full's file edited: the banner that names it changes
+    monkeypatch.setattr(lp, "PARAMETERS", tmp_path / "parameters")
+    full = tmp_path / "parameters" / "full" / "01_mlp_baseline.yaml"
+    assert "seeds: [0, 1, 2]" in full.read_text(), "update this test: full's seeds changed"
+    full.write_text(full.read_text().replace("seeds: [0, 1, 2]", "seeds: [0, 1, 2, 3]"))
+    edited = inputs.page_inputs("01_mlp_baseline", "smoke", pages["01_mlp_baseline"])
+    assert inputs.changed(after["01_mlp_baseline"], edited) == ["full_parameters"]
     code = {stem: set(identity.closure(tuple(inputs.notebook_source(stem)[1]) + inputs.RENDERING))
             for stem in ("01_mlp_baseline", "04_gradient_flow")}
     assert "labcore.exercises.gradient_flow" in code["04_gradient_flow"] - code["01_mlp_baseline"]

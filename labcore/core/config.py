@@ -283,19 +283,10 @@ class ProbeConfig:
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-TRACKING_MODES = ("offline", "online", "disabled")  # W&B's modes (labcore.store.tracking): offline never uses a network
-
-
-def check_tracking_mode(mode: str, where: str = "parameter 'tracking'") -> str:
-    """`mode` if it is one of TRACKING_MODES, else a one-line ConfigError naming where it came from."""
-    if mode not in TRACKING_MODES:
-        raise ConfigError(f"tracking mode is {mode!r} ({where}); choose one of: {', '.join(TRACKING_MODES)}")
-    return mode
 
 
 def validate_params(params: dict[str, Any]) -> None:
-    """Check the sections of a notebook's parameters that are configs, and its other typed values, before anything
-    runs."""
+    """Check the sections of a notebook's parameters that are configs, before anything runs."""
     for name, cls in SECTIONS.items():
         if name in params:
             from_dict(cls, params[name], name)
@@ -307,5 +298,3 @@ def validate_params(params: dict[str, Any]) -> None:
         _check_type(params["seeds"], tuple[int, ...], "seeds")
     if "residual" in params:
         _check_type(params["residual"], tuple[bool, ...], "residual")
-    if "tracking" in params:
-        check_tracking_mode(params["tracking"])

@@ -117,7 +117,7 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
     assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
     with replacing(cache) as tmp:  # a concurrent reader never sees half a file
         torch.save(raw.__dict__, tmp)
-    with replacing(cache.with_suffix(".json")) as tmp:  # the tensors first: meta without them reads as no cache
+    with replacing(cache.with_suffix(".json")) as tmp:  # the tensors first: the meta never stands without them
         tmp.write_text(json.dumps(meta))
     return raw
 

@@ -33,6 +33,7 @@ from labcore.paths import cache_dir
 from labcore.machine import device_info, flush_denormals, pick_device, resolve_precision, show_progress
 from labcore.machine import threads as machine_threads
 from labcore.core.step import learner, memory_format
+from labcore.text import count
 
 CALIBRATION_VERSION = 3  # bump when what is measured changes (2: batch making timed, CPU time on one thread;
 # 3: the training loop's own step object, and the forward pass in fp32 as validation runs it)
@@ -220,7 +221,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
               "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
               "once it is idle, and finished runs correct them", flush=True)
     if todo and progress:
-        print(f"[labcore] calibrating {len(todo)} architecture(s){f' with {members} seeds fused' if members > 1 else ''}"
+        print(f"[labcore] calibrating {count(len(todo), 'architecture')}{f' with {members} seeds fused' if members > 1 else ''}"
               f" on {device_name(device)} "
               f"(a few real training steps each; cached in {path})", flush=True)
     untimed = []

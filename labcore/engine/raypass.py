@@ -20,6 +20,7 @@ from labcore.store.planned import Planned
 from labcore.faults import RunLost, advice
 from labcore.engine.jobs import Outcome, Progress, Retries, train_job
 from labcore.machine import deterministic_process, share_gpu
+from labcore.text import count
 
 RAY_NODE = "ray node"  # a run a Ray task trained names its node "<host> (ray node <id>)"
 
@@ -226,8 +227,8 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
         res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
         if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
             gpus_per_run = 1.0 if res.get("GPU", 0) else 0.0
-        print(f"[labcore] Ray cluster: {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
-              f"{cpus_per_run} CPU thread(s) and {gpus_per_run:g} GPU per job", flush=True)
+        print(f"[labcore] Ray cluster: {count(len(nodes), 'node')}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
+              f"{count(cpus_per_run, 'CPU thread')} and {gpus_per_run:g} GPU per job", flush=True)
         progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
         task = remote_task(cpus_per_run, gpus_per_run)
         alone_task = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try

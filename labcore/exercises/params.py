@@ -1,7 +1,9 @@
 """Parameters: a notebook's defaults, overridden by parameters/<profile>/<stem>.yaml, validated.
 
 Every parameter file is read, merged over the notebook's own `parameters` cell and checked before any
-notebook runs or any run is planned, so a typo fails in a second with a one-line error.
+notebook runs or any run is planned, so a typo fails in a second with a one-line error. How one profile's
+parameters differ from another's, in effect (`differences`, `against_full`), is said here too: a page's banner
+names its settings reduced against full's, and `make diff` the settings two builds ran with.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from labcore.core.config import SECTIONS, ConfigError, ProbeConfig, from_dict, load_yaml, validate_params
-from labcore.core.data import sizes
 from labcore.paths import PROJECT_ROOT
+from labcore.store.tracking import check_mode
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 PARAMETERS = PROJECT_ROOT / "parameters"
@@ -139,6 +141,8 @@ def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
             suffix = name.rsplit("_", 1)[-1]
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
                 from_dict(SECTIONS[suffix], value, name)  # e.g. lab_plain_model
+        if "tracking" in params:
+            check_mode(params["tracking"])
     except ConfigError as exc:
         raise ConfigError(f"{_shown(path)}: {exc}") from None
     _check_spelling(path, given)
@@ -154,8 +158,8 @@ def differences(params: dict[str, Any], reference: dict[str, Any], prefix: str =
                 none: str = "all") -> list[str]:
     """'key: value (full: value)' for every leaf where `params` differs from `reference` in effect (dotted keys; a
     config section's missing keys read as their defaults, a missing `residual` as plain only, or in a study as the
-    notebook's); studies only one side
-    has are named together in one line. `other` names the reference, `none` how a missing or None value reads."""
+    notebook's); studies only one side has are named together in one line. `other` names the reference, `none` how
+    a missing or None value reads."""
     out, absent = [], []
     for key in dict.fromkeys([*params, *reference]):
         a, b, name = params.get(key), reference.get(key), f"{prefix}{key}"
@@ -201,6 +205,8 @@ def against_full(stem: str, profile: str, params: dict[str, Any]) -> list[str] |
 
 def check_probe(probe: dict[str, Any], data: dict[str, Any]) -> None:
     """The probe's batches must fit in the training images the data section leaves (labcore.core.probes)."""
+    from labcore.core.data import sizes  # here: `make diff` reads these parameters without importing torch
+
     cfg = from_dict(ProbeConfig, probe, "probe")
     n_train = sizes(from_dict(SECTIONS["data"], data, "data"))[0]
     if cfg.batches * cfg.batch_size > n_train:

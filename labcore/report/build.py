@@ -159,8 +159,9 @@ def execute(stem: str, profile: str, page: PagePlan, out_dir: Path, built: set[s
             env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one notebook with papermill, with its `page` of the build plan (its parameters, and its run keys injected
     as `build_runs` for the kernel to check its own plan against); write <stem>.ipynb, .html, .json (and the summary
-    figure's .png); return the JSON record. `built`: the run keys this build trained before the notebooks (counted per report); `progress`: see
-    _run_notebook; `env`: the kernel's environment (default: kernel_env of this process's)."""
+    figure's .png); return the JSON record. `built`: the run keys this build trained before the notebooks (counted
+    per report); `progress`: see _run_notebook; `env`: the kernel's environment (default: kernel_env of this
+    process's)."""
     import nbformat
 
     work = out_dir / f".work-{stem}"

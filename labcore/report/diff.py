@@ -142,8 +142,8 @@ def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
     if not settings_n and not beyond and not words:
         return (f"no differences: {count(len(rows), 'metric')} in {count(len(result), 'report')} identical or within seed "
                 "noise"), True
-    return (f"{count(settings_n, 'report')} with other settings; {len(beyond)} of {count(len(rows), 'metric')} differ "
-            f"beyond seed noise or cannot be compared; {count(words, 'headline')} changed their words"), False
+    return (f"{count(settings_n, 'report')} with other settings; metrics beyond seed noise or not "
+            f"comparable: {len(beyond)} of {len(rows)}; {count(words, 'headline')} changed their words"), False
 
 
 def settings_lines(result: dict[str, Any]) -> list[str]:
@@ -167,7 +167,7 @@ def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
                 f"<tr><td>{html.escape(k)}</td><td>{html.escape(x)}</td><td>{html.escape(y)}</td></tr>"
                 for k, x, y in r["headlines"]) + "</table>")
         shown = [m for m in r["metrics"] if m["verdict"] != "identical"]
-        parts.append(f"<p>{len(r['metrics']) - len(shown)} of {len(r['metrics'])} metrics identical"
+        parts.append(f"<p>Identical metrics: {len(r['metrics']) - len(shown)} of {len(r['metrics'])}"
                      + ("." if not shown else "; the others:</p><table><tr><th>metric</th><th>A</th><th>B</th>"
                         "<th>B - A</th><th>verdict</th></tr>" + "".join(
                             f"<tr><td>{html.escape(m['metric'])}</td><td>{cell(m['A'])}</td><td>{cell(m['B'])}</td>"

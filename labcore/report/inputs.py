@@ -1,6 +1,7 @@
 """What a page is a function of, so that `make report` executes a notebook again exactly when one of them changed:
-the notebook itself, its parameters, the stored runs it reads (upstream ones too), the labcore code it runs, the
-data and the packages. Otherwise the page built last time is reused, and the build says so.
+the notebook itself, its parameters (and how they differ from full's, which its banner names), the stored runs it
+reads (upstream ones too), the labcore code it runs, the data and the packages. Otherwise the page built last time
+is reused, and the build says so.
 
 Unlike a run's identity (labcore.store.identity), the code here is every byte of the modules the notebook imports,
 followed through their imports, and of the code that renders pages: a page shows labcore's own source, so even a
@@ -59,8 +60,11 @@ def page_inputs(stem: str, profile: str, page: PagePlan, store: RunStore | None 
     code = {m: _sha(identity.module_path(m).read_bytes()) for m in identity.closure(tuple(imported) + RENDERING)
             if m not in OTHER_PAGES}
     runs = {p.key: _stored(store, p) for p in page.runs}
+    # The banner names how the parameters differ from full's: an edit of full's file changes the page too.
+    full = notebook_params.against_full(stem, profile, page.params)
     return {"notebook": _sha(cells), "parameters": _sha(json.dumps(page.params, sort_keys=True, default=str)),
-            "profile": profile, "runs": _sha(json.dumps(runs, sort_keys=True)),
+            "full_parameters": _sha(json.dumps(full, default=str)), "profile": profile,
+            "runs": _sha(json.dumps(runs, sort_keys=True)),
             "code": _sha(json.dumps(code, sort_keys=True)),
             "data": _sha(json.dumps({d: training.data_content(d) for d in page.datasets})),
             "packages": _sha(json.dumps(package_versions(), sort_keys=True))}

@@ -31,7 +31,7 @@ MODELS = "labcore.core.models"
 # Modules that training imports but that cannot change what it computes.
 NOT_COMPUTING = {
     "labcore.paths": "where files live",
-    "labcore.files": "atomic writes, locks and checksums of files",
+    "labcore.files": "atomic writes, locks and checksums of files, and tensors written to them",
     "labcore.faults": "names the machine's faults; a run that meets one is never stored",
     "labcore.text": "formats durations",
     "labcore.store.tracking": "W&B logging: reads losses and gradients, changes none",

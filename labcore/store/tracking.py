@@ -10,21 +10,29 @@ import os
 from pathlib import Path
 from typing import Any
 
-from labcore.core.config import check_tracking_mode
+from labcore.core.config import ConfigError
 from labcore.paths import PROJECT_ROOT
 from labcore.text import count
 
+MODES = ("offline", "online", "disabled")
 WATCH_EVERY = 100  # steps between W&B's gradient and parameter histograms (each costs a pass over all weights)
 # On a GPU each histogram is read back to the host (a sync per tensor: about 340 for ResNet-56, some 20 ms in all),
 # while a step takes a few ms: every 1000 steps keeps that under 1 % (every 100 would cost 5-10 %).
 WATCH_EVERY_GPU = 1000
 
 
+def check_mode(mode: str, where: str = "parameter 'tracking'") -> str:
+    """`mode` if it is one of MODES, else a one-line ConfigError naming where it came from."""
+    if mode not in MODES:
+        raise ConfigError(f"tracking mode is {mode!r} ({where}); choose one of: {', '.join(MODES)}")
+    return mode
+
+
 def resolve_mode(mode: str = "offline") -> str:
     """The effective mode: $LABCORE_TRACKING, when set, wins over the (valid) parameter."""
-    check_tracking_mode(mode)
+    check_mode(mode)
     env = os.environ.get("LABCORE_TRACKING")
-    return check_tracking_mode(env, "env LABCORE_TRACKING") if env else mode
+    return check_mode(env, "env LABCORE_TRACKING") if env else mode
 
 
 def wandb_dirs() -> dict[str, Path]:
