@@ -161,3 +161,14 @@ def test_a_tables_named_index_is_shown_as_its_first_column_whatever_its_values(i
     named_rows = table(pd.DataFrame({"mean": [0.1, 0.2]}, index=["lab CNN", "ConvNet-40 plain"]))
     assert named_rows.data.columns.tolist() == ["", "mean"] and ">ConvNet-40 plain<" in named_rows.to_html(), \
         "unnamed labels stay, as a first column without a header"
+
+
+def test_a_page_s_banner_names_how_its_parameters_differ_from_full_s():
+    from labcore.exercises import params
+
+    quick = params.merged_parameters("01_mlp_baseline", "quick")
+    page = render.notebook_page(_notebook(), _record(notebook="01_mlp_baseline", profile="quick", parameters=quick))
+    assert "Reduced against <code>full</code>" in page
+    full = params.merged_parameters("01_mlp_baseline", "full")
+    assert "Reduced against" not in render.notebook_page(_notebook(), _record(notebook="01_mlp_baseline",
+                                                                               profile="full", parameters=full))

@@ -28,7 +28,7 @@ from traitlets import CaselessStrEnum
 from labcore.core.config import ConfigError
 from labcore.core.data import check
 from labcore.exercises.exercise import PagePlan
-from labcore.exercises.params import NOTEBOOKS, against_full
+from labcore.exercises.params import NOTEBOOKS
 from labcore.files import Busy, locked, replacing
 from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir
@@ -210,7 +210,6 @@ def _record(stem: str, profile: str, nb: Any, payload: dict[str, Any], params: d
         "metrics": payload.get("metrics", {}),
         "parameters": params,
         "runs": _run_counts(payload.get("provenance") or {}, built),
-        "reduced": against_full(stem, profile, params),  # how its settings differ from full's (the banner names them)
         # A notebook that failed before publishing: this environment, the device it would have used.
         "provenance": payload.get("provenance") or collect(pick_device(str(params.get("device", "auto"))),
                                                            tracking=params.get("tracking"),

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from labcore.exercises.params import against_full
 from labcore.report.publish import DASH, cell, format_metric
 from labcore.text import count
 
@@ -250,8 +251,8 @@ def parameters_once(nb: Any) -> Any:
 
 
 def notebook_page(nb: Any, record: dict[str, Any]) -> str:
-    """One executed notebook as a self-contained HTML page with banner (its settings `reduced` against full's, as its
-    record names them), contents and provenance."""
+    """One executed notebook as a self-contained HTML page with banner (naming how its parameters differ from full's),
+    contents and provenance."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
@@ -261,7 +262,8 @@ def notebook_page(nb: Any, record: dict[str, Any]) -> str:
                             template_file="labcore.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"labcore_css": CSS})
     prov = record.get("provenance") or {}
-    top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"), record.get("reduced"),
+    top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"),
+                 against_full(record["notebook"], record["profile"], record.get("parameters") or {}),
                  banner_notes(record))
     if record.get("status") != "ok":
         top += f"<div class='lc-banner lc-smoke'><p class='lc-failed'>This notebook failed: {html.escape(record.get('error') or '')}</p></div>"
