@@ -221,8 +221,8 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
               "cores): steps are timed by CPU time on one thread, which load stretches least; they are timed again "
               "once it is idle, and finished runs correct them", flush=True)
     if todo and progress:
-        print(f"[labcore] calibrating {count(len(todo), 'architecture')}{f' with {members} seeds fused' if members > 1 else ''}"
-              f" on {device_name(device)} "
+        fused = f" with {members} seeds fused" if members > 1 else ""
+        print(f"[labcore] calibrating {count(len(todo), 'architecture')}{fused} on {device_name(device)} "
               f"(a few real training steps each; cached in {path})", flush=True)
     untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):

@@ -227,8 +227,9 @@ def train_ray(jobs: list[list[Planned]], estimates: dict[str, float], alone: dic
         res, nodes = ray.cluster_resources(), [n for n in ray.nodes() if n.get("Alive")]
         if gpus_per_run is None:  # a whole GPU per run where the cluster (or this machine) has GPUs
             gpus_per_run = 1.0 if res.get("GPU", 0) else 0.0
-        print(f"[labcore] Ray cluster: {count(len(nodes), 'node')}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; "
-              f"{count(cpus_per_run, 'CPU thread')} and {gpus_per_run:g} GPU per job", flush=True)
+        print(f"[labcore] Ray cluster: {count(len(nodes), 'node')}, {res.get('CPU', 0):g} CPUs, "
+              f"{res.get('GPU', 0):g} GPUs; {count(cpus_per_run, 'CPU thread')} and {gpus_per_run:g} GPU per job",
+              flush=True)
         progress.slots = concurrent_runs(res, cpus_per_run, gpus_per_run)
         task = remote_task(cpus_per_run, gpus_per_run)
         alone_task = task.options(num_gpus=max(gpus_per_run, 1.0)) if gpus_per_run else task  # a lost run's second try

@@ -339,7 +339,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
             print(f"[labcore] trained {count(len(trained.trained), 'run')} in {human_seconds(trained.seconds)} with "
                   f"the {trained.executor} executor; {len(trained.failed)} failed, {len(trained.lost)} lost (the "
                   "notebooks show failed runs; lost ones are trained in their kernel)", flush=True)
-        with replacing(out_dir / "plan.json") as tmp:  # once trained: beside the pages built from it, for people and tools
+        with replacing(out_dir / "plan.json") as tmp:  # once trained: beside the pages built from it, for people, tools
             tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
         records = _pages(plan, out_dir, {r.key for r in trained.trained}, force)
         index = write_index(out_dir, profile)

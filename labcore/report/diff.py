@@ -140,8 +140,8 @@ def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
     beyond = [m for m in rows if m["verdict"] not in ("identical", "within seed noise")]
     words = sum(len(r["headlines"]) for r in result.values())
     if not settings_n and not beyond and not words:
-        return (f"no differences: {count(len(rows), 'metric')} in {count(len(result), 'report')} identical or within seed "
-                "noise"), True
+        return (f"no differences: {count(len(rows), 'metric')} in {count(len(result), 'report')} identical or within "
+                "seed noise"), True
     return (f"{count(settings_n, 'report')} with other settings; metrics beyond seed noise or not "
             f"comparable: {len(beyond)} of {len(rows)}; {count(words, 'headline')} changed their words"), False
 

@@ -64,8 +64,8 @@ def check_store(store: Any, planned: list[Planned]) -> tuple[dict[str, str], lis
     states = {p.key: store.state(p.cfg, p.checkpoints) for p in planned}
     damaged = [f"{p.cfg.label()} ({p.key}): {store.damage(p.cfg)}" for p in planned if states[p.key] == "damaged"]
     files = sum(len(list(store.path(p.cfg).rglob("*.pt"))) + 1 for p in planned if states[p.key] != "pending")
-    return states, damaged, (f"{count(len(planned), 'run')} checked ({count(files, 'stored file')} against their checksums, every "
-                             f"record against its key) in {human_seconds(time.perf_counter() - start)}: "
+    return states, damaged, (f"{count(len(planned), 'run')} checked ({count(files, 'stored file')} against their "
+                             f"checksums, every record against its key) in {human_seconds(time.perf_counter() - start)}: "
                              f"{len(damaged)} damaged")
 
 
@@ -239,8 +239,8 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 1, 
     kept = keep_stale(store, stale, {r["key"]: r["ok"] for r in lines if r["stale"]}, log) if stale else (0, 0)
     ok_count = sum(r["ok"] for r in lines)
     identical = sum(r["verdict"].startswith("identical") for r in lines)
-    summary = (f"{checked}; {count(len(chosen), 'run')} re-derived ({'all' if sample is None else f'{sample} per setting'}, "
-               f"sample seed {seed}): {identical} identical"
+    per = "all" if sample is None else f"{sample} per setting"
+    summary = (f"{checked}; {count(len(chosen), 'run')} re-derived ({per}, sample seed {seed}): {identical} identical"
                + (f", {ok_count - identical} within tolerance" if ok_count > identical else "")
                + (f", {len(chosen) - ok_count} differ (flagged: the next build retrains them)"
                   if ok_count < len(chosen) else "")
