@@ -406,14 +406,21 @@ def test_a_log_gets_one_line_per_notebook_and_no_bar(smoke_build):
 
 @pytest.mark.slow
 def test_a_build_in_process_leaves_the_environment_as_it_found_it(smoke_build, tmp_path, monkeypatch):
-    """The kernels get their environment passed (build.kernel_env); the build's own process is never edited."""
+    """The kernels get their environment passed (build.kernel_env of the one the build started with); the build's
+    own process is never edited, also where it trains here with W&B offline (01's seeds fused: their W&B runs are
+    open together)."""
     from labcore.report import build
 
     monkeypatch.setenv("LABCORE_DATA", os.path.relpath(os.environ["LABCORE_DATA"]))  # a relative root: kernels need it absolute
-    before = settled_environ()
-    records = build.build("smoke", only=["01_mlp_baseline"], out_root=tmp_path, executor="local", force=True)
-    assert records[0]["status"] == "ok", records[0].get("error")
-    assert dict(os.environ) == before
+    monkeypatch.setenv("LABCORE_RUNS", str(tmp_path / "runs"))  # an empty store: the build trains 01's runs here
+    monkeypatch.setenv("LABCORE_TRACKING", "offline")
+    before, kernels, execute = settled_environ(), [], build.execute
+    monkeypatch.setattr(build, "execute", lambda *a, **k: kernels.append(a[-1]) or execute(*a, **k))
+    records = build.build("smoke", only=["01_mlp_baseline"], out_root=tmp_path, executor="local", fuse="on")
+    assert records[0]["status"] == "ok" and records[0]["runs"]["trained_by_build"] > 0, records[0]
+    service = "WANDB_SERVICE"  # W&B's own, set when its service starts, for child processes to share it
+    assert {k: v for k, v in os.environ.items() if k != service} == {k: v for k, v in before.items() if k != service}
+    assert kernels == [build.kernel_env(before)], "the kernels get the environment the build was started with"
 
 
 def test_the_kernel_environment_is_built_from_the_given_one_not_this_process():

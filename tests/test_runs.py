@@ -207,7 +207,7 @@ def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mea
 
 def test_wandb_writes_only_inside_the_project(tmp_path):
     """A fresh process with an empty HOME: every W&B file lands under WANDB_DIR, none in ~/.cache or ~/.config; the
-    process's environment is as it was once the run is finished."""
+    process's environment is as it was once the runs are finished, fused seeds' runs (open together) too."""
     import os
     import subprocess
     import sys
@@ -219,18 +219,20 @@ def test_wandb_writes_only_inside_the_project(tmp_path):
     code = ("import os\nfrom labcore.store.tracking import Tracker\nbefore = dict(os.environ)\n"
             "t = Tracker('offline', 'mlp-d1-w8-plain-s0-12345678', {'a': 1}, group='01_x/runs', tags=('smoke',))\n"
             "t.log({'loss': 1.0}); t.finish({'acc': 0.5})\n"
+            "seeds = [Tracker('offline', f'mlp-s{i}', {}, alongside=True) for i in range(2)]  # fused seeds\n"
+            "for s in seeds: s.finish()  # in the order opened: the first one opened set W&B's settings\n"
             "after = {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'}  # W&B's own, to reuse its service\n"
             "assert after == before, 'the run left W&B settings in the environment'\n")
     for _ in range(2):
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300, cwd=tmp_path)
-    assert len(list((wb / "wandb").glob("offline-run-*"))) == 2, "the offline runs are in the project"
+    assert len(list((wb / "wandb").glob("offline-run-*"))) == 6, "the offline runs are in the project"
     outside = [p for p in home.rglob("*") if "wandb" in str(p.relative_to(home))]
     assert not outside, f"W&B wrote outside the project: {outside[:3]}"
-    # README's line, as written, from the project root: both runs, once each (not the latest-run link again).
+    # README's line, as written, from the project root: every run, once each (not the latest-run link again).
     wandb_cli = str(Path(sys.executable).parent / "wandb")
     sync = subprocess.run(f"{wandb_cli} sync --dry-run .cache/wandb/wandb/offline-run-*", shell=True, env=env,
                           cwd=tmp_path / "project", capture_output=True, text=True, timeout=120)
-    assert "Would sync 2 run(s)" in sync.stdout + sync.stderr and "latest-run" not in sync.stdout + sync.stderr
+    assert "Would sync 6 run(s)" in sync.stdout + sync.stderr and "latest-run" not in sync.stdout + sync.stderr
     assert "wandb sync .cache/wandb/wandb/offline-run-*" in (Path(__file__).parent.parent / "README.md").read_text()
 
 

@@ -287,11 +287,11 @@ def _why(stem: str, out_dir: Path, now: dict[str, str], force: bool) -> str:
     return ("changed since the last page: " + ", ".join(parts)) if parts else "its last page is incomplete"
 
 
-def _pages(plan: Any, out_dir: Path, built: set[str], force: bool) -> list[dict[str, Any]]:
+def _pages(plan: Any, out_dir: Path, built: set[str], force: bool, env: dict[str, str]) -> list[dict[str, Any]]:
     """Execute each page of the build `plan` whose inputs changed (all with `force`), reuse the others; the records.
     `built`: the run keys this build trained. Each kernel gets its page's run keys (`build_runs`) to check its own
-    plan against, and its environment passed (kernel_env)."""
-    env, bars = kernel_env(os.environ), show_progress()  # this process's terminal gets a bar per notebook
+    plan against, and `env` as its environment (kernel_env)."""
+    bars = show_progress()  # this process's terminal gets a bar per notebook
     profile, records = plan.profile, []
     for stem, page in plan.pages.items():
         now = page_inputs(stem, profile, page)
@@ -325,6 +325,9 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
     from labcore.engine.plan import build_plan
 
     check_folders({"LABCORE_REPORTS": out_root or reports_dir(), "LABCORE_RUNS": runs_dir(), "LABCORE_CACHE": cache_dir()})
+    # The kernels' environment is the one the build was started with: what training in this process leaves behind
+    # (W&B's service address, which W&B sets for its child processes to share its service) is not theirs.
+    env = kernel_env(os.environ)
     plan = build_plan(profile, only, studies)  # the one plan of this build: everything below reads it
     for name in sorted({d for page in plan.pages.values() for d in page.datasets}):
         check(name)  # every dataset a page reads, before anything is trained or written
@@ -341,7 +344,7 @@ def build(profile: str, only: list[str] | None = None, out_root: Path | None = N
                   "notebooks show failed runs; lost ones are trained in their kernel)", flush=True)
         with replacing(out_dir / "plan.json") as tmp:  # once trained: beside the pages built from it, for people, tools
             tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
-        records = _pages(plan, out_dir, {r.key for r in trained.trained}, force)
+        records = _pages(plan, out_dir, {r.key for r in trained.trained}, force, env)
         index = write_index(out_dir, profile)
     print(f"[labcore] index: {index}", flush=True)
     return records

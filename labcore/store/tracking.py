@@ -85,9 +85,11 @@ class Tracker:
         self._steps: list[tuple[int, Any]] = []  # (step, loss tensor) of this epoch, sent with the epoch's row
         if self.mode == "disabled":
             return
-        # W&B reads its settings from the environment (at import and init); they hold for this run only: `finish`
-        # puts back what the process had, so a build leaves its environment as it found it.
-        self._environ = {var: os.environ.get(var) for var in [*wandb_dirs(), "WANDB_SILENT"]}
+        # W&B reads its settings from the environment (at import and init); they hold while this run is open:
+        # `finish` removes the ones this run set, and only those. Fused seeds open their runs alongside each other
+        # and finish them in any order: the first run opened sets them, a later one finds them set and leaves them
+        # (putting back what it found would leave the first run's settings behind for good).
+        self._set = [var for var in [*wandb_dirs(), "WANDB_SILENT"] if var not in os.environ]
         os.environ.setdefault("WANDB_SILENT", "true")
         wandb_dir = keep_wandb_in_project()  # before `import wandb`: it reads the locations at import and init
         import wandb
@@ -133,8 +135,5 @@ class Tracker:
             self.run.summary.update(summary or {})
             self.run.finish()
             self.run = None
-            for var, was in self._environ.items():
-                if was is None:
-                    os.environ.pop(var, None)
-                else:
-                    os.environ[var] = was
+            for var in self._set:
+                os.environ.pop(var, None)
