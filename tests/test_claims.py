@@ -128,3 +128,16 @@ def test_an_order_reads_in_words_without_a_legend():
 ])
 def test_two_builds_means_are_compared_against_their_spread(a, b, verdict):
     assert claims.same_within_noise(*a, *b) == verdict
+
+
+def test_with_one_seed_everywhere_the_orders_are_given_once_with_one_caveat():
+    single = claims.orders_sentence([({"a": [0.9], "b": [0.5], "c": [0.7]}, "validation accuracy", True),
+                                     ({"a": [1.0], "b": [2.0], "c": [1.5]}, "final training loss", False)])
+    assert single.count("can be claimed") == 1 and "**" not in single
+    assert "a, c, b by validation accuracy, and a, c, b by final training loss" in single
+    # A second seed anywhere: each measure gets its own tested sentence, as order_sentence words it.
+    mixed = claims.orders_sentence([({"a": [0.9, 0.91], "b": [0.5]}, "validation accuracy", True)])
+    assert mixed == claims.order_sentence({"a": [0.9, 0.91], "b": [0.5]}, "validation accuracy")
+    assert "the means come in the order a, b" in mixed and "one seed per model" not in mixed
+    # One model only: nothing to order, said as order_sentence says it.
+    assert "there is no order to state" in claims.orders_sentence([({"a": [0.9]}, "validation accuracy", True)])

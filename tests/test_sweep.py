@@ -1,4 +1,6 @@
 """Sweeps: expansion into configs, strict specs, and the tables and sentences reports are built from."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -33,10 +35,19 @@ def test_same_study_in_two_notebooks_gives_the_same_keys():
     ({"a": {"model": {"family": "mlp"}, "sweep": {"model.depth": []}}}, "non-empty list"),
     ({"a": {"model": {"family": "mlp"}, "seeds": ["x"]}}, "studies.a.seeds\\[0\\] must be int"),
     ({}, "non-empty mapping"),
+    ({"a": {"model": {"family": "mlp"}, "seeds": []}}, "studies.a.seeds is empty, so studies.a plans no run"),
+    ({"a": {"model": {"family": "mlp"}, "residual": []}}, "studies.a.residual is empty, so studies.a plans no run"),
 ])
 def test_bad_sweeps_fail_with_one_line(studies, message):
     with pytest.raises(ConfigError, match=message):
         sweep.expand(studies, DATA, TRAIN, [0], [False])
+
+
+def test_an_empty_residual_list_plans_nothing_so_it_is_refused_naming_where_it_was_given():
+    study = {"a": {"model": {"family": "mlp"}}}
+    with pytest.raises(ConfigError, match=r"^residual is empty, so studies.a plans no run; .*\(false: plain, true"):
+        sweep.expand(study, DATA, TRAIN, [0], [])  # the notebook's list, which the study inherits
+    assert len(sweep.expand(study, DATA, TRAIN, [0], [True])["a"]) == 1  # one value is enough
 
 
 def _table():
@@ -110,7 +121,7 @@ def test_counts_and_model_orders_read_from_the_runs():
     assert sweep.counts_sentence({"vgg": results["vgg"][:1]}).startswith("1 run in 1 study")
     df = pd.DataFrame([{"study": "vgg", **r.summary()} for r in results["vgg"]])
     assert sweep.model_order(df) == "VGG16 > VGG19"
-    assert sweep.order_sentence(df, "val_acc", "validation accuracy").startswith("By validation accuracy")
+    assert sweep.by_model(df, "val_acc") == {"VGG16": [0.50, 0.51], "VGG19": [0.30, 0.31]}
     assert sweep.model_name("resnet", 34) == "ResNet34" and sweep.model_name("convnet", 3) == "convnet-3"
 
 
@@ -170,3 +181,12 @@ def test_a_repeated_value_where_a_set_is_meant_is_refused(where, studies, seeds)
     with pytest.raises(ConfigError, match=f"{where.replace('.', '[.]')} lists .* twice; each value names its own runs"):
         sw.plan_studies(studies, {"name": "cifar10"}, {}, seeds, [False])
     assert sw.distinct([0, 1, 2], "seeds") == [0, 1, 2] and sw.distinct([], "seeds") == []
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"model": {"family": "vgg", "kernel_size": 3}}, "studies.a: model.kernel_size changes nothing for family vgg"),
+    ({"model": {"family": "mlp"}, "train": {"momentum": 0.9}}, "studies.a: train.momentum changes nothing for optimizer"),
+])
+def test_a_study_may_not_write_a_field_its_runs_never_read(spec, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        sweep.expand({"a": spec}, DATA, TRAIN, [0], [False])

@@ -124,13 +124,31 @@ def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_i
     n = sorted({p.n_a for p in pairs} | {p.n_b for p in pairs})
     seeds = f"{count(n[0], 'seed')} each" if len(n) == 1 else f"{n[0]} to {n[-1]} seeds"
     if all(p.verdict == "one seed" for p in pairs):
-        return (f"By {measure}, the single runs come in the order {chain}; with one seed per model the spread "
-                f"between runs is unknown, so this is not an order that can be claimed.")
+        if _single_seeds(groups):
+            return (f"By {measure}, the single runs come in the order {chain}; with one seed per model the spread "
+                    f"between runs is unknown, so this is not an order that can be claimed.")
+        return (f"By {measure}, the means come in the order {chain}; a single seed in each neighbouring pair leaves "
+                f"every step untested, so this is not an order that can be claimed.")
     better = "higher" if higher_is_better else "lower"
     note = (f"'>': better ({better}), and a Welch t-test over seeds separates the neighbours at the 95 % level; "
             f"'≈': not distinguishable with {seeds}") + ("; ',' that one of them has a single seed" if
                                                  any(p.verdict == "one seed" for p in pairs) else "")
     return f"By {measure}: **{chain}** ({note})."
+
+
+def _single_seeds(groups: Mapping[str, Sequence[float]]) -> bool:
+    """Whether every group has at most one finite value (one seed, or none that trained)."""
+    return all(_clean(v).size <= 1 for v in groups.values())
+
+
+def orders_sentence(measures: Sequence[tuple[Mapping[str, Sequence[float]], str, bool]]) -> str:
+    """`order_sentence` for each (groups, measure, higher is better) in turn; where every model has a single seed,
+    one sentence that gives the single runs' orders and says once that none of them can be claimed."""
+    if not measures or not all(len(groups) > 1 and _single_seeds(groups) for groups, _, _ in measures):
+        return " ".join(order_sentence(groups, measure, higher) for groups, measure, higher in measures)
+    chains = [f"{order(groups, higher)[0]} by {measure}" for groups, measure, higher in measures]
+    return ("With one seed per model the spread between runs is unknown, so no order can be claimed; the single runs "
+            f"come in the order {', and '.join(chains) if len(chains) < 3 else '; '.join(chains)}.")
 
 
 def interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
@@ -230,9 +248,15 @@ def vgg_claims(df: pd.DataFrame) -> str:
     by_depth = {d: g for d, g in vgg.groupby("depth")}
     if not {16, 19} <= set(by_depth):
         return "VGG16 and VGG19 were not both trained, so the lab's claims cannot be checked."
+    measures = [({f"VGG{d}": list(g[metric]) for d, g in sorted(by_depth.items())}, label, higher)
+                for metric, higher, label in (("val_acc", True, "validation accuracy"),
+                                              ("train_loss", False, "final training loss"))]
+    if all(_single_seeds(groups) for groups, _, _ in measures):
+        said = orders_sentence(measures)
+        return (f"The VGGs alone: {said[0].lower()}{said[1:]} Neither write-up's order of VGG16 and VGG19, nor VGG24 "
+                "last, can be tested without a second seed.")
     out = []
-    for metric, higher, label in (("val_acc", True, "validation accuracy"), ("train_loss", False, "final training loss")):
-        groups = {f"VGG{d}": list(g[metric]) for d, g in sorted(by_depth.items())}
+    for groups, label, higher in measures:
         out.append(order_sentence(groups, label, higher))
         c = compare(groups["VGG19"], groups["VGG16"], "VGG19", "VGG16")
         better = {"greater": "VGG19", "less": "VGG16"}.get(c.verdict) if higher else \

@@ -19,7 +19,7 @@ import pandas as pd
 
 from labcore.analysis import claims, plots, reference
 from labcore.store import provenance, runs
-from labcore.core.config import SECTIONS, ConfigError, RunConfig, _check_type
+from labcore.core.config import SECTIONS, ConfigError, RunConfig, _check_type, check_read
 from labcore.store.planned import Planned
 from labcore.store.runs import RunResult
 
@@ -47,6 +47,17 @@ def _set(cfg: RunConfig, dotted: str, value: Any, where: str) -> RunConfig:
     return cfg.replace(**{section: {field: value}})
 
 
+def _values(spec: dict, key: str, default: list, kind: Any, where: str) -> list:
+    """A study's `key` list (its own, else the notebook's `default`), type-checked, each value once and at least one:
+    an empty list would plan no run of the study and say nothing."""
+    name = f"{where}.{key}" if key in spec else key
+    values = distinct(_check_type(spec.get(key, default), kind, name), name)
+    if not values:
+        raise ConfigError(f"{name} is empty, so {where} plans no run; give at least one value"
+                          + (" (false: plain, true: residual)" if key == "residual" else ", e.g. [0]"))
+    return values
+
+
 def expand(studies: dict[str, dict], data: dict, train: dict, seeds: list[int],
            residual: list[bool]) -> dict[str, list[RunConfig]]:
     """RunConfigs for every study, every combination of its sweep, every residual flag and seed."""
@@ -62,12 +73,12 @@ def expand(studies: dict[str, dict], data: dict, train: dict, seeds: list[int],
             raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid keys: {', '.join(STUDY_KEYS)}")
         try:
             base = RunConfig.build({**data, **spec.get("data", {})}, spec.get("model"), {**train, **spec.get("train", {})})
+            for section in ("model", "train"):  # what the study writes must be read by its runs
+                check_read(getattr(base, section), section, spec.get(section) or ())
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        grid = {"model.residual": distinct(_check_type(spec.get("residual", residual), tuple[bool, ...],
-                                                       f"{where}.residual"), f"{where}.residual"),
-                "seed": distinct(_check_type(spec.get("seeds", seeds), tuple[int, ...], f"{where}.seeds"),
-                                 f"{where}.seeds")}
+        grid = {"model.residual": _values(spec, "residual", residual, tuple[bool, ...], where),
+                "seed": _values(spec, "seeds", seeds, tuple[int, ...], where)}
         for field, values in (spec.get("sweep") or {}).items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}.sweep.{field} must be a non-empty list of values")
@@ -272,8 +283,8 @@ def model_order(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: boo
     return claims.order({m: list(g[metric]) for m, g in named.groupby("model")}, higher_is_better)[0]
 
 
-def order_sentence(df: pd.DataFrame, metric: str, measure: str, higher_is_better: bool = True) -> str:
-    """claims.order_sentence over the models of a runs table, named as the write-ups name them."""
+def by_model(df: pd.DataFrame, metric: str) -> dict[str, list[float]]:
+    """`metric` of a runs table's rows by model, named as the write-ups name them: {model: one value per seed}."""
     named = df.assign(model=_model_names(df))
-    return claims.order_sentence({m: list(g[metric]) for m, g in named.groupby("model")}, measure,
-                                 higher_is_better)
+    return {m: list(g[metric]) for m, g in named.groupby("model")}
+

@@ -67,8 +67,8 @@ def ranking_sentence(runs_table: pd.DataFrame) -> str:
     """The five models' order by validation accuracy and by final training loss (tested over seeds), next to the
     lab's, and which of the lab's two VGG orders the runs support."""
     five = ranking_rows(runs_table)
-    return (sweep.order_sentence(five, "val_acc", "validation accuracy") + " "
-            + sweep.order_sentence(five, "train_loss", "final training loss", higher_is_better=False)
+    return (claims.orders_sentence([(sweep.by_model(five, "val_acc"), "validation accuracy", True),
+                                    (sweep.by_model(five, "train_loss"), "final training loss", False)])
             + f" (The lab: {LAB_RANKING}.) " + claims.vgg_claims(sweep.study(runs_table, "vgg")))
 
 
