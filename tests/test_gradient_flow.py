@@ -66,3 +66,18 @@ def test_the_gradient_sentences_read_their_numbers_from_the_measurements():
 
     table = first_conv_table({(22, False, 1): torch.ones(1), (22, True, 1): 2 * torch.ones(1)})
     assert first_conv_norms(table) == {"22 layers, plain, epoch 1": 1.0, "22 layers, residual, epoch 1": 2.0}
+
+
+def test_the_epoch_by_epoch_ratios_say_they_come_from_fewer_probe_batches_than_section_2():
+    """Section 4 follows the gradients on the first `over_training_batches` probe batches, Section 2 on all of them:
+    the same model's ratio then differs between the two, and the sentence says why."""
+    from types import SimpleNamespace
+
+    from labcore.exercises.gradient_flow import by_epoch_sentence
+
+    layers = pd.DataFrame({"epoch": [0, 0, 1, 1], "depth": [0, 1, 0, 1], "norm": [0.5, 2.0, 1.0, 2.0]})
+    tw = SimpleNamespace(batches=[None] * 4)
+    fewer = by_epoch_sentence({"plain ConvNet-13": layers}, {"over_training_batches": 2}, tw)
+    assert "on the first 2 of the 4 probe batches (Section 2 measured" in fewer and "**plain ConvNet-13**: 4x, 2x" in fewer
+    same = by_epoch_sentence({"plain ConvNet-13": layers}, {"over_training_batches": 4}, tw)
+    assert "on the same 4 probe batches as Section 2:" in same

@@ -260,9 +260,14 @@ def layer_epochs(store: RunStore, tw: Twins, probe: dict, device: torch.device) 
             for res in (False, True)}
 
 
-def by_epoch_sentence(evolution: dict[str, pd.DataFrame]) -> str:
-    """The last-over-first ratio epoch by epoch for each model of `layer_epochs`."""
-    return ("Last-layer over first-layer gradient, epoch by epoch: " + "; ".join(
+def by_epoch_sentence(evolution: dict[str, pd.DataFrame], probe: dict, tw: Twins) -> str:
+    """The last-over-first ratio epoch by epoch for each model of `layer_epochs`, and on which probe batches: fewer
+    than `depth_curves` uses, so its first and last values are not Section 2's (a ratio moves with the batches)."""
+    few, every = min(probe["over_training_batches"], len(tw.batches)), len(tw.batches)
+    batches = (f"on the first {few} of the {every} probe batches (Section 2 measured initialisation and the end of "
+               "training on all of them, so its ratios there differ from these)" if few < every
+               else f"on the same {count(every, 'probe batch', 'probe batches')} as Section 2")
+    return (f"Last-layer over first-layer gradient, epoch by epoch, {batches}: " + "; ".join(
         f"**{n}**: " + ", ".join(f"{sci(a, 3)}x" for a in probes.attenuation_by_epoch(t).values())
         for n, t in evolution.items()) + ". Rows near the input whose colour stays dark are layers that receive "
         "almost no gradient, and so barely change while the rest of the network trains.")
