@@ -26,7 +26,7 @@ def test_bad_values_fail_with_one_line(section, value, message):
 
 
 def test_ints_become_floats_and_lists_tuples():
-    cfg = from_dict(TrainConfig, {"lr": 1, "milestones": [0.5, 0.9]}, "train")
+    cfg = from_dict(TrainConfig, {"lr": 1, "schedule": "multistep", "milestones": [0.5, 0.9]}, "train")
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.milestones == (0.5, 0.9)
 
@@ -68,6 +68,31 @@ def test_configs_are_frozen():
 def test_a_model_field_its_family_ignores_is_refused_in_one_line(model, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         ModelConfig(**model)
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"optimizer": "adam", "momentum": 0.5}, "train.momentum=0.5 changes nothing for optimizer adam (read only by sgd)"),
+    ({"schedule": "cosine", "milestones": [0.3]}, "train.milestones=(0.3,) changes nothing for schedule cosine"),
+])
+def test_a_training_field_its_optimiser_or_schedule_ignores_is_refused_in_one_line(train, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunConfig.build(train=train)
+    RunConfig.build(train={**train, "optimizer": "sgd", "schedule": "multistep"})  # read there: accepted
+
+
+@pytest.mark.parametrize("section, given, message", [
+    ("model", {"family": "mlp", "kernel_size": 3}, "model.kernel_size changes nothing for family mlp (read only by "
+                                                    "lab_cnn); remove it from the parameters"),
+    ("train", {"optimizer": "adam", "momentum": 0.9}, "train.momentum changes nothing for optimizer adam"),
+    ("train", {"milestones": [0.5, 0.75]}, "train.milestones changes nothing for schedule constant"),
+])
+def test_a_parameter_file_may_not_write_a_field_its_settings_never_read_even_at_its_default(section, given, message):
+    from labcore.core.config import validate_params
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_params({section: given})
+    validate_params({section: {k: v for k, v in given.items() if k in ("family", "optimizer")}})  # left out: fine
+    validate_params({"model": {"family": "lab_cnn", "kernel_size": 3}, "train": {"optimizer": "sgd", "momentum": 0.9}})
 
 
 def test_the_fields_a_family_reads_and_the_defaults_everywhere_are_accepted():

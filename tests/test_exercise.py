@@ -122,6 +122,21 @@ def test_every_model_of_a_plan_is_built_on_the_meta_device_in_one_place():
         exercise.planned_runs("03_residual", p3, "smoke")
 
 
+@pytest.mark.parametrize("long_epochs", [0, 2, 3, 3.5, True, "40"])
+def test_a_long_run_must_be_longer_than_the_runs_it_follows_named_by_its_own_key(long_epochs):
+    with pytest.raises(ConfigError, match=rf"^long_epochs is {long_epochs!r}; give a whole number of epochs above "
+                                          r"train.epochs \(3\)"):
+        exercise.plan("01_mlp_baseline", {"data": {}, "model": {}, "train": {"epochs": 3}, "seeds": [0],
+                                          "long_epochs": long_epochs})
+
+
+def test_a_long_run_one_epoch_longer_or_none_plans():
+    for long_epochs, n in ((4, 1), (None, 0)):
+        planned = exercise.plan("01_mlp_baseline", {"data": {}, "model": {}, "train": {"epochs": 3}, "seeds": [0],
+                                                    "long_epochs": long_epochs})
+        assert len(planned["long"]) == n and all(p.cfg.train.epochs == 4 for p in planned["long"])
+
+
 def test_empty_seeds_fail_before_anything_runs():
     with pytest.raises(ConfigError, match="seeds is empty"):
         exercise.plan("01_mlp_baseline", {"data": {}, "model": {}, "train": {}, "seeds": [], "long_epochs": 3})

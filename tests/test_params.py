@@ -55,3 +55,15 @@ def test_any_other_tracking_mode_is_one_line_naming_the_file_and_the_modes(tmp_p
                                           r"one of: offline, online, disabled") as info:
         _tracking(tmp_path, monkeypatch, mode)
     assert "\n" not in str(info.value)
+
+
+def test_a_model_parameter_of_its_own_may_not_write_a_field_its_family_never_reads(tmp_path, monkeypatch):
+    """04's lab_plain_model is a model section under another name: the same rule, named by that name."""
+    from labcore.core.config import ConfigError
+    from labcore.exercises import params
+
+    monkeypatch.setattr(params, "PARAMETERS", tmp_path)
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_residual_model: {family: lab_resnet, kernel_size: 3}\n")
+    with pytest.raises(ConfigError, match=r"lab_residual_model.kernel_size changes nothing for family lab_resnet"):
+        params.merged_parameters("04_gradient_flow", "smoke")

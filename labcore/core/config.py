@@ -12,6 +12,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,29 @@ FAMILIES = ("mlp", "convnet", "fullyconv", "lab_cnn", "lab_resnet", "vgg", "resn
 NORMS = ("none", "batch")
 
 
-# The model fields only some families read (labcore.core.models): elsewhere only their defaults are accepted.
-EFFECTIVE = {"norm": ("mlp", "convnet", "fullyconv", "vgg", "resnet", "cifar_resnet"), "kernel_size": ("lab_cnn",)}
+# Fields only some settings read (labcore.core.models, labcore.core.step): (section, field) -> (the field that
+# decides, the values of it that read this one). Elsewhere the field keeps its default: another value would give
+# its runs another key for the same computation, and one written in a parameter file, even at its default, would
+# tell its reader it matters (check_read).
+READ_ONLY_BY = {("model", "norm"): ("family", ("mlp", "convnet", "fullyconv", "vgg", "resnet", "cifar_resnet")),
+                ("model", "kernel_size"): ("family", ("lab_cnn",)),
+                ("train", "momentum"): ("optimizer", ("sgd",)),
+                ("train", "milestones"): ("schedule", ("multistep",))}
+
+
+def check_read(cfg: Any, section: str, given: Iterable[str] = (), where: str = "") -> None:
+    """A ConfigError for a field of `cfg` (a `section` config) that its settings never read, where it differs from
+    its default or is among the keys `given` in a parameter file (at `where`, default `section`)."""
+    for (kind, name), (decides, readers) in READ_ONLY_BY.items():
+        value, by = getattr(cfg, name, None), getattr(cfg, decides, None)
+        if kind != section or by in readers:
+            continue
+        if value != type(cfg).__dataclass_fields__[name].default:
+            raise ConfigError(f"{where or section}.{name}={value!r} changes nothing for {decides} {by} (read only by "
+                              f"{', '.join(readers)}) yet would give its runs another key; remove it")
+        if name in given:
+            raise ConfigError(f"{where or section}.{name} changes nothing for {decides} {by} (read only by "
+                              f"{', '.join(readers)}); remove it from the parameters")
 
 
 @dataclass(frozen=True)
@@ -160,11 +182,7 @@ class ModelConfig:
         _positive(self.depth, "model.depth", zero_ok=True)
         _positive(self.width, "model.width")
         _positive(self.kernel_size, "model.kernel_size")
-        for name, families in EFFECTIVE.items():  # a field a family ignores must not give its runs another key
-            value, default = getattr(self, name), ModelConfig.__dataclass_fields__[name].default
-            if self.family not in families and value != default:
-                raise ConfigError(f"model.{name}={value!r} changes nothing for family {self.family} (read only by "
-                                  f"{', '.join(families)}) yet would give its runs another key; remove it")
+        check_read(self, "model")  # a field the family ignores must not give its runs another key
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -201,6 +219,7 @@ class TrainConfig:
         _choice(self.precision, PRECISIONS, "train.precision")
         if not all(0 < m < 1 for m in self.milestones):
             raise ConfigError(f"train.milestones must be fractions between 0 and 1, got {list(self.milestones)}")
+        check_read(self, "train")  # momentum with Adam, milestones without multistep: no other key for them
 
 
 # The fields every run key has hashed since the store's format 2 (2026-11); never add to these. A field added to a
@@ -289,7 +308,7 @@ def validate_params(params: dict[str, Any]) -> None:
     """Check the sections of a notebook's parameters that are configs, before anything runs."""
     for name, cls in SECTIONS.items():
         if name in params:
-            from_dict(cls, params[name], name)
+            check_read(from_dict(cls, params[name], name), name, params[name] or ())
     if "probe" in params:
         from_dict(ProbeConfig, params["probe"], "probe")
     if "seed" in params:

@@ -23,6 +23,10 @@ def plan(data: dict, model: dict, train: dict, seeds: list[int], long_epochs: in
     if not seeds:
         raise ConfigError("seeds is empty; give at least one seed, e.g. seeds: [0]")
     configs = [RunConfig.build(data, model, train, seed=s) for s in distinct(seeds, "seeds")]
+    epochs = configs[0].train.epochs
+    if long_epochs is not None and (type(long_epochs) is not int or long_epochs <= epochs):
+        raise ConfigError(f"long_epochs is {long_epochs!r}; give a whole number of epochs above train.epochs ({epochs}): "
+                          "the long run shows whether training levels off after them (or null to leave it out)")
     long = [] if long_epochs is None else [Planned(c.replace(train={"epochs": long_epochs}), study="long")
                                            for c in configs]
     return {"runs": [Planned(c, every_epoch(c), study="runs") for c in configs], "long": long}

@@ -15,7 +15,7 @@ import yaml
 from pathlib import Path
 from typing import Any
 
-from labcore.core.config import SECTIONS, ConfigError, ProbeConfig, from_dict, load_yaml, validate_params
+from labcore.core.config import SECTIONS, ConfigError, ProbeConfig, check_read, from_dict, load_yaml, validate_params
 from labcore.paths import PROJECT_ROOT
 from labcore.store.tracking import check_mode
 
@@ -140,7 +140,7 @@ def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
         for name, value in params.items():
             suffix = name.rsplit("_", 1)[-1]
             if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
-                from_dict(SECTIONS[suffix], value, name)  # e.g. lab_plain_model
+                check_read(from_dict(SECTIONS[suffix], value, name), suffix, value, name)  # e.g. lab_plain_model
         if "tracking" in params:
             check_mode(params["tracking"])
     except ConfigError as exc:
