@@ -63,17 +63,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv (pip, from pyproject.toml) if missing or stale
 
 plan: $(STAMP) ## print the runs PROFILE needs: stored, pending, estimated compute here (trains nothing; JSON=1: the plan itself)
-	$(if $(JSON),@)$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' $(if $(EXACT),--exact) $(if $(FUSE),--fuse $(FUSE)) $(if $(JSON),--json)
+	$(if $(JSON),@)$(BIN)/python -m labcore plan --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)'$(if $(EXACT), --exact)$(if $(FUSE), --fuse $(FUSE))$(if $(JSON), --json)
+
+# The options train and report share, only those given: the command make echoes stays one line.
+TRAIN_OPTS = $(strip --executor '$(EXECUTOR)' $(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) \
+	$(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) $(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE)))
 
 train: $(STAMP) ## train every pending run of PROFILE's plan (EXECUTOR=local|ray; RAY_ADDRESS for a cluster)
-	$(BIN)/python -m labcore train --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --executor '$(EXECUTOR)' \
-		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-		$(if $(RETRY_FAILED),--retry-failed) $(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE))
+	$(BIN)/python -m labcore train --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' $(TRAIN_OPTS)$(if $(RETRY_FAILED), --retry-failed)
 
 report: $(STAMP) ## train what PROFILE's notebooks (or ONLY=...) need and is not stored (as make train), then run them
-	$(BIN)/python -m labcore report --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' --executor '$(EXECUTOR)' \
-		$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN)) $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-		$(if $(DETERMINISTIC),--deterministic) $(if $(FUSE),--fuse $(FUSE)) $(if $(FORCE),--force)
+	$(BIN)/python -m labcore report --profile '$(PROFILE)' --only '$(ONLY)' --studies '$(STUDIES)' $(TRAIN_OPTS)$(if $(FORCE), --force)
 
 check-report: $(STAMP) ## open PROFILE's built reports in headless Chromium: checks, screenshots in reports/<profile>/screenshots
 	$(BIN)/python -m labcore check-report --profile '$(PROFILE)'

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -188,6 +189,10 @@ def lab(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("jupyterlab") is None:
         raise ConfigError("JupyterLab is not installed in this Python; `make venv` installs it (pyproject.toml)")
+    with socket.socket() as probe:  # before the URL is printed: a port in use would point it at another server
+        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+            raise ConfigError(f"port {args.port} is in use (another JupyterLab?); open that one, or start this one on "
+                              f"another port: make lab LAB_PORT={args.port + 1}")
     token = secrets.token_hex(24)
     print(f"[labcore] JupyterLab: open http://localhost:{args.port}/lab/tree/notebooks?token={token}", flush=True)
     print('[labcore] set a notebook\'s profile = "quick" (after make train PROFILE=quick) to explore real results',
@@ -237,15 +242,8 @@ def pdf(args: argparse.Namespace) -> int:
 
 def gpu_check(args: argparse.Namespace) -> int:
     """The GPU path's self-test; writes gpu-check.json."""
-    from labcore.core.config import ConfigError
     from labcore.engine.gpucheck import check
 
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("no CUDA GPU here; run `make gpu-check` on the GPU machine, or `make gpu-check "
-                              "DEVICE=cpu` for the tiny version")
     check(args.device, args.out)
     return 0
 
@@ -379,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _failed(exc: Exception) -> int:
     """Bad input and the machine's refusals as one line (exit 2, or `refused`'s); anything else is a bug: raised."""
+    if isinstance(exc, ModuleNotFoundError) and not (exc.name or "labcore").startswith("labcore"):  # first: no torch
+        print(f"error: this Python ({sys.executable}) lacks {exc.name}; run labcore with the project's: "
+              ".venv/bin/python -m labcore ... (or make <target>; `make venv` creates .venv)", file=sys.stderr)
+        return 2
     from labcore.core.config import ConfigError
     from labcore.core.data import DataNotFoundError
     from labcore.faults import RunLost, advice, refused

@@ -123,3 +123,29 @@ def test_the_machine_faults_are_named_for_what_they_are():
     assert classify(OSError(errno.ENOSPC, "No space left", "/y"))[0].startswith("no space left on the disk")
     assert classify(IsADirectoryError(errno.EISDIR, "Is a directory", "/z"))[0] == \
         "a folder stands where labcore writes a file: /z"
+
+
+def test_make_lab_on_a_port_in_use_says_so_before_printing_a_url(capsys):
+    """A URL printed for a port another server holds would open that server; nothing is started, one line says why."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert cli.main(["lab", "--port", str(port)]) == 2
+    out = capsys.readouterr()
+    assert f"error: port {port} is in use (another JupyterLab?)" in out.err and f"LAB_PORT={port + 1}" in out.err
+    assert "http://" not in out.out
+
+
+def test_labcore_run_by_a_python_without_its_packages_says_which_python_to_use(capsys, monkeypatch):
+    """`python -m labcore plan` with the system's python (no PyTorch): one line naming the project's, no traceback."""
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setitem(cli.VERBS, "plan", (*cli.VERBS["plan"][:2], missing, cli.VERBS["plan"][3]))
+    assert cli.main(["plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this Python (") and "lacks torch; run labcore with the project's: .venv/bin/python" in err
+    assert err.count("\n") == 1

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_two_builds_that_differ_in_the_learning_rate_say_which_metrics_differ_an
     assert "  01_mlp_baseline: train.lr: 0.001 (B: 0.003)" in line, "the setting, named on the terminal"
     result = diff.diff(a, tmp_path / "b" / "smoke")["01_mlp_baseline"]
     assert result["settings"][0] == "train.lr: 0.001 (B: 0.003)"
-    differing = [m for m in result["metrics"] if m["verdict"] != "identical"]
+    differing = [m for m in result["metrics"] if m["verdict"] not in ("identical", "a time: not a result")]
     assert differing and all(m["verdict"] == "not comparable: settings differ in train.lr" for m in differing)
     assert {"val_acc", "test_acc"} <= {m["metric"] for m in differing}
 
@@ -82,3 +83,33 @@ def test_make_diff_reads_its_reports_without_importing_torch():
     code = "import sys, labcore.report.diff; assert 'torch' not in sys.modules, 'make diff imported torch'"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_page_only_one_build_has_is_named_as_such_not_as_other_settings(tmp_path, capsys):
+    record = {"profile": "smoke", "parameters": {"seeds": [0]}, "headline": [], "metrics": {}}
+    for side, stems in (("a", ("01_mlp_baseline", "02_cnn_depth")), ("b", ("01_mlp_baseline",))):
+        folder = tmp_path / "checkout" / side / "reports" / "smoke"
+        folder.mkdir(parents=True)
+        for stem in stems:
+            (folder / f"{stem}.json").write_text(json.dumps(record))
+    a, b = (tmp_path / "checkout" / side / "reports" / "smoke" for side in "ab")
+    assert cli.main(["diff", str(a), str(b)]) == 1, "a page missing on one side is a difference"
+    out = capsys.readouterr().out
+    assert "02_cnn_depth: only in A" in out and "1 report only in A; 0 reports with other settings" in out
+    # Both folders end in reports/smoke: the page's name tells the two builds apart.
+    assert "diff-a-reports-smoke-b-reports-smoke.html" in out
+    page = Path(out.strip().splitlines()[-1].rsplit("; ", 1)[1])
+    assert "Only in A: the other build has no page of this notebook." in page.read_text()
+
+
+def test_a_wall_time_that_differs_is_shown_but_never_counted_against_the_builds():
+    """Two builds of the same runs, one retrained: seconds_per_epoch moves with the machine's load; the results agree."""
+    a = {"profile": "smoke", "parameters": {}, "headline": [], "metrics": {"seconds_per_epoch": 0.544, "val_acc": 0.9}}
+    b = {**a, "metrics": {"seconds_per_epoch": 0.027, "val_acc": 0.9}}
+    rows = {r["metric"]: r["verdict"] for r in diff.metric_rows(a, b, [])}
+    assert rows == {"seconds_per_epoch": "a time: not a result", "val_acc": "identical"}
+    line, same = diff.summary_line({"01_mlp_baseline": {"settings": [], "metrics": diff.metric_rows(a, b, []),
+                                                         "headlines": []}})
+    assert same and line == "no differences: 1 metric in 1 report identical or within seed noise (1 wall time differs, as times do)"
+    c = {**b, "metrics": {"seconds_per_epoch": 0.027, "val_acc": 0.8}}
+    assert {r["metric"]: r["verdict"] for r in diff.metric_rows(a, c, [])}["val_acc"] == "differs"

@@ -224,3 +224,24 @@ def test_fused_seeds_are_stored_each_under_its_own_key(store):
     progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=grouped)
     out = jobs.train_here(grouped, {}, {}, store, "cpu", "disabled", False, progress, None, False)
     assert len(out.trained) == 3 and [list(store.get(c).fused) for c in cfgs] == [[0, 1], [0, 1]]
+
+
+def test_two_runs_that_share_a_label_read_apart_in_the_training_log(capsys):
+    """01's run and its long run are both mlp-d2-w16-plain-s0: the log names what else differs, as runs.html does."""
+    from labcore.core.config import RunConfig
+    from labcore.store.planned import Planned
+    from labcore.store.runs import RunResult
+
+    short = RunConfig.build(train={"epochs": 2})
+    long = short.replace(train={"epochs": 3})
+    other = short.replace(seed=1)
+    assert jobs.distinct_labels([short, long, other]) == {
+        short.key(): "mlp-d2-w16-plain-s0 (train.epochs 2)", long.key(): "mlp-d2-w16-plain-s0 (train.epochs 3)",
+        other.key(): "mlp-d2-w16-plain-s1"}
+    todo = [Planned(c) for c in (short, long)]
+    progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=[[p] for p in todo])
+    row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
+    for c in (short, long):
+        progress.finished(RunResult(c, [row], {}, 1, 1.0, "cpu", "x"), "this process")
+    out = capsys.readouterr().out
+    assert "ok: mlp-d2-w16-plain-s0 (train.epochs 2) in" in out and "ok: mlp-d2-w16-plain-s0 (train.epochs 3) in" in out

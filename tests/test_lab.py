@@ -123,7 +123,7 @@ def test_a_notebook_in_jupyterlab_at_a_real_profile_reads_the_stored_build_and_t
         assert "2,000 training, 1,000 validation and 1,000 test images" in shown, "the smoke profile's data, not the defaults"
         # A setting that is not in the store: named, with the command; nothing trained in the kernel.
         missing = _execute(ws, 'train = {**train, "epochs": 9}\n'
-                               'runs.fetch(ex.plan(data, model, train, seeds, long_epochs)["runs"], device=device, '
+                               'runs.fetch(ex.plan(data, model, train, seeds, None)["runs"], device=device, '
                                'tracking=tracking, notebook=ex.NOTEBOOK, profile=profile)')
         assert missing[-1]["type"] == "error" and missing[-1]["ename"] == "RunsMissing"
         assert "`make train PROFILE=smoke ONLY=01_mlp_baseline` trains them" in missing[-1]["evalue"]

@@ -190,3 +190,11 @@ def test_rows_that_would_read_alike_say_what_differs():
 def test_a_zero_count_is_not_drawn_as_an_alarm():
     text = runs_page._intro([{"status": "ok"}])
     assert "<span class='lc-zero'>failed: 0</span>" in text and "<span class='lc-s-ok'>ok: 1</span>" in text
+
+
+def test_a_run_under_a_second_shows_its_time_not_zero():
+    """A smoke run's seconds and estimate beside its ratio: '0.043 s', never '0.0 s' against '0.0 s' at 2.12x."""
+    from labcore.report import runs_page
+
+    assert [runs_page._secs(s) for s in (0.043, 0.0203, 0.5, 5.26, 89.94)] == ["0.043 s", "0.02 s", "0.5 s", "5.3 s",
+                                                                            "89.9 s"]

@@ -220,6 +220,13 @@ def packed(est: Any, tim: Any) -> dict[str, Any]:
 
 def check(device: str, out: Path) -> Path:
     """Every part of the check on `device` ('cuda' on the GPU machine; 'cpu' for tiny sizes here); returns the JSON."""
+    import torch
+
+    from labcore.core.config import ConfigError
+
+    if device == "cuda" and not torch.cuda.is_available():  # before anything is written
+        raise ConfigError("no CUDA GPU here; run `make gpu-check` on the GPU machine, or `make gpu-check DEVICE=cpu` "
+                          "for the tiny version")
     tiny = device == "cpu"
     out.mkdir(parents=True, exist_ok=True)
     log_file = open(out / "gpu-check.log", "w", encoding="utf-8")

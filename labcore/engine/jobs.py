@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import heapq
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 from labcore.engine import fused
 from labcore.store import runs, training
 from labcore.text import human_seconds, count
-from labcore.core.config import ConfigError
+from labcore.core.config import ConfigError, RunConfig
 from labcore.faults import RunLost, advice
 from labcore.store.planned import Planned
 from labcore.machine import show_progress
@@ -75,6 +77,24 @@ def describe_job(job: list[Planned]) -> str:
     return job[0].cfg.label() + (f" and {count(len(job) - 1, 'more seed')}, fused" if len(job) > 1 else "")
 
 
+def distinct_labels(cfgs: Sequence[RunConfig]) -> dict[str, str]:
+    """{run key: label} where no two runs read alike: a label several configs share (family, depth, width, variant,
+    seed) gets the fields they differ in, e.g. 'mlp-d2-w16-plain-s0 (train.epochs 3)' (01's long run)."""
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for c in cfgs:
+        flat: dict[str, Any] = {}
+        for section, fields in c.to_dict().items():  # by dotted name: 'train.epochs', 'seed'
+            flat.update({f"{section}.{k}": v for k, v in fields.items()} if isinstance(fields, dict) else {section: fields})
+        by.setdefault(c.label(), {})[c.key()] = flat
+    out = {}
+    for label, same in by.items():
+        differ = [f for f in dict.fromkeys(f for flat in same.values() for f in flat)
+                  if len({json.dumps(flat.get(f)) for flat in same.values()}) > 1]
+        for key, flat in same.items():
+            out[key] = label + (" (" + ", ".join(f"{f} {flat.get(f)}" for f in differ) + ")" if differ else "")
+    return out
+
+
 def makespan(costs: Sequence[float], slots: int) -> float:
     """Wall time to finish `costs` on `slots` parallel workers, longest first (each to the least-loaded slot)."""
     assert slots >= 1, f"need at least one slot, got {slots}"
@@ -92,6 +112,7 @@ class Progress:
                  jobs: list[list[Planned]] | None = None) -> None:
         self.remaining = dict(estimates)
         self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
+        self.labels = distinct_labels([p.cfg for job in jobs or [] for p in job])  # each run's line reads alike once
         self.total, self.done, self.slots = len(estimates), 0, slots
         self.measured = self.estimated = 0.0  # seconds of the runs finished so far: taken, and estimated
         self.headless = (not show_progress()) if headless is None else headless
@@ -136,7 +157,8 @@ class Progress:
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"
         share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""
-        line = (f"[labcore] run {self.done}/{self.total} {state}: {result.config.label()} in {result.seconds:.1f} s"
+        label = self.labels.get(result.key) or result.config.label()
+        line = (f"[labcore] run {self.done}/{self.total} {state}: {label} in {result.seconds:.1f} s"
                 f"{share}{est} on {where}; {self.eta_text()}")
         if self.bar is None:
             print(line, flush=True)
@@ -148,7 +170,7 @@ class Progress:
     def lost(self, key: str, label: str, why: str) -> None:
         """Record a run that was not trained (it stays pending) and say why, in one line."""
         self.remaining.pop(key, None)
-        line = f"[labcore] run {label} not trained (still pending): {why}"
+        line = f"[labcore] run {self.labels.get(key) or label} not trained (still pending): {why}"
         if self.bar is None:
             print(line, flush=True)
         else:

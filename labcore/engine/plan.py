@@ -308,12 +308,29 @@ def precision_note(pending: list[Planned], estimates: dict[str, float], total: f
     return note + f"; all in fp32 about {human_seconds(without)}"
 
 
+def _data_line(name: str, unchecked: str | None) -> str | None:
+    """A line about a dataset the plan reads: where it is missing altogether, what `make train` will say about it
+    (found by looking at folders only, nothing decoded); where the store could not check its content
+    (`unchecked`: why), that the stored runs were counted by their code alone; else None."""
+    from labcore.core.data import DataNotFoundError, check_available
+
+    try:
+        check_available(name)
+    except DataNotFoundError as missing:
+        return f"[labcore] {missing} (`make train` stops there); stored runs are counted by their code alone"
+    if unchecked is None:
+        return None
+    return (f"[labcore] the data could not be checked ({unchecked}): runs counted by their code alone; `make train` "
+            "reads it and retrains what it changes")
+
+
 def print_plan(d: dict[str, Any], file=sys.stdout) -> None:
     """The plan as `make plan` prints it: the summary line, the table by family, the largest run."""
     print(d["summary"], file=file)
-    for name, why in d["store"].unchecked.items():
-        print(f"[labcore] the data could not be checked ({why}): runs counted by their code alone; "
-              "`make train` reads it and retrains what it changes", file=file)
+    for name in sorted({p.cfg.data.name for p in d["planned"]} | set(d["store"].unchecked)):
+        line = _data_line(name, d["store"].unchecked.get(name))
+        if line:
+            print(line, file=file)
     if len(d["table"]):
         fam = by_family(d["table"], d["estimates"])
         print(fam.to_string(index=False, float_format=lambda v: f"{v:.1f}"), file=file)

@@ -90,6 +90,11 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _timing(name: str) -> bool:
+    """Whether a published metric is a wall time (seconds_per_epoch, training_seconds), never a verdict on results."""
+    return "seconds" in name.split(" of ")[0]
+
+
 def metric_rows(a: dict[str, Any], b: dict[str, Any], changed: list[str]) -> list[dict[str, Any]]:
     """Every published metric of one notebook in both builds, with its verdict."""
     sa, sb = _scalars(a.get("metrics") or {}), _scalars(b.get("metrics") or {})
@@ -101,7 +106,9 @@ def metric_rows(a: dict[str, Any], b: dict[str, Any], changed: list[str]) -> lis
             va, vb = va[0], vb[0]
         else:
             verdict = "identical" if va == vb else "only in one build" if va is None or vb is None else "differs"
-        if verdict not in ("identical",) and changed and verdict != "only in one build":
+        if verdict == "differs" and _timing(name):  # a wall time moves with the machine and its load, not the result
+            verdict = "a time: not a result"
+        elif verdict not in ("identical", "only in one build") and changed:
             verdict = f"not comparable: settings differ in {changed[0].split(':')[0]}"
         delta = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va is not None \
             and vb is not None else None
@@ -125,7 +132,7 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
     out = {}
     for stem in dict.fromkeys([*ra, *rb]):
         if stem not in ra or stem not in rb:
-            out[stem] = {"settings": [f"only in {'A' if stem in ra else 'B'}"], "metrics": [], "headlines": []}
+            out[stem] = {"only_in": "A" if stem in ra else "B", "settings": [], "metrics": [], "headlines": []}
             continue
         changed = settings(ra[stem], rb[stem])
         out[stem] = {"settings": changed, "metrics": metric_rows(ra[stem], rb[stem], changed),
@@ -136,19 +143,23 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
 def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
     """One line, and whether the builds agree (nothing beyond seed noise, nothing in the settings)."""
     settings_n = sum(bool(r["settings"]) for r in result.values())
+    alone = {side: sum(r.get("only_in") == side for r in result.values()) for side in "AB"}
     rows = [m for r in result.values() for m in r["metrics"]]
-    beyond = [m for m in rows if m["verdict"] not in ("identical", "within seed noise")]
+    beyond = [m for m in rows if m["verdict"] not in ("identical", "within seed noise", "a time: not a result")]
     words = sum(len(r["headlines"]) for r in result.values())
-    if not settings_n and not beyond and not words:
-        return (f"no differences: {count(len(rows), 'metric')} in {count(len(result), 'report')} identical or within "
-                "seed noise"), True
-    return (f"{count(settings_n, 'report')} with other settings; metrics beyond seed noise or not "
+    times = sum(m["verdict"] == "a time: not a result" for m in rows)
+    if not settings_n and not beyond and not words and not any(alone.values()):
+        return (f"no differences: {count(len(rows) - times, 'metric')} in {count(len(result), 'report')} identical or "
+                "within seed noise" + (f" ({count(times, 'wall time')} {'differs' if times == 1 else 'differ'}, as times do)" if times else "")), True
+    only = "".join(f"{count(n, 'report')} only in {side}; " for side, n in alone.items() if n)
+    return (f"{only}{count(settings_n, 'report')} with other settings; metrics beyond seed noise or not "
             f"comparable: {len(beyond)} of {len(rows)}; {count(words, 'headline')} changed their words"), False
 
 
 def settings_lines(result: dict[str, Any]) -> list[str]:
     """Per report whose settings differ, one line naming each setting with both values (A's, then B's)."""
-    return [f"  {stem}: {'; '.join(r['settings'])}" for stem, r in result.items() if r["settings"]]
+    return [f"  {stem}: " + (f"only in {r['only_in']}" if r.get("only_in") else "; ".join(r["settings"]))
+            for stem, r in result.items() if r["settings"] or r.get("only_in")]
 
 
 def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
@@ -159,6 +170,9 @@ def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
     parts = []
     for stem, r in result.items():
         parts.append(f"<h2>{html.escape(stem)}</h2>")
+        if r.get("only_in"):
+            parts.append(f"<p>Only in {r['only_in']}: the other build has no page of this notebook.</p>")
+            continue
         parts.append("<p><strong>Settings that differ</strong>: " + (
             "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in r["settings"]) + "</ul>" if r["settings"]
             else "none.") + "</p>")
@@ -179,8 +193,12 @@ def page(a: Path, b: Path, result: dict[str, Any], line: str) -> str:
             f"</code></p><p><strong>{html.escape(line)}</strong></p></div>{''.join(parts)}</body></html>")
 
 
-def _slug(folder: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(Path(folder).resolve().parts[-2:])).strip("-")
+def _slugs(a: Path, b: Path) -> tuple[str, str]:
+    """Each build folder by its last few path parts, as many as tell the two apart (reports/smoke of two checkouts:
+    main-reports-smoke, other-reports-smoke)."""
+    pa, pb = Path(a).resolve().parts, Path(b).resolve().parts
+    n = next((n for n in range(2, max(len(pa), len(pb)) + 1) if pa[-n:] != pb[-n:]), 2)
+    return tuple(re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p[-n:])).strip("-") for p in (pa, pb))
 
 
 def write(a: Path, b: Path, out: Path | None = None) -> tuple[Path, list[str], str, bool]:
@@ -188,7 +206,7 @@ def write(a: Path, b: Path, out: Path | None = None) -> tuple[Path, list[str], s
     per report as lines, the summary line, whether they agree)."""
     result = diff(a, b)
     line, same = summary_line(result)
-    out = out or reports_dir() / f"diff-{_slug(a)}-{_slug(b)}.html"
+    out = out or reports_dir() / "diff-{}-{}.html".format(*_slugs(a, b))
     with replacing(out) as tmp:
         tmp.write_text(page(a, b, result, line), encoding="utf-8")
     return out, settings_lines(result), line, same

@@ -105,8 +105,9 @@ def _distinct(rows: list[dict]) -> list[dict]:
 
 
 def _secs(s: float) -> str:
-    """Short runs keep a decimal (human_seconds rounds to whole seconds below 90 s)."""
-    return f"{s:.1f} s" if s < 90 else human_seconds(s)
+    """Short runs keep a decimal (human_seconds rounds to whole seconds below 90 s), and runs under a second two
+    significant digits (a smoke run's 0.043 s, not '0.0 s' beside a ratio that reads it)."""
+    return f"{s:.2g} s" if s < 1 else f"{s:.1f} s" if s < 90 else human_seconds(s)
 
 
 def _fmt(spec: str) -> Callable[[Any], str]:
