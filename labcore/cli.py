@@ -378,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
 def _failed(exc: Exception) -> int:
     """Bad input and the machine's refusals as one line (exit 2, or `refused`'s); anything else is a bug: raised."""
     if isinstance(exc, ModuleNotFoundError) and not (exc.name or "labcore").startswith("labcore"):  # first: no torch
-        print(f"error: this Python ({sys.executable}) lacks {exc.name}; run labcore with the project's: "
-              ".venv/bin/python -m labcore ... (or make <target>; `make venv` creates .venv)", file=sys.stderr)
+        fix = ("`make venv` installs what pyproject.toml lists" if Path(sys.prefix).name == ".venv" else
+               "run labcore with the project's: .venv/bin/python -m labcore ... (or make <target>; `make venv` creates it)")
+        print(f"error: this Python ({sys.executable}) lacks {exc.name}; {fix}", file=sys.stderr)
         return 2
     from labcore.core.config import ConfigError
     from labcore.core.data import DataNotFoundError

@@ -145,7 +145,11 @@ def test_labcore_run_by_a_python_without_its_packages_says_which_python_to_use(c
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
 
     monkeypatch.setitem(cli.VERBS, "plan", (*cli.VERBS["plan"][:2], missing, cli.VERBS["plan"][3]))
+    monkeypatch.setattr(sys, "prefix", "/usr")  # the system's python
     assert cli.main(["plan"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: this Python (") and "lacks torch; run labcore with the project's: .venv/bin/python" in err
     assert err.count("\n") == 1
+    monkeypatch.setattr(sys, "prefix", "/somewhere/.venv")  # the project's, short of a package: install it there
+    assert cli.main(["plan"]) == 2
+    assert "lacks torch; `make venv` installs what pyproject.toml lists" in capsys.readouterr().err

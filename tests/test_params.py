@@ -67,3 +67,10 @@ def test_a_model_parameter_of_its_own_may_not_write_a_field_its_family_never_rea
     (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_residual_model: {family: lab_resnet, kernel_size: 3}\n")
     with pytest.raises(ConfigError, match=r"lab_residual_model.kernel_size changes nothing for family lab_resnet"):
         params.merged_parameters("04_gradient_flow", "smoke")
+    # Another value: the model's own check, named as the file names it too.
+    (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_residual_model: {family: lab_resnet, kernel_size: 5}\n")
+    with pytest.raises(ConfigError, match=r"04_gradient_flow.yaml: lab_residual_model.kernel_size=5 changes nothing"):
+        params.merged_parameters("04_gradient_flow", "smoke")
+    (tmp_path / "smoke" / "04_gradient_flow.yaml").write_text("lab_plain_model: {family: lab_cnn, width: 0}\n")
+    with pytest.raises(ConfigError, match=r"04_gradient_flow.yaml: lab_plain_model.width must be > 0, got 0"):
+        params.merged_parameters("04_gradient_flow", "smoke")

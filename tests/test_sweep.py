@@ -190,3 +190,14 @@ def test_a_repeated_value_where_a_set_is_meant_is_refused(where, studies, seeds)
 def test_a_study_may_not_write_a_field_its_runs_never_read(spec, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         sweep.expand({"a": spec}, DATA, TRAIN, [0], [False])
+
+
+def test_a_sweep_onto_a_setting_that_does_not_read_a_field_keys_its_runs_as_if_the_field_were_left_out():
+    """SGD's momentum in a study that also sweeps Adam: the Adam runs never read it, so they are Adam runs as written
+    alone (one key for one computation); the SGD runs keep it."""
+    study = {"a": {"model": {"family": "mlp"}, "train": {"optimizer": "sgd", "momentum": 0.95},
+                   "sweep": {"train.optimizer": ["sgd", "adam"]}}}
+    sgd, adam = sweep.expand(study, DATA, TRAIN, [0], [False])["a"]
+    assert sgd.train.momentum == 0.95 and adam.train.momentum == 0.9
+    assert adam.key() == sweep.expand({"a": {"model": {"family": "mlp"}, "train": {"optimizer": "adam"}}}, DATA, TRAIN,
+                                      [0], [False])["a"][0].key()

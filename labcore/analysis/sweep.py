@@ -19,7 +19,7 @@ import pandas as pd
 
 from labcore.analysis import claims, plots, reference
 from labcore.store import provenance, runs
-from labcore.core.config import SECTIONS, ConfigError, RunConfig, _check_type, check_read
+from labcore.core.config import READ_ONLY_BY, SECTIONS, ConfigError, RunConfig, _check_type, check_read
 from labcore.store.planned import Planned
 from labcore.store.runs import RunResult
 
@@ -44,7 +44,11 @@ def _set(cfg: RunConfig, dotted: str, value: Any, where: str) -> RunConfig:
     section, _, field = dotted.partition(".")
     if section not in SECTIONS or not field:
         raise ConfigError(f"{where}: sweep field {dotted!r} must be 'seed' or '<data|model|train>.<field>'")
-    return cfg.replace(**{section: {field: value}})
+    update = {field: value}
+    for (kind, name), (decides, readers) in READ_ONLY_BY.items():
+        if kind == section and decides == field and value not in readers:  # e.g. optimizer adam: momentum unread
+            update[name] = SECTIONS[section].__dataclass_fields__[name].default  # so it keys as an Adam run written alone
+    return cfg.replace(**{section: update})
 
 
 def _values(spec: dict, key: str, default: list, kind: Any, where: str) -> list:
@@ -287,4 +291,3 @@ def by_model(df: pd.DataFrame, metric: str) -> dict[str, list[float]]:
     """`metric` of a runs table's rows by model, named as the write-ups name them: {model: one value per seed}."""
     named = df.assign(model=_model_names(df))
     return {m: list(g[metric]) for m, g in named.groupby("model")}
-

@@ -139,8 +139,12 @@ def merged_parameters(stem: str, profile: str) -> dict[str, Any]:
         validate_params(params)
         for name, value in params.items():
             suffix = name.rsplit("_", 1)[-1]
-            if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):
-                check_read(from_dict(SECTIONS[suffix], value, name), suffix, value, name)  # e.g. lab_plain_model
+            if name not in SECTIONS and suffix in SECTIONS and isinstance(value, dict):  # e.g. lab_plain_model
+                try:
+                    check_read(from_dict(SECTIONS[suffix], value, name), suffix, value, name)
+                except ConfigError as exc:  # the section's own checks say 'model.': say it as the file does
+                    said = str(exc)
+                    raise ConfigError(name + said[len(suffix):] if said.startswith(f"{suffix}.") else said) from None
         if "tracking" in params:
             check_mode(params["tracking"])
     except ConfigError as exc:

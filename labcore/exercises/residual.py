@@ -69,7 +69,7 @@ def ranking_sentence(runs_table: pd.DataFrame) -> str:
     five = ranking_rows(runs_table)
     return (claims.orders_sentence([(sweep.by_model(five, "val_acc"), "validation accuracy", True),
                                     (sweep.by_model(five, "train_loss"), "final training loss", False)])
-            + f" (The lab: {LAB_RANKING}.) " + claims.vgg_claims(sweep.study(runs_table, "vgg")))
+            + f" (The lab: {LAB_RANKING}.) " + claims.vgg_claims(sweep.study(runs_table, "vgg"), orders=False))
 
 
 def summary(results: dict[str, list[RunResult]], runs_table: pd.DataFrame, lab_table: pd.DataFrame | None, device: str,

@@ -149,11 +149,12 @@ def summary_line(result: dict[str, Any]) -> tuple[str, bool]:
     words = sum(len(r["headlines"]) for r in result.values())
     times = sum(m["verdict"] == "a time: not a result" for m in rows)
     if not settings_n and not beyond and not words and not any(alone.values()):
+        aside = f" ({count(times, 'wall time')} {'differs' if times == 1 else 'differ'}, as times do)" if times else ""
         return (f"no differences: {count(len(rows) - times, 'metric')} in {count(len(result), 'report')} identical or "
-                "within seed noise" + (f" ({count(times, 'wall time')} {'differs' if times == 1 else 'differ'}, as times do)" if times else "")), True
+                f"within seed noise{aside}"), True
     only = "".join(f"{count(n, 'report')} only in {side}; " for side, n in alone.items() if n)
     return (f"{only}{count(settings_n, 'report')} with other settings; metrics beyond seed noise or not "
-            f"comparable: {len(beyond)} of {len(rows)}; {count(words, 'headline')} changed their words"), False
+            f"comparable: {len(beyond)} of {len(rows) - times}; {count(words, 'headline')} changed their words"), False
 
 
 def settings_lines(result: dict[str, Any]) -> list[str]:

@@ -85,10 +85,10 @@ class Tracker:
         self._steps: list[tuple[int, Any]] = []  # (step, loss tensor) of this epoch, sent with the epoch's row
         if self.mode == "disabled":
             return
-        # W&B reads its settings from the environment (at import and init); they hold while this run is open:
-        # `finish` removes the ones this run set, and only those. Fused seeds open their runs alongside each other
-        # and finish them in any order: the first run opened sets them, a later one finds them set and leaves them
-        # (putting back what it found would leave the first run's settings behind for good).
+        # W&B reads its settings from the environment when it is imported and when a run starts (not after): set
+        # here for this `wandb.init`, and `finish` removes the ones this run set, and only those. Fused seeds start
+        # their runs one after another and finish them in any order: the first sets them, a later one finds them set
+        # and leaves them (putting back what it found would leave the first run's settings behind for good).
         self._set = [var for var in [*wandb_dirs(), "WANDB_SILENT"] if var not in os.environ]
         os.environ.setdefault("WANDB_SILENT", "true")
         wandb_dir = keep_wandb_in_project()  # before `import wandb`: it reads the locations at import and init
