@@ -54,6 +54,9 @@ def test_vgg_claims_are_tested_over_seeds_on_both_measures():
     assert "By validation accuracy, these runs support neither" in quick
     assert "By final training loss, VGG16 beats VGG19" in quick and "**VGG16 > VGG19 > VGG24**" in quick
     assert "By final training loss, VGG24 is last, as both write-ups say." in quick
+    # 03's quick page: VGG19 ≈ VGG16 > VGG24 by validation accuracy, yet VGG19 and VGG24 are not separated.
+    near = claims.vgg_claims(_vgg([[0.40, 0.41, 0.42], [0.35, 0.45, 0.40], [0.30, 0.31, 0.32]]))
+    assert "VGG24 is not shown to be last: the test does not separate it from VGG19." in near
     single = claims.vgg_claims(_vgg([[0.80], [0.85], [0.70]]))
     assert single.count("can be claimed") == 1 and "beats" not in single and "not shown to be last" not in single
     assert single.startswith("With one seed per model") and "without a second seed" in single

@@ -30,3 +30,4 @@ def test_with_one_seed_the_ranking_gives_its_caveat_once_and_the_vgg_orders_insi
                         "seed.")
     three = ranking_sentence(_ranking_runs(3))  # seeds enough to test: the tested orders, the VGGs' among them
     assert "By validation accuracy: **" in three and "VGG24 is last, as both write-ups say" in three
+    assert three.count("Welch t-test") == 1 and "(lower is better)" in three, "'>' and '≈' explained once"

@@ -116,8 +116,10 @@ def order_words(chain: str) -> str:
     return "; ".join(words) or chain
 
 
-def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_is_better: bool = True) -> str:
-    """One sentence stating the order that `measure` supports, and no more."""
+def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_is_better: bool = True,
+                   explain: bool = True) -> str:
+    """One sentence stating the order that `measure` supports, and no more; without `explain` (a sentence before
+    said what '>' and '≈' mean), only which way is better."""
     chain, pairs = order(groups, higher_is_better)
     if not pairs:
         return f"Only {chain or 'nothing'} was measured by {measure}; there is no order to state."
@@ -130,6 +132,8 @@ def order_sentence(groups: Mapping[str, Sequence[float]], measure: str, higher_i
         return (f"By {measure}, the means come in the order {chain}; a single seed in each neighbouring pair leaves "
                 f"every step untested, so this is not an order that can be claimed.")
     better = "higher" if higher_is_better else "lower"
+    if not explain:
+        return f"By {measure}: **{chain}** ({better} is better)."
     note = (f"'>': better ({better}), and a Welch t-test over seeds separates the neighbours at the 95 % level; "
             f"'≈': not distinguishable with {seeds}") + ("; ',' that one of them has a single seed" if
                                                  any(p.verdict == "one seed" for p in pairs) else "")
@@ -145,7 +149,8 @@ def orders_sentence(measures: Sequence[tuple[Mapping[str, Sequence[float]], str,
     """`order_sentence` for each (groups, measure, higher is better) in turn; where every model has a single seed,
     one sentence that gives the single runs' orders and says once that none of them can be claimed."""
     if not measures or not all(len(groups) > 1 and _single_seeds(groups) for groups, _, _ in measures):
-        return " ".join(order_sentence(groups, measure, higher) for groups, measure, higher in measures)
+        return " ".join(order_sentence(groups, measure, higher, explain=i == 0)
+                        for i, (groups, measure, higher) in enumerate(measures))
     chains = [f"{order(groups, higher)[0]} by {measure}" for groups, measure, higher in measures]
     return ("With one seed per model the spread between runs is unknown, so no order can be claimed; the single runs "
             f"come in the order {', and '.join(chains) if len(chains) < 3 else '; '.join(chains)}.")
@@ -257,8 +262,8 @@ def vgg_claims(df: pd.DataFrame, orders: bool = True) -> str:
         return ((orders_sentence(measures) + " ") if orders else "") + ("Neither write-up's order of VGG16 and VGG19, "
                                                                       "nor VGG24 last, can be tested without a second seed.")
     out = []
-    for groups, label, higher in measures:
-        out.append(order_sentence(groups, label, higher))
+    for i, (groups, label, higher) in enumerate(measures):  # '>' and '≈' explained once (by the caller, without `orders`)
+        out.append(order_sentence(groups, label, higher, explain=orders and i == 0))
         c = compare(groups["VGG19"], groups["VGG16"], "VGG19", "VGG16")
         better = {"greater": "VGG19", "less": "VGG16"}.get(c.verdict) if higher else \
             {"less": "VGG19", "greater": "VGG16"}.get(c.verdict)
@@ -270,9 +275,10 @@ def vgg_claims(df: pd.DataFrame, orders: bool = True) -> str:
         else:
             out.append(f"By {label}, these runs support neither write-up's order of VGG16 and VGG19.")
         if "VGG24" in groups:
-            last = all(compare(groups["VGG24"], groups[o]).verdict == ("less" if higher else "greater")
-                       for o in groups if o != "VGG24")
-            out.append(f"By {label}, VGG24 is {'last, as both write-ups say' if last else 'not shown to be last'}.")
+            open_ = [o for o in groups if o != "VGG24"
+                     and compare(groups["VGG24"], groups[o]).verdict != ("less" if higher else "greater")]
+            out.append(f"By {label}, VGG24 is " + ("last, as both write-ups say." if not open_ else
+                       f"not shown to be last: the test does not separate it from {' or '.join(open_)}."))
     return " ".join(out)
 
 
