@@ -112,7 +112,7 @@ class Progress:
                  jobs: list[list[Planned]] | None = None) -> None:
         self.remaining = dict(estimates)
         self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
-        self.labels = distinct_labels([p.cfg for job in jobs or [] for p in job])  # each run's line reads alike once
+        self.labels = distinct_labels([p.cfg for job in jobs or [] for p in job])  # no two runs' lines read alike
         self.total, self.done, self.slots = len(estimates), 0, slots
         self.measured = self.estimated = 0.0  # seconds of the runs finished so far: taken, and estimated
         self.headless = (not show_progress()) if headless is None else headless
