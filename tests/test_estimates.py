@@ -50,6 +50,25 @@ def test_a_timing_taken_on_a_busy_machine_is_taken_again_once_it_is_idle(tmp_pat
     assert again["step_s"] == 0.1 and not again["busy"], "the outlier did not stay for good"
 
 
+def test_load_that_arrives_while_a_step_is_timed_marks_the_timing_for_another_try(tmp_path, monkeypatch):
+    """The first look found the machine idle; another process began calibrating at once: the look after the
+    timing sees it, and the timing is not kept for good (a two-thread step timed so ran 38x high here)."""
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    cfg = _cfgs()[0]
+    looks = iter([False, False, True])  # calibrate's own look, then before and after the timing
+    monkeypatch.setattr(calibrate, "busy", lambda: next(looks))
+    seen = []
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto", loaded=False, **kw: seen.append(loaded) or {
+        "step_s": 4.6, "forward_s": 1.0, "peak_model_bytes": 1.0, "n_params": 1})
+    assert calibrate.calibrate([cfg], "cpu", progress=False)[calibrate.arch_key(cfg)]["busy"]
+    assert seen == [False], "idle when it began: timed by the wall clock as usual"
+    monkeypatch.setattr(calibrate, "busy", lambda: False)
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto", **kw: {"step_s": 0.12, "forward_s": 0.02,
+                                                                   "peak_model_bytes": 1.0, "n_params": 1})
+    again = calibrate.calibrate([cfg], "cpu", progress=False)[calibrate.arch_key(cfg)]
+    assert again["step_s"] == 0.12 and not again["busy"], "taken again on an idle machine"
+
+
 def test_finished_runs_teach_the_estimate_of_the_runs_still_to_train():
     cfg = _cfgs()[0]
     n_train, n_val = 2000, 1000

@@ -179,12 +179,23 @@ def test_the_executor_is_read_from_the_node_as_the_ray_pass_tags_it():
     assert executor_of("vm") == "local" and executor_of(None) is None
 
 
-def test_rows_that_would_read_alike_say_what_differs():
-    rows = [{"label": "mlp-d2-w16-plain-s0-aaaa", "base": "mlp-d2-w16-plain-s0", "epochs": 15, "precision": "fp32",
-             "lr": 1e-3}, {"label": "mlp-d2-w16-plain-s0-bbbb", "base": "mlp-d2-w16-plain-s0", "epochs": 30,
-                           "precision": "fp32", "lr": 1e-3}, {"label": "x-cccc", "base": "x", "epochs": 1}]
-    labels = [r["label"] for r in runs_page._distinct(rows)]
-    assert labels == ["mlp-d2-w16-plain-s0-aaaa (epochs 15)", "mlp-d2-w16-plain-s0-bbbb (epochs 30)", "x-cccc"]
+def test_rows_that_would_read_alike_say_every_setting_they_differ_in(tmp_path, monkeypatch):
+    """Any field tells two rows apart, not a chosen few: momentum, a seedless field, the epochs of 01's long run."""
+    use_splits(monkeypatch, lambda cfg: None)
+    store = RunStore(tmp_path / "runs")
+    base = RunConfig.build({"name": "mnist"}, {"family": "mlp", "depth": 2, "width": 16},
+                           {"epochs": 2, "optimizer": "sgd", "lr": 0.1})
+    cfgs = [base, base.replace(train={"momentum": 0.5}), base.replace(train={"epochs": 3}), base.replace(seed=1)]
+    for c in cfgs:
+        store.put(_result(c, 1.0, 1.0), {"w": torch.zeros(2)})
+    records = [{"notebook": "01_mlp_baseline", "provenance": {"run_keys": [c.key() for c in cfgs]}}]
+    labels = {r["key"]: r["label"] for r in runs_page.rows(records, store)}
+    name = {c.key(): run_name(c.label(), c.key()) for c in cfgs}
+    assert labels == {
+        cfgs[0].key(): f"{name[cfgs[0].key()]} (train.epochs 2, train.momentum 0.9)",
+        cfgs[1].key(): f"{name[cfgs[1].key()]} (train.epochs 2, train.momentum 0.5)",
+        cfgs[2].key(): f"{name[cfgs[2].key()]} (train.epochs 3, train.momentum 0.9)",
+        cfgs[3].key(): name[cfgs[3].key()]}, labels
 
 
 def test_a_zero_count_is_not_drawn_as_an_alarm():

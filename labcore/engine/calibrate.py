@@ -200,6 +200,15 @@ def busy() -> bool:
     return other_load() >= 0.75 * (os.cpu_count() or 1)
 
 
+def timed_now(cfg: RunConfig, device: str, members: int = 1) -> dict[str, Any]:
+    """`measure` of `cfg`, flagged "busy" when other work kept the cores busy as it began or as it ended: load
+    that starts after the first look (two processes calibrating at once, a test suite) stretches a two-thread
+    step 4-40x, and a timing flagged so is taken again once the machine is idle instead of kept for good."""
+    before = busy()
+    out = measure(cfg, device, loaded=before, members=members)
+    return {**out, "busy": before or busy()}
+
+
 def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True,
               cached_only: bool = False, members: int = 1) -> dict[str, dict]:
     """Measurements for every distinct architecture among `cfgs` (trained `members` seeds fused, when more than
@@ -227,7 +236,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):
         try:
-            cache[key] = {**measure(cfg, device, loaded=not idle, members=members), "busy": not idle,
+            cache[key] = {**timed_now(cfg, device, members),
                           "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"
                                    + (f" x{members} fused" if members > 1 else "")}
         except Exception as exc:  # out of memory on the device: estimate it from the others, never crash the plan

@@ -8,7 +8,7 @@ import dataclasses
 import heapq
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,21 +77,23 @@ def describe_job(job: list[Planned]) -> str:
     return job[0].cfg.label() + (f" and {count(len(job) - 1, 'more seed')}, fused" if len(job) > 1 else "")
 
 
-def distinct_labels(cfgs: Sequence[RunConfig]) -> dict[str, str]:
-    """{run key: label} where no two runs read alike: a label several configs share (family, depth, width, variant,
-    seed) gets the fields they differ in, e.g. 'mlp-d2-w16-plain-s0 (train.epochs 3)' (01's long run)."""
-    by: dict[str, dict[str, dict[str, Any]]] = {}
+def distinct_labels(cfgs: Sequence[RunConfig], name: Callable[[RunConfig], str] | None = None) -> dict[str, str]:
+    """{run key: name} where no two runs read alike: runs that share a label (family, depth, width, variant, seed)
+    get every field they differ in, e.g. 'mlp-d2-w16-plain-s0 (train.epochs 3)' (01's long run). `name`: what
+    to extend (default the label; runs.html's W&B names)."""
+    by: dict[str, dict[str, tuple[RunConfig, dict[str, Any]]]] = {}
     for c in cfgs:
         flat: dict[str, Any] = {}
         for section, fields in c.to_dict().items():  # by dotted name: 'train.epochs', 'seed'
             flat.update({f"{section}.{k}": v for k, v in fields.items()} if isinstance(fields, dict) else {section: fields})
-        by.setdefault(c.label(), {})[c.key()] = flat
+        by.setdefault(c.label(), {})[c.key()] = (c, flat)
     out = {}
-    for label, same in by.items():
-        differ = [f for f in dict.fromkeys(f for flat in same.values() for f in flat)
-                  if len({json.dumps(flat.get(f)) for flat in same.values()}) > 1]
-        for key, flat in same.items():
-            out[key] = label + (" (" + ", ".join(f"{f} {flat.get(f)}" for f in differ) + ")" if differ else "")
+    for same in by.values():
+        differ = [f for f in dict.fromkeys(f for _, flat in same.values() for f in flat)
+                  if len({json.dumps(flat.get(f)) for _, flat in same.values()}) > 1]
+        for key, (c, flat) in same.items():
+            said = ", ".join(f"{f} {flat.get(f)}" for f in differ)
+            out[key] = (name or RunConfig.label)(c) + (f" ({said})" if said else "")
     return out
 
 

@@ -12,6 +12,8 @@ import math
 from typing import Any, Callable
 
 from labcore.core.datasets import SIZES
+from labcore.core.config import RunConfig
+from labcore.engine.jobs import distinct_labels
 from labcore.engine.raypass import executor_of
 from labcore.report.render import CSS
 from labcore.store.provenance import regimes, trained_with
@@ -46,14 +48,14 @@ def _lost(key: str, notebooks: list[str]) -> dict:
             "note": "a page recorded this run, but the run store has no readable result for it", "history": []}
 
 
-def _row(key: str, notebooks: list[str], store: RunStore) -> dict:
-    """One run's row: its config, its state in the store, and what its stored result says (when it has one)."""
-    cfg = store.config_at(key)
+def _row(key: str, notebooks: list[str], cfg: RunConfig | None, label: str, store: RunStore) -> dict:
+    """One run's row: its config (None: unreadable), its state in the store, and what its stored result says (when
+    it has one); `label`: its W&B name and whatever tells it apart from runs that would read alike."""
     if cfg is None:
         return _lost(key, notebooks)
     state, result = store.state(cfg), store.get(cfg)
     m, t, d, name = cfg.model, cfg.train, cfg.data, run_name(cfg.label(), key)
-    row = {"key": key, "label": name, "wandb": name, "base": cfg.label(), "precision": t.precision,
+    row = {"key": key, "label": label, "wandb": name, "precision": t.precision,
            "notebooks": notebooks, "family": m.family, "depth": m.depth, "width": m.width,
            "variant": "residual" if m.residual else "plain", "seed": cfg.seed, "epochs": t.epochs, "lr": t.lr,
            "optimizer": t.optimizer, "dataset": d.name, "train_size": "subset" if d.subset else "full",
@@ -79,29 +81,16 @@ def _row(key: str, notebooks: list[str], store: RunStore) -> dict:
     return row
 
 
-# What may tell two runs with one label apart, in the order it is named.
-DISTINGUISH = ("dataset", "epochs", "lr", "optimizer", "precision", "train_size", "n_train")
-
-
 def rows(records: list[dict], store: RunStore) -> list[dict]:
     """One row per run the build's records name (a run several notebooks use is one row listing them all), in
-    notebook order, then by label."""
+    notebook order, then by label; runs that share a label say every setting they differ in (jobs.distinct_labels,
+    as the training log does)."""
     rank = {rec["notebook"]: i for i, rec in enumerate(records)}
-    out = [_row(key, notebooks, store) for key, notebooks in used_keys(records).items()]
-    return sorted(_distinct(out), key=lambda r: (rank[r["notebooks"][0]], r["label"]))
-
-
-def _distinct(rows: list[dict]) -> list[dict]:
-    """Rows whose configs share a label (family, depth, width, variant, seed) get what else differs appended to it,
-    e.g. '(precision fp32)' or '(epochs 30)': no two rows read alike."""
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r.get("base") or r["label"], []).append(r)
-    for same in (g for g in by.values() if len(g) > 1):
-        differ = [k for k in DISTINGUISH if len({str(r.get(k)) for r in same}) > 1]
-        for r in same:
-            r["label"] += " (" + ", ".join(f"{k} {r.get(k)}" for k in differ) + ")" if differ else ""
-    return rows
+    used = used_keys(records)
+    cfgs = {key: store.config_at(key) for key in used}
+    labels = distinct_labels([c for c in cfgs.values() if c is not None], lambda c: run_name(c.label(), c.key()))
+    out = [_row(key, notebooks, cfgs[key], labels.get(key, key), store) for key, notebooks in used.items()]
+    return sorted(out, key=lambda r: (rank[r["notebooks"][0]], r["label"]))
 
 
 def _secs(s: float) -> str:
