@@ -72,11 +72,23 @@ def test_agreement_on_a_log_scale_and_not_comparable_settings():
 
 
 def test_a_seed_trained_when_beating_chance_beyond_sampling_noise():
-    bound = claims.chance_bound(1000)
+    bound = claims.chance_bound(1000, 0.1)
     assert abs(bound - (0.1 + 1.645 * math.sqrt(0.09 / 1000))) < 1e-12  # 0.1156 on 1,000 images
-    assert claims.seed_trained(bound + 1e-6, 1000) and not claims.seed_trained(bound, 1000)
-    assert claims.seed_trained(0.12, 5000) and not claims.seed_trained(0.12, 200), "fewer images, more noise"
-    assert claims.seed_trained(math.nan, 1000) is None
+    assert claims.seed_trained(bound + 1e-6, 1000, 0.1) and not claims.seed_trained(bound, 1000, 0.1)
+    assert claims.seed_trained(0.12, 5000, 0.1) and not claims.seed_trained(0.12, 200, 0.1), "fewer images, more noise"
+    assert claims.seed_trained(math.nan, 1000, 0.1) is None
+
+
+def test_answering_the_most_frequent_class_to_every_image_is_not_training():
+    """Smoke's 500 CIFAR-10 validation images are 13.4 % trucks: a network that answers "truck" to all of them
+    scores 0.134, far above 1/10 + noise, and has learned nothing. Chance is the best constant guess there."""
+    assert claims.seed_trained(0.134, 500, 0.1), "against 1/10 it would have counted"
+    assert not claims.seed_trained(0.134, 500, 0.134)
+    bound = claims.chance_bound(500, 0.134)
+    assert abs(bound - (0.134 + 1.645 * math.sqrt(0.134 * 0.866 / 500))) < 1e-12  # 0.159
+    assert claims.seed_trained(bound + 1e-6, 500, 0.134) and not claims.seed_trained(bound, 500, 0.134)
+    with pytest.raises(AssertionError, match="guess is an accuracy"):
+        claims.chance_bound(500, 10)  # a number of classes where the guess's accuracy belongs
     assert claims.seeds_phrase([True, None, False], [0, 1, 2]) == "trained in 1 of 3 seeds (seed 1 failed)"
 
 

@@ -69,6 +69,51 @@ def test_load_that_arrives_while_a_step_is_timed_marks_the_timing_for_another_tr
     assert again["step_s"] == 0.12 and not again["busy"], "taken again on an idle machine"
 
 
+@pytest.mark.parametrize("waited, busy", [(0.03, False), (calibrate.WAITED_BUSY, False), (0.21, True), (1.0, True)])
+def test_a_timing_whose_threads_waited_for_a_cpu_is_busy_whatever_the_looks_said(tmp_path, monkeypatch, waited, busy):
+    """Another process's load that comes and goes between two looks is seen in the seconds this process's threads
+    spent waiting for a CPU while timed (0.03 per second idle here, 1.0 beside two busy processes)."""
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibrate, "busy", lambda: False)
+    monkeypatch.setattr(calibrate, "measure", lambda c, d="auto", **kw: {
+        "step_s": 1.0, "forward_s": 0.1, "peak_model_bytes": 1.0, "n_params": 1, "waited": waited})
+    cfg = _cfgs()[0]
+    got = calibrate.calibrate([cfg], "cpu", progress=False)[calibrate.arch_key(cfg)]
+    assert got["busy"] is busy and "waited" not in got
+
+
+def test_a_step_is_timed_with_trainings_settings_and_the_process_keeps_its_own(monkeypatch):
+    import torch
+
+    cfg = RunConfig(model=ModelConfig("mlp", 1, 8), train=TrainConfig(batch_size=16))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    seen = []
+    monkeypatch.setattr(calibrate, "_median_time", lambda fn, clock, sync: seen.append(
+        torch.are_deterministic_algorithms_enabled()) or (0.01, 5))
+    try:
+        m = calibrate.measure(cfg, "cpu")
+        assert seen == [False, False], "timed as training runs it (machine.configure)"
+        assert torch.are_deterministic_algorithms_enabled(), "the planning process's own settings are back"
+        assert m["waited"] is None or m["waited"] >= 0
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_a_timing_of_other_training_code_is_another_architectures():
+    cfg = _cfgs()[0]
+    calibrate._code.cache_clear()
+    before = calibrate.arch_key(cfg)
+    real = calibrate.identity.code_fingerprint
+    try:
+        calibrate.identity.code_fingerprint = lambda kind, family=None: {**real(kind, family), "labcore.core.step": "x"}
+        calibrate._code.cache_clear()
+        assert calibrate.arch_key(cfg) != before, "an edited step is timed again"
+    finally:
+        calibrate.identity.code_fingerprint = real
+        calibrate._code.cache_clear()
+    assert calibrate.arch_key(cfg) == before
+
+
 def test_finished_runs_teach_the_estimate_of_the_runs_still_to_train():
     cfg = _cfgs()[0]
     n_train, n_val = 2000, 1000
@@ -78,6 +123,38 @@ def test_finished_runs_teach_the_estimate_of_the_runs_still_to_train():
     assert learned[calibrate.arch_key(cfg)]["step_s"] == pytest.approx(0.05) and learned[calibrate.arch_key(cfg)]["learned_from"] == 1
     twin = cfg.replace(seed=1)
     assert calibrate.estimate_seconds(twin, learned) == pytest.approx(steps * 0.05), "same architecture, another seed"
+
+
+def test_what_a_run_takes_besides_its_steps_is_learned_from_runs_that_recorded_their_wall_time():
+    """Building, testing, W&B: `seconds` leaves them out, a smoke run is mostly them; the median of what stored runs
+    on this device took besides, never below 0, and nothing from runs elsewhere or before wall time was recorded."""
+    cfg = _cfgs()[0]
+    here = "cpu: 2 threads"
+
+    def run(seconds, wall, device=here, status="ok", resumed=None):
+        return runs.RunResult(cfg, [], {}, 1, seconds=seconds, device=device, data_source="x", wall_seconds=wall,
+                              status=status, resumed=resumed)
+
+    assert plan.overhead_per_run([run(1.0, None), run(1.0, 9.0, "cuda: H100")], here) is None
+    assert plan.overhead_per_run([run(30.0, 12.0, resumed={"epoch": 3})], here) is None, "seconds of every attempt"
+    assert plan.overhead_per_run([run(1.0, 1.4), run(2.0, 2.6), run(0.5, 1.5), run(1.0, 99.0, status="failed")],
+                              here) == (pytest.approx(0.6), 3)
+    assert plan.overhead_per_run([run(1.0, 0.9)], here) == (0.0, 1), "a clock's jitter is not a negative cost"
+
+
+def test_the_eta_is_wall_time_learned_from_the_finished_runs_jobs():
+    """Two runs estimated 1 s each plus 0.5 s besides; the first took 3 s from start to test result (1 s of it
+    training): the rest is expected to take twice its estimate, 3 s, not the 1 s its steps alone would say."""
+    from labcore.engine.jobs import Progress
+    from labcore.store.planned import Planned
+
+    a, b = (Planned(c) for c in _cfgs()[:2])
+    progress = Progress({a.key: 1.0, b.key: 1.0}, 1, headless=True, jobs=[[a], [b]], overhead=0.5)
+    assert progress.eta() == pytest.approx(3.0), "before any run: the estimates with the overhead"
+    row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
+    progress.finished(runs.RunResult(a.cfg, [row], {}, 1, seconds=1.0, device="cpu", data_source="x",
+                                     estimate_seconds=1.0, wall_seconds=3.0), "this process")
+    assert progress.eta() == pytest.approx(3.0) and "(2.00x the estimates so far)" in progress.eta_text()
 
 
 def test_make_plan_names_its_profile_first_and_the_others_cost_only_when_known(monkeypatch):

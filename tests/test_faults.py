@@ -224,6 +224,8 @@ def test_fused_seeds_are_stored_each_under_its_own_key(store):
     progress = jobs.Progress({p.key: 1.0 for p in todo}, 1, headless=True, jobs=grouped)
     out = jobs.train_here(grouped, {}, {}, store, "cpu", "disabled", False, progress, None, False)
     assert len(out.trained) == 3 and [list(store.get(c).fused) for c in cfgs] == [[0, 1], [0, 1]]
+    assert all(store.get(r.config).wall_seconds >= r.seconds > 0 for r in out.trained), \
+        "each run's share of its job's wall time is stored beside its training time"
 
 
 def test_two_runs_that_share_a_label_read_apart_in_the_training_log(capsys):

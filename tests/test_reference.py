@@ -113,5 +113,9 @@ def test_he_sentences_name_the_depths_and_the_deviations_computed_from_the_runs(
     text = reference.he_deviations_sentence(results)
     assert "learning rate 0.02 instead of 0.1" in text and "8 filters in the first stage instead of 16" in text
     assert "2 seeds per depth" in text and text.endswith("not a replication of the paper's numbers.")
+    assert "an order where the tests over seeds separate the models" in text
+    one = reference.he_deviations_sentence([r for r in results if r.config.seed == 0])
+    assert "at most a direction (one seed per model: no order between them can be claimed)" in one
+    assert "order where" not in one, "a single seed claims no ordering"
     assert reference.he_deviations_sentence(results, conclusion=False).endswith("where the paper reports single runs "
                                                                                "(ResNet-110: best of 5).")

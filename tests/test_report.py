@@ -369,6 +369,12 @@ def test_a_page_depends_on_its_own_notebook_and_the_code_it_imports(tmp_path, mo
     full.write_text(full.read_text().replace("seeds: [0, 1, 2]", "seeds: [0, 1, 2, 3]"))
     edited = inputs.page_inputs("01_mlp_baseline", "smoke", pages["01_mlp_baseline"])
     assert inputs.changed(after["01_mlp_baseline"], edited) == ["full_parameters"]
+    here = inputs.where_computed(os.environ)
+    elsewhere = [{**here, "device": "cuda: NVIDIA H100 80GB HBM3"}, {**here, "tracking": "disabled"},
+                 {**here, "wandb": "/elsewhere/wandb"}]  # another card behind "auto"; LABCORE_TRACKING; WANDB_DIR
+    for other in elsewhere:
+        moved = inputs.page_inputs("01_mlp_baseline", "smoke", pages["01_mlp_baseline"], here=other)
+        assert inputs.changed(edited, moved) == ["machine"], other
     code = {stem: set(identity.closure(tuple(inputs.notebook_source(stem)[1]) + inputs.RENDERING))
             for stem in ("01_mlp_baseline", "04_gradient_flow")}
     assert "labcore.exercises.gradient_flow" in code["04_gradient_flow"] - code["01_mlp_baseline"]

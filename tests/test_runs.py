@@ -193,9 +193,10 @@ def test_failure_note_names_each_failed_run_and_counts_against_all():
     assert note.startswith("**Failed runs: 1 of 3**") and f"{bad.config.label()} ({bad.key}): RunFailed: nan" in note
 
 
-def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mean_nan():
+def test_failed_runs_are_left_out_of_the_per_depth_curves_and_make_the_table_mean_nan(monkeypatch):
     from labcore.analysis import plots, sweep
 
+    use_splits(monkeypatch, lambda data: synthetic_splits())
     cfg = _cfg()
     row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
     ok = runs.RunResult(cfg, [row, {**row, "epoch": 2}], {"accuracy": 0.5}, 1, 1.0, "cpu", "toy")
@@ -294,3 +295,27 @@ def test_wandb_histograms_are_rarer_for_a_model_on_a_gpu():
     t.watch(torch.nn.Linear(2, 2))
     t.watch(torch.nn.Linear(2, 2, device="meta"))  # stands for a GPU: any device but the CPU
     assert watched == [tracking.WATCH_EVERY, tracking.WATCH_EVERY_GPU] == [100, 1000]
+
+
+def test_a_class_never_predicted_has_no_precision_and_stays_out_of_the_averages():
+    """0 of 0 is no value, not 0.000 (the stored report's zero_division=0); its F1 is 0 (its images were all
+    missed) and the averages' precision is taken over the classes that have one."""
+    import math
+
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    from labcore.store.result import class_table
+
+    y, pred = [0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 0, 1]  # class 2 never predicted
+    test = {"report": classification_report(y, pred, labels=[0, 1, 2], target_names=["a", "b", "c"],
+                                            output_dict=True, zero_division=0),
+            "confusion": confusion_matrix(y, pred, labels=[0, 1, 2]).tolist()}
+    t = class_table(test)
+    assert math.isnan(t.loc["c", "precision"]) and t.loc["c", "F1"] == 0.0 and t.loc["c", "recall"] == 0.0
+    assert t.loc["a", "precision"] == 0.5 and t.loc["b", "precision"] == 0.5
+    assert t.loc["macro avg", "precision"] == 0.5 and t.loc["weighted avg", "precision"] == 0.5
+    assert t.loc["accuracy", "F1"] == 0.5 and t.loc["accuracy", "support (images)"] == 6
+    from labcore.report import publish
+
+    caption = publish.table(t).caption
+    assert "a class never predicted a precision" in caption, "the dash under the table says why it is there"

@@ -57,7 +57,7 @@ def _table():
         for seed, (loss, acc) in enumerate(zip(losses, accs)):
             rows.append({"study": "conv", "family": "convnet", "depth": depth, "residual": res, "seed": seed, "train_loss": loss,
                          "train_acc": acc + 0.1, "val_acc": acc, "test_acc": acc, "n_params": 10 * depth, "seconds": 1.0,
-                         "n_val": 1000})
+                         "n_val": 1000, "guess_acc": 0.1})
     return pd.DataFrame(rows)
 
 
@@ -70,6 +70,21 @@ def test_trainability_is_per_seed_against_chance_on_validation():
     df.loc[(df.depth == 1) & ~df.residual & (df.seed == 2), "val_acc"] = 0.11  # at chance on 1,000 images
     row = sweep.trainability(df).set_index(["depth", "residual"]).loc[(1, False)]
     assert row["trained"] == "partly" and row["seeds_trained"] == "trained in 1 of 3 seeds (seed 1 failed)"
+
+
+def test_chance_is_the_best_constant_guess_on_the_runs_own_validation_images(monkeypatch):
+    import torch
+
+    from labcore.core.config import DataConfig
+    from labcore.store import training
+
+    y_val = torch.tensor([9] * 67 + [c for c in range(9) for _ in range(49)][:433])  # 500 images, 13.4 % trucks
+    monkeypatch.setattr(training, "load_splits", lambda data: type("Splits", (), {"y_val": y_val})())
+    assert sweep.guess_accuracy(DataConfig(subset=500, val_size=500)) == 0.134
+    df = _table()
+    df["guess_acc"] = 0.134  # the same runs on such a split: depth 8's plain seeds at 0.10-0.11 stay untrained,
+    df.loc[(df.depth == 8) & ~df.residual, "val_acc"] = 0.134  # and so does one that answers "truck" to all
+    assert sweep.trainability(df).set_index(["depth", "residual"]).loc[(8, False), "trained"] == "no"
 
 
 def test_sentences_say_what_the_table_says():
@@ -148,7 +163,10 @@ def _results(field: str, values: list, seeds=(0, 1, 2)):
 
 
 @pytest.mark.parametrize("field, values, label", [("model.width", [8, 16], "width"), ("train.lr", [0.001, 0.01], "lr")])
-def test_a_sweep_beyond_depth_is_one_row_per_configuration_never_pooled_as_seeds(field, values, label):
+def test_a_sweep_beyond_depth_is_one_row_per_configuration_never_pooled_as_seeds(field, values, label, monkeypatch):
+    from .synthetic import synthetic_splits, use_splits
+
+    use_splits(monkeypatch, lambda data: synthetic_splits())  # the chance level is read from validation labels
     results = _results(field, values)
     agg = sweep.aggregate(sweep.table(results))
     assert len(agg) == 2 * 2 and set(agg["seeds"]) == {3}, agg  # 2 depths x 2 values, 3 seeds each

@@ -94,6 +94,30 @@ def test_a_run_verify_finds_wrong_stays_flagged_until_retrained(store, capsys):
     assert not again.cached and store.state(cfg) == "stored" and "is damaged (make verify" in capsys.readouterr().out
 
 
+def test_the_index_gives_a_verdict_only_while_the_store_holds_what_it_checked(store, tmp_path, monkeypatch):
+    """A verdict is about the runs as verify found them: retrained since (or from a verify that did not record
+    them), the index says it checked an earlier store instead of showing it green."""
+    from labcore.report import render
+
+    monkeypatch.setenv("LABCORE_RUNS", str(tmp_path))  # the store the index reads: the test's
+    cfg = _cfg()
+    runs.run(cfg, store, device="cpu", tracking="disabled")
+    out = tmp_path / "reports"
+    out.mkdir()
+    said = {"summary": "1 run checked; 1 identical", "ok": True, "time": "2026-12-07T23:00:00+0000"}
+    (out / "verify.json").write_text(json.dumps({**said, "checked": verify.store_state(store, [cfg])}))
+    assert verify.changed_since(verify.store_state(store, [cfg]), store) == 0
+    line = render._verified(out, "smoke")
+    assert line.startswith("<p class='lc-ok'>make verify (") and "earlier store" not in line and "as it was then" not in line
+    store.flag(cfg, "make verify re-derived it and it differs")
+    runs.run(cfg, store, device="cpu", tracking="disabled")  # retrained since
+    assert verify.changed_since(json.loads((out / "verify.json").read_text())["checked"], store) == 1
+    line = render._verified(out, "smoke")
+    assert "lc-ok" not in line and "as it was then (1 of 1 run it checked changed since)" in line, line
+    (out / "verify.json").write_text(json.dumps(said))  # a verify.json from before runs were recorded
+    assert "which runs it checked was not recorded" in render._verified(out, "smoke")
+
+
 @pytest.mark.slow
 def test_make_verify_rederives_the_smoke_build_identically(smoke_build, tmp_path):
     result = verify.verify("smoke", sample=1, out_root=tmp_path, log=lambda line: None)

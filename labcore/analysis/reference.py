@@ -218,6 +218,8 @@ def he_deviations_sentence(results: Sequence[Any], conclusion: bool = True) -> s
     `conclusion`, what that leaves the comparison with Table 6 able to show)."""
     seeds = Counter((r.config.model.depth, r.config.model.residual) for r in results)
     deviations = he_deviations(results[0].config, results[0].data_source, min(seeds.values()))
+    fewest = min(seeds.values())
+    shows = ("at most a direction (one seed per model: no order between them can be claimed)" if fewest == 1 else
+             "direction, and an order where the tests over seeds separate the models")
     return ("Deviations from the paper's recipe, computed from these runs' settings: " + "; ".join(deviations) + "."
-            + (" So the comparison shows direction and ordering, not a replication of the paper's numbers."
-               if conclusion else ""))
+            + (f" So the comparison shows {shows}, not a replication of the paper's numbers." if conclusion else ""))

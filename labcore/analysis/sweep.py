@@ -16,11 +16,13 @@ import itertools
 from typing import Any
 
 import pandas as pd
+import torch
 
 from labcore.analysis import claims, plots, reference
 from labcore.store import provenance, runs
-from labcore.core.config import READ_ONLY_BY, SECTIONS, ConfigError, RunConfig, _check_type, check_read
+from labcore.core.config import READ_ONLY_BY, SECTIONS, ConfigError, DataConfig, RunConfig, _check_type, check_read
 from labcore.store.planned import Planned
+from labcore.store import training
 from labcore.store.runs import RunResult
 
 STUDY_KEYS = ("data", "model", "train", "sweep", "seeds", "residual")
@@ -143,10 +145,19 @@ def by_setting(results: dict[str, list[RunResult]]) -> dict[str, list[RunResult]
     return out
 
 
+def guess_accuracy(data: DataConfig) -> float:
+    """The validation accuracy of always answering the most frequent class of `data`'s validation images: the
+    chance level a seed must beat (a few hundred CIFAR-10 images are not 10 % of each class). The splits are
+    cached (training.load_splits)."""
+    y = training.load_splits(data).y_val
+    return float(torch.bincount(y).max()) / len(y)
+
+
 def table(results: dict[str, list[RunResult]]) -> pd.DataFrame:
     """One row per run: its study (with the configuration's setting where the study sweeps more than depth:
     by_setting) plus `RunResult.summary()`."""
-    return pd.DataFrame([{"study": name, **r.summary()} for name, rs in by_setting(results).items() for r in rs])
+    return pd.DataFrame([{"study": name, **r.summary(), "guess_acc": guess_accuracy(r.config.data)}
+                         for name, rs in by_setting(results).items() for r in rs])
 
 
 def _mean_of_all(s: pd.Series) -> float:
@@ -181,21 +192,22 @@ def overview(df: pd.DataFrame) -> pd.DataFrame:
                          "seconds per run": agg["seconds"].round(1)})
 
 
-def trainability(df: pd.DataFrame, num_classes: int = 10) -> pd.DataFrame:
+def trainability(df: pd.DataFrame) -> pd.DataFrame:
     """Did each (study, depth, variant) train, seed by seed? A seed trained when its final validation accuracy
-    beats chance beyond sampling noise (claims.seed_trained); a failed seed (NaN) is named, not averaged.
-    `trained`: 'yes' (every seed), 'partly', 'no' (no seed) or 'failed' (every seed failed)."""
+    beats chance, its validation images' best constant guess (`guess_acc`), beyond sampling noise
+    (claims.seed_trained); a failed seed (NaN) is named, not averaged. `trained`: 'yes' (every seed), 'partly',
+    'no' (no seed) or 'failed' (every seed failed)."""
     keys = ["study", "family", "depth", "residual"]
     agg = aggregate(df)
     rows = []
     for key, g in df.groupby(keys, sort=True):
-        flags = [claims.seed_trained(v, n, num_classes) for v, n in zip(g["val_acc"], g["n_val"])]
+        flags = [claims.seed_trained(v, n, guess) for v, n, guess in zip(g["val_acc"], g["n_val"], g["guess_acc"])]
         ok, failed = sum(f is True for f in flags), sum(f is None for f in flags)
         trained = "failed" if failed == len(flags) else "yes" if ok == len(flags) else "no" if ok == 0 else "partly"
-        rows.append({**dict(zip(keys, key)), "seeds_trained": claims.seeds_phrase(flags, list(g["seed"])),
-                     "trained": trained})
+        rows.append({**dict(zip(keys, key)), "chance_acc": g["guess_acc"].max(),  # what its seeds had to beat
+                     "seeds_trained": claims.seeds_phrase(flags, list(g["seed"])), "trained": trained})
     out = agg.merge(pd.DataFrame(rows), on=keys)
-    return out[[*keys, "train_loss_mean", "val_acc_mean", "test_acc_mean", "seeds_trained", "trained"]]
+    return out[[*keys, "train_loss_mean", "val_acc_mean", "chance_acc", "test_acc_mean", "seeds_trained", "trained"]]
 
 
 def model_name(family: str, depth: int) -> str:

@@ -9,6 +9,9 @@ activations autograd keeps for the backward pass (measured with saved-tensor hoo
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import glob
 import hashlib
 import json
 import math
@@ -30,14 +33,18 @@ from labcore.core.datasets import CLASSES, DATASETS, SHAPES
 from labcore.core.models import build_model
 from labcore.files import replacing
 from labcore.paths import cache_dir
-from labcore.machine import device_info, flush_denormals, pick_device, resolve_precision, show_progress
+from labcore.machine import configure, device_info, flush_denormals, pick_device, resolve_precision, show_progress
 from labcore.machine import threads as machine_threads
 from labcore.core.step import learner, memory_format
+from labcore.store import identity
 from labcore.text import count
 
-CALIBRATION_VERSION = 3  # bump when what is measured changes (2: batch making timed, CPU time on one thread;
-# 3: the training loop's own step object, and the forward pass in fp32 as validation runs it)
+CALIBRATION_VERSION = 4  # bump when what is measured changes (2: batch making timed, CPU time on one thread;
+# 3: the training loop's own step object, and the forward pass in fp32 as validation runs it; 4: load seen while
+# timing, the training code in the key, training's numeric settings: v3 kept timings taken under load for good)
 WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
+WAITED_BUSY = 0.2  # seconds the timed threads waited for a CPU per second timed, above which a timing is busy
+# (measured here: 0.03 idle, 1.0 beside two busy processes on 2 cores)
 MAX_STEPS = 5  # timed steps per architecture (their median) ...
 BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU) ...
 MIN_S = 0.2  # ... or more (up to 100), until this many are: a millisecond step needs many for a stable median
@@ -76,8 +83,43 @@ def arch_key(cfg: RunConfig, members: int = 1) -> str:
     seeds train fused, when more than one: then the cost is the whole group's)."""
     t = cfg.train
     blob = json.dumps([cfg.model.__dict__, cfg.data.name, t.batch_size, t.optimizer, t.augment, t.precision,
-                       t.channels_last], sort_keys=True, default=str)
+                       t.channels_last, _code("fused" if members > 1 else "alone", cfg.model.family)],
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16] + (f"x{members}" if members > 1 else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _code(kind: str, family: str) -> str:
+    """The fingerprint of the code that trains `family` (labcore.store.identity): a timing of other step or model
+    code is another architecture's."""
+    return identity.digest_of(identity.code_fingerprint(kind, family))
+
+
+def _waited() -> float | None:
+    """Seconds this process's threads have spent ready to run but waiting for a CPU (Linux's schedstat: another
+    process's load, seen while it lasts, not by a look before or after); None where the kernel does not say."""
+    total = None
+    for f in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            total = (total or 0.0) + int(open(f, encoding="ascii").read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            continue
+    return total
+
+
+@contextlib.contextmanager
+def _as_training(dev: torch.device) -> Iterator[None]:
+    """The numeric settings training sets (machine.configure: on a GPU cuDNN's benchmark mode and TF32), restored
+    after: a step is timed as it will run, and planning leaves the process as it found it."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32)
+    configure(dev)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark, matmul.allow_tf32, cudnn.allow_tf32 = saved[2:]
 
 
 def _saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -156,15 +198,19 @@ def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False, members:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    step, forward, model, x, y = _step_fns(cfg, dev, members)
-    for _ in range(WARMUP_STEPS):
-        step()
-    sync()
-    one_thread = dev.type == "cpu" and torch.get_num_threads() == 1
-    clock = time.thread_time if one_thread else time.perf_counter  # a thread's CPU time: what load cannot stretch
-    step_s, n = _median_time(step, clock, sync)
-    forward_s, _ = _median_time(forward, clock, sync)
-    out = {"step_s": step_s, "forward_s": forward_s, "timed_steps": n}
+    with _as_training(dev):
+        step, forward, model, x, y = _step_fns(cfg, dev, members)
+        for _ in range(WARMUP_STEPS):
+            step()
+        sync()
+        one_thread = dev.type == "cpu" and torch.get_num_threads() == 1
+        clock = time.thread_time if one_thread else time.perf_counter  # a thread's CPU time: what load cannot stretch
+        waited, start = _waited(), time.perf_counter()
+        step_s, n = _median_time(step, clock, sync)
+        forward_s, _ = _median_time(forward, clock, sync)
+        after = _waited()
+    out = {"step_s": step_s, "forward_s": forward_s, "timed_steps": n,
+           "waited": None if waited is None or after is None else (after - waited) / (time.perf_counter() - start)}
     if loaded and dev.type == "cpu" and not one_thread:
         with machine_threads(1):
             alone, _ = _median_time(step, time.thread_time, sync)
@@ -201,12 +247,14 @@ def busy() -> bool:
 
 
 def timed_now(cfg: RunConfig, device: str, members: int = 1) -> dict[str, Any]:
-    """`measure` of `cfg`, flagged "busy" when other work kept the cores busy as it began or as it ended: load
-    that starts after the first look (two processes calibrating at once, a test suite) stretches a two-thread
-    step 4-40x, and a timing flagged so is taken again once the machine is idle instead of kept for good."""
+    """`measure` of `cfg`, flagged "busy" when other work kept the cores busy as it began or while it was timed (its
+    threads waited for a CPU; where the kernel does not say, a look after it): load that starts after the first
+    look (two processes calibrating at once, a test suite) stretches a two-thread step 4-40x, and a timing
+    flagged so is taken again once the machine is idle instead of kept for good."""
     before = busy()
     out = measure(cfg, device, loaded=before, members=members)
-    return {**out, "busy": before or busy()}
+    waited = out.pop("waited", None)
+    return {**out, "busy": before or (busy() if waited is None else waited > WAITED_BUSY)}
 
 
 def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True,

@@ -112,8 +112,10 @@ def _announce(todo: list[Planned], jobs: list[list[Planned]], executor: str, pro
     if todo:
         n_fused = sum(len(j) for j in jobs if len(j) > 1)
         fusing = f" ({n_fused} of them as {sum(len(j) > 1 for j in jobs)} fused groups of seeds)" if n_fused else ""
+        what = ("of wall time" if progress.overhead else "of training (each run's setup and test pass come on top: "
+                "the ETA learns them from the first runs)")
         print(f"[labcore] training {count(len(todo), 'run')}{fusing} with the {executor} executor; "
-              f"{progress.eta_text().replace('ETA', 'estimated', 1)} of wall time", flush=True)
+              f"{progress.eta_text().replace('ETA', 'estimated', 1)} {what}", flush=True)
 
 
 def train(built: BuildPlan, executor: str = "", address: str | None = None, device: str = "auto",
@@ -148,7 +150,7 @@ def train(built: BuildPlan, executor: str = "", address: str | None = None, devi
         cpus_per_run = cpus_per_run or 1
         slots = 1 if executor == "local" else max(1, (cpus or os.cpu_count() or 1) // cpus_per_run)  # a cluster's: set once connected
         jobs = sorted(group_jobs(todo, runs_on, fuse), key=lambda job: -sum(estimates[p.key] for p in job))  # longest first
-        progress = Progress(estimates, slots, headless, jobs)
+        progress = Progress(estimates, slots, headless, jobs, d.get("overhead") or 0.0)
         _announce(todo, jobs, executor, progress)
         try:
             if not todo:

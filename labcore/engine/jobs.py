@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import heapq
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,12 +65,14 @@ def wandb_group(p: Planned) -> str:
 def train_job(job: list[Planned], device: str | torch.device, tracking: str, estimates: dict[str, float],
               profile: str = "", deterministic: bool = False, resume_root: Path | None = None) -> list[runs.Trained]:
     """Train a job: one run alone (compiled when estimated long), or several seeds fused; one Trained per run, in
-    order, resumed from `resume_root` where an earlier attempt was interrupted. The machine's faults raise RunLost
-    (labcore.store.training.train_runs)."""
-    est = estimates.get(job[0].key)
-    return training.train_runs([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], est,
-                               len(job) == 1 and (est or 0) > COMPILE_AFTER_S, [wandb_group(p) for p in job],
-                               profile or None, deterministic, resume_root=resume_root)
+    order, resumed from `resume_root` where an earlier attempt was interrupted, each with its share of the job's
+    wall time. The machine's faults raise RunLost (labcore.store.training.train_runs)."""
+    est, start = estimates.get(job[0].key), time.perf_counter()
+    trained = training.train_runs([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], est,
+                                  len(job) == 1 and (est or 0) > COMPILE_AFTER_S, [wandb_group(p) for p in job],
+                                  profile or None, deterministic, resume_root=resume_root)
+    wall = (time.perf_counter() - start) / len(trained)  # each run's share, as `seconds` is
+    return [dataclasses.replace(t, result=dataclasses.replace(t.result, wall_seconds=wall)) for t in trained]
 
 
 def describe_job(job: list[Planned]) -> str:
@@ -108,11 +111,14 @@ def makespan(costs: Sequence[float], slots: int) -> float:
 
 class Progress:
     """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless.
-    `estimates` are per run; a fused job's runs share a slot (its members' estimates are their shares)."""
+    `estimates` are per run (a fused job's runs share a slot: its members' estimates are their shares), of what a
+    run records as `seconds`; `overhead`: what each run takes besides (labcore.engine.plan.overhead_per_run). The
+    ETA is wall time: corrected by how long the finished runs' jobs took, start to test result."""
 
     def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None,
-                 jobs: list[list[Planned]] | None = None) -> None:
-        self.remaining = dict(estimates)
+                 jobs: list[list[Planned]] | None = None, overhead: float = 0.0) -> None:
+        self.remaining = {k: s + overhead if s else s for k, s in estimates.items()}
+        self.overhead = overhead
         self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
         self.labels = distinct_labels([p.cfg for job in jobs or [] for p in job])  # no two runs' lines read alike
         self.total, self.done, self.slots = len(estimates), 0, slots
@@ -146,16 +152,16 @@ class Progress:
         """A fused job's runs now train one by one: each its own slot and its own (alone) estimate."""
         for p in job:
             self.job_of[p.key] = (p.key,)
-            if p.key in self.remaining:
-                self.remaining[p.key] = alone.get(p.key, self.remaining[p.key])
+            if p.key in self.remaining and alone.get(p.key):
+                self.remaining[p.key] = alone[p.key] + self.overhead
 
     def finished(self, result: runs.RunResult, where: str) -> str:
         """Record one finished run; returns (and shows) its line."""
         self.remaining.pop(result.key, None)
         self.done += 1
         if result.ok and result.estimate_seconds:
-            self.measured += result.seconds
-            self.estimated += result.estimate_seconds
+            self.measured += result.wall_seconds or result.seconds
+            self.estimated += result.estimate_seconds + self.overhead
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"
         share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""

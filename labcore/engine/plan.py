@@ -241,7 +241,8 @@ def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = Tru
     "coarse" only a few (calibrate.coarse), "cached" none (estimates only where the cache covers every
     architecture), False none at all (counts only). `fuse`, `fuse_device` (default: `device`'s) and
     `retry_failed`: the runs are grouped as `make train` will (labcore.engine.jobs): a fused run's estimate is its
-    share of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take."""
+    share of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take;
+    `overhead`: the seconds a run takes besides (setup, test pass), as stored runs here took (None: none told)."""
     from labcore.engine import calibrate as cal
     from labcore.engine.jobs import group_jobs
 
@@ -255,10 +256,11 @@ def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = Tru
     members.update({p.key: len(job) for job in group_jobs(todo, fuse_device or machine.pick_device(device), fuse)
                     for p in job})
     costs, dev = _step_costs(unstored, members, device, calibrate, threads)
-    estimates, alone_estimates, peak, total, alone = {}, {}, None, None, None
+    estimates, alone_estimates, peak, total, alone, extra = {}, {}, None, None, None, None
     if costs:  # what finished runs of the same architectures took here beats a few timed steps
-        done = [store.get(p.cfg) for p, s in zip(planned, table.state) if s == "stored"]
-        for key, seen in cal.learned([r for r in done if r is not None], dev).items():
+        done = [r for r in (store.get(p.cfg) for p, s in zip(planned, table.state) if s == "stored") if r is not None]
+        extra = overhead_per_run(done, dev)
+        for key, seen in cal.learned(done, dev).items():
             if key in costs:
                 costs[key] = {**costs[key], **seen, "coarse": False}
         estimates = {p.key: cal.estimate_seconds(p.cfg, costs, members[p.key]) for p in unstored}
@@ -271,6 +273,9 @@ def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = Tru
                                            else ""), cal.peak_bytes(largest.cfg, costs, members[largest.key]))
     n_coarse = sum(bool(c.get("coarse")) for c in costs.values())
     summary = summary_line(profile, table, total, dev, stale_summary(planned, table, store))
+    if extra and pending and total is not None:
+        summary += (f", and about {human_seconds(extra[0] * len(pending))} of setting up and testing them "
+                    f"({extra[0]:.1f} s a run, as {count(extra[1], 'stored run')} here took)")
     n_fused = sum(members[p.key] > 1 for p in pending)
     if n_fused and total is not None:
         summary += f", {n_fused} of them fused with their other seeds ({human_seconds(alone)} one by one: FUSE=off)"
@@ -283,7 +288,17 @@ def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = Tru
     return {"profile": profile, "planned": planned, "table": table, "estimates": estimates,
             "alone_estimates": alone_estimates,
             "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,
-            "summary": summary, "members": members}
+            "summary": summary, "members": members, "overhead": extra[0] if extra else None}
+
+
+def overhead_per_run(results: list, device: str) -> tuple[float, int] | None:
+    """(seconds a run takes besides what `estimate_seconds` covers: building it, its test pass, W&B; how many runs
+    say so): the median over finished runs (labcore.store.runs.RunResult) trained on `device` (a `device_name`)
+    that recorded their wall time, resumed ones aside (their `seconds` span every attempt); None
+    where none did."""
+    extra = sorted(r.wall_seconds - r.seconds for r in results
+                   if r.ok and r.device == device and r.wall_seconds is not None and not r.resumed)
+    return (max(extra[len(extra) // 2], 0.0), len(extra)) if extra else None
 
 
 def precision_note(pending: list[Planned], estimates: dict[str, float], total: float | None, device: str,

@@ -34,7 +34,7 @@ from labcore.machine import show_progress
 from labcore.paths import PROJECT_ROOT, cache_dir, check_folders, reports_dir, runs_dir
 from labcore.text import human_seconds, count
 from labcore.report import render
-from labcore.report.inputs import changed, page_inputs
+from labcore.report.inputs import changed, page_inputs, where_computed
 from labcore.report.publish import MIME, jsonable
 
 
@@ -292,14 +292,14 @@ def _pages(plan: Any, out_dir: Path, built: set[str], force: bool, env: dict[str
     `built`: the run keys this build trained. Each kernel gets its page's run keys (`build_runs`) to check its own
     plan against, and `env` as its environment (kernel_env)."""
     bars = show_progress()  # this process's terminal gets a bar per notebook
-    profile, records = plan.profile, []
+    profile, records, here = plan.profile, [], where_computed(env)
     for stem, page in plan.pages.items():
-        now = page_inputs(stem, profile, page)
+        now = page_inputs(stem, profile, page, here=here)
         old = None if force else reusable(stem, out_dir, now)
         if old is not None:
             records.append(reuse(stem, out_dir, old))
-            print(f"[labcore] {profile}/{stem}: reused (its notebook, parameters, runs, code, data and packages "
-                  "are those of the page built last time; FORCE=1 runs it anyway)", flush=True)
+            print(f"[labcore] {profile}/{stem}: reused (its notebook, parameters, runs, code, data, packages and "
+                  "machine are those of the page built last time; FORCE=1 runs it anyway)", flush=True)
             continue
         last = last_seconds(out_dir, stem)
         print(f"[labcore] {profile}/{stem}: running ({_why(stem, out_dir, now, force)})", flush=True)

@@ -1,6 +1,7 @@
 """What a page is a function of, so that `make report` executes a notebook again exactly when one of them changed:
 the notebook itself, its parameters (and how they differ from full's, which its banner names), the stored runs it
-reads (upstream ones too), the labcore code it runs, the data and the packages. Otherwise the page built last time
+reads (upstream ones too), the labcore code it runs, the data, the packages and the machine (the device it
+computes on, W&B's mode and folder). Otherwise the page built last time
 is reused, and the build says so.
 
 Unlike a run's identity (labcore.store.identity), the code here is every byte of the modules the notebook imports,
@@ -12,13 +13,17 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from labcore.exercises import params as notebook_params
+from labcore.machine import device_info, pick_device
 from labcore.exercises.exercise import PagePlan
 from labcore.store import identity, training
 from labcore.store.provenance import package_versions
 from labcore.store.runs import RunStore
+from labcore.store.tracking import wandb_dirs
 
 RENDERING = ("labcore.report.build", "labcore.report.render")  # what turns an executed notebook into its page
 # The build imports these to write pages of its own (runs.html, rewritten by every build), not a notebook's page.
@@ -52,9 +57,19 @@ def notebook_source(stem: str) -> tuple[str, list[str]]:
     return json.dumps(cells), sorted(modules)
 
 
-def page_inputs(stem: str, profile: str, page: PagePlan, store: RunStore | None = None) -> dict[str, str]:
+def where_computed(env: Mapping[str, str]) -> dict[str, str | None]:
+    """What a kernel started with `env` computes on and names, beyond its parameters: the device "auto" picks
+    here (04's probes compute their gradients on it; every page's provenance names it), and W&B's mode and folder
+    its banner names (LABCORE_TRACKING wins over the parameter)."""
+    return {"device": device_info(pick_device("auto")), "tracking": env.get("LABCORE_TRACKING"),
+            "wandb": env.get("WANDB_DIR") or str(wandb_dirs()["WANDB_DIR"])}
+
+
+def page_inputs(stem: str, profile: str, page: PagePlan, store: RunStore | None = None,
+                here: dict[str, str | None] | None = None) -> dict[str, str]:
     """{part: fingerprint} of everything that determines notebook `stem`'s page in `profile`: its `page` of the build
-    plan gives its parameters, runs and data (a page is never planned again here)."""
+    plan gives its parameters, runs and data (a page is never planned again here); `here`: the kernels'
+    `where_computed` (default: this process's)."""
     store = store or RunStore()
     cells, imported = notebook_source(stem)
     code = {m: _sha(identity.module_path(m).read_bytes()) for m in identity.closure(tuple(imported) + RENDERING)
@@ -67,7 +82,8 @@ def page_inputs(stem: str, profile: str, page: PagePlan, store: RunStore | None 
             "runs": _sha(json.dumps(runs, sort_keys=True)),
             "code": _sha(json.dumps(code, sort_keys=True)),
             "data": _sha(json.dumps({d: training.data_content(d) for d in page.datasets})),
-            "packages": _sha(json.dumps(package_versions(), sort_keys=True))}
+            "packages": _sha(json.dumps(package_versions(), sort_keys=True)),
+            "machine": _sha(json.dumps(here if here is not None else where_computed(os.environ), sort_keys=True))}
 
 
 def _stored(store: RunStore, planned: Any) -> str:

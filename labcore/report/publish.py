@@ -144,12 +144,14 @@ def header(column: Any) -> str:
     return " ".join(w for w in (HEADER_WORDS.get(part, part) for part in name.split("_")) if w)
 
 
-def table(df: Any, digits: int = 3, dash: str = "no value") -> Any:
+def table(df: Any, digits: int = 3, dash: str | None = None) -> Any:
     """A DataFrame as the pages show every table (one formatter, `cell`): no row numbers (a meaningful index, like
     class names, becomes the first column), headers in words (`header`), long text (the lab's claims) in full, a dash
-    for a missing value, explained once under the table (`dash`: what it means there)."""
+    for a missing value, explained once under the table (`dash`: what it means there; default the frame's own
+    `attrs["dash"]`, as labcore.store.result.class_table sets it, else "no value")."""
     import pandas as pd
 
+    dash = dash or df.attrs.get("dash") or "no value"
     if any(n is not None for n in df.index.names):
         df = df.reset_index()  # a named index is data (seeds 0, 1, 2 are a RangeIndex to pandas, yet a column)
     elif pd.api.types.is_integer_dtype(df.index):

@@ -321,11 +321,7 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
                     f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s{counted}, "
                     f"{html.escape(utc((rec.get('provenance') or {}).get('time')) if (rec.get('provenance') or {}).get('time') else '')}"
                     f"</td><td>{_headline(rec)}</td><td class='lc-fig'>{_figure(out_dir, rec.get('summary_figure'))}</td></tr>")
-    verified = ""
-    if (out_dir / "verify.json").is_file():
-        v = json.loads((out_dir / "verify.json").read_text())
-        verified = (f"<p class='lc-{'ok' if v.get('ok') else 'failed'}'>make verify ({html.escape(utc(v.get('time')))}): "
-                    f"{html.escape(v.get('summary', ''))}</p>")
+    verified = _verified(out_dir, profile)
     previous = " The last good report of a notebook that failed is kept in <a href='previous/'>previous/</a>." \
         if any(r["status"] != "ok" for r in records) and (out_dir / "previous").is_dir() else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -336,6 +332,24 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
 <p>Do deeper networks train better, and why do residual connections help? One report per exercise; every number
 is computed by the notebook from runs it trained or loaded from the run store. Index written {utc()}.{previous}</p>
 <table><tr><th>exercise</th><th>headline</th><th>summary</th></tr>{''.join(rows)}</table>{_runs_link(out_dir)}</body></html>"""
+
+
+def _verified(out_dir: Path, profile: str) -> str:
+    """The index's line about the last `make verify`: its verdict while the store holds the runs it checked, else
+    that it checked an earlier store (a verdict says nothing about runs trained or kept since)."""
+    from labcore.report.verify import changed_since
+
+    if not (out_dir / "verify.json").is_file():
+        return ""
+    v = json.loads((out_dir / "verify.json").read_text())
+    said = f"make verify ({html.escape(utc(v.get('time')))}): {html.escape(v.get('summary', ''))}"
+    moved = changed_since(v.get("checked"))
+    if moved == 0:
+        return f"<p class='lc-{'ok' if v.get('ok') else 'failed'}'>{said}</p>"
+    since = (f"{moved} of {count(len(v['checked']), 'run')} it checked changed since" if moved else
+             "which runs it checked was not recorded")
+    return (f"<p>{said}. <em>That verdict is about the store as it was then ({since}): <code>make verify "
+            f"PROFILE={html.escape(profile)}</code> checks today's.</em></p>")
 
 
 def _runs_link(out_dir: Path) -> str:

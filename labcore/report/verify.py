@@ -248,12 +248,32 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 1, 
                + (f"; {kept[0]} of {len(stale)} stale runs kept for today's code after {kept[1]} re-derived"
                   if stale else ""))
     result = {"profile": profile, "summary": summary, "ok": ok_count == len(chosen) and not damaged, "runs": lines,
-              "damaged": damaged, "seed": seed, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "damaged": damaged, "seed": seed, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "checked": store_state(store, [p.cfg for p in planned])}  # what the verdict is about (changed_since)
     out = (out_root or reports_dir()) / profile / ("verify.json" if shard[1] == 1 else f"verify-{shard[0]}of{shard[1]}.json")
     with replacing(out) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     log(f"verify {profile}: {summary}; written to {out}")
     return result
+
+
+def store_state(store: Any, cfgs: list[RunConfig]) -> dict[str, str | None]:
+    """{run key: SHA-256 of its checksums.json (its record, weights and checkpoints), None where it has none}: the
+    store as a verdict found it."""
+    sums = {c.key(): store.path(c) / "checksums.json" for c in cfgs}
+    return {key: sha256(f) if f.is_file() else None for key, f in sums.items()}
+
+
+def changed_since(checked: dict[str, str | None] | None, store: Any = None) -> int | None:
+    """How many of the runs a verdict `checked` (verify.json's) the store now holds otherwise (retrained, kept for
+    newer code, flagged, removed); None for a verdict that did not record them (older than this check)."""
+    from labcore.store import runs
+
+    if checked is None:
+        return None
+    store = store or runs.RunStore(query=True)
+    now = store_state(store, [c for c in map(store.config_at, checked) if c is not None])
+    return sum(now.get(key) != digest for key, digest in checked.items())
 
 
 def _rederive_all(chosen: list[Planned], records: dict, stale: list[Planned], store: Any, device: str,
@@ -267,7 +287,7 @@ def _rederive_all(chosen: list[Planned], records: dict, stale: list[Planned], st
         return tuple(sorted(store.checkpoint_epochs(cfg)))
 
     with tempfile.TemporaryDirectory(prefix="labcore-verify-") as scratch:
-        scratch_store = runs.RunStore(scratch)
+        scratch_store = runs.RunStore(scratch, memo=Path(scratch) / "verified.json")  # its memo goes with it
         for p in chosen:
             start = time.perf_counter()
             line, ok = _check_one(p, records[p.key], store, scratch_store, device, kept, groups)

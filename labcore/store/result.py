@@ -22,6 +22,9 @@ class RunResult:
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None  # for a failed run: what went wrong, in one line
     estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
+    # The job's wall time from its start to its test result (its share when fused): `seconds` plus building the
+    # model, the test pass and W&B (about half a second a run here, most of a smoke run). Estimates learn it.
+    wall_seconds: float | None = None
     node: str | None = None  # the machine that trained it
     compiled: bool = False  # trained through torch.compile
     fused: tuple[int, ...] = ()  # the seeds of the fused group it trained in (labcore.engine.fused; `seconds` is its share)
@@ -78,16 +81,42 @@ class RunResult:
 
 def class_table(test: dict[str, Any]) -> Any:
     """The test set's per-class precision, recall, F1 and support (images), one row per class, then the macro and
-    weighted averages, then accuracy (its F1 column; support: every test image), as scikit-learn's report reads."""
+    weighted averages, then accuracy (its F1 column; support: every test image), as scikit-learn's report reads.
+    A class the model never predicted has no precision (0 of 0): no value, left out of the averages, where the
+    stored report (scikit-learn's zero_division=0) says 0.000."""
     import pandas as pd
 
     report = dict(test["report"])
     accuracy = report.pop("accuracy", None)
     table = pd.DataFrame(report).T.rename_axis("class").rename(columns={"f1-score": "F1", "support": "support (images)"})
+    if test.get("confusion"):
+        table = _undefined_left_out(table, test["confusion"])
     if accuracy is not None:
         total = table["support (images)"].iloc[-1]
         table.loc["accuracy"] = [float("nan"), float("nan"), accuracy, total]
     table["support (images)"] = table["support (images)"].astype(int)
+    table.attrs["dash"] = "no value: accuracy has no precision or recall, nor a class never predicted a precision"
+    return table
+
+
+def _undefined_left_out(table: Any, confusion: list[list[int]]) -> Any:
+    """`table` (class_table's, classes first in the confusion matrix's order, then the two averages) with the
+    precision of never-predicted classes NaN and the averages' precision taken over the others. (Their F1 stays:
+    2 TP / (2 TP + FP + FN) is 0 for a class with images none of which was found.)"""
+    import numpy as np
+    import pandas as pd
+
+    n = len(confusion)
+    never = np.asarray(confusion).sum(axis=0) == 0  # a column of zeros: no image predicted as that class
+    classes = table.iloc[:n].copy()
+    classes.loc[never, "precision"] = np.nan
+    weights = classes["support (images)"].where(~never)
+    averaged = {"macro avg": classes["precision"].mean(),
+                "weighted avg": (classes["precision"] * weights).sum() / weights.sum()}
+    table = pd.concat([classes, table.iloc[n:]])
+    for row, value in averaged.items():
+        if row in table.index:
+            table.loc[row, "precision"] = value
     return table
 
 
