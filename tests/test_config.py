@@ -100,3 +100,12 @@ def test_the_fields_a_family_reads_and_the_defaults_everywhere_are_accepted():
     ModelConfig(family="vgg", norm="batch")
     assert ModelConfig(family="lab_resnet", norm="none").norm == "none"  # the default, spelled out: same key
 
+
+
+def test_milestones_written_as_a_list_by_hand_are_the_same_config():
+    """A notebook may write TrainConfig(milestones=[0.5, 0.75]): equal to the default tuple, hashable, same key."""
+    from labcore.core.config import RunConfig, TrainConfig
+
+    by_hand = TrainConfig(schedule="multistep", milestones=[0.5, 0.75])
+    assert by_hand == TrainConfig(schedule="multistep") and hash(by_hand) == hash(TrainConfig(schedule="multistep"))
+    assert RunConfig(train=by_hand).key() == RunConfig(train=TrainConfig(schedule="multistep")).key()

@@ -90,6 +90,29 @@ def test_image_folder_layout_is_read_in_class_order_and_cached_outside_the_root(
     assert torch.equal(data.load_raw("cifar10").x_train, raw.x_train)  # second load: from the cache
 
 
+def test_files_that_change_while_decoded_are_decoded_again_not_served_under_their_new_signature(tmp_path, monkeypatch):
+    """A copy finishing while labcore decodes: the cache records the files as they were when decoding began, so
+    the next read sees they changed and decodes them again (the old tensors never pass for the new files)."""
+    root = tmp_path / "data"
+    _fake_image_folder(root, "cifar10")
+    monkeypatch.setenv("LABCORE_DATA", str(root))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    real, decodes = data._decoded, []
+
+    def decoded_while_copied(name, folder, may_download):
+        raw = real(name, folder, may_download)
+        if not decodes:  # the copy lands a new image while the first decode runs
+            (root / "cifar10" / "train" / "airplane" / "0009.png").write_bytes(
+                (root / "cifar10" / "train" / "airplane" / "0000.png").read_bytes())
+        decodes.append(len(raw.y_train))
+        return raw
+
+    monkeypatch.setattr(data, "_decoded", decoded_while_copied)
+    assert len(data.load_raw("cifar10").y_train) == 6
+    assert len(data.load_raw("cifar10").y_train) == 7 and decodes == [6, 7], "decoded again, with the new image"
+    assert len(data.load_raw("cifar10").y_train) == 7 and decodes == [6, 7], "then served from the cache"
+
+
 def test_empty_or_incomplete_image_folders_are_named_errors(tmp_path, monkeypatch):
     root = tmp_path / "data"
     for split in ("train", "test"):

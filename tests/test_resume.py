@@ -54,17 +54,27 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path, seeds, kill_at, where):
     assert not list((tmp_path / "resume").iterdir()), "a finished run keeps no resume state"
 
 
-def test_a_resume_state_of_other_runs_or_a_damaged_one_is_named_and_training_starts_over(tmp_path, monkeypatch):
+def test_a_resume_state_of_other_runs_or_a_damaged_one_is_named_and_training_starts_over(tmp_path, capsys):
     from labcore.store import resume_state
 
     cfgs = [RunConfig.build(**c) for c in _cfgs([0])]
-    info = {"code": {"m": "1"}, "data": {"sha256": "d"}, "device": "cpu", "numerics": {"precision": "fp32"}}
+    info = {"code": {"m": "1"}, "data": {"sha256": "d"}, "device": "cpu",
+            "numerics": {"precision": "fp32", "threads": 2, "deterministic": False}, "compiled": False}
     folder = resume_state.resume_folder(tmp_path, cfgs)
-    state = resume_state.Resume(folder, cfgs, info)
+    state = resume_state.Resume(folder, cfgs, info, [(0, 2)])
     state.saver([{}], 0.0)({"epoch": 1})
-    assert resume_state.Resume(folder, cfgs, info).load()["loop"] == {"epoch": 1}
-    other = resume_state.Resume(folder, cfgs, {**info, "code": {"m": "2"}})
-    assert other.load() is None and not folder.exists(), "a state saved by other code is not continued from"
+    assert resume_state.Resume(folder, cfgs, info, [(2, 0)]).load()["loop"] == {"epoch": 1}
+    # Another attempt that would compute or keep otherwise than the state's: its record could not say how every
+    # epoch was computed (another thread count, DETERMINISTIC=1, compiled), or it asks for an epoch already passed.
+    for what, other_info, checkpoints in [
+            ("code", {**info, "code": {"m": "2"}}, [(0, 2)]),
+            ("numerics", {**info, "numerics": {**info["numerics"], "threads": 1}}, [(0, 2)]),
+            ("numerics", {**info, "numerics": {**info["numerics"], "deterministic": True}}, [(0, 2)]),
+            ("compiled", {**info, "compiled": True}, [(0, 2)]),
+            ("checkpoints", info, [(0, 1, 2)])]:
+        state.saver([{}], 0.0)({"epoch": 1})
+        assert resume_state.Resume(folder, cfgs, other_info, checkpoints).load() is None and not folder.exists(), what
+        assert f"saved with another {what}; training from epoch 1" in capsys.readouterr().out, what
     state.saver([{}], 0.0)({"epoch": 1})
     (folder / "state.pt").write_bytes((folder / "state.pt").read_bytes()[:100])  # cut short
-    assert resume_state.Resume(folder, cfgs, info).load() is None and not folder.exists()
+    assert resume_state.Resume(folder, cfgs, info, [(0, 2)]).load() is None and not folder.exists()

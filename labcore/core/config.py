@@ -210,6 +210,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format for convolutional models: the whole quick build in 0.91x the time (2026-11, CPU)
 
     def __post_init__(self) -> None:
+        if isinstance(self.milestones, list):  # built by hand: the same config as the tuple, equal and hashable
+            object.__setattr__(self, "milestones", tuple(self.milestones))
         _positive(self.epochs, "train.epochs")
         _positive(self.batch_size, "train.batch_size")
         _positive(self.lr, "train.lr")

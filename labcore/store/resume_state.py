@@ -2,13 +2,15 @@
 schedule, every generator, the rows so far, the checkpoints asked for) is written atomically beside the store, and a
 later attempt at the same runs continues from it, bit for bit as if never interrupted (tests/test_resume.py).
 
-Only a state written by the same code, for the same runs, data, precision and device is continued from; any
-other is named in one line and training starts over. A finished run's state is removed: the store keeps only what
+Only a state written by the same code, for the same runs, data, device, numeric settings (precision, threads,
+determinism, TF32, torch), compilation and checkpoints asked for is continued from: the record then says truly how
+every epoch was computed. Any other is named in one line and training starts over. A finished run's state is removed: the store keeps only what
 the run's result and downstream notebooks need.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from labcore.core.config import RunConfig
 from labcore.files import replacing
 from labcore.text import count
 
-RESUME_VERSION = 1  # bump when what is saved changes shape
+RESUME_VERSION = 2  # bump when what is saved changes shape (2: every numeric setting, compilation, checkpoints)
 
 
 def resume_folder(root: Path, cfgs: list[RunConfig]) -> Path:
@@ -32,15 +34,17 @@ def resume_folder(root: Path, cfgs: list[RunConfig]) -> Path:
 
 class Resume:
     """The resume state of runs trained together (one alone, or stacked seeds), described by `info` (the record's
-    code, data, numerics and device: what must match for a state to be continued from)."""
+    code, data, numerics, device and compilation) and each run's `checkpoints` asked for: what must match for a
+    state to be continued from (an attempt that asks for an epoch already passed cannot get it from a state)."""
 
-    def __init__(self, folder: Path, cfgs: list[RunConfig], info: dict) -> None:
+    def __init__(self, folder: Path, cfgs: list[RunConfig], info: dict, checkpoints: list[tuple[int, ...]]) -> None:
         self.file = folder / "state.pt"
         self.label = cfgs[0].label() + (f" and {count(len(cfgs) - 1, 'fused seed')}" if len(cfgs) > 1 else "")
         self.epochs = cfgs[0].train.epochs
         self.meta = {"version": RESUME_VERSION, "keys": [c.key() for c in cfgs], "code": info["code"],
                      "data": info["data"]["sha256"], "device": info["device"],
-                     "precision": info["numerics"].get("precision")}
+                     "numerics": json.loads(json.dumps(info["numerics"])),  # plain types (torch's version is a class)
+                     "compiled": info.get("compiled", False), "checkpoints": [sorted(c) for c in checkpoints]}
         self.at: int | None = None  # the epoch a loaded state had finished
 
     def load(self) -> dict | None:

@@ -124,7 +124,7 @@ def _train(cfgs: list[RunConfig], device: str | torch.device, tracking: str, che
             "estimate_seconds": estimate_seconds, "node": platform.node(), "compiled": compile,
             "numerics": numerics(device, precision), **identity_of(cfgs[0], splits, kind),
             **({"fused": tuple(c.seed for c in cfgs)} if len(cfgs) > 1 else {})}
-    resume = resume_state.Resume(resume_folder(resume_root, cfgs), cfgs, info) if resume_root else None
+    resume = resume_state.Resume(resume_folder(resume_root, cfgs), cfgs, info, checkpoints) if resume_root else None
     saved = resume.load() if resume else None
     states = saved["checkpoints"] if saved else [{0: cpu_state(m)} if 0 in ck else {} for m, ck in zip(models, checkpoints)]
     steps_per_epoch = -(-len(splits.y_train) // cfgs[0].train.batch_size)
