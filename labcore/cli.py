@@ -195,11 +195,11 @@ def lab(args: argparse.Namespace) -> int:
                               f"another port: make lab LAB_PORT={args.port + 1}")
     token = secrets.token_hex(24)
     print(f"[labcore] JupyterLab: open http://localhost:{args.port}/lab/tree/notebooks?token={token}", flush=True)
-    print('[labcore] set a notebook\'s profile = "quick" (after make train PROFILE=quick) to explore real results',
-          flush=True)
+    print('[labcore] set a notebook\'s profile to one you built ("smoke" after make report PROFILE=smoke, "quick" after '
+          'make train PROFILE=quick) to see its real results', flush=True)
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={PROJECT_ROOT}",
            "--LabApp.default_url=/lab/tree/notebooks", f"--port={args.port}", "--ServerApp.port_retries=0",
-           "--ServerApp.ip=127.0.0.1"]
+           "--ServerApp.ip=127.0.0.1", "--LabApp.news_url=None"]  # no "get Jupyter's news?" popup over the outputs
     if os.geteuid() == 0:  # Jupyter refuses root without --allow-root; a root container rarely has a browser
         cmd += ["--allow-root", "--no-browser"]
     # The token travels in the environment, not on the command line, where other users could read it in `ps`.

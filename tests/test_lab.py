@@ -126,8 +126,9 @@ def test_a_notebook_in_jupyterlab_at_a_real_profile_reads_the_stored_build_and_t
                                'runs.fetch(ex.plan(data, model, train, seeds, None)["runs"], device=device, '
                                'tracking=tracking, notebook=ex.NOTEBOOK, profile=profile)')
         assert missing[-1]["type"] == "error" and missing[-1]["ename"] == "RunsMissing"
-        assert "`make train PROFILE=smoke ONLY=01_mlp_baseline` trains them" in missing[-1]["evalue"]
-        assert "set train_missing = True in its parameters cell" in missing[-1]["evalue"]
+        assert "`make train PROFILE=smoke ONLY=01_mlp_baseline` trains it" in missing[-1]["evalue"]
+        assert "1 run this notebook needs is not in the run store" in missing[-1]["evalue"]
+        assert "Set train_missing = True there to train it in this kernel" in missing[-1]["evalue"]
         ws.close()
     finally:
         _stop(proc)

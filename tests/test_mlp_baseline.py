@@ -1,4 +1,6 @@
 """Exercise 1.1's own rules: the convergence verdict and its sentence, the most frequent confusions."""
+import dataclasses
+
 from labcore.exercises.mlp_baseline import convergence, convergence_sentence, mean_history, mistakes_sentence, top_confusions
 from labcore.store.runs import RunResult
 from labcore.core.config import RunConfig
@@ -47,7 +49,10 @@ def test_the_runs_sentences_read_their_numbers_from_the_runs():
     r = RunResult(cfg, [], {}, 1, 1.0, "cpu", "torchvision:/data/MNIST/raw")
     long = RunResult(cfg.replace(train={"epochs": 100}), [], {}, 1, 1.0, "cpu", "x")
     assert data_sentence([r], 55000, 5000, 10000) == ("55,000 training, 5,000 validation and 10,000 test images from "
-                                                      "torchvision:/data/MNIST/raw; 1 seed.")
+                                                      "torchvision:/data/MNIST/raw; 1 seed, trained now.")
+    read = dataclasses.replace(r, cached=True)
+    assert data_sentence([read], 55000, 5000, 10000).endswith("1 seed, read from the run store.")
+    assert data_sentence([read, r], 55000, 5000, 10000).endswith("2 seeds, 1 trained now, 1 read from the run store.")
     assert settings_sentence([r], [long]) == ("Settings of this report: adam at learning rate 0.0001, 16 units, "
                                               "15 epochs above, 100 epochs in the long run.")
     assert curves_title([r]) == "MLP (width 16, depth 2) on MNIST, 1 seed"

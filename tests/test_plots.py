@@ -130,6 +130,15 @@ def test_an_axis_of_a_constant_metric_reads_plainly_and_every_box_is_labelled():
     shown = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
     assert shown == [gradient_plots.short_param(p) for p in params] and shown[0] == "s0.0.w", "every box, in order"
     assert len(fig.axes) == 2, "60 parameters over two rows of 30"
+    lab = {"lab CNN": pd.DataFrame([{"param": p, "norm": 1e-3} for p in ("stem.0.weight", "stem.0.bias", "head.weight")
+                                    for _ in range(3)]),
+           "lab ResNetCNN": pd.DataFrame([{"param": p, "norm": 1e-3} for p in ("stem.0.weight", "head.weight")
+                                          for _ in range(3)])}
+    fig = gradient_plots.grad_boxes(lab)
+    assert fig.axes[0].get_xlim() == (-1, 3), "the fullest panel fills its width, not a 45-box row"
+    caption = fig._supxlabel.get_text()
+    assert caption == "parameter, input to output (w: weight, b: bias)", "only the abbreviations these names use"
+    assert gradient_plots.glossary(params) == "w: weight, b: bias; s: stage, then numbers"
     assert plots.sci_text(3.78e-10) == "3.8\u00d710\u207b\u00b9\u2070" and plots.sci_text(0.0433) == "0.043"
 
 
@@ -147,3 +156,18 @@ def test_a_panel_with_one_diverged_epoch_goes_log_and_says_so(first, log):
     assert (panels["validation loss"].get_yscale() == "log") == log
     assert panels["validation loss"].get_title().endswith("(log scale)") == log
     assert {panels[t].get_yscale() for t in ("training loss", "training accuracy", "validation accuracy")} == {"linear"}
+
+
+def test_a_panel_whose_curves_all_sit_at_chance_says_so_in_its_title():
+    """Fitted to 2.301-2.310, noise at chance reads as a steep fall: the title says every curve is at chance."""
+    import matplotlib.pyplot as plt
+
+    fig, (flat, learns) = plt.subplots(1, 2)
+    flat.plot([1, 2, 3], [2.310, 2.305, 2.301])
+    learns.plot([1, 2, 3], [2.30, 1.9, 1.5])
+    for ax in (flat, learns):
+        ax.set_title("training loss")
+        plots.chance_line(ax, "train_loss")
+    plots.readable_axes(fig)
+    assert flat.get_title() == "training loss (every curve at chance)" and learns.get_title() == "training loss"
+    plt.close(fig)

@@ -172,3 +172,27 @@ def test_a_page_s_banner_names_how_its_parameters_differ_from_full_s():
     full = params.merged_parameters("01_mlp_baseline", "full")
     assert "Reduced against" not in render.notebook_page(_notebook(), _record(notebook="01_mlp_baseline",
                                                                                profile="full", parameters=full))
+
+
+def test_the_banner_names_what_changes_learning_before_the_sizes_of_the_data():
+    """Smoke's learning rate, 10x the lab's, is shown, not folded under '3 more' behind the data's sizes."""
+    reduced = ["data.val_size: 1000 (full: 5000)", "data.subset: 2000 (full: all)", "data.test_subset: 1000 (full: all)",
+               "train.epochs: 2 (full: 15)", "train.lr: 0.001 (full: 0.0001)", "seeds: [0] (full: [0, 1, 2])",
+               "long_epochs: 3 (full: 30)"]
+    page = render.banner("smoke", None, None, None, reduced)
+    shown = page.split("Reduced against")[1].split("</p>")[0]
+    assert shown.index("train.lr") < shown.index("train.epochs") and "data." not in shown, shown
+    assert "3 more" in page and page.index("data.val_size") > page.index("seeds")
+
+
+def test_each_figure_is_described_by_its_section_not_by_nbconverts_placeholder():
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 16).decode()
+    fig = nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})
+    nb = _notebook()
+    nb.cells.insert(3, nbformat.v4.new_code_cell("plot()", outputs=[fig, fig]))
+    nb.cells.append(nbformat.v4.new_code_cell("plot()", outputs=[fig]))
+    page = render.notebook_page(nb, _record())
+    assert render.NO_ALT not in page
+    assert page.count('alt="Figure 1 of the section “First part: data”"') == 1
+    assert 'alt="Figure 2 of the section “First part: data”"' in page
+    assert 'alt="Figure 1 of the section “Second part”"' in page

@@ -527,3 +527,37 @@ def test_every_table_of_a_smoke_build_reads_as_a_person_would_write_it(smoke_rep
                 assert not (_is_count(column) and re.fullmatch(r"-?[\d,]+\.0+", value)), where
         prose = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
         assert not re.search(r"\b(seed|run|epoch|initialisation)\(s\)", prose), page.name
+
+
+def test_a_labcore_error_in_a_kernel_is_its_one_line_and_the_cell_still_fails(capsys):
+    """A student's bad value: the line that says what to do, not fifteen lines of traceback; papermill still sees
+    the cell fail (the error is raised as before)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from labcore.report import publish
+
+    shell = InteractiveShell.instance()
+    try:
+        publish._in_kernels()
+        capsys.readouterr()
+        result = shell.run_cell("from labcore.core.config import RunConfig\nRunConfig.build(train={'lr': -1})")
+        out = capsys.readouterr().out
+        assert result.error_in_exec is not None, "the cell failed"
+        assert "ConfigError" in out and "train.lr must be" in out, out
+        assert "Traceback" not in out and "File " not in out and len(out.strip().splitlines()) == 1, out
+        other = shell.run_cell("1 / 0")  # any other error keeps its traceback
+        assert other.error_in_exec is not None and "Traceback" in capsys.readouterr().out
+    finally:
+        InteractiveShell.clear_instance()
+
+
+@pytest.mark.parametrize("value, shown", [(132.876, "133"), (30802.479, "30,800"), (840.197, "840"), (0.5, "0.5"),
+                                          (1.15e5, "1.15 × 10<sup>5</sup>"), (2.6e5, "2.60 × 10<sup>5</sup>")])
+def test_a_ratio_has_three_significant_digits_in_tables_as_in_sentences(value, shown):
+    """04's ratios of single initialisations: 30,800, not 30,802.479; 1.15 × 10⁵, as the index's headline says."""
+    from labcore.report.publish import cell
+    from labcore.text import sci
+
+    assert cell(value, "residual / plain") == shown and cell(value, "last/first after training") == shown
+    assert sci(value, 3).replace("×10⁵", " × 10<sup>5</sup>") == shown
+    assert cell(0.9345, "val_acc") == "0.934" and cell(3.14159, "train loss") == "3.142", "other numbers: decimals"

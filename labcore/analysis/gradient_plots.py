@@ -25,17 +25,30 @@ def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
             for part, chunk in enumerate(_chunks(list(dict.fromkeys(df["param"]))))]  # already sorted by depth
     fig = report_figure(MAX_WIDTH, 3.4 * len(rows))
     axes = np.atleast_1d(fig.subplots(len(rows), 1, sharey=True))
+    widest = max(len(r[3]) for r in rows)  # one box width for every panel: the fullest row fills its axes
     for ax, (label, df, part, params) in zip(axes, rows):
         ax.boxplot([df.loc[df["param"] == p, "norm"].to_numpy() for p in params], positions=range(len(params)),
                    showfliers=False)
         ax.set_yscale("log")
         ax.set_xticks(range(len(params)), [short_param(p) for p in params], rotation=90)
-        ax.set_xlim(-1, PER_ROW)
+        ax.set_xlim(-1, widest)
         parts = sum(r[0] == label for r in rows)
         ax.set(title=label + (f" ({part + 1} of {parts})" if parts > 1 else ""), ylabel="gradient L2 norm (log)")
     fig.suptitle(title or "Per-parameter gradient norms")
-    fig.supxlabel("parameter, input to output (w: weight, b: bias; s: stage, t: transition, then block numbers)")
+    names = [p for _, df, _, params in rows for p in params]
+    fig.supxlabel(f"parameter, input to output ({glossary(names)})")
     return fig
+
+
+SHORT = {"stages.": "s: stage", "transitions.": "t: transition", "blocks.": "b: block", "layers.": "l: layer"}
+
+
+def glossary(params: list[str]) -> str:
+    """What the short names of `params` (short_param) abbreviate, only what occurs among them: 'w: weight, b: bias;
+    s: stage, then block numbers'; names kept whole (the lab's 'stem') need none."""
+    ends = [w for w, end in (("w: weight", ".weight"), ("b: bias", ".bias")) if any(p.endswith(end) for p in params)]
+    parts = [text for prefix, text in SHORT.items() if any(prefix in p for p in params)]
+    return "; ".join(filter(None, [", ".join(ends), ", ".join(parts) + (", then numbers" if parts else "")]))
 
 
 def _chunks(params: list[str]) -> list[list[str]]:

@@ -102,6 +102,7 @@ def readable_axes(fig: Figure) -> None:
     readable instead of a flat line at the bottom."""
     for ax in fig.axes:
         _log_if_wide(ax)
+        _say_if_at_chance(ax)
         for get, set_, scale in ((ax.get_ylim, ax.set_ylim, ax.get_yscale), (ax.get_xlim, ax.set_xlim, ax.get_xscale)):
             lo, hi = get()
             if scale() == "linear" and abs(hi - lo) < 1e-6 * max(abs(lo), abs(hi), 1e-9):
@@ -111,6 +112,20 @@ def readable_axes(fig: Figure) -> None:
             fmt = axis.get_major_formatter()
             if isinstance(fmt, matplotlib.ticker.ScalarFormatter):
                 fmt.set_useOffset(False)
+
+
+NEAR_CHANCE = 0.02  # a curve within 2 % of the chance level (loss 2.303 +- 0.046) is at chance, whatever its wiggle
+
+
+def _say_if_at_chance(ax) -> None:
+    """A panel whose every curve stays near its chance line says so in its title: fitted to a 0.01 range, noise at
+    chance reads as a steep fall (a chance-level loss 'falling' from 2.310 to 2.301)."""
+    chance = [line.get_ydata()[0] for line in ax.get_lines() if line.get_label() == "chance"]
+    ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines() if len(line.get_ydata()) > 2]
+    ys = np.concatenate(ys) if ys else np.array([])
+    ys = ys[np.isfinite(ys)]
+    if chance and len(ys) and ax.get_title() and np.all(np.abs(ys - chance[0]) <= NEAR_CHANCE * abs(chance[0]) + 0.01):
+        ax.set_title(f"{ax.get_title()} (every curve at chance)")
 
 
 def _log_if_wide(ax) -> None:

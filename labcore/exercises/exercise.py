@@ -269,6 +269,10 @@ def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) 
             out[k] = _merge_edited(v, current[k], defaults[k])  # key by key: one edited key keeps the others
         elif current.get(k) == defaults.get(k):
             out[k] = v
+    edited = [k for k in defaults if k != "profile" and current.get(k) != defaults[k]]
+    print(f"[labcore] profile {profile}: {parameter_file(stem, profile)} applied"
+          + (f" (yours kept where you edited {', '.join(edited)})" if edited else "")
+          + f"; runs are read from the run store (`make train PROFILE={profile}` trains what it lacks)", flush=True)
     return out
 
 

@@ -246,7 +246,7 @@ def first_conv_norms(table: pd.DataFrame) -> dict[str, float]:
 
 def first_conv_sentence(table: pd.DataFrame) -> str:
     """Residual over plain first-convolution gradient norm, by depth and epoch."""
-    return "; ".join(f"at {r['weight layers']} layers, epoch {r['epoch']}: residual/plain = **{sci(r['residual / plain'])}x**"
+    return "; ".join(f"at {r['weight layers']} layers, epoch {r['epoch']}: residual/plain = **{sci(r['residual / plain'], 3)}x**"
                      for r in table.to_dict(orient="records")) + "."
 
 

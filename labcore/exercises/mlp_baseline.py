@@ -43,9 +43,13 @@ def runs_table(results: list[RunResult]) -> pd.DataFrame:
 
 
 def data_sentence(results: list[RunResult], n_train: int, n_val: int, n_test: int) -> str:
-    """Where the images came from and how many each split has, for the runs' markdown."""
+    """Where the images came from and how many each split has, and where the runs came from (trained now or read
+    from the run store), for the runs' markdown."""
+    stored = sum(r.cached for r in results)
+    came = ("read from the run store" if stored == len(results) else "trained now" if not stored else
+            f"{len(results) - stored} trained now, {stored} read from the run store")
     return (f"{n_train:,} training, {n_val:,} validation and {n_test:,} test images from {results[0].data_source}; "
-            f"{count(len(results), 'seed')}.")
+            f"{count(len(results), 'seed')}, {came}.")
 
 
 def curves_title(results: list[RunResult]) -> str:

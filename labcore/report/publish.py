@@ -1,7 +1,8 @@
 """The notebook side of a report: `publish` leaves the headline metrics and provenance in the executed
 notebook (as JSON with MIME type `application/vnd.labcore.result+json`), where the build reads them back.
 
-Notebooks import this module, never the build itself (labcore.report.build).
+Notebooks import this module, never the build itself (labcore.report.build); importing it in a kernel shows
+labcore's one-line errors as that line (`one_line`).
 """
 from __future__ import annotations
 
@@ -10,9 +11,32 @@ import json
 import math
 from typing import Any
 
+from labcore.core.config import ConfigError
+from labcore.core.decode import DataNotFoundError
 from labcore.text import count, sci
 
 MIME = "application/vnd.labcore.result+json"
+ONE_LINE = (ConfigError, DataNotFoundError)  # labcore's errors that say in one line what is wrong and what to do
+
+
+def one_line(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> None:
+    """IPython's handler for ONE_LINE errors: their line, in red, without the traceback around it (a student sees
+    what to do, not fifteen lines of labcore's internals). The cell still fails: papermill stops there as before."""
+    shell._showtraceback(etype, value, [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"])
+
+
+def _in_kernels() -> None:
+    """In a notebook kernel (or IPython), show ONE_LINE errors with `one_line`."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc(ONE_LINE, one_line)
+
+
+_in_kernels()
 
 
 def jsonable(value: Any) -> Any:
@@ -100,16 +124,22 @@ def _is_duration(column: Any) -> bool:
     return bool({"seconds", "minutes", "hours"} & set(str(column).lower().replace("_", " ").split()))
 
 
-def _scientific(v: float) -> str:
-    """1.1 x 10^5 as a person writes it (HTML superscript), 2 significant digits."""
-    mantissa, exponent = f"{v:.1e}".split("e")
+def _is_ratio(column: Any) -> bool:
+    """Whether a column holds ratios ('residual / plain', 'last/first after training'): three significant digits,
+    as the sentences and headlines give them, not three decimals of a single seed's ratio (30,802.479)."""
+    return "/" in str(column)
+
+
+def _scientific(v: float, digits: int = 2) -> str:
+    """1.1 x 10^5 as a person writes it (HTML superscript), `digits` significant digits."""
+    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
     return f"{mantissa} \u00d7 10<sup>{int(exponent)}</sup>"
 
 
 def cell(value: Any, column: Any = "", digits: int = 3) -> str:
-    """One table cell as the pages write it: integers (and counts) with thousands separators, other numbers at
-    `digits` decimals, very large or very small ones (p-values, factors) in scientific form, booleans as yes/no,
-    a missing value as a dash."""
+    """One table cell as the pages write it: integers (and counts) with thousands separators, ratios at three
+    significant digits, other numbers at `digits` decimals, very large or very small ones (p-values, factors) in
+    scientific form, booleans as yes/no, a missing value as a dash."""
     if hasattr(value, "item") and callable(value.item) and not isinstance(value, str):
         value = value.item()  # numpy scalars
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -125,6 +155,8 @@ def cell(value: Any, column: Any = "", digits: int = 3) -> str:
             return f"{int(value):,}"
         if _is_duration(column):  # wall-clock time is measured to a tenth at best: 67.9 s, not 67.900
             return f"{value:,.1f}"
+        if _is_ratio(column):
+            return _scientific(value, 3) if value != 0 and not 1e-3 <= abs(value) < 1e5 else sci(value, 3)
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
             return _scientific(value)
         return f"{value:,.{digits}f}"

@@ -100,6 +100,9 @@ def _commit(git: dict[str, Any] | None) -> tuple[str, bool]:
     return commit + (" (dirty: uncommitted changes)" if dirty else ""), dirty
 
 
+FIRST = ("train.lr", "train.", "model.")  # the banner names these reduced settings first, the data's sizes last
+
+
 def banner(profile: str, when: str | None, git: dict[str, Any] | None, device: str | None,
            reduced: list[str] | None = None, notes: list[str] | None = None) -> str:
     """The box at the top of every page: profile and what it means, date (UTC), commit, device, and `notes` (the
@@ -110,7 +113,9 @@ def banner(profile: str, when: str | None, git: dict[str, Any] | None, device: s
              f"{html.escape(PROFILE_NOTES.get(profile, 'a custom profile'))}.</p>",
              f"<p>Run {html.escape(utc(when))} · commit <code class='lc-commit'>{html.escape(commit)}</code>"
              + (f" · {html.escape(device)}" if device else "") + "</p>"]
-    if reduced:
+    if reduced:  # what changes how a network learns first (smoke's 10x learning rate), the sizes of the data after
+        reduced = sorted(reduced, key=lambda r: next((i for i, p in enumerate(FIRST) if r.startswith(p)),
+                                                     len(FIRST) + r.startswith("data.")))
         shown = "; ".join(html.escape(r) for r in reduced[:4])
         more = "".join(f"<li>{html.escape(r)}</li>" for r in reduced[4:])
         lines.append(f"<p>Reduced against <code>full</code> ({count(len(reduced), 'setting')}): {shown}"
@@ -250,6 +255,24 @@ def parameters_once(nb: Any) -> Any:
     return nb
 
 
+NO_ALT = "No description has been provided for this image"  # what nbconvert writes for an image without one
+
+
+def figure_alts(nb: Any) -> list[str]:
+    """A text for each figure of `nb`, in order, for readers who cannot see it: the section it belongs to (the last
+    heading before it) and which of that section's figures it is."""
+    out, section, nth = [], exercise_title(nb), 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heads = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            section, nth = (heads[-1], 0) if heads else (section, nth)
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if "image/png" in output.get("data", {}):
+                nth += 1
+                out.append(f"Figure {nth} of the section “{section}”")
+    return out
+
+
 def notebook_page(nb: Any, record: dict[str, Any]) -> str:
     """One executed notebook as a self-contained HTML page with banner (naming how its parameters differ from full's),
     contents and provenance."""
@@ -261,6 +284,8 @@ def notebook_page(nb: Any, record: dict[str, Any]) -> str:
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"labcore.html.j2": _TEMPLATE})],
                             template_file="labcore.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"labcore_css": CSS})
+    for alt in figure_alts(nb):  # nbconvert's placeholder, in the order the figures come: each named by its section
+        body = body.replace(f'alt="{NO_ALT}"', f'alt="{html.escape(alt)}"', 1)
     prov = record.get("provenance") or {}
     top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"),
                  against_full(record["notebook"], record["profile"], record.get("parameters") or {}),
@@ -313,13 +338,14 @@ def index(out_dir: Path, profile: str, records: list[dict[str, Any]]) -> str:
         runs = rec.get("runs") or {}
         counted = f", {count(runs['total'], 'run')} ({_origin(runs['total'], runs['trained_by_build'])})" \
             if runs.get("total") else ""
+        made = (rec.get("provenance") or {}).get("time")
+        counted += f", computed {html.escape(utc(made))}" if made else ""
         if rec.get("reused"):
-            counted += (f"; page reused by the build of {html.escape(utc(rec['reused']))}: nothing it depends on "
+            counted += (f"; reused by the build of {html.escape(utc(rec['reused']))}: nothing it depends on "
                         "had changed")
         title = html.escape(rec.get("title") or stem)
         rows.append(f"<tr><td><a href='{stem}.html'><strong>{title}</strong></a><br><small>{files}</small><br>"
-                    f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s{counted}, "
-                    f"{html.escape(utc((rec.get('provenance') or {}).get('time')) if (rec.get('provenance') or {}).get('time') else '')}"
+                    f"<span class='lc-{rec['status']}'>{rec['status']}</span> in {rec.get('seconds', '?')} s{counted}"
                     f"</td><td>{_headline(rec)}</td><td class='lc-fig'>{_figure(out_dir, rec.get('summary_figure'))}</td></tr>")
     verified = _verified(out_dir, profile)
     previous = " The last good report of a notebook that failed is kept in <a href='previous/'>previous/</a>." \

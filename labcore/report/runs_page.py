@@ -67,7 +67,8 @@ def _row(key: str, notebooks: list[str], cfg: RunConfig | None, label: str, stor
     stale = store.staleness(cfg)  # said in the note; the status says "stale" only of a run that finished
     notes = [result.error] + ([stale if result.ok else f"stale: {stale}"] if stale else [])
     row.update(status="failed" if not result.ok else row["status"], test_acc=_finite(summary["test_acc"]),
-               val_acc=_finite(summary["val_acc"]), train_loss=_finite(summary["train_loss"]),
+               val_acc=_finite(summary["val_acc"]), train_acc=_finite(summary["train_acc"]),
+               train_loss=_finite(summary["train_loss"]),
                seconds=_finite(result.seconds), estimate_seconds=_finite(result.estimate_seconds),
                device=result.device, node=result.node, executor=executor_of(result.node), fused=how["fused"],
                compiled=how["compiled"],
@@ -117,7 +118,8 @@ def _where(r: dict) -> str:
 COLUMNS: list[tuple[str, str, bool, Callable[[Any], str]]] = [
     ("run (W&B name)", "label", False, str), ("notebook(s)", "notebooks", False, ", ".join),
     ("status", "status", False, str), ("test acc", "test_acc", True, _fmt(".3f")),
-    ("final val acc", "val_acc", True, _fmt(".3f")), ("final train loss", "train_loss", True, _fmt(".3f")),
+    ("final val acc", "val_acc", True, _fmt(".3f")), ("final train acc", "train_acc", True, _fmt(".3f")),
+    ("final train loss", "train_loss", True, _fmt(".3f")),
     ("seconds", "seconds", True, _secs), ("estimate", "estimate_seconds", True, _secs),
     ("ratio", "ratio", True, lambda v: f"{v:.2f}×"),
     ("family", "family", False, str), ("depth", "depth", True, _fmt("d")), ("width", "width", True, _fmt("d")),

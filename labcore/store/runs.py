@@ -365,14 +365,16 @@ def all_results(groups: dict) -> list[RunResult]:
 
 
 def missing_message(missing: list, store: RunStore, notebook: str | None, profile: str | None) -> str:
-    """One line naming runs that are not stored and the command that trains them (`make plan` says what they
-    would cost here)."""
+    """One line naming runs that are not stored and how to train them: in this kernel, for values edited in the
+    notebook's parameters cell; with `make train`, for the profile's own (`make plan` says what they cost here)."""
     only = f" ONLY={notebook}" if notebook else ""
     names = ", ".join(p.cfg.label() for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
     stale = sum(store.state(p.cfg, p.checkpoints) == "stale" for p in missing)
-    what = f"are not in the run store {store.root} yet" + (f" ({stale} of them stale: trained by other code or "
-                                                          "data than today's)" if stale else "")
-    return (f"{count(len(missing), 'run')} this notebook needs {what} ({names}). With the profile's parameters, "
-            f"`make train PROFILE={profile}{only}` trains them (`make plan PROFILE={profile}{only}` lists them with "
-            "their cost here); for values you edited in this notebook, set train_missing = True in its parameters "
-            "cell to train them in this kernel. Then run this cell again")
+    one = len(missing) == 1
+    what = f"{'is' if one else 'are'} not in the run store {store.root} yet" + (
+        f" ({stale} of them stale: trained by other code or data than today's)" if stale else "")
+    it = "it" if one else "them"
+    return (f"{count(len(missing), 'run')} this notebook needs {what} ({names}). Edited a value in its parameters "
+            f"cell? Set train_missing = True there to train {it} in this kernel, then run this cell again. With the "
+            f"profile's own parameters, `make train PROFILE={profile}{only}` trains {it} (`make plan "
+            f"PROFILE={profile}{only}` lists {it} with the cost here)")
