@@ -87,8 +87,12 @@ def test_answering_the_most_frequent_class_to_every_image_is_not_training():
     bound = claims.chance_bound(500, 0.134)
     assert abs(bound - (0.134 + 1.645 * math.sqrt(0.134 * 0.866 / 500))) < 1e-12  # 0.159
     assert claims.seed_trained(bound + 1e-6, 500, 0.134) and not claims.seed_trained(bound, 500, 0.134)
+    assert not claims.seed_trained(1.0, 500, 1.0), "every image of one class: answering it is no learning"
     with pytest.raises(AssertionError, match="guess is an accuracy"):
         claims.chance_bound(500, 10)  # a number of classes where the guess's accuracy belongs
+
+
+def test_seeds_phrase_names_failed_seeds():
     assert claims.seeds_phrase([True, None, False], [0, 1, 2]) == "trained in 1 of 3 seeds (seed 1 failed)"
 
 

@@ -113,6 +113,24 @@ def test_files_that_change_while_decoded_are_decoded_again_not_served_under_thei
     assert len(data.load_raw("cifar10").y_train) == 7 and decodes == [6, 7], "then served from the cache"
 
 
+def test_files_downloaded_while_decoding_are_signed_in_place_so_queries_know_them(tmp_path, monkeypatch):
+    """No files before (torchvision downloads them inside the decode): the cache signs them once they are there,
+    and a query (make plan) reads the content's hash without calling the runs stale."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("LABCORE_DATA", str(root))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    real = data._decoded
+
+    def downloaded(name, folder, may_download):
+        _fake_image_folder(root, "cifar10")
+        return real(name, folder, may_download)
+
+    monkeypatch.setattr(data, "_decoded", downloaded)
+    raw = data.load_raw("cifar10")
+    assert data.known_content("cifar10") == (data.content_sha256(raw), None)
+
+
 def test_empty_or_incomplete_image_folders_are_named_errors(tmp_path, monkeypatch):
     root = tmp_path / "data"
     for split in ("train", "test"):

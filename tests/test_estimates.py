@@ -55,7 +55,7 @@ def test_load_that_arrives_while_a_step_is_timed_marks_the_timing_for_another_tr
     timing sees it, and the timing is not kept for good (a two-thread step timed so ran 38x high here)."""
     monkeypatch.setenv("LABCORE_CACHE", str(tmp_path))
     cfg = _cfgs()[0]
-    looks = iter([False, False, True])  # calibrate's own look, then before and after the timing
+    looks = iter([False, True])  # calibrate's own look before, then one after the timing (no schedstat here)
     monkeypatch.setattr(calibrate, "busy", lambda: next(looks))
     seen = []
     monkeypatch.setattr(calibrate, "measure", lambda c, d="auto", loaded=False, **kw: seen.append(loaded) or {

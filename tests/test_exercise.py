@@ -185,14 +185,19 @@ def test_a_new_exercise_is_its_notebook_its_parameter_files_and_its_module(tmp_p
     assert 0 <= record["metrics"]["val_acc"] <= 1 and (tmp_path / "reports" / "smoke" / "05_toy.html").is_file()
 
 
-def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default():
+def test_a_profile_set_in_jupyterlab_fills_every_parameter_still_at_its_default(capsys):
     defaults = lp.notebook_defaults("01_mlp_baseline")
     quick = exercise.parameters("01_mlp_baseline", "quick")
     assert exercise.profile_parameters("01_mlp_baseline", None, defaults) == {}
     loaded = exercise.profile_parameters("01_mlp_baseline", "quick", defaults)
     assert loaded["train"] == quick["train"] and loaded["seeds"] == quick["seeds"] and "profile" not in loaded
-    edited = {**defaults, "seeds": [7]}  # edited above, or injected by `make report`: it wins
+    said = capsys.readouterr().out  # the cell says what it did: a student sees the profile took effect
+    assert said.startswith("[labcore] profile quick: parameters/quick/01_mlp_baseline.yaml applied; runs are read")
+    assert "those it lacks named with the command that trains them (`make train PROFILE=quick`)" in said
+    edited = {**defaults, "seeds": [7], "train_missing": True}  # edited above, or injected by `make report`: it wins
     assert "seeds" not in exercise.profile_parameters("01_mlp_baseline", "quick", edited)
+    said = capsys.readouterr().out
+    assert "(yours kept where you edited seeds, train_missing)" in said and "lacks trained here" in said
     with pytest.raises(ConfigError, match="profile='qiuck': choose one of smoke, quick, lab, full"):
         exercise.profile_parameters("01_mlp_baseline", "qiuck", defaults)
 

@@ -162,12 +162,15 @@ def test_a_panel_whose_curves_all_sit_at_chance_says_so_in_its_title():
     """Fitted to 2.301-2.310, noise at chance reads as a steep fall: the title says every curve is at chance."""
     import matplotlib.pyplot as plt
 
-    fig, (flat, learns) = plt.subplots(1, 2)
+    fig, (flat, learns, two) = plt.subplots(1, 3)
     flat.plot([1, 2, 3], [2.310, 2.305, 2.301])
     learns.plot([1, 2, 3], [2.30, 1.9, 1.5])
-    for ax in (flat, learns):
+    two.plot([1, 2], [2.309, 2.302])  # smoke's two epochs: a curve, not a chance line
+    for ax in (flat, learns, two):
         ax.set_title("training loss")
         plots.chance_line(ax, "train_loss")
+        ax.axvline(2, linestyle="--")  # the best epoch's marker is not a curve either
     plots.readable_axes(fig)
-    assert flat.get_title() == "training loss (every curve at chance)" and learns.get_title() == "training loss"
+    assert flat.get_title() == "training loss (every curve at the chance line)" == two.get_title()
+    assert learns.get_title() == "training loss"
     plt.close(fig)

@@ -545,6 +545,9 @@ def test_a_labcore_error_in_a_kernel_is_its_one_line_and_the_cell_still_fails(ca
         assert result.error_in_exec is not None, "the cell failed"
         assert "ConfigError" in out and "train.lr must be" in out, out
         assert "Traceback" not in out and "File " not in out and len(out.strip().splitlines()) == 1, out
+        import sys
+
+        assert "train.lr must be" in str(sys.last_value), "%tb and %debug find the error that was shown"
         other = shell.run_cell("1 / 0")  # any other error keeps its traceback
         assert other.error_in_exec is not None and "Traceback" in capsys.readouterr().out
     finally:
@@ -561,3 +564,12 @@ def test_a_ratio_has_three_significant_digits_in_tables_as_in_sentences(value, s
     assert cell(value, "residual / plain") == shown and cell(value, "last/first after training") == shown
     assert sci(value, 3).replace("×10⁵", " × 10<sup>5</sup>") == shown
     assert cell(0.9345, "val_acc") == "0.934" and cell(3.14159, "train loss") == "3.142", "other numbers: decimals"
+
+
+def test_pages_and_make_diff_import_without_torch():
+    """The one-line error handler loads its error kinds only inside a kernel: rendering and `make diff` stay light."""
+    import subprocess
+    import sys
+
+    code = "import sys, labcore.report.render, labcore.report.publish; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -109,7 +109,9 @@ def test_the_index_gives_a_verdict_only_while_the_store_holds_what_it_checked(st
     assert verify.changed_since(verify.store_state(store, [cfg]), store) == 0
     line = render._verified(out, "smoke")
     assert line.startswith("<p class='lc-ok'>make verify (") and "earlier store" not in line and "as it was then" not in line
-    store.flag(cfg, "make verify re-derived it and it differs")
+    checked = json.loads((out / "verify.json").read_text())["checked"]
+    store.flag(cfg, "make verify re-derived it and it differs")  # flagged since (a sharded verify, say)
+    assert verify.changed_since(checked, store) == 1, "a flag alone changes what the verdict was about"
     runs.run(cfg, store, device="cpu", tracking="disabled")  # retrained since
     assert verify.changed_since(json.loads((out / "verify.json").read_text())["checked"], store) == 1
     line = render._verified(out, "smoke")

@@ -194,7 +194,7 @@ def chance_bound(n_val: int, guess: float) -> float:
     """The validation accuracy a model that guesses exceeds with only 5 % probability: `guess`, the accuracy of the
     best constant answer on those `n_val` images (their most frequent class's share), + 1.645 standard errors
     (normal approximation to the binomial)."""
-    assert 0 < guess < 1, f"guess is an accuracy between 0 and 1, got {guess}"
+    assert 0 < guess <= 1, f"guess is an accuracy between 0 and 1, got {guess}"  # 1: one class only, none beats it
     return guess + Z_ONE_SIDED * math.sqrt(guess * (1 - guess) / max(n_val, 1))
 
 

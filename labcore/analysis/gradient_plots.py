@@ -40,7 +40,7 @@ def grad_boxes(tables: Mapping[str, pd.DataFrame], title: str = "") -> Figure:
     return fig
 
 
-SHORT = {"stages.": "s: stage", "transitions.": "t: transition", "blocks.": "b: block", "layers.": "l: layer"}
+SHORT = {"stages.": "s: stage", "transitions.": "t: transition", "blocks.": "bl: block", "layers.": "l: layer"}
 
 
 def glossary(params: list[str]) -> str:
@@ -60,7 +60,7 @@ def _chunks(params: list[str]) -> list[list[str]]:
 
 def short_param(name: str) -> str:
     """A parameter's name short enough to label every box: 'stages.0.11.conv.weight' -> 's0.11.w'."""
-    out = name.replace("stages.", "s").replace("transitions.", "t").replace("blocks.", "b").replace("layers.", "l")
+    out = name.replace("stages.", "s").replace("transitions.", "t").replace("blocks.", "bl").replace("layers.", "l")
     return out.replace(".conv.", ".").replace(".weight", ".w").replace(".bias", ".b")
 
 

@@ -104,7 +104,7 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
     """Decoded dataset `name`, from the tensor cache while it follows the files (the cache is never in the data
     root); decoded again, and hashed, when they changed. One process decodes at a time (the others wait, then read
     its cache), and the files' signature is taken before decoding: files that change meanwhile are decoded again
-    next time, never served under their new signature."""
+    next time, never served under their new signature (files downloaded now are signed once in place)."""
     root, may_download = _roots(root)
     cache = _cache_file(name, root)
     cached = _from_cache(name, root, cache)
@@ -114,10 +114,10 @@ def load_raw(name: str, root: Path | None = None) -> Raw:
         cached = _from_cache(name, root, cache)  # decoded by the process this one waited for
         if cached is not None:
             return cached
-        signature = source_signature(name, root)
+        signature = source_signature(name, root)  # None: no files yet (torchvision downloads them now)
         raw = _decoded(name, root, may_download)
-        meta = {"signature": signature, "sha256": content_sha256(raw), "source": raw.source,
-                "train": len(raw.y_train), "test": len(raw.y_test)}
+        meta = {"signature": signature or source_signature(name, root), "sha256": content_sha256(raw),
+                "source": raw.source, "train": len(raw.y_train), "test": len(raw.y_test)}
         assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
         with replacing(cache) as tmp:  # a concurrent reader never sees half a file
             torch.save(raw.__dict__, tmp)

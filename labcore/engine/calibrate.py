@@ -43,8 +43,8 @@ CALIBRATION_VERSION = 4  # bump when what is measured changes (2: batch making t
 # 3: the training loop's own step object, and the forward pass in fp32 as validation runs it; 4: load seen while
 # timing, the training code in the key, training's numeric settings: v3 kept timings taken under load for good)
 WARMUP_STEPS = 1  # the first step allocates and picks kernels: never timed
-WAITED_BUSY = 0.2  # seconds the timed threads waited for a CPU per second timed, above which a timing is busy
-# (measured here: 0.03 idle, 1.0 beside two busy processes on 2 cores)
+WAITED_BUSY = 0.2  # share of a timing its threads spent waiting for a CPU, above which it is busy (each thread
+# counted: here 0.015 idle, 0.5 beside two busy processes on 2 cores)
 MAX_STEPS = 5  # timed steps per architecture (their median) ...
 BUDGET_S = 2.0  # ... or fewer, once this many seconds are spent (large models on a CPU) ...
 MIN_S = 0.2  # ... or more (up to 100), until this many are: a millisecond step needs many for a stable median
@@ -209,8 +209,9 @@ def measure(cfg: RunConfig, device: str = "auto", loaded: bool = False, members:
         step_s, n = _median_time(step, clock, sync)
         forward_s, _ = _median_time(forward, clock, sync)
         after = _waited()
+    spent = (time.perf_counter() - start) * torch.get_num_threads()  # thread-seconds the timing could have run
     out = {"step_s": step_s, "forward_s": forward_s, "timed_steps": n,
-           "waited": None if waited is None or after is None else (after - waited) / (time.perf_counter() - start)}
+           "waited": None if waited is None or after is None else (after - waited) / spent}
     if loaded and dev.type == "cpu" and not one_thread:
         with machine_threads(1):
             alone, _ = _median_time(step, time.thread_time, sync)
@@ -246,15 +247,14 @@ def busy() -> bool:
     return other_load() >= 0.75 * (os.cpu_count() or 1)
 
 
-def timed_now(cfg: RunConfig, device: str, members: int = 1) -> dict[str, Any]:
-    """`measure` of `cfg`, flagged "busy" when other work kept the cores busy as it began or while it was timed (its
-    threads waited for a CPU; where the kernel does not say, a look after it): load that starts after the first
-    look (two processes calibrating at once, a test suite) stretches a two-thread step 4-40x, and a timing
-    flagged so is taken again once the machine is idle instead of kept for good."""
-    before = busy()
-    out = measure(cfg, device, loaded=before, members=members)
+def timed_now(cfg: RunConfig, device: str, members: int = 1, loaded: bool = False) -> dict[str, Any]:
+    """`measure` of `cfg`, flagged "busy" when other work kept the cores busy (`loaded`: calibrate's look before it
+    began) or while it was timed (its threads waited for a CPU; where the kernel does not say, a look after it):
+    load that starts after the first look (two processes calibrating at once, a test suite) stretches a two-thread
+    step 4-40x, and a timing flagged so is taken again once the machine is idle instead of kept for good."""
+    out = measure(cfg, device, loaded=loaded, members=members)
     waited = out.pop("waited", None)
-    return {**out, "busy": before or (busy() if waited is None else waited > WAITED_BUSY)}
+    return {**out, "busy": loaded or (busy() if waited is None else waited > WAITED_BUSY)}
 
 
 def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True,
@@ -284,7 +284,7 @@ def calibrate(cfgs: list[RunConfig], device: str = "auto", progress: bool = True
     untimed = []
     for key, cfg in tqdm(todo.items(), desc="calibrating", unit="architecture", disable=not (progress and show_progress())):
         try:
-            cache[key] = {**timed_now(cfg, device, members),
+            cache[key] = {**timed_now(cfg, device, members, loaded=not idle),
                           "label": f"{cfg.data.name}/{cfg.model.family}-d{cfg.model.depth}-w{cfg.model.width}"
                                    + (f" x{members} fused" if members > 1 else "")}
         except Exception as exc:  # out of memory on the device: estimate it from the others, never crash the plan

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import heapq
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,14 +64,12 @@ def wandb_group(p: Planned) -> str:
 def train_job(job: list[Planned], device: str | torch.device, tracking: str, estimates: dict[str, float],
               profile: str = "", deterministic: bool = False, resume_root: Path | None = None) -> list[runs.Trained]:
     """Train a job: one run alone (compiled when estimated long), or several seeds fused; one Trained per run, in
-    order, resumed from `resume_root` where an earlier attempt was interrupted, each with its share of the job's
-    wall time. The machine's faults raise RunLost (labcore.store.training.train_runs)."""
-    est, start = estimates.get(job[0].key), time.perf_counter()
-    trained = training.train_runs([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], est,
-                                  len(job) == 1 and (est or 0) > COMPILE_AFTER_S, [wandb_group(p) for p in job],
-                                  profile or None, deterministic, resume_root=resume_root)
-    wall = (time.perf_counter() - start) / len(trained)  # each run's share, as `seconds` is
-    return [dataclasses.replace(t, result=dataclasses.replace(t.result, wall_seconds=wall)) for t in trained]
+    order, resumed from `resume_root` where an earlier attempt was interrupted. The machine's faults raise RunLost
+    (labcore.store.training.train_runs)."""
+    est = estimates.get(job[0].key)
+    return training.train_runs([p.cfg for p in job], device, tracking, [p.checkpoints for p in job], est,
+                               len(job) == 1 and (est or 0) > COMPILE_AFTER_S, [wandb_group(p) for p in job],
+                               profile or None, deterministic, resume_root=resume_root)
 
 
 def describe_job(job: list[Planned]) -> str:
@@ -159,8 +156,8 @@ class Progress:
         """Record one finished run; returns (and shows) its line."""
         self.remaining.pop(result.key, None)
         self.done += 1
-        if result.ok and result.estimate_seconds:
-            self.measured += result.wall_seconds or result.seconds
+        if result.ok and result.estimate_seconds:  # a resumed run's wall time is its last attempt's alone
+            self.measured += result.seconds if result.resumed else (result.wall_seconds or result.seconds)
             self.estimated += result.estimate_seconds + self.overhead
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"

@@ -270,9 +270,11 @@ def profile_parameters(stem: str, profile: str | None, current: dict[str, Any]) 
         elif current.get(k) == defaults.get(k):
             out[k] = v
     edited = [k for k in defaults if k != "profile" and current.get(k) != defaults[k]]
+    lacking = ("trained here (train_missing = True)" if current.get("train_missing") else
+               f"named with the command that trains them (`make train PROFILE={profile}`)")
     print(f"[labcore] profile {profile}: {parameter_file(stem, profile)} applied"
           + (f" (yours kept where you edited {', '.join(edited)})" if edited else "")
-          + f"; runs are read from the run store (`make train PROFILE={profile}` trains what it lacks)", flush=True)
+          + f"; runs are read from the run store, those it lacks {lacking}", flush=True)
     return out
 
 

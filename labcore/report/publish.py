@@ -11,29 +11,38 @@ import json
 import math
 from typing import Any
 
-from labcore.core.config import ConfigError
-from labcore.core.decode import DataNotFoundError
 from labcore.text import count, sci
 
 MIME = "application/vnd.labcore.result+json"
-ONE_LINE = (ConfigError, DataNotFoundError)  # labcore's errors that say in one line what is wrong and what to do
 
 
 def one_line(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> None:
-    """IPython's handler for ONE_LINE errors: their line, in red, without the traceback around it (a student sees
-    what to do, not fifteen lines of labcore's internals). The cell still fails: papermill stops there as before."""
-    shell._showtraceback(etype, value, [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"])
+    """IPython's handler for labcore's one-line errors (`_in_kernels`): their line, without the traceback around it
+    (a student sees what to do, not fifteen lines of labcore's internals); %tb and %debug still reach it. The cell
+    still fails: papermill stops there as before."""
+    import sys
+
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb
+    sys.last_exc = value
+    shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
+    if shell.call_pdb:
+        shell.debugger(force=True)
 
 
 def _in_kernels() -> None:
-    """In a notebook kernel (or IPython), show ONE_LINE errors with `one_line`."""
+    """In a notebook kernel (or IPython), show labcore's errors that say in one line what is wrong and what to do
+    (ConfigError and its kinds, DataNotFoundError) with `one_line`. Elsewhere nothing (and torch is not imported)."""
     try:
         from IPython import get_ipython
     except ImportError:
         return
     shell = get_ipython()
-    if shell is not None:
-        shell.set_custom_exc(ONE_LINE, one_line)
+    if shell is None:
+        return
+    from labcore.core.config import ConfigError
+    from labcore.core.decode import DataNotFoundError
+
+    shell.set_custom_exc((ConfigError, DataNotFoundError), one_line)
 
 
 _in_kernels()

@@ -284,7 +284,8 @@ def notebook_page(nb: Any, record: dict[str, Any]) -> str:
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"labcore.html.j2": _TEMPLATE})],
                             template_file="labcore.html.j2", exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"labcore_css": CSS})
-    for alt in figure_alts(nb):  # nbconvert's placeholder, in the order the figures come: each named by its section
+    alts = figure_alts(nb)  # nbconvert's placeholder, in the order the figures come: each named by its section
+    for alt in alts if body.count(f'alt="{NO_ALT}"') == len(alts) else []:  # else an <img> we did not count: as is
         body = body.replace(f'alt="{NO_ALT}"', f'alt="{html.escape(alt)}"', 1)
     prov = record.get("provenance") or {}
     top = banner(record["profile"], prov.get("time"), prov.get("git"), prov.get("device"),

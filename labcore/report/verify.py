@@ -257,16 +257,17 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 1, 
     return result
 
 
-def store_state(store: Any, cfgs: list[RunConfig]) -> dict[str, str | None]:
-    """{run key: SHA-256 of its checksums.json (its record, weights and checkpoints), None where it has none}: the
-    store as a verdict found it."""
-    sums = {c.key(): store.path(c) / "checksums.json" for c in cfgs}
-    return {key: sha256(f) if f.is_file() else None for key, f in sums.items()}
+def store_state(store: Any, cfgs: list[RunConfig]) -> dict[str, str]:
+    """{run key: its state and the SHA-256 of its checksums.json (record, weights, checkpoints)} of the runs among
+    `cfgs` that have a result (stored, stale, failed, damaged): the store as a verdict found it. A flag, a file
+    edited since, a retraining or a removal all change it."""
+    sums = {c.key(): (c, store.path(c) / "checksums.json") for c in cfgs}
+    return {key: f"{store.state(c)}:{sha256(f)}" for key, (c, f) in sums.items() if f.is_file()}
 
 
-def changed_since(checked: dict[str, str | None] | None, store: Any = None) -> int | None:
+def changed_since(checked: dict[str, str] | None, store: Any = None) -> int | None:
     """How many of the runs a verdict `checked` (verify.json's) the store now holds otherwise (retrained, kept for
-    newer code, flagged, removed); None for a verdict that did not record them (older than this check)."""
+    newer code, flagged, edited, removed); None for a verdict that did not record them (older than this check)."""
     from labcore.store import runs
 
     if checked is None:

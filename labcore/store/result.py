@@ -22,8 +22,8 @@ class RunResult:
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None  # for a failed run: what went wrong, in one line
     estimate_seconds: float | None = None  # what the plan's calibration expected `seconds` to be
-    # The job's wall time from its start to its test result (its share when fused): `seconds` plus building the
-    # model, the test pass and W&B (about half a second a run here, most of a smoke run). Estimates learn it.
+    # The run's wall time from building its model to its test result (its share when fused; the data's loading
+    # aside): `seconds` plus the model, the test pass and W&B (most of a smoke run). Estimates learn it.
     wall_seconds: float | None = None
     node: str | None = None  # the machine that trained it
     compiled: bool = False  # trained through torch.compile

@@ -5,6 +5,8 @@ The store (labcore.store.runs) decides whether a run must train; this module onl
 """
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import platform
 import time
@@ -118,6 +120,7 @@ def _train(cfgs: list[RunConfig], device: str | torch.device, tracking: str, che
     precision = precision or resolve_precision(cfgs[0].train.precision, device)
     configure(device, deterministic)
     splits = load_splits(cfgs[0].data).to(device)
+    begun = time.perf_counter()  # a run's wall time: from its models' building to its test (the data's loading aside)
     models = [init_model(c, device, splits.input_shape, len(splits.classes)) for c in cfgs]
     kind = identity.kind_of(tuple(c.seed for c in cfgs) if len(cfgs) > 1 else None)
     info = {"n_params": count_parameters(models[0]), "device": device_info(device), "data_source": splits.source,
@@ -156,7 +159,8 @@ def _train(cfgs: list[RunConfig], device: str | torch.device, tracking: str, che
             t.finish()  # no-op after a normal finish; closes the W&B runs if training raised
     if resume:
         resume.clear()  # finished: the store keeps what downstream notebooks need, the resume state goes
-    return out
+    wall = (time.perf_counter() - begun) / len(cfgs)  # each member's share, as `seconds` is
+    return [dataclasses.replace(t, result=dataclasses.replace(t.result, wall_seconds=wall)) for t in out]
 
 
 def _fit(models: list[nn.Module], splits: data_mod.Splits, cfgs: list[RunConfig], on_epoch: list, on_step,
