@@ -131,6 +131,28 @@ def test_files_downloaded_while_decoding_are_signed_in_place_so_queries_know_the
     assert data.known_content("cifar10") == (data.content_sha256(raw), None)
 
 
+def test_tensors_and_meta_of_two_decodes_at_once_are_never_served_as_a_pair(tmp_path, monkeypatch, capsys):
+    """Two processes decoding changing files at once could leave one's tensors beside the other's meta (its
+    signature and content hash): they share a token, so such a pair is decoded again, never served."""
+    import json
+
+    root = tmp_path / "data"
+    _fake_image_folder(root, "cifar10")
+    monkeypatch.setenv("LABCORE_DATA", str(root))
+    monkeypatch.setenv("LABCORE_CACHE", str(tmp_path / "cache"))
+    data.load_raw("cifar10")
+    [meta_file] = (tmp_path / "cache").glob("cifar10-*.json")
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "token": "another-decode"}))  # the other process's meta won the race
+    decodes = []
+    real = data._decoded
+    monkeypatch.setattr(data, "_decoded", lambda *a: decodes.append(1) or real(*a))
+    data.load_raw("cifar10")
+    assert decodes == [1] and "come from two decodes at once" in capsys.readouterr().out
+    data.load_raw("cifar10")
+    assert decodes == [1], "the pair written by that decode is served"
+
+
 def test_empty_or_incomplete_image_folders_are_named_errors(tmp_path, monkeypatch):
     root = tmp_path / "data"
     for split in ("train", "test"):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from labcore.core.config import DataConfig
-from labcore.files import locked, replacing
+from labcore.files import replacing
 from labcore.core.datasets import CLASSES, DATASETS, SIZES
 from labcore.core.decode import (FIX, DataNotFoundError, Raw, _decoded, _locate, _not_found, check_complete,  # noqa: F401
                                  content_sha256, save_arrays, source_signature)  # data's face
@@ -102,40 +103,44 @@ def _roots(root: Path | None) -> tuple[Path, bool]:
 
 def load_raw(name: str, root: Path | None = None) -> Raw:
     """Decoded dataset `name`, from the tensor cache while it follows the files (the cache is never in the data
-    root); decoded again, and hashed, when they changed. One process decodes at a time (the others wait, then read
-    its cache), and the files' signature is taken before decoding: files that change meanwhile are decoded again
-    next time, never served under their new signature (files downloaded now are signed once in place)."""
+    root); decoded again, and hashed, when they changed. The files' signature is taken before decoding: files that
+    change meanwhile are decoded again next time, never served under their new signature (files downloaded now
+    are signed once in place). The tensors and their meta share a token: two processes decoding at once cannot
+    leave one's tensors paired with the other's meta."""
     root, may_download = _roots(root)
     cache = _cache_file(name, root)
     cached = _from_cache(name, root, cache)
     if cached is not None:
         return cached
-    with locked(cache.with_suffix(".lock"), on_wait=f"[labcore] another process is decoding {name}; waiting for it"):
-        cached = _from_cache(name, root, cache)  # decoded by the process this one waited for
-        if cached is not None:
-            return cached
-        signature = source_signature(name, root)  # None: no files yet (torchvision downloads them now)
-        raw = _decoded(name, root, may_download)
-        meta = {"signature": signature or source_signature(name, root), "sha256": content_sha256(raw),
-                "source": raw.source, "train": len(raw.y_train), "test": len(raw.y_test)}
-        assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
-        with replacing(cache) as tmp:  # a concurrent reader never sees half a file
-            torch.save(raw.__dict__, tmp)
-        with replacing(cache.with_suffix(".json")) as tmp:  # the tensors first: the meta never stands without them
-            tmp.write_text(json.dumps(meta))
+    signature = source_signature(name, root)  # None: no files yet (torchvision downloads them now)
+    raw = _decoded(name, root, may_download)
+    meta = {"signature": signature or source_signature(name, root), "sha256": content_sha256(raw),
+            "source": raw.source, "train": len(raw.y_train), "test": len(raw.y_test), "token": secrets.token_hex(8)}
+    assert not cache.resolve().is_relative_to(root), f"cache {cache} must not be inside the data root {root}"
+    with replacing(cache) as tmp:  # a concurrent reader never sees half a file
+        torch.save({**raw.__dict__, "token": meta["token"]}, tmp)
+    with replacing(cache.with_suffix(".json")) as tmp:  # the tensors first: the meta never stands without them
+        tmp.write_text(json.dumps(meta))
     return raw
 
 
 def _from_cache(name: str, root: Path, cache: Path) -> Raw | None:
-    """The decoded tensors in labcore's cache, while they follow the files; None (saying why, if damaged) else."""
-    if not _cached_meta(name, root):
+    """The decoded tensors in labcore's cache, while they follow the files and their meta (same token; a cache
+    from before tokens has none on either side); None (saying why, if damaged) else."""
+    meta = _cached_meta(name, root)
+    if not meta:
         return None
     try:
-        return Raw(**torch.load(cache, weights_only=True))
+        saved = torch.load(cache, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a cache cut short or damaged, whatever torch raises for it
         print(f"[labcore] the decoded cache {cache} is damaged ({type(exc).__name__}); decoding {name} again",
               flush=True)
         return None
+    if saved.get("token") != meta.get("token"):
+        print(f"[labcore] the decoded cache {cache} and its meta come from two decodes at once; decoding {name} again",
+              flush=True)
+        return None
+    return Raw(**{k: v for k, v in saved.items() if k != "token"})
 
 
 @functools.lru_cache(maxsize=None)
