@@ -143,18 +143,23 @@ def test_what_a_run_takes_besides_its_steps_is_learned_from_runs_that_recorded_t
 
 
 def test_the_eta_is_wall_time_learned_from_the_finished_runs_jobs():
-    """Two runs estimated 1 s each plus 0.5 s besides; the first took 3 s from start to test result (1 s of it
-    training): the rest is expected to take twice its estimate, 3 s, not the 1 s its steps alone would say."""
+    """Three runs estimated 1 s each plus 0.5 s besides; the first trained in 2 s and took 2.5 s more (building,
+    testing, W&B): the rest are expected to take 2 x 1 s + 2.5 s each, not the 1 s their steps alone would say."""
     from labcore.engine.jobs import Progress
     from labcore.store.planned import Planned
 
-    a, b = (Planned(c) for c in _cfgs()[:2])
-    progress = Progress({a.key: 1.0, b.key: 1.0}, 1, headless=True, jobs=[[a], [b]], overhead=0.5)
-    assert progress.eta() == pytest.approx(3.0), "before any run: the estimates with the overhead"
+    a, b, c = (Planned(cfg) for cfg in _cfgs()[:3])
+    progress = Progress({p.key: 1.0 for p in (a, b, c)}, 1, headless=True, jobs=[[a], [b], [c]], overhead=0.5)
+    assert progress.eta() == pytest.approx(4.5), "before any run: the estimates with the overhead"
     row = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
-    progress.finished(runs.RunResult(a.cfg, [row], {}, 1, seconds=1.0, device="cpu", data_source="x",
-                                     estimate_seconds=1.0, wall_seconds=3.0), "this process")
-    assert progress.eta() == pytest.approx(3.0) and "(2.00x the estimates so far)" in progress.eta_text()
+    progress.finished(runs.RunResult(a.cfg, [row], {}, 1, seconds=2.0, device="cpu", data_source="x",
+                                     estimate_seconds=1.0, wall_seconds=4.5), "this process")
+    assert progress.eta() == pytest.approx(2 * (2.0 + 2.5))
+    assert "(2.00x the estimates so far, 2.5 s a run besides)" in progress.eta_text()
+    resumed = runs.RunResult(b.cfg, [row], {}, 1, seconds=30.0, device="cpu", data_source="x",
+                             estimate_seconds=1.0, wall_seconds=3.0, resumed={"epoch": 1})
+    progress.finished(resumed, "this process")  # its seconds span every attempt, its wall time the last alone
+    assert progress.besides() == 2.5, "a resumed run teaches nothing about the time besides"
 
 
 def test_make_plan_names_its_profile_first_and_the_others_cost_only_when_known(monkeypatch):

@@ -109,40 +109,46 @@ def makespan(costs: Sequence[float], slots: int) -> float:
 class Progress:
     """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless.
     `estimates` are per run (a fused job's runs share a slot: its members' estimates are their shares), of what a
-    run records as `seconds`; `overhead`: what each run takes besides (labcore.engine.plan.overhead_per_run). The
-    ETA is wall time: corrected by how long the finished runs' jobs took, start to test result."""
+    run records as `seconds`; `overhead`: what each run takes besides (building, testing, W&B: plan.overhead_per_run,
+    else 0). The ETA is wall time: the estimates scaled as the finished runs' training ran against theirs, plus
+    what each took besides, learned from them (most of a smoke run, whose steps take milliseconds)."""
 
     def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None,
                  jobs: list[list[Planned]] | None = None, overhead: float = 0.0) -> None:
-        self.remaining = {k: s + overhead if s else s for k, s in estimates.items()}
-        self.overhead = overhead
+        self.remaining = dict(estimates)
+        self.overhead, self.extras = overhead, []  # the finished runs' seconds besides training
         self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
         self.labels = distinct_labels([p.cfg for job in jobs or [] for p in job])  # no two runs' lines read alike
         self.total, self.done, self.slots = len(estimates), 0, slots
-        self.measured = self.estimated = 0.0  # seconds of the runs finished so far: taken, and estimated
+        self.measured = self.estimated = 0.0  # training seconds of the runs finished so far: taken, and estimated
         self.headless = (not show_progress()) if headless is None else headless
         self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
 
+    def besides(self) -> float:
+        """Seconds a run takes besides its training: the median of the finished runs', else `overhead`."""
+        return sorted(self.extras)[len(self.extras) // 2] if self.extras else self.overhead
+
     def eta(self) -> float | None:
         """Seconds until every remaining run is done (a fused job takes one slot): the estimates, corrected by how
-        long the runs finished so far took against theirs (a loaded machine, a wrong calibration); None while runs
-        remain that have no estimate (never 0 s with work left)."""
+        long the runs finished so far trained against theirs (a loaded machine, a wrong calibration), plus what
+        each run takes besides; None while runs remain that have no estimate (never 0 s with work left)."""
+        scale = self.measured / self.estimated if self.estimated > 0 else 1.0
         per_job: dict[tuple, float] = {}
         for key, s in self.remaining.items():
+            if not s:
+                return None
             job = self.job_of.get(key, (key,))
-            per_job[job] = per_job.get(job, 0.0) + (s or 0.0)
-        if not per_job:
-            return 0.0
-        span = makespan(list(per_job.values()), self.slots)
-        scale = self.measured / self.estimated if self.estimated > 0 else 1.0
-        return span * scale if span > 0 else None
+            per_job[job] = per_job.get(job, 0.0) + s * scale + self.besides()
+        return makespan(list(per_job.values()), self.slots) if per_job else 0.0
 
     def eta_text(self) -> str:
-        """'ETA 12 min' (with the correction factor once runs have finished), or 'ETA unknown'."""
+        """'ETA 12 min' (with the correction factor and the time besides once runs have finished), or 'ETA
+        unknown'."""
         eta = self.eta()
         if eta is None:
             return "ETA unknown (runs without an estimate remain)"
-        scale = f" ({self.measured / self.estimated:.2f}x the estimates so far)" if self.estimated > 0 and eta else ""
+        scale = (f" ({self.measured / self.estimated:.2f}x the estimates so far, {self.besides():.1f} s a run besides)"
+                 if self.estimated > 0 and eta else "")
         return f"ETA {human_seconds(eta)}{scale}"
 
     def alone(self, job: list[Planned], alone: dict[str, float]) -> None:
@@ -150,15 +156,17 @@ class Progress:
         for p in job:
             self.job_of[p.key] = (p.key,)
             if p.key in self.remaining and alone.get(p.key):
-                self.remaining[p.key] = alone[p.key] + self.overhead
+                self.remaining[p.key] = alone[p.key]
 
     def finished(self, result: runs.RunResult, where: str) -> str:
         """Record one finished run; returns (and shows) its line."""
         self.remaining.pop(result.key, None)
         self.done += 1
-        if result.ok and result.estimate_seconds:  # a resumed run's wall time is its last attempt's alone
-            self.measured += result.seconds if result.resumed else (result.wall_seconds or result.seconds)
-            self.estimated += result.estimate_seconds + self.overhead
+        if result.ok and result.estimate_seconds:
+            self.measured += result.seconds
+            self.estimated += result.estimate_seconds
+        if result.ok and result.wall_seconds is not None and not result.resumed:  # a resumed run's is its last try's
+            self.extras.append(max(result.wall_seconds - result.seconds, 0.0))
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"
         share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""
