@@ -147,7 +147,8 @@ class Progress:
         eta = self.eta()
         if eta is None:
             return "ETA unknown (runs without an estimate remain)"
-        scale = (f" ({self.measured / self.estimated:.2f}x the estimates so far, {self.besides():.1f} s a run besides)"
+        besides = f", {self.besides():.1f} s a run besides" if self.besides() >= 0.05 else ""
+        scale = (f" ({self.measured / self.estimated:.2f}x the estimates so far{besides})"
                  if self.estimated > 0 and eta else "")
         return f"ETA {human_seconds(eta)}{scale}"
 

@@ -258,11 +258,12 @@ def verify(profile: str, only: list[str] | None = None, sample: int | None = 1, 
 
 
 def store_state(store: Any, cfgs: list[RunConfig]) -> dict[str, str]:
-    """{run key: its state and the SHA-256 of its checksums.json (record, weights, checkpoints)} of the runs among
-    `cfgs` that have a result (stored, stale, failed, damaged): the store as a verdict found it. A flag, a file
-    edited since, a retraining or a removal all change it."""
+    """{run key: whether its files are whole, and the SHA-256 of its checksums.json (record, weights, checkpoints)}
+    of the runs among `cfgs` that have a result: the store as a verdict found it. A flag, a file edited since, a
+    retraining or a removal all change it; what a query can or cannot check of the data does not."""
     sums = {c.key(): (c, store.path(c) / "checksums.json") for c in cfgs}
-    return {key: f"{store.state(c)}:{sha256(f)}" for key, (c, f) in sums.items() if f.is_file()}
+    return {key: f"{'damaged' if store.damage(c) else 'whole'}:{sha256(f)}" for key, (c, f) in sums.items()
+            if f.is_file()}
 
 
 def changed_since(checked: dict[str, str] | None, store: Any = None) -> int | None:
