@@ -2,7 +2,7 @@
 yet, timings taken under load never kept for good, and finished runs correcting the rest."""
 import pytest
 
-from labcore.engine import calibrate, plan
+from labcore.engine import calibrate, jobs, plan
 from labcore.store import runs
 from labcore.core.config import ModelConfig, RunConfig, TrainConfig
 
@@ -135,11 +135,11 @@ def test_what_a_run_takes_besides_its_steps_is_learned_from_runs_that_recorded_t
         return runs.RunResult(cfg, [], {}, 1, seconds=seconds, device=device, data_source="x", wall_seconds=wall,
                               status=status, resumed=resumed)
 
-    assert plan.overhead_per_run([run(1.0, None), run(1.0, 9.0, "cuda: H100")], here) is None
-    assert plan.overhead_per_run([run(30.0, 12.0, resumed={"epoch": 3})], here) is None, "seconds of every attempt"
-    assert plan.overhead_per_run([run(1.0, 1.4), run(2.0, 2.6), run(0.5, 1.5), run(1.0, 99.0, status="failed")],
+    assert jobs.overhead_per_run([run(1.0, None), run(1.0, 9.0, "cuda: H100")], here) is None
+    assert jobs.overhead_per_run([run(30.0, 12.0, resumed={"epoch": 3})], here) is None, "seconds of every attempt"
+    assert jobs.overhead_per_run([run(1.0, 1.4), run(2.0, 2.6), run(0.5, 1.5), run(1.0, 99.0, status="failed")],
                               here) == (pytest.approx(0.6), 3)
-    assert plan.overhead_per_run([run(1.0, 0.9)], here) == (0.0, 1), "a clock's jitter is not a negative cost"
+    assert jobs.overhead_per_run([run(1.0, 0.9)], here) == (0.0, 1), "a clock's jitter is not a negative cost"
 
 
 def test_the_eta_is_wall_time_learned_from_the_finished_runs_jobs():

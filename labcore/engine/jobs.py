@@ -97,6 +97,15 @@ def distinct_labels(cfgs: Sequence[RunConfig], name: Callable[[RunConfig], str] 
     return out
 
 
+def overhead_per_run(results: Sequence[runs.RunResult], device: str | None = None) -> tuple[float, int] | None:
+    """(seconds a run takes besides what its estimate covers: building it, its test pass, W&B; how many runs say
+    so): the median over finished runs (on `device`, a `device_name`, when given) that recorded their wall time,
+    resumed ones aside (their `seconds` span every attempt, their wall time the last); None where none did."""
+    extra = sorted(r.wall_seconds - r.seconds for r in results if r.ok and r.wall_seconds is not None
+                   and not r.resumed and (device is None or r.device == device))
+    return (max(extra[len(extra) // 2], 0.0), len(extra)) if extra else None
+
+
 def makespan(costs: Sequence[float], slots: int) -> float:
     """Wall time to finish `costs` on `slots` parallel workers, longest first (each to the least-loaded slot)."""
     assert slots >= 1, f"need at least one slot, got {slots}"
@@ -109,14 +118,14 @@ def makespan(costs: Sequence[float], slots: int) -> float:
 class Progress:
     """Runs done / total with an ETA from the estimates: a bar on a terminal, a line per run when headless.
     `estimates` are per run (a fused job's runs share a slot: its members' estimates are their shares), of what a
-    run records as `seconds`; `overhead`: what each run takes besides (building, testing, W&B: plan.overhead_per_run,
-    else 0). The ETA is wall time: the estimates scaled as the finished runs' training ran against theirs, plus
+    run records as `seconds`; `overhead`: what each run takes besides (building, testing, W&B: overhead_per_run of
+    stored runs, else 0). The ETA is wall time: the estimates scaled as the finished runs' training ran against theirs, plus
     what each took besides, learned from them (most of a smoke run, whose steps take milliseconds)."""
 
     def __init__(self, estimates: dict[str, float], slots: int, headless: bool | None = None,
                  jobs: list[list[Planned]] | None = None, overhead: float = 0.0) -> None:
         self.remaining = dict(estimates)
-        self.overhead, self.extras = overhead, []  # the finished runs' seconds besides training
+        self.overhead, self.seen = overhead, []  # the time besides until runs finish; then the finished runs (seen)
         self.job_of = {p.key: tuple(q.key for q in job) for job in jobs or [] for p in job}
         self.labels = distinct_labels([p.cfg for job in jobs or [] for p in job])  # no two runs' lines read alike
         self.total, self.done, self.slots = len(estimates), 0, slots
@@ -125,20 +134,20 @@ class Progress:
         self.bar = None if self.headless else tqdm(total=self.total, unit="run", desc="training")
 
     def besides(self) -> float:
-        """Seconds a run takes besides its training: the median of the finished runs', else `overhead`."""
-        return sorted(self.extras)[len(self.extras) // 2] if self.extras else self.overhead
+        """Seconds a run takes besides its training: the finished runs' (overhead_per_run), else `overhead`."""
+        return (overhead_per_run(self.seen) or (self.overhead,))[0]
 
     def eta(self) -> float | None:
         """Seconds until every remaining run is done (a fused job takes one slot): the estimates, corrected by how
         long the runs finished so far trained against theirs (a loaded machine, a wrong calibration), plus what
         each run takes besides; None while runs remain that have no estimate (never 0 s with work left)."""
         scale = self.measured / self.estimated if self.estimated > 0 else 1.0
-        per_job: dict[tuple, float] = {}
+        besides, per_job = self.besides(), {}
         for key, s in self.remaining.items():
             if not s:
                 return None
             job = self.job_of.get(key, (key,))
-            per_job[job] = per_job.get(job, 0.0) + s * scale + self.besides()
+            per_job[job] = per_job.get(job, 0.0) + s * scale + besides
         return makespan(list(per_job.values()), self.slots) if per_job else 0.0
 
     def eta_text(self) -> str:
@@ -166,8 +175,7 @@ class Progress:
         if result.ok and result.estimate_seconds:
             self.measured += result.seconds
             self.estimated += result.estimate_seconds
-        if result.ok and result.wall_seconds is not None and not result.resumed:  # a resumed run's is its last try's
-            self.extras.append(max(result.wall_seconds - result.seconds, 0.0))
+        self.seen.append(result)
         est = f", estimated {result.estimate_seconds:.1f} s" if result.estimate_seconds else ""
         state = "ok" if result.ok else f"FAILED ({result.error})"
         share = f" (its share of {len(result.fused)} fused seeds)" if len(result.fused) > 1 else ""

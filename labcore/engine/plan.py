@@ -244,7 +244,7 @@ def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = Tru
     share of its group's; `alone_estimates` and `alone_seconds` are what training each alone would take;
     `overhead`: the seconds a run takes besides (setup, test pass), as stored runs here took (None: none told)."""
     from labcore.engine import calibrate as cal
-    from labcore.engine.jobs import group_jobs
+    from labcore.engine.jobs import group_jobs, overhead_per_run
 
     store = store or RunStore()
     profile, planned = built.profile, built.runs
@@ -289,16 +289,6 @@ def describe(built: BuildPlan, device: str = "auto", calibrate: bool | str = Tru
             "alone_estimates": alone_estimates,
             "pending_seconds": total, "alone_seconds": alone, "peak": peak, "device": dev, "store": store,
             "summary": summary, "members": members, "overhead": extra[0] if extra else None}
-
-
-def overhead_per_run(results: list, device: str) -> tuple[float, int] | None:
-    """(seconds a run takes besides what `estimate_seconds` covers: building it, its test pass, W&B; how many runs
-    say so): the median over finished runs (labcore.store.runs.RunResult) trained on `device` (a `device_name`)
-    that recorded their wall time, resumed ones aside (their `seconds` span every attempt); None
-    where none did."""
-    extra = sorted(r.wall_seconds - r.seconds for r in results
-                   if r.ok and r.device == device and r.wall_seconds is not None and not r.resumed)
-    return (max(extra[len(extra) // 2], 0.0), len(extra)) if extra else None
 
 
 def precision_note(pending: list[Planned], estimates: dict[str, float], total: float | None, device: str,
